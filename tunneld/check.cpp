@@ -1,0 +1,115 @@
+#include "tunneld/check.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <fstream>
+#include <vector>
+
+#include "tunneld/config.hpp"
+#include "tunneld/dial.hpp"
+#include "tunneld/error.hpp"
+#include "tunneld/key_file.hpp"
+#include "tunneld/tls_context.hpp"
+
+namespace tunneld {
+
+namespace asio = boost::asio;
+
+namespace {
+
+struct Report {
+    std::ostream& out;
+    int failures = 0;
+    void ok(const std::string& what) { out << "ok    " << what << "\n"; }
+    void warn(const std::string& what) { out << "warn  " << what << "\n"; }
+    void fail(const std::string& what) {
+        out << "FAIL  " << what << "\n";
+        ++failures;
+    }
+};
+
+void check_reachability(const Config& cfg, Report& report) {
+    asio::io_context io;
+    struct Target {
+        std::string label;
+        Endpoint ep;
+        std::string result = "not tried";
+    };
+    std::vector<Target> targets;
+    if (cfg.inbound) targets.push_back({"backend (inbound.backend)", cfg.inbound->backend});
+    for (const auto& p : cfg.peers) targets.push_back({"peer " + p.name + " (peers[].connect)", p.connect});
+    for (auto& t : targets) {
+        asio::co_spawn(io, [&t, &io, timeout = cfg.timeouts.connect]() -> asio::awaitable<void> {
+            if (t.ep.is_unix()) {
+                asio::local::stream_protocol::socket s(io);
+                t.result = co_await dial(s, t.ep.unix_path, timeout);
+            } else {
+                asio::ip::tcp::socket s(io);
+                t.result = co_await dial(s, t.ep, timeout);
+            }
+        }, asio::detached);
+    }
+    io.run();
+    for (auto& t : targets) {
+        if (t.result.empty()) report.ok(t.label + " " + t.ep.to_string() + " accepts connections");
+        else report.fail(t.label + " " + t.ep.to_string() + ": " + t.result);
+    }
+}
+
+}  // namespace
+
+int run_check(const std::string& config_path, std::ostream& out) {
+    Report report{out};
+    Config cfg;
+    try {
+        cfg = load_config(config_path);
+    } catch (const StartupError& e) {
+        report.fail(std::string("config: ") + e.what());
+        return 1;
+    }
+    report.ok("config " + config_path + " (node " + cfg.node + ", " +
+              (cfg.inbound ? std::to_string(cfg.inbound->listen.size()) + " inbound listener(s), "
+                           : std::string("no inbound, ")) +
+              std::to_string(cfg.peers.size()) + " peer(s))");
+
+    bool files_ok = true;
+    auto readable = [&](const std::string& path, const char* key) {
+        std::ifstream f(path);
+        if (f) {
+            report.ok(std::string("tls.") + key + " " + path + " is readable");
+        } else {
+            report.fail(std::string("tls.") + key + " " + path + ": " + std::strerror(errno));
+            files_ok = false;
+        }
+    };
+    readable(cfg.tls.ca, "ca");
+    readable(cfg.tls.cert, "cert");
+    if (!cfg.tls.crl.empty()) readable(cfg.tls.crl, "crl");
+    if (auto problem = key_file_problem(cfg.tls.key); problem.empty()) {
+        report.ok("tls.key " + cfg.tls.key + " is private to this user");
+    } else {
+        report.fail("tls.key " + problem);
+        files_ok = false;
+    }
+    if (files_ok) {
+        try {
+            auto m = load_tls_material(cfg.tls, cfg.node, 1);
+            report.ok("certificate serial " + m->serial_hex + ": key matches, chains to tls.ca, names " +
+                      cfg.node);
+            int days = m->days_left();
+            if (days < 7) report.warn("certificate expires in " + std::to_string(days) + " day(s): rotate it now");
+            else if (days < 30) report.warn("certificate expires in " + std::to_string(days) + " days");
+            else report.ok("certificate valid for " + std::to_string(days) + " more days");
+        } catch (const StartupError& e) {
+            report.fail(e.what());
+        }
+    }
+    check_reachability(cfg, report);
+    out << (report.failures ? std::to_string(report.failures) + " problem(s) found\n"
+                            : std::string("all checks passed\n"));
+    return report.failures ? 1 : 0;
+}
+
+}  // namespace tunneld

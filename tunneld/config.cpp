@@ -1,0 +1,298 @@
+#include "tunneld/config.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <charconv>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "tunneld/error.hpp"
+
+namespace tunneld {
+namespace {
+
+// Reads one YAML mapping and remembers which keys were consumed, so that
+// every key not read is reported as unknown (with its position).
+class MapReader {
+public:
+    MapReader(const YAML::Node& node, std::string where, const std::string& file)
+        : node_(node), where_(std::move(where)), file_(file) {
+        if (!node_.IsMap()) fail(node_, where_ + " must be a mapping");
+    }
+
+    const YAML::Node* find(const std::string& key) {
+        known_.insert(key);
+        for (auto it = node_.begin(); it != node_.end(); ++it) {
+            if (it->first.as<std::string>() == key) {
+                stash_.push_back(it->second);
+                return &stash_.back();
+            }
+        }
+        return nullptr;
+    }
+
+    // Throws for any key that was never asked for.
+    void finish() {
+        for (auto it = node_.begin(); it != node_.end(); ++it) {
+            auto key = it->first.as<std::string>();
+            if (!known_.count(key)) {
+                std::string expected;
+                for (auto& k : known_) expected += (expected.empty() ? "" : ", ") + k;
+                fail(it->first, "unknown key '" + qualified(key) + "' (expected one of: " +
+                                    expected + ")");
+            }
+        }
+    }
+
+    std::string qualified(const std::string& key) const {
+        return where_.empty() ? key : where_ + "." + key;
+    }
+
+    [[noreturn]] void fail(const YAML::Node& at, const std::string& message) const {
+        auto mark = at.Mark();
+        std::ostringstream out;
+        out << file_;
+        if (!mark.is_null()) out << ":" << mark.line + 1 << ":" << mark.column + 1;
+        out << ": " << message;
+        throw StartupError(out.str());
+    }
+
+private:
+    YAML::Node node_;
+    std::string where_;
+    const std::string& file_;
+    std::set<std::string> known_;
+    std::vector<YAML::Node> stash_;
+};
+
+std::string scalar(MapReader& r, const YAML::Node& n, const std::string& key) {
+    if (!n.IsScalar()) r.fail(n, "'" + r.qualified(key) + "' must be a string");
+    return n.Scalar();
+}
+
+std::string require_string(MapReader& r, const YAML::Node& map, const std::string& key) {
+    auto* n = r.find(key);
+    if (!n) r.fail(map, "missing required key '" + r.qualified(key) + "'");
+    auto s = scalar(r, *n, key);
+    if (s.empty()) r.fail(*n, "'" + r.qualified(key) + "' must not be empty");
+    return s;
+}
+
+Duration duration_value(MapReader& r, const YAML::Node& n, const std::string& key) {
+    auto text = scalar(r, n, key);
+    auto d = parse_duration(text);
+    if (!d)
+        r.fail(n, "'" + r.qualified(key) + "': '" + text +
+                      "' is not a duration (use a number with ms, s, m or h, as in 30s)");
+    return *d;
+}
+
+void read_duration(MapReader& r, const std::string& key, Duration& out, Duration min) {
+    if (auto* n = r.find(key)) {
+        out = duration_value(r, *n, key);
+        if (out < min)
+            r.fail(*n, "'" + r.qualified(key) + "' must be at least " + format_duration(min));
+    }
+}
+
+void read_int(MapReader& r, const std::string& key, int& out, int min, int max) {
+    if (auto* n = r.find(key)) {
+        auto text = scalar(r, *n, key);
+        std::size_t used = 0;
+        long v = 0;
+        try {
+            v = std::stol(text, &used);
+        } catch (const std::exception&) {
+            used = 0;
+        }
+        if (used != text.size() || text.empty() || v < min || v > max)
+            r.fail(*n, "'" + r.qualified(key) + "' must be a whole number from " +
+                           std::to_string(min) + " to " + std::to_string(max));
+        out = static_cast<int>(v);
+    }
+}
+
+Endpoint endpoint_value(MapReader& r, const YAML::Node& n, const std::string& key,
+                        bool allow_unix) {
+    auto text = scalar(r, n, key);
+    std::string why;
+    auto ep = parse_endpoint(text, allow_unix, why);
+    if (!ep) r.fail(n, "'" + r.qualified(key) + "': '" + text + "': " + why);
+    return *ep;
+}
+
+std::vector<std::string> identity_list(MapReader& r, const YAML::Node& n, const std::string& key) {
+    if (!n.IsSequence())
+        r.fail(n, "'" + r.qualified(key) + "' must be a list, as in [primary-1, standby-1]");
+    std::vector<std::string> out;
+    for (const auto& item : n) {
+        if (!item.IsScalar()) r.fail(item, "'" + r.qualified(key) + "' entries must be strings");
+        if (!is_valid_identity(item.Scalar()))
+            r.fail(item, "'" + r.qualified(key) + "': '" + item.Scalar() +
+                             "' is not a valid identity (a DNS name or URI; wildcards are refused)");
+        out.push_back(item.Scalar());
+    }
+    return out;
+}
+
+std::string resolve_path(const std::string& config_path, const std::string& p) {
+    if (p.empty() || p[0] == '/') return p;
+    auto dir = std::filesystem::path(config_path).parent_path();
+    return (dir / p).lexically_normal().string();
+}
+
+}  // namespace
+
+bool is_valid_identity(const std::string& name) {
+    if (name.empty() || name.size() > 253) return false;
+    if (name.find('*') != std::string::npos) return false;
+    if (name.find("://") != std::string::npos) {
+        auto scheme_end = name.find("://");
+        if (scheme_end == 0) return false;
+        for (char c : name)
+            if (c <= ' ' || c == 0x7f) return false;
+        return scheme_end + 3 < name.size();
+    }
+    if (name.front() == '.' || name.back() == '.' || name.front() == '-') return false;
+    for (char c : name) {
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '.';
+        if (!ok) return false;
+    }
+    return name.find("..") == std::string::npos;
+}
+
+Config parse_config(const std::string& text, const std::string& path) {
+    YAML::Node root;
+    try {
+        root = YAML::Load(text);
+    } catch (const YAML::ParserException& e) {
+        throw StartupError(path + ":" + std::to_string(e.mark.line + 1) + ":" +
+                           std::to_string(e.mark.column + 1) + ": invalid YAML: " + e.msg);
+    }
+    if (!root || root.IsNull()) throw StartupError(path + ": the file is empty");
+
+    Config cfg;
+    cfg.path = path;
+    MapReader top(root, "", path);
+
+    cfg.node = require_string(top, root, "node");
+    if (!is_valid_identity(cfg.node))
+        top.fail(*top.find("node"), "'node': '" + cfg.node +
+                                        "' is not a valid identity (letters, digits, '-', '.')");
+
+    auto* tls = top.find("tls");
+    if (!tls) top.fail(root, "missing required key 'tls' (ca, cert, key)");
+    {
+        MapReader r(*tls, "tls", path);
+        cfg.tls.ca = resolve_path(path, require_string(r, *tls, "ca"));
+        cfg.tls.cert = resolve_path(path, require_string(r, *tls, "cert"));
+        cfg.tls.key = resolve_path(path, require_string(r, *tls, "key"));
+        if (auto* n = r.find("crl")) cfg.tls.crl = resolve_path(path, scalar(r, *n, "crl"));
+        r.finish();
+    }
+
+    if (auto* in = top.find("inbound")) {
+        MapReader r(*in, "inbound", path);
+        InboundConfig ic;
+        auto* listen = r.find("listen");
+        if (!listen) r.fail(*in, "missing required key 'inbound.listen'");
+        if (listen->IsSequence()) {
+            for (const auto& item : *listen) ic.listen.push_back(endpoint_value(r, item, "listen", false));
+            if (ic.listen.empty()) r.fail(*listen, "'inbound.listen' must not be empty");
+        } else {
+            ic.listen.push_back(endpoint_value(r, *listen, "listen", false));
+        }
+        auto* backend = r.find("backend");
+        if (!backend) r.fail(*in, "missing required key 'inbound.backend'");
+        ic.backend = endpoint_value(r, *backend, "backend", true);
+        auto* allow = r.find("allow");
+        if (!allow) r.fail(*in, "missing required key 'inbound.allow' (peer identities allowed in)");
+        ic.allow = identity_list(r, *allow, "allow");
+        if (ic.allow.empty())
+            r.fail(*allow, "'inbound.allow' is empty: no peer could ever connect");
+        r.finish();
+        cfg.inbound = std::move(ic);
+    }
+
+    if (auto* peers = top.find("peers")) {
+        if (!peers->IsSequence()) top.fail(*peers, "'peers' must be a list");
+        std::set<std::string> names;
+        std::set<std::string> locals;
+        for (const auto& p : *peers) {
+            MapReader r(p, "peers[]", path);
+            PeerConfig pc;
+            pc.name = require_string(r, p, "name");
+            if (!is_valid_identity(pc.name))
+                r.fail(*r.find("name"), "'peers[].name': '" + pc.name +
+                                            "' is not a valid identity (a DNS name or URI)");
+            if (!names.insert(pc.name).second)
+                r.fail(*r.find("name"), "peer '" + pc.name + "' is listed twice");
+            auto* connect = r.find("connect");
+            if (!connect) r.fail(p, "missing required key 'peers[].connect'");
+            pc.connect = endpoint_value(r, *connect, "connect", false);
+            auto* local = r.find("local");
+            if (!local) r.fail(p, "missing required key 'peers[].local'");
+            pc.local = endpoint_value(r, *local, "local", false);
+            if (!locals.insert(pc.local.to_string()).second)
+                r.fail(*local, "local address " + pc.local.to_string() + " is used twice");
+            r.finish();
+            cfg.peers.push_back(std::move(pc));
+        }
+    }
+    if (!cfg.inbound && cfg.peers.empty())
+        top.fail(root, "nothing to do: configure 'inbound', 'peers', or both");
+
+    if (auto* ka = top.find("keepalive")) {
+        MapReader r(*ka, "keepalive", path);
+        read_duration(r, "idle", cfg.keepalive.idle, 1s);
+        read_duration(r, "interval", cfg.keepalive.interval, 1s);
+        read_int(r, "count", cfg.keepalive.count, 1, 127);
+        read_duration(r, "user_timeout", cfg.keepalive.user_timeout, 0ms);
+        r.finish();
+    }
+    if (auto* t = top.find("timeouts")) {
+        MapReader r(*t, "timeouts", path);
+        read_duration(r, "connect", cfg.timeouts.connect, 100ms);
+        read_duration(r, "handshake", cfg.timeouts.handshake, 100ms);
+        read_duration(r, "shutdown", cfg.timeouts.shutdown, 0ms);
+        r.finish();
+    }
+    if (auto* l = top.find("limits")) {
+        MapReader r(*l, "limits", path);
+        read_int(r, "max_connections", cfg.limits.max_connections, 1, 1'000'000);
+        read_int(r, "max_handshakes_per_source", cfg.limits.max_handshakes_per_source, 1, 100'000);
+        r.finish();
+    }
+    if (auto* w = top.find("workers")) {
+        auto text = scalar(top, *w, "workers");
+        if (text != "auto") {
+            int n = 0;
+            auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+            if (ec != std::errc() || end != text.data() + text.size() || n < 1 || n > 64)
+                top.fail(*w, "'workers' must be 'auto' or a whole number from 1 to 64");
+            cfg.workers = static_cast<unsigned>(n);
+        }
+    }
+    if (auto* lv = top.find("log_level")) {
+        cfg.log_level = scalar(top, *lv, "log_level");
+        static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error"};
+        if (!levels.count(cfg.log_level))
+            top.fail(*lv, "'log_level' must be one of trace, debug, info, warn, error");
+    }
+    top.finish();
+    return cfg;
+}
+
+Config load_config(const std::string& path) {
+    std::ifstream in(path);
+    if (!in) throw StartupError(path + ": cannot read config file: " + std::strerror(errno));
+    std::stringstream buf;
+    buf << in.rdbuf();
+    return parse_config(buf.str(), path);
+}
+
+}  // namespace tunneld

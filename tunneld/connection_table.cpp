@@ -1,0 +1,57 @@
+#include "tunneld/connection_table.hpp"
+
+#include <boost/asio/post.hpp>
+#include <vector>
+
+namespace tunneld {
+
+std::shared_ptr<LiveConnection> ConnectionTable::admit(boost::asio::any_io_executor executor,
+                                                       std::uint64_t id) {
+    std::lock_guard lock(mutex_);
+    if (live_.size() >= max_) return nullptr;
+    auto c = std::make_shared<LiveConnection>();
+    c->executor = std::move(executor);
+    c->id = id;
+    live_.emplace(id, c);
+    return c;
+}
+
+void ConnectionTable::release(const std::shared_ptr<LiveConnection>& c) {
+    c->alive = false;
+    c->close = nullptr;
+    std::lock_guard lock(mutex_);
+    live_.erase(c->id);
+}
+
+std::size_t ConnectionTable::size() const {
+    std::lock_guard lock(mutex_);
+    return live_.size();
+}
+
+void ConnectionTable::close_all() {
+    std::vector<std::shared_ptr<LiveConnection>> all;
+    {
+        std::lock_guard lock(mutex_);
+        for (auto& [id, c] : live_) all.push_back(c);
+    }
+    for (auto& c : all)
+        boost::asio::post(c->executor, [c] {
+            if (c->alive && c->close) c->close();
+        });
+}
+
+bool ConnectionTable::begin_handshake(const std::string& source, int limit) {
+    std::lock_guard lock(mutex_);
+    int& n = handshakes_[source];
+    if (n >= limit) return false;
+    ++n;
+    return true;
+}
+
+void ConnectionTable::end_handshake(const std::string& source) {
+    std::lock_guard lock(mutex_);
+    auto it = handshakes_.find(source);
+    if (it != handshakes_.end() && --it->second <= 0) handshakes_.erase(it);
+}
+
+}  // namespace tunneld

@@ -1,0 +1,31 @@
+// Peer identity: which names a certificate claims, and whether one is allowed.
+// Pure functions; the TLS layer calls them after chain verification.
+#pragma once
+#include <openssl/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace tunneld {
+
+struct CertIdentities {
+    std::vector<std::string> dns;   // subjectAltName DNS entries
+    std::vector<std::string> uris;  // subjectAltName URI entries (e.g. spiffe://...)
+    std::string common_name;        // subject CN; used only when there is no SAN DNS/URI
+};
+
+// Reads the SAN DNS/URI entries and the subject CN of `cert` (not owned).
+CertIdentities extract_identities(X509* cert);
+
+// Returns the identity from `ids` that appears in `allow`, or nullopt.
+// DNS names compare case-insensitively, URIs exactly. The CN is a fallback only
+// for certificates with no SAN DNS/URI at all. A name containing '*' never
+// matches: a wildcard certificate cannot stand for a specific node.
+std::optional<std::string> match_identity(const CertIdentities& ids,
+                                          const std::vector<std::string>& allow);
+
+// A short description for logs: "dns:a,b uri:c" or "cn:x".
+std::string describe_identities(const CertIdentities& ids);
+
+}  // namespace tunneld

@@ -1,0 +1,136 @@
+#include "tunneld/inbound.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+
+#include "tunneld/conn_log.hpp"
+#include "tunneld/dial.hpp"
+#include "tunneld/listener.hpp"
+#include "tunneld/relay_buffers.hpp"
+#include "tunneld/socket_options.hpp"
+
+namespace tunneld {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+namespace {
+
+// Connects to the backend (TCP or unix) and relays; logs the close line.
+template <class Plain>
+asio::awaitable<void> relay_to_backend(Runtime& rt, LiveConnection& live, ConnInfo& info,
+                                       TlsStream& tls, Plain backend) {
+    const auto& in = *rt.config.inbound;
+    live.close = [&] {
+        error_code ignored;
+        backend.close(ignored);
+        tls.close();
+    };
+    CloseHook hook{live};
+    std::string err;
+    if constexpr (std::is_same_v<Plain, tcp::socket>) {
+        err = co_await dial(backend, in.backend, rt.config.timeouts.connect);
+        if (err.empty()) apply_local_options(backend.native_handle());
+    } else {
+        err = co_await dial(backend, in.backend.unix_path, rt.config.timeouts.connect);
+    }
+    if (!err.empty()) {
+        tls.close();
+        log_close(info, RelayResult{0, 0, CloseReason::backend_unreachable,
+                                    in.backend.to_string() + ": " + err});
+        co_return;
+    }
+    log_open(info, tls.resumed());
+    RelayBuffers buffers;
+    auto result = co_await relay(backend, tls, buffers.out(), buffers.in());
+    log_close(info, result);
+}
+
+asio::awaitable<void> serve(Runtime& rt, tcp::socket socket) {
+    const auto& cfg = rt.config;
+    ConnInfo info;
+    info.id = rt.next_id++;
+    info.direction = "inbound";
+    info.local = cfg.inbound->backend.to_string();
+    error_code ec;
+    auto remote = socket.remote_endpoint(ec);
+    if (ec) co_return;
+    info.remote = Endpoint{remote.address().to_string(), remote.port(), {}}.to_string();
+    const std::string source = remote.address().to_string();
+
+    auto live = rt.connections.admit(socket.get_executor(), info.id);
+    if (!live) {
+        log_close(info, RelayResult{0, 0, CloseReason::limit,
+                                    "limits.max_connections=" + std::to_string(cfg.limits.max_connections)});
+        co_return;
+    }
+    struct Release {
+        ConnectionTable& t;
+        std::shared_ptr<LiveConnection> c;
+        ~Release() { t.release(c); }
+    } release{rt.connections, live};
+
+    if (!rt.connections.begin_handshake(source, cfg.limits.max_handshakes_per_source)) {
+        log_close(info, RelayResult{0, 0, CloseReason::limit,
+                                    "limits.max_handshakes_per_source=" +
+                                        std::to_string(cfg.limits.max_handshakes_per_source)});
+        co_return;
+    }
+    if (auto err = apply_public_options(socket.native_handle(), cfg.keepalive); !err.empty())
+        spdlog::warn("conn={} {}", info.id, err);
+
+    auto material = rt.tls.load();
+    TlsStream tls(std::move(socket), *material, TlsStream::Role::server);
+    tls.peer_check().allow = cfg.inbound->allow;
+    live->close = [&tls] { tls.close(); };
+    auto hs = co_await handshake_within(tls, cfg.timeouts.handshake);
+    rt.connections.end_handshake(source);
+    info.peer = tls.peer_check().matched;
+    if (!hs.ok()) {
+        log_handshake_failure(info, hs);
+        co_return;
+    }
+    if (tls.alpn() == kAlpnProbe) {
+        // The peer probe arrives with the health endpoint; until then it is refused.
+        log_close(info, RelayResult{0, 0, CloseReason::protocol, "probe not served"});
+        co_return;
+    }
+    auto ex = tls.socket().get_executor();
+    if (cfg.inbound->backend.is_unix())
+        co_await relay_to_backend(rt, *live, info, tls, asio::local::stream_protocol::socket(ex));
+    else
+        co_await relay_to_backend(rt, *live, info, tls, tcp::socket(ex));
+}
+
+}  // namespace
+
+InboundListener::InboundListener(Runtime& rt, asio::io_context& io) : rt_(rt), io_(io) {
+    for (const auto& ep : rt.config.inbound->listen)
+        acceptors_.push_back(open_listener(io, ep, "inbound.listen"));
+}
+
+void InboundListener::start() {
+    for (auto& acceptor : acceptors_) {
+        spdlog::info("inbound: listening on {} -> backend {} (allow: {})",
+                     Endpoint{acceptor.local_endpoint().address().to_string(),
+                              acceptor.local_endpoint().port(), {}}.to_string(),
+                     rt_.config.inbound->backend.to_string(), fmt::join(rt_.config.inbound->allow, ", "));
+        asio::co_spawn(io_, accept_loop(acceptor, rt_.pool, [this](tcp::socket s) {
+                           auto ex = s.get_executor();
+                           asio::co_spawn(ex, serve(rt_, std::move(s)), asio::detached);
+                       }),
+                       asio::detached);
+    }
+}
+
+void InboundListener::stop() {
+    for (auto& a : acceptors_) {
+        error_code ignored;
+        a.close(ignored);
+    }
+}
+
+}  // namespace tunneld

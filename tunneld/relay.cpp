@@ -1,0 +1,127 @@
+#include "tunneld/relay.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+namespace tunneld {
+
+using asio::as_tuple;
+using asio::use_awaitable;
+using namespace asio::experimental::awaitable_operators;
+
+const char* to_string(CloseReason r) {
+    switch (r) {
+        case CloseReason::finished: return "finished";
+        case CloseReason::local_error: return "local_error";
+        case CloseReason::peer_error: return "peer_error";
+        case CloseReason::peer_truncated: return "peer_truncated";
+        case CloseReason::peer_timeout: return "peer_timeout";
+        case CloseReason::shutdown: return "shutdown";
+        case CloseReason::handshake_failed: return "handshake_failed";
+        case CloseReason::backend_unreachable: return "backend_unreachable";
+        case CloseReason::peer_unreachable: return "peer_unreachable";
+        case CloseReason::limit: return "limit";
+        case CloseReason::protocol: return "protocol";
+    }
+    return "unknown";
+}
+
+namespace {
+
+// State shared by the two loops of one relay (same executor, no locking).
+template <class Plain>
+struct Pair {
+    Plain& local;
+    TlsStream& tls;
+    RelayResult result;
+    bool failed = false;
+
+    // Records the first failure and closes both sides, ending the other loop.
+    void fail(bool tls_side, const error_code& ec) {
+        if (failed) return;
+        failed = true;
+        if (ec == asio::error::operation_aborted) {
+            result.reason = CloseReason::shutdown;
+        } else if (!tls_side) {
+            result.reason = CloseReason::local_error;
+        } else if (ec == asio::ssl::error::stream_truncated) {
+            result.reason = CloseReason::peer_truncated;
+        } else if (ec == asio::error::timed_out) {
+            result.reason = CloseReason::peer_timeout;
+        } else {
+            result.reason = CloseReason::peer_error;
+        }
+        result.detail = ec.message();
+        close();
+    }
+
+    void close() {
+        error_code ignored;
+        local.close(ignored);
+        tls.close();
+    }
+};
+
+template <class Plain>
+asio::awaitable<void> local_to_tls(Pair<Plain>& p, std::span<char> buf) {
+    for (;;) {
+        auto [ec, n] = co_await p.local.async_read_some(asio::buffer(buf), as_tuple(use_awaitable));
+        if (ec == asio::error::eof) {
+            if (auto sec = co_await p.tls.shutdown_send(); sec && !p.failed) p.fail(true, sec);
+            co_return;
+        }
+        if (ec) {
+            p.fail(false, ec);
+            co_return;
+        }
+        if (auto wec = co_await p.tls.write_all(asio::buffer(buf.data(), n))) {
+            p.fail(true, wec);
+            co_return;
+        }
+        p.result.to_tls += n;
+    }
+}
+
+template <class Plain>
+asio::awaitable<void> tls_to_local(Pair<Plain>& p, std::span<char> buf) {
+    for (;;) {
+        auto [ec, n] = co_await p.tls.read_some(asio::buffer(buf));
+        if (ec == asio::error::eof) {
+            error_code ignored;
+            p.local.shutdown(asio::socket_base::shutdown_send, ignored);
+            co_return;
+        }
+        if (ec) {
+            p.fail(true, ec);
+            co_return;
+        }
+        auto [wec, written] = co_await asio::async_write(p.local, asio::buffer(buf.data(), n),
+                                                         as_tuple(use_awaitable));
+        if (wec) {
+            p.fail(false, wec);
+            co_return;
+        }
+        p.result.from_tls += n;
+    }
+}
+
+}  // namespace
+
+template <class Plain>
+asio::awaitable<RelayResult> relay(Plain& local, TlsStream& tls, std::span<char> buf_out,
+                                   std::span<char> buf_in) {
+    Pair<Plain> p{local, tls, {}};
+    co_await (local_to_tls(p, buf_out) && tls_to_local(p, buf_in));
+    p.close();
+    co_return p.result;
+}
+
+template asio::awaitable<RelayResult> relay(asio::ip::tcp::socket&, TlsStream&, std::span<char>,
+                                            std::span<char>);
+template asio::awaitable<RelayResult> relay(asio::local::stream_protocol::socket&, TlsStream&,
+                                            std::span<char>, std::span<char>);
+
+}  // namespace tunneld

@@ -1,0 +1,46 @@
+// What every listener and connection of a running node shares: the config,
+// the I/O threads, the current TLS material and the live-connection table.
+// Owned by Daemon; outlives every connection.
+#pragma once
+#include <boost/asio/io_context.hpp>
+#include <atomic>
+#include <deque>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "tunneld/config.hpp"
+#include "tunneld/connection_table.hpp"
+#include "tunneld/tls_context.hpp"
+
+namespace tunneld {
+
+// One io_context per worker thread; a connection lives on one of them.
+class IoPool {
+public:
+    explicit IoPool(unsigned threads);
+    boost::asio::io_context& next();  // round robin
+    void start();                     // starts the threads
+    void stop_when_idle();            // lets run() return once no work is left
+    void join();
+
+private:
+    std::deque<boost::asio::io_context> contexts_;
+    std::vector<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> guards_;
+    std::vector<std::thread> threads_;
+    std::atomic<std::size_t> next_{0};
+};
+
+struct Runtime {
+    const Config& config;
+    IoPool& pool;
+    ConnectionTable connections;
+    std::atomic<std::shared_ptr<const TlsMaterial>> tls;
+    std::atomic<std::uint64_t> next_id{1};
+
+    Runtime(const Config& c, IoPool& p, std::shared_ptr<const TlsMaterial> material)
+        : config(c), pool(p), connections(static_cast<std::size_t>(c.limits.max_connections)),
+          tls(std::move(material)) {}
+};
+
+}  // namespace tunneld

@@ -1,0 +1,279 @@
+#include "tunneld/tls_context.hpp"
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+
+#include "tunneld/error.hpp"
+#include "tunneld/identity.hpp"
+#include "tunneld/key_file.hpp"
+
+namespace tunneld {
+
+void SslCtxFree::operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
+
+namespace {
+
+struct X509Free {
+    void operator()(X509* x) const { X509_free(x); }
+};
+struct X509StoreFree {
+    void operator()(X509_STORE* s) const { X509_STORE_free(s); }
+};
+struct X509StoreCtxFree {
+    void operator()(X509_STORE_CTX* s) const { X509_STORE_CTX_free(s); }
+};
+struct BioFree {
+    void operator()(BIO* b) const { BIO_free(b); }
+};
+struct SkX509Free {
+    void operator()(STACK_OF(X509) * s) const { sk_X509_pop_free(s, X509_free); }
+};
+using X509Ptr = std::unique_ptr<X509, X509Free>;
+
+constexpr const char* kCipherSuites =
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+
+int peer_check_index() {
+    static const int idx = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+    return idx;
+}
+int session_slot_index() {
+    static const int idx = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+    return idx;
+}
+int generation_index() {
+    static const int idx = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+    return idx;
+}
+
+[[noreturn]] void fail(const std::string& what) {
+    auto detail = openssl_errors();
+    throw StartupError(detail.empty() ? what : what + ": " + detail);
+}
+
+void require_readable(const std::string& path, const char* key) {
+    std::ifstream f(path);
+    if (!f) throw StartupError(path + " (tls." + key + "): cannot read: " + std::strerror(errno));
+}
+
+// Verification: chain first (OpenSSL), then at depth 0 the identity policy.
+int verify_callback(int preverify_ok, X509_STORE_CTX* store) {
+    if (!preverify_ok) return 0;
+    if (X509_STORE_CTX_get_error_depth(store) != 0) return 1;
+    auto* ssl = static_cast<SSL*>(
+        X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
+    auto* check = ssl ? static_cast<PeerCheck*>(SSL_get_ex_data(ssl, peer_check_index())) : nullptr;
+    if (!check) {  // fail closed: no policy attached means nobody is allowed
+        X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
+        return 0;
+    }
+    auto ids = extract_identities(X509_STORE_CTX_get_current_cert(store));
+    check->presented = describe_identities(ids);
+    if (auto m = match_identity(ids, check->allow)) {
+        check->matched = *m;
+        return 1;
+    }
+    check->identity_rejected = true;
+    X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
+    return 0;
+}
+
+int alpn_select(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+                unsigned int inlen, void*) {
+    static const unsigned char ours[] = "\x0apostgresql\x0dtunneld-probe";
+    unsigned char* selected = nullptr;
+    if (SSL_select_next_proto(&selected, outlen, ours, sizeof ours - 1, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_ALERT_FATAL;
+    *out = selected;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+int new_session(SSL* ssl, SSL_SESSION* session) {
+    auto* slot = static_cast<SessionSlot*>(SSL_get_ex_data(ssl, session_slot_index()));
+    if (!slot) return 0;
+    auto* gen = static_cast<std::uint64_t*>(
+        SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), generation_index()));
+    slot->store(session, gen ? *gen : 0);
+    return 1;
+}
+
+// Loads every CRL in `path` into `store` and turns on leaf revocation checks.
+void load_crls(X509_STORE* store, const std::string& path) {
+    std::unique_ptr<BIO, BioFree> bio(BIO_new_file(path.c_str(), "r"));
+    if (!bio) fail(path + " (tls.crl): cannot open");
+    int count = 0;
+    while (X509_CRL* crl = PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr)) {
+        int ok = X509_STORE_add_crl(store, crl);
+        X509_CRL_free(crl);
+        if (!ok) fail(path + " (tls.crl): cannot add CRL");
+        ++count;
+    }
+    ERR_clear_error();  // the loop ends on "no start line"
+    if (count == 0) fail(path + " (tls.crl): no PEM CRL found");
+    X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+}
+
+void common_setup(SSL_CTX* ctx, const TlsFiles& files, const std::uint64_t* generation) {
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1) fail("cannot require TLS 1.3");
+    if (SSL_CTX_set_ciphersuites(ctx, kCipherSuites) != 1) fail("cannot set TLS 1.3 cipher suites");
+    if (SSL_CTX_use_certificate_chain_file(ctx, files.cert.c_str()) != 1)
+        fail(files.cert + " (tls.cert): not a PEM certificate chain");
+    if (SSL_CTX_use_PrivateKey_file(ctx, files.key.c_str(), SSL_FILETYPE_PEM) != 1)
+        fail(files.key + " (tls.key): not a PEM private key");
+    if (SSL_CTX_check_private_key(ctx) != 1)
+        fail(files.key + " (tls.key) does not belong to the certificate in " + files.cert);
+    if (SSL_CTX_load_verify_locations(ctx, files.ca.c_str(), nullptr) != 1)
+        fail(files.ca + " (tls.ca): not a PEM CA bundle");
+    if (!files.crl.empty()) load_crls(SSL_CTX_get_cert_store(ctx), files.crl);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_ex_data(ctx, generation_index(), const_cast<std::uint64_t*>(generation));
+}
+
+X509Ptr read_certificate(const std::string& path) {
+    std::unique_ptr<BIO, BioFree> bio(BIO_new_file(path.c_str(), "r"));
+    if (!bio) fail(path + " (tls.cert): cannot open");
+    X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+    if (!cert) fail(path + " (tls.cert): no PEM certificate found");
+    return cert;
+}
+
+// Our own certificate must chain to the configured CA bundle (otherwise every
+// peer would refuse us, which is far harder to diagnose from the other side).
+void verify_own_chain(SSL_CTX* ctx, X509* cert, const TlsFiles& files) {
+    STACK_OF(X509)* extra = nullptr;
+    SSL_CTX_get0_chain_certs(ctx, &extra);
+    std::unique_ptr<X509_STORE_CTX, X509StoreCtxFree> vctx(X509_STORE_CTX_new());
+    if (!vctx || X509_STORE_CTX_init(vctx.get(), SSL_CTX_get_cert_store(ctx), cert, extra) != 1)
+        fail("cannot verify " + files.cert);
+    X509_STORE_CTX_set_purpose(vctx.get(), X509_PURPOSE_SSL_CLIENT);
+    if (X509_verify_cert(vctx.get()) != 1) {
+        int err = X509_STORE_CTX_get_error(vctx.get());
+        ERR_clear_error();
+        throw StartupError(files.cert + " (tls.cert) does not verify against " + files.ca +
+                           " (tls.ca): " + X509_verify_cert_error_string(err));
+    }
+}
+
+}  // namespace
+
+std::string openssl_errors() {
+    std::string out;
+    while (unsigned long e = ERR_get_error()) {
+        char buf[256];
+        ERR_error_string_n(e, buf, sizeof buf);
+        if (!out.empty()) out += "; ";
+        out += buf;
+    }
+    return out;
+}
+
+int TlsMaterial::days_left() const {
+    auto left = not_after - std::chrono::system_clock::now();
+    return static_cast<int>(std::chrono::duration_cast<std::chrono::hours>(left).count() / 24);
+}
+
+std::shared_ptr<const TlsMaterial> load_tls_material(const TlsFiles& files, const std::string& node,
+                                                     std::uint64_t generation) {
+    require_readable(files.ca, "ca");
+    require_readable(files.cert, "cert");
+    if (auto problem = key_file_problem(files.key); !problem.empty()) throw StartupError(problem);
+    if (!files.crl.empty()) require_readable(files.crl, "crl");
+
+    auto material = std::make_shared<TlsMaterial>();
+    material->generation = generation;
+    const std::uint64_t* gen = &material->generation;
+
+    material->server.reset(SSL_CTX_new(TLS_server_method()));
+    material->client.reset(SSL_CTX_new(TLS_client_method()));
+    if (!material->server || !material->client) fail("cannot create TLS context");
+
+    SSL_CTX* s = material->server.get();
+    common_setup(s, files, gen);
+    STACK_OF(X509_NAME)* ca_names = SSL_load_client_CA_file(files.ca.c_str());
+    if (!ca_names) fail(files.ca + " (tls.ca): no CA certificate found");
+    SSL_CTX_set_client_CA_list(s, ca_names);
+    SSL_CTX_set_verify(s, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_callback);
+    static const unsigned char sid_ctx[] = "tunneld";
+    SSL_CTX_set_session_id_context(s, sid_ctx, sizeof sid_ctx - 1);
+    SSL_CTX_set_num_tickets(s, 1);
+    SSL_CTX_set_alpn_select_cb(s, alpn_select, nullptr);
+
+    SSL_CTX* c = material->client.get();
+    common_setup(c, files, gen);
+    SSL_CTX_set_verify(c, SSL_VERIFY_PEER, verify_callback);
+    SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(c, new_session);
+
+    X509Ptr cert = read_certificate(files.cert);
+    verify_own_chain(s, cert.get(), files);
+    auto ids = extract_identities(cert.get());
+    if (!match_identity(ids, {node}))
+        throw StartupError(files.cert + " (tls.cert) does not name this node '" + node +
+                           "' (it has " + describe_identities(ids) +
+                           "); issue a certificate with SAN DNS:" + node);
+    if (X509_cmp_current_time(X509_get0_notBefore(cert.get())) >= 0)
+        throw StartupError(files.cert + " (tls.cert) is not valid yet");
+    if (X509_cmp_current_time(X509_get0_notAfter(cert.get())) <= 0)
+        throw StartupError(files.cert + " (tls.cert) has expired");
+
+    if (BIGNUM* bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert.get()), nullptr)) {
+        if (char* hex = BN_bn2hex(bn)) {
+            material->serial_hex = hex;
+            OPENSSL_free(hex);
+        }
+        BN_free(bn);
+    }
+    struct tm tm {};
+    if (ASN1_TIME_to_tm(X509_get0_notAfter(cert.get()), &tm) == 1)
+        material->not_after = std::chrono::system_clock::from_time_t(timegm(&tm));
+    ERR_clear_error();
+    return material;
+}
+
+void attach_peer_check(SSL* ssl, PeerCheck* check) {
+    SSL_set_ex_data(ssl, peer_check_index(), check);
+}
+
+bool confirm_peer_identity(SSL* ssl, PeerCheck& check) {
+    X509* peer = SSL_get0_peer_certificate(ssl);
+    if (!peer || SSL_get_verify_result(ssl) != X509_V_OK) return false;
+    auto ids = extract_identities(peer);
+    check.presented = describe_identities(ids);
+    auto m = match_identity(ids, check.allow);
+    if (!m) {
+        check.identity_rejected = true;
+        return false;
+    }
+    check.matched = *m;
+    return true;
+}
+
+SessionSlot::~SessionSlot() {
+    if (session_) SSL_SESSION_free(session_);
+}
+
+void SessionSlot::store(SSL_SESSION* session, std::uint64_t generation) {
+    std::lock_guard lock(mutex_);
+    if (session_) SSL_SESSION_free(session_);
+    session_ = session;
+    generation_ = generation;
+}
+
+void SessionSlot::offer(SSL* ssl, std::uint64_t generation) {
+    std::lock_guard lock(mutex_);
+    if (session_ && generation_ == generation && SSL_SESSION_is_resumable(session_))
+        SSL_set_session(ssl, session_);
+}
+
+void attach_session_slot(SSL* ssl, SessionSlot* slot) {
+    SSL_set_ex_data(ssl, session_slot_index(), slot);
+}
+
+}  // namespace tunneld

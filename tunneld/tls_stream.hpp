@@ -1,0 +1,107 @@
+// A TLS connection over a TCP socket, with OpenSSL reading and writing the
+// socket's fd directly (no memory BIO copies) and Asio only waiting for
+// readiness. One reader coroutine and one writer coroutine may use it at the
+// same time, as long as both run on the socket's (single-threaded) executor.
+#pragma once
+#include <openssl/types.h>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <memory>
+#include <string>
+#include <tuple>
+
+#include "tunneld/tls_context.hpp"
+
+namespace tunneld {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+// Why a TLS handshake failed; logged and counted by reason.
+enum class HandshakeFailure {
+    none,
+    timeout,             // no complete handshake within timeouts.handshake
+    not_tls,             // plaintext or garbage where a ClientHello was expected
+    protocol_version,    // peer cannot do TLS 1.3
+    no_certificate,      // client sent no certificate
+    unknown_ca,          // chain does not lead to a CA in tls.ca
+    expired,             // certificate expired
+    not_yet_valid,       // certificate not valid yet
+    revoked,             // certificate is on the CRL
+    identity_not_allowed,// chain fine, identity not in inbound.allow / peers[].name
+    bad_certificate,     // other certificate problem
+    peer_rejected,       // the peer sent an alert (it refused us)
+    no_alpn,             // no common application protocol
+    closed,              // the peer closed the connection during the handshake
+    io_error,            // socket error
+};
+const char* to_string(HandshakeFailure f);
+
+struct HandshakeResult {
+    HandshakeFailure failure = HandshakeFailure::none;
+    std::string detail;  // OpenSSL's reason, or the identity presented
+    bool ok() const { return failure == HandshakeFailure::none; }
+};
+
+class TlsStream {
+public:
+    enum class Role { server, client };
+
+    // Takes the connected socket; the SSL object is made from `material`'s server
+    // or client context and keeps that context alive for the connection's life.
+    TlsStream(asio::ip::tcp::socket socket, const TlsMaterial& material, Role role);
+    ~TlsStream();
+    TlsStream(const TlsStream&) = delete;
+    TlsStream& operator=(const TlsStream&) = delete;
+
+    asio::ip::tcp::socket& socket() { return socket_; }
+    SSL* native() { return ssl_; }
+    // Identity policy for this handshake; filled in by verification.
+    PeerCheck& peer_check() { return check_; }
+
+    // Client side only: SNI and ALPN to send, and session resumption slot.
+    void set_client_params(const std::string& sni, const char* alpn, SessionSlot* slot,
+                           std::uint64_t generation);
+
+    // Performs the handshake and the identity check. Never throws; has no
+    // timeout of its own (the caller races it with a timer and closes the socket).
+    asio::awaitable<HandshakeResult> handshake();
+
+    // Reads at least one byte. Returns {eof, 0} after the peer's close_notify,
+    // {ssl::error::stream_truncated, 0} on a TCP close without close_notify.
+    asio::awaitable<std::tuple<error_code, std::size_t>> read_some(asio::mutable_buffer buf);
+
+    // Writes all of `buf` (awaiting socket writability as needed).
+    asio::awaitable<error_code> write_all(asio::const_buffer buf);
+
+    // Half-close: sends close_notify and shuts down the TCP write side. Reading
+    // continues to work; does not wait for the peer's close_notify.
+    asio::awaitable<error_code> shutdown_send();
+
+    // Closes the socket; pending operations complete with operation_aborted.
+    void close();
+
+    // ALPN protocol agreed in the handshake ("" if none).
+    std::string alpn() const;
+    bool resumed() const;
+
+private:
+    template <class Op>
+    asio::awaitable<std::tuple<int, int>> drive(Op op);
+
+    asio::ip::tcp::socket socket_;
+    SSL* ssl_ = nullptr;
+    PeerCheck check_;
+};
+
+}  // namespace tunneld
+
+namespace tunneld {
+
+// Runs stream.handshake() and gives up after `timeout` (closing the socket),
+// returning HandshakeFailure::timeout in that case.
+asio::awaitable<HandshakeResult> handshake_within(TlsStream& stream, Duration timeout);
+
+}  // namespace tunneld
