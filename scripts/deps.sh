@@ -13,7 +13,7 @@ packages=(
   libgtest-dev
   postgresql-15 postgresql-client-15
   stunnel4 nftables iproute2 ethtool procps
-  python3 python3-pytest
+  python3 python3-pytest python3-cryptography
 )
 
 missing=()

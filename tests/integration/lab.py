@@ -1,0 +1,477 @@
+"""Test lab for tunneld: certificates, tunneld processes, backends, network
+namespaces and PostgreSQL clusters. Used by the integration tests and by the
+demo (scripts/demo.py). Everything made here is cleaned up by its owner; processes
+are stopped by PID, namespaces by the names this module generated."""
+
+import datetime
+import hashlib
+import ipaddress
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TUNNELD = os.environ.get("TUNNELD_BIN", os.path.join(ROOT, "build", "tunneld"))
+
+
+def wait_for(predicate, timeout=10.0, interval=0.02, what="condition"):
+    """Polls predicate() until it returns a truthy value; raises on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port(host="127.0.0.1"):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- certs
+
+
+class CA:
+    """A private CA that issues node certificates (EC P-256), written as PEM files."""
+
+    def __init__(self, directory, name="tunneld test CA", days=30, not_before=None):
+        self.dir = directory
+        os.makedirs(directory, exist_ok=True)
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        now = not_before or datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+        self.cert_path = os.path.join(directory, "ca.crt")
+        with open(self.cert_path, "wb") as f:
+            f.write(self.cert.public_bytes(serialization.Encoding.PEM))
+
+    def issue(self, name, directory=None, dns=None, uris=None, cn=None, days=30,
+              not_before=None, not_after=None, file_stem=None):
+        """Issues a node cert. dns=None means [name]; dns=[] means no SAN DNS.
+        Returns (cert_path, key_path, serial)."""
+        directory = directory or self.dir
+        os.makedirs(directory, exist_ok=True)
+        key = ec.generate_private_key(ec.SECP256R1())
+        start = not_before or datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(minutes=5)
+        end = not_after or start + datetime.timedelta(days=days)
+        dns = [name] if dns is None else dns
+        sans = [x509.DNSName(d) for d in dns] + [x509.UniformResourceIdentifier(u) for u in (uris or [])]
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn or name)]))
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(end)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                critical=False,
+            )
+        )
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = builder.sign(self.key, hashes.SHA256())
+        stem = file_stem or name
+        cert_path = os.path.join(directory, stem + ".crt")
+        key_path = os.path.join(directory, stem + ".key")
+        with open(cert_path, "wb") as f:
+            f.write(cert.public_bytes(serialization.Encoding.PEM))
+        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+        os.chmod(key_path, 0o600)
+        return cert_path, key_path, format(cert.serial_number, "X")
+
+
+# --------------------------------------------------------------------------- tunneld
+
+
+def yaml_list(items):
+    return "[" + ", ".join(f'"{i}"' for i in items) + "]"
+
+
+def node_config(node, ca, cert, key, inbound=None, peers=(), extra=""):
+    """Builds a config text. inbound = dict(listen=..., backend=..., allow=[...])."""
+    lines = [f"node: {node}", "tls:", f"  ca: {ca}", f"  cert: {cert}", f"  key: {key}"]
+    if inbound:
+        listen = inbound["listen"]
+        listen = yaml_list(listen) if isinstance(listen, (list, tuple)) else f'"{listen}"'
+        lines += ["inbound:", f"  listen: {listen}", f'  backend: "{inbound["backend"]}"',
+                  f"  allow: {yaml_list(inbound['allow'])}"]
+    if peers:
+        lines.append("peers:")
+        for p in peers:
+            lines += [f"  - name: {p['name']}", f'    connect: "{p["connect"]}"', f'    local: "{p["local"]}"']
+    return "\n".join(lines) + "\n" + extra
+
+
+class Tunneld:
+    """One tunneld process with its config file and log file."""
+
+    def __init__(self, workdir, name, config_text, netns=None):
+        self.name = name
+        self.config_path = os.path.join(workdir, f"{name}.yaml")
+        self.log_path = os.path.join(workdir, f"{name}.log")
+        with open(self.config_path, "w") as f:
+            f.write(config_text)
+        self.netns = netns
+        self.proc = None
+
+    def start(self, wait_ready=True):
+        cmd = [TUNNELD, "--peer", self.config_path]
+        if self.netns:
+            cmd = ["ip", "netns", "exec", self.netns] + cmd
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        if wait_ready:
+            wait_for(lambda: self._ready_or_dead(), timeout=15, what=f"{self.name} ready")
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.read_log()}")
+        return self
+
+    def _ready_or_dead(self):
+        return self.proc.poll() is not None or " ready: " in self.read_log()
+
+    def read_log(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def wait_log(self, pattern, timeout=10.0, count=1):
+        """Waits until regex `pattern` matches at least `count` log lines; returns the matches."""
+        rx = re.compile(pattern)
+
+        def found():
+            hits = [line for line in self.read_log().splitlines() if rx.search(line)]
+            return hits if len(hits) >= count else None
+
+        return wait_for(found, timeout=timeout, what=f"{self.name} log /{pattern}/ x{count}")
+
+    def log_lines(self, pattern):
+        rx = re.compile(pattern)
+        return [line for line in self.read_log().splitlines() if rx.search(line)]
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def fd_count(self):
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def stop(self, timeout=15):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self.log.close()
+        return self.proc.returncode if self.proc else None
+
+
+# --------------------------------------------------------------------------- backends
+
+
+class Backend:
+    """A TCP server standing in for postgres. mode: 'echo' returns what it reads,
+    'sink' hashes what it reads and then sends `reply_bytes` of deterministic data."""
+
+    def __init__(self, mode="echo", host="127.0.0.1", reply_bytes=0):
+        self.mode = mode
+        self.reply_bytes = reply_bytes
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, 0))
+        self.sock.listen(512)
+        self.port = self.sock.getsockname()[1]
+        self.address = f"{host}:{self.port}"
+        self.accepted = 0
+        self.results = []  # per connection: dict(received, sha256)
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.accepted += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        h = hashlib.sha256()
+        received = 0
+        try:
+            if self.mode == "echo":
+                while True:
+                    data = conn.recv(1 << 20)
+                    if not data:
+                        break
+                    received += len(data)
+                    conn.sendall(data)
+                conn.shutdown(socket.SHUT_WR)
+            else:
+                sender = threading.Thread(target=send_pattern, args=(conn, self.reply_bytes))
+                sender.start()
+                buf = bytearray(1 << 20)
+                view = memoryview(buf)
+                while True:
+                    n = conn.recv_into(buf)
+                    if not n:
+                        break
+                    received += n
+                    h.update(view[:n])
+                sender.join()
+        except OSError:
+            pass
+        finally:
+            with self.lock:
+                self.results.append({"received": received, "sha256": h.hexdigest()})
+            conn.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def pattern_block():
+    rng = hashlib.sha256(b"tunneld").digest()
+    block = bytearray()
+    counter = 0
+    while len(block) < (1 << 20):
+        block += hashlib.sha256(rng + counter.to_bytes(8, "big")).digest()
+        counter += 1
+    return bytes(block)
+
+
+PATTERN = None
+
+
+def send_pattern(conn, total):
+    """Sends `total` bytes of a deterministic pattern, then half-closes."""
+    global PATTERN
+    if PATTERN is None:
+        PATTERN = pattern_block()
+    sent = 0
+    while sent < total:
+        chunk = PATTERN[: min(len(PATTERN), total - sent)]
+        conn.sendall(chunk)
+        sent += len(chunk)
+    conn.shutdown(socket.SHUT_WR)
+
+
+def pattern_sha256(total):
+    global PATTERN
+    if PATTERN is None:
+        PATTERN = pattern_block()
+    h = hashlib.sha256()
+    left = total
+    while left > 0:
+        chunk = PATTERN[: min(len(PATTERN), left)]
+        h.update(chunk)
+        left -= len(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- pairs
+
+
+class Pair:
+    """A connected tunneld pair on loopback: `client` node's outbound listener
+    (local_port) -> `server` node's inbound (tls_port) -> backend."""
+
+    def __init__(self, workdir, backend_address, ca=None, extra_server="", extra_client="",
+                 server_allow=("client-1",), start=True):
+        self.workdir = workdir
+        self.ca = ca or CA(os.path.join(workdir, "ca"))
+        self.server_cert = self.ca.issue("server-1", os.path.join(workdir, "server"))
+        self.client_cert = self.ca.issue("client-1", os.path.join(workdir, "client"))
+        self.tls_port = free_port()
+        self.local_port = free_port()
+        self.server = Tunneld(workdir, "server", node_config(
+            "server-1", self.ca.cert_path, self.server_cert[0], self.server_cert[1],
+            inbound={"listen": f"127.0.0.1:{self.tls_port}", "backend": backend_address,
+                     "allow": list(server_allow)},
+            extra=extra_server))
+        self.client = Tunneld(workdir, "client", node_config(
+            "client-1", self.ca.cert_path, self.client_cert[0], self.client_cert[1],
+            peers=[{"name": "server-1", "connect": f"127.0.0.1:{self.tls_port}",
+                    "local": f"127.0.0.1:{self.local_port}"}],
+            extra=extra_client))
+        if start:
+            self.server.start()
+            self.client.start()
+
+    def connect(self, timeout=10):
+        return socket.create_connection(("127.0.0.1", self.local_port), timeout=timeout)
+
+    def stop(self):
+        self.client.stop()
+        self.server.stop()
+
+
+# --------------------------------------------------------------------------- namespaces
+
+
+def run(cmd, check=True, **kw):
+    return subprocess.run(cmd, check=check, text=True, capture_output=True, **kw)
+
+
+class Netns:
+    """A network namespace made for a test; deleted (with its veths) by delete()."""
+
+    def __init__(self, label):
+        self.name = f"td-{label}-{uuid.uuid4().hex[:6]}"
+        run(["ip", "netns", "add", self.name])
+        self.exec(["ip", "link", "set", "lo", "up"])
+
+    def exec(self, cmd, check=True, **kw):
+        return run(["ip", "netns", "exec", self.name] + cmd, check=check, **kw)
+
+    def popen(self, cmd, **kw):
+        return subprocess.Popen(["ip", "netns", "exec", self.name] + cmd, **kw)
+
+    def delete(self):
+        run(["ip", "netns", "delete", self.name], check=False)
+
+
+def veth(ns_a, addr_a, ns_b, addr_b, prefix=24):
+    """Joins two namespaces with a veth pair and addresses both ends."""
+    tag = uuid.uuid4().hex[:5]
+    a, b = f"va{tag}", f"vb{tag}"
+    run(["ip", "link", "add", a, "netns", ns_a.name, "type", "veth", "peer", "name", b, "netns", ns_b.name])
+    for ns, dev, addr in ((ns_a, a, addr_a), (ns_b, b, addr_b)):
+        ns.exec(["ip", "addr", "add", f"{addr}/{prefix}", "dev", dev])
+        ns.exec(["ip", "link", "set", dev, "up"])
+    return a, b
+
+
+def partition(ns, table="tdpart"):
+    """Drops every non-loopback packet in and out of `ns` (nftables inside the namespace)."""
+    rules = (f"table inet {table} {{\n"
+             "  chain in { type filter hook input priority -300; policy accept; iif lo accept; drop; }\n"
+             "  chain out { type filter hook output priority -300; policy accept; oif lo accept; drop; }\n"
+             "}\n")
+    ns.exec(["nft", "-f", "-"], input=rules)
+
+
+def heal(ns, table="tdpart"):
+    ns.exec(["nft", "delete", "table", "inet", table])
+
+
+# --------------------------------------------------------------------------- postgres
+
+PG_BIN = "/usr/lib/postgresql/15/bin"
+
+
+def as_postgres(cmd, netns=None, check=True, **kw):
+    full = ["runuser", "-u", "postgres", "--"] + cmd
+    if netns:
+        full = ["ip", "netns", "exec", netns.name] + full
+    return run(full, check=check, **kw)
+
+
+class Postgres:
+    """A PostgreSQL 15 cluster in its own data directory, run as the postgres user,
+    listening on 127.0.0.1:port (inside `netns` if given) and a socket in `dir`."""
+
+    def __init__(self, directory, port, netns=None):
+        self.dir = directory
+        self.data = os.path.join(directory, "data")
+        self.port = port
+        self.netns = netns
+        os.makedirs(directory, exist_ok=True)
+        shutil.chown(directory, "postgres", "postgres")
+        os.chmod(directory, 0o755)
+
+    def initdb(self):
+        as_postgres([f"{PG_BIN}/initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync"])
+        self._configure()
+
+    def _configure(self):
+        with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
+            f.write(
+                f"\nlisten_addresses = '127.0.0.1'\nport = {self.port}\n"
+                f"unix_socket_directories = '{self.dir}'\n"
+                "wal_level = replica\nmax_wal_senders = 10\nhot_standby = on\n"
+                "wal_receiver_timeout = 60s\nwal_retrieve_retry_interval = 1s\n"
+                "fsync = off\nsynchronous_commit = on\nshared_buffers = 32MB\n"
+                "log_connections = on\nlog_disconnections = on\n")
+        # Replication (and everything else) only from loopback: only the tunnel gets in.
+        with open(os.path.join(self.data, "pg_hba.conf"), "w") as f:
+            f.write("local all all trust\nlocal replication all trust\n"
+                    "host all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n")
+
+    def basebackup_from(self, host, port):
+        """Makes this cluster a standby of host:port via pg_basebackup -R."""
+        as_postgres([f"{PG_BIN}/pg_basebackup", "-h", host, "-p", str(port), "-U", "postgres",
+                     "-D", self.data, "-R", "-X", "stream", "-c", "fast"], netns=self.netns)
+        with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
+            f.write(f"\nport = {self.port}\nunix_socket_directories = '{self.dir}'\n")
+
+    def start(self):
+        as_postgres([f"{PG_BIN}/pg_ctl", "-D", self.data, "-l", os.path.join(self.dir, "pg.log"),
+                     "-w", "-t", "60", "start"], netns=self.netns)
+
+    def stop(self):
+        if os.path.exists(os.path.join(self.data, "postmaster.pid")):
+            as_postgres([f"{PG_BIN}/pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop"],
+                        netns=self.netns, check=False)
+
+    def sql(self, query, db="postgres", check=True):
+        r = as_postgres(["psql", "-h", self.dir, "-p", str(self.port), "-U", "postgres", "-d", db,
+                         "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", query], netns=self.netns, check=check)
+        return r.stdout.strip()
+
+    def pgbench(self, *args):
+        return as_postgres(["pgbench", "-h", self.dir, "-p", str(self.port), "-U", "postgres"] + list(args),
+                           netns=self.netns)
+
+
+def is_root():
+    return os.geteuid() == 0
+
+
+def tmpdir(prefix="tunneld-"):
+    d = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(d, 0o755)
+    return d

@@ -1,0 +1,164 @@
+"""The inbound listener refuses everything that is not an allowed peer with a
+valid certificate speaking TLS 1.3, logs why, and never touches the backend."""
+
+import datetime
+import os
+import socket
+import ssl
+import subprocess
+import time
+
+import pytest
+
+import lab
+
+
+class Server:
+    def __init__(self, workdir, ca, handshake_timeout="1s"):
+        self.backend = lab.Backend("echo")
+        cert, key, _ = ca.issue("server-1", os.path.join(workdir, "server"))
+        self.port = lab.free_port()
+        self.tunneld = lab.Tunneld(workdir, "server", lab.node_config(
+            "server-1", ca.cert_path, cert, key,
+            inbound={"listen": f"127.0.0.1:{self.port}", "backend": self.backend.address,
+                     "allow": ["client-1", "spiffe://example.org/client-2"]},
+            extra=f"timeouts: {{handshake: {handshake_timeout}}}\n")).start()
+
+    def stop(self):
+        self.tunneld.stop()
+        self.backend.close()
+
+    def tls_client(self, cert=None, key=None, ca_path=None, max_version=None):
+        """Connects with Python's ssl; returns the first bytes read (or the exception)."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        if max_version:
+            ctx.maximum_version = max_version
+        if cert:
+            ctx.load_cert_chain(cert, key)
+        ctx.set_alpn_protocols(["postgresql"])
+        raw = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        try:
+            with ctx.wrap_socket(raw, server_hostname="server-1") as s:
+                s.sendall(b"\x00\x00\x00\x08\x04\xd2\x16\x2f")  # what postgres would send first
+                return s.recv(100)
+        except (ssl.SSLError, OSError) as e:
+            return e
+        finally:
+            raw.close()
+
+    def assert_refused(self, reason):
+        self.tunneld.wait_log(rf"inbound handshake failed .*reason={reason}\b")
+        time.sleep(0.1)
+        assert self.backend.accepted == 0, "a refused client reached the backend"
+
+
+@pytest.fixture
+def server(workdir, ca):
+    s = Server(workdir, ca)
+    yield s
+    s.stop()
+
+
+def test_allowed_client_gets_through(server, ca, workdir):
+    cert, key, _ = ca.issue("client-1", os.path.join(workdir, "c"))
+    assert server.tls_client(cert, key) == b"\x00\x00\x00\x08\x04\xd2\x16\x2f"
+    assert server.backend.accepted == 1
+
+
+def test_allowed_uri_identity_gets_through(server, ca, workdir):
+    cert, key, _ = ca.issue("client-2", os.path.join(workdir, "c"), dns=[],
+                            uris=["spiffe://example.org/client-2"])
+    assert server.tls_client(cert, key) == b"\x00\x00\x00\x08\x04\xd2\x16\x2f"
+
+
+def test_openssl_s_client_with_valid_cert_reaches_backend(server, ca, workdir):
+    cert, key, _ = ca.issue("client-1", os.path.join(workdir, "c"))
+    proc = subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{server.port}", "-cert", cert,
+                             "-key", key, "-CAfile", ca.cert_path, "-verify_return_error",
+                             "-alpn", "postgresql", "-servername", "server-1", "-quiet"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True)
+    try:
+        proc.stdin.write("hello through s_client\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == "hello through s_client\n"  # echoed by the backend
+    finally:
+        proc.kill()
+        proc.wait()
+    assert server.backend.accepted == 1
+
+
+def test_rejects_client_without_certificate(server):
+    server.tls_client()
+    server.assert_refused("no_certificate")
+
+
+def test_rejects_certificate_from_foreign_ca(server, workdir):
+    foreign = lab.CA(os.path.join(workdir, "foreign"), name="someone else's CA")
+    cert, key, _ = foreign.issue("client-1")
+    server.tls_client(cert, key)
+    server.assert_refused("unknown_ca")
+
+
+def test_rejects_expired_certificate(server, ca, workdir):
+    past = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=10)
+    cert, key, _ = ca.issue("client-1", os.path.join(workdir, "old"), not_before=past,
+                            not_after=past + datetime.timedelta(days=1))
+    server.tls_client(cert, key)
+    server.assert_refused("expired")
+
+
+def test_rejects_valid_certificate_with_identity_not_allowed(server, ca, workdir):
+    cert, key, _ = ca.issue("intruder-1", os.path.join(workdir, "i"))
+    server.tls_client(cert, key)
+    server.assert_refused("identity_not_allowed")
+    assert server.tunneld.log_lines(r"identity_not_allowed detail=\"dns:intruder-1\"")
+
+
+def test_rejects_wildcard_certificate_even_if_it_would_cover_the_name(server, ca, workdir):
+    cert, key, _ = ca.issue("client-1", os.path.join(workdir, "w"), dns=["*"], cn="client-1")
+    server.tls_client(cert, key)
+    server.assert_refused("identity_not_allowed")
+
+
+def test_rejects_tls12_only_client(server, ca, workdir):
+    cert, key, _ = ca.issue("client-1", os.path.join(workdir, "c"))
+    r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{server.port}", "-tls1_2",
+                        "-cert", cert, "-key", key],
+                       input="", capture_output=True, text=True, timeout=15)
+    assert r.returncode != 0
+    server.assert_refused("protocol_version")
+
+
+def test_rejects_plaintext_postgres_startup(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(b"\x00\x00\x00\x08\x04\xd2\x16\x2f" + b"\x00" * 64)  # SSLRequest, then junk
+        try:
+            assert s.recv(100) != b"N"  # never the postgres answer
+        except OSError:
+            pass
+    server.assert_refused("not_tls")
+
+
+def test_rejects_http_garbage(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            s.recv(100)
+        except OSError:
+            pass
+    server.assert_refused("not_tls")
+
+
+def test_silent_client_is_dropped_after_handshake_timeout(server):
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        try:
+            assert s.recv(10) == b""
+        except OSError:
+            pass
+        elapsed = time.monotonic() - started
+    server.assert_refused("handshake_timeout")
+    assert 0.8 < elapsed < 5, f"closed after {elapsed:.2f}s, expected about 1s"
