@@ -5,6 +5,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <csignal>
 #include <iostream>
 
 #include "tunneld/check.hpp"
@@ -24,6 +25,9 @@ int run_daemon(const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    // OpenSSL writes to sockets with write(2); a peer that vanished must give
+    // EPIPE on that one connection, not kill the process.
+    std::signal(SIGPIPE, SIG_IGN);
     auto logger = spdlog::stderr_color_mt("tunneld");
     spdlog::set_default_logger(logger);
     spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");

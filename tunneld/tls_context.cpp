@@ -34,7 +34,11 @@ struct BioFree {
 struct SkX509Free {
     void operator()(STACK_OF(X509) * s) const { sk_X509_pop_free(s, X509_free); }
 };
+struct PkeyFree {
+    void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+};
 using X509Ptr = std::unique_ptr<X509, X509Free>;
+using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
 
 constexpr const char* kCipherSuites =
     "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
@@ -120,20 +124,27 @@ void load_crls(X509_STORE* store, const std::string& path) {
     X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
 }
 
-void common_setup(SSL_CTX* ctx, const TlsFiles& files, const std::uint64_t* generation) {
+void common_setup(SSL_CTX* ctx, const TlsFiles& files, EVP_PKEY* key,
+                  const std::uint64_t* generation) {
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1) fail("cannot require TLS 1.3");
     if (SSL_CTX_set_ciphersuites(ctx, kCipherSuites) != 1) fail("cannot set TLS 1.3 cipher suites");
     if (SSL_CTX_use_certificate_chain_file(ctx, files.cert.c_str()) != 1)
         fail(files.cert + " (tls.cert): not a PEM certificate chain");
-    if (SSL_CTX_use_PrivateKey_file(ctx, files.key.c_str(), SSL_FILETYPE_PEM) != 1)
-        fail(files.key + " (tls.key): not a PEM private key");
-    if (SSL_CTX_check_private_key(ctx) != 1)
+    if (SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1)
         fail(files.key + " (tls.key) does not belong to the certificate in " + files.cert);
     if (SSL_CTX_load_verify_locations(ctx, files.ca.c_str(), nullptr) != 1)
         fail(files.ca + " (tls.ca): not a PEM CA bundle");
     if (!files.crl.empty()) load_crls(SSL_CTX_get_cert_store(ctx), files.crl);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_ex_data(ctx, generation_index(), const_cast<std::uint64_t*>(generation));
+}
+
+PkeyPtr read_private_key(const std::string& path) {
+    std::unique_ptr<BIO, BioFree> bio(BIO_new_file(path.c_str(), "r"));
+    if (!bio) fail(path + " (tls.key): cannot open");
+    PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
+    if (!key) fail(path + " (tls.key): not a PEM private key (or it is encrypted)");
+    return key;
 }
 
 X509Ptr read_certificate(const std::string& path) {
@@ -194,8 +205,16 @@ std::shared_ptr<const TlsMaterial> load_tls_material(const TlsFiles& files, cons
     material->client.reset(SSL_CTX_new(TLS_client_method()));
     if (!material->server || !material->client) fail("cannot create TLS context");
 
+    X509Ptr cert = read_certificate(files.cert);
+    PkeyPtr key = read_private_key(files.key);
+    if (X509_check_private_key(cert.get(), key.get()) != 1) {
+        ERR_clear_error();
+        throw StartupError(files.key + " (tls.key) does not belong to the certificate in " +
+                           files.cert + " (tls.cert); install the matching pair");
+    }
+
     SSL_CTX* s = material->server.get();
-    common_setup(s, files, gen);
+    common_setup(s, files, key.get(), gen);
     STACK_OF(X509_NAME)* ca_names = SSL_load_client_CA_file(files.ca.c_str());
     if (!ca_names) fail(files.ca + " (tls.ca): no CA certificate found");
     SSL_CTX_set_client_CA_list(s, ca_names);
@@ -206,12 +225,11 @@ std::shared_ptr<const TlsMaterial> load_tls_material(const TlsFiles& files, cons
     SSL_CTX_set_alpn_select_cb(s, alpn_select, nullptr);
 
     SSL_CTX* c = material->client.get();
-    common_setup(c, files, gen);
+    common_setup(c, files, key.get(), gen);
     SSL_CTX_set_verify(c, SSL_VERIFY_PEER, verify_callback);
     SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(c, new_session);
 
-    X509Ptr cert = read_certificate(files.cert);
     verify_own_chain(s, cert.get(), files);
     auto ids = extract_identities(cert.get());
     if (!match_identity(ids, {node}))

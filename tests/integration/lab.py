@@ -203,6 +203,7 @@ class Tunneld:
                 self.proc.wait()
         if self.proc:
             self.log.close()
+            print(f"----- {self.name} log ({self.log_path}) -----\n{self.read_log()}")
         return self.proc.returncode if self.proc else None
 
 
@@ -270,6 +271,10 @@ class Backend:
             conn.close()
 
     def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() thread; stops listening
+        except OSError:
+            pass
         self.sock.close()
 
 

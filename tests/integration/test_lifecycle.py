@@ -1,0 +1,213 @@
+"""Reload, drain, start-up refusals and `tunneld check`, with real processes."""
+
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+
+import lab
+
+
+def presented_serial(port, ca, cert, key):
+    """Serial (hex) of the certificate tunneld's inbound listener presents now."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.load_verify_locations(ca)
+    ctx.load_cert_chain(cert, key)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="server-1") as s:
+            der = s.getpeercert(binary_form=True)
+    from cryptography import x509
+    return format(x509.load_der_x509_certificate(der).serial_number, "X")
+
+
+def echo_once(conn, data):
+    conn.sendall(data)
+    got = b""
+    while len(got) < len(data):
+        chunk = conn.recv(65536)
+        assert chunk, "connection closed"
+        got += chunk
+    return got
+
+
+def test_sighup_reload_switches_certificate_and_keeps_live_connection(workdir, cleanup):
+    backend = lab.Backend("echo")
+    cleanup.append(backend.close)
+    pair = lab.Pair(workdir, backend.address)
+    cleanup.append(pair.stop)
+    ca = pair.ca
+    old_serial = pair.server_cert[2]
+    live = pair.connect()
+    assert echo_once(live, b"before") == b"before"
+
+    # New key and cert for the same node, written over the configured files.
+    new_cert, new_key, new_serial = ca.issue("server-1", os.path.join(workdir, "next"))
+    shutil.copy(new_cert, pair.server_cert[0])
+    shutil.copy(new_key, pair.server_cert[1])
+    pair.server.signal(signal.SIGHUP)
+    pair.server.wait_log(rf"reload: TLS material replaced \(cert serial {old_serial} -> {new_serial}")
+
+    assert echo_once(live, b"after reload") == b"after reload"  # untouched
+    assert presented_serial(pair.tls_port, ca.cert_path, *pair.client_cert[:2]) == new_serial
+    with pair.connect() as fresh:
+        assert echo_once(fresh, b"new connection") == b"new connection"
+    live.close()
+
+
+def test_invalid_reload_keeps_old_material(workdir, cleanup):
+    backend = lab.Backend("echo")
+    cleanup.append(backend.close)
+    pair = lab.Pair(workdir, backend.address)
+    cleanup.append(pair.stop)
+    old_serial = pair.server_cert[2]
+    # A certificate whose key we do not install: key and cert no longer match.
+    other_cert, _, _ = pair.ca.issue("server-1", os.path.join(workdir, "other"))
+    shutil.copy(other_cert, pair.server_cert[0])
+    pair.server.signal(signal.SIGHUP)
+    pair.server.wait_log(rf"reload failed, still serving cert serial {old_serial}: .*does not belong")
+    # Truncated certificate file: refused too.
+    with open(pair.server_cert[0], "w") as f:
+        f.write("-----BEGIN CERTIFICATE-----\nMIIB")
+    pair.server.signal(signal.SIGHUP)
+    pair.server.wait_log(r"reload failed, still serving", count=2)
+    with pair.connect() as c:
+        assert echo_once(c, b"still served") == b"still served"
+    assert presented_serial(pair.tls_port, pair.ca.cert_path, *pair.client_cert[:2]) == old_serial
+
+
+def test_sigterm_stops_accepting_and_drains_live_connection(workdir, cleanup):
+    backend = lab.Backend("echo")
+    cleanup.append(backend.close)
+    pair = lab.Pair(workdir, backend.address)
+    cleanup.append(pair.stop)
+    live = pair.connect()
+    assert echo_once(live, b"x") == b"x"
+    pair.server.signal(signal.SIGTERM)
+    pair.server.wait_log(r"stopping: no new connections; draining 1 live")
+    # Listener is closed: a new TCP connection to the TLS port is refused.
+    lab.wait_for(lambda: _refused(pair.tls_port), what="inbound listener closed")
+    # The live connection keeps working during the drain.
+    assert echo_once(live, b"during drain") == b"during drain"
+    assert pair.server.proc.poll() is None
+    live.close()
+    assert pair.server.proc.wait(timeout=10) == 0
+    assert pair.server.log_lines(r"inbound close .*reason=finished")
+
+
+def test_drain_timeout_closes_what_is_left(workdir, cleanup):
+    backend = lab.Backend("echo")
+    cleanup.append(backend.close)
+    pair = lab.Pair(workdir, backend.address, extra_server="timeouts: {shutdown: 1s}\n")
+    cleanup.append(pair.stop)
+    live = pair.connect()
+    assert echo_once(live, b"x") == b"x"
+    started = time.monotonic()
+    pair.server.signal(signal.SIGTERM)
+    assert pair.server.proc.wait(timeout=10) == 0
+    assert 0.9 < time.monotonic() - started < 5
+    assert pair.server.log_lines(r"closing 1 connection\(s\) still open after 1s")
+    assert pair.server.log_lines(r"inbound close .*reason=shutdown")
+    live.settimeout(5)
+    assert live.recv(10) == b""  # the client side learns at once, via the client tunneld
+    live.close()
+
+
+def _refused(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return False
+    except ConnectionRefusedError:
+        return True
+
+
+def run_tunneld(*args):
+    return subprocess.run([lab.TUNNELD, *args], capture_output=True, text=True, timeout=30)
+
+
+def write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def test_malformed_config_names_file_line_and_column(workdir):
+    path = write(os.path.join(workdir, "bad.yaml"), "node: a\ntls: [unclosed\n")
+    r = run_tunneld("--peer", path)
+    assert r.returncode == 1
+    assert f"{path}:3:1: invalid YAML" in r.stderr or f"{path}:2:" in r.stderr, r.stderr
+
+
+def test_unknown_key_is_an_error_with_position(workdir, ca):
+    cert, key, _ = ca.issue("n1", workdir)
+    path = write(os.path.join(workdir, "typo.yaml"), lab.node_config(
+        "n1", ca.cert_path, cert, key,
+        peers=[{"name": "p", "connect": "127.0.0.1:1", "local": "127.0.0.1:2"}]) + "keepalive:\n  idel: 30s\n")
+    r = run_tunneld("--peer", path)
+    assert r.returncode == 1
+    assert "typo.yaml:11:3: unknown key 'keepalive.idel' (expected one of:" in r.stderr, r.stderr
+
+
+def test_group_readable_key_is_refused_with_exact_fix(workdir, ca):
+    cert, key, _ = ca.issue("n1", workdir)
+    os.chmod(key, 0o640)
+    path = write(os.path.join(workdir, "n1.yaml"), lab.node_config(
+        "n1", ca.cert_path, cert, key,
+        peers=[{"name": "p", "connect": "127.0.0.1:1", "local": f"127.0.0.1:{lab.free_port()}"}]))
+    r = run_tunneld("--peer", path)
+    assert r.returncode == 1
+    assert f"(mode 0640): run chmod 600 {key}" in r.stderr, r.stderr
+
+
+def test_certificate_not_naming_node_is_refused(workdir, ca):
+    cert, key, _ = ca.issue("someone-else", workdir)
+    path = write(os.path.join(workdir, "n1.yaml"), lab.node_config(
+        "n1", ca.cert_path, cert, key,
+        peers=[{"name": "p", "connect": "127.0.0.1:1", "local": f"127.0.0.1:{lab.free_port()}"}]))
+    r = run_tunneld("--peer", path)
+    assert r.returncode == 1
+    assert "does not name this node 'n1'" in r.stderr and "SAN DNS:n1" in r.stderr, r.stderr
+
+
+def test_port_in_use_is_a_clear_error(workdir, ca):
+    cert, key, _ = ca.issue("n1", workdir)
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    path = write(os.path.join(workdir, "n1.yaml"), lab.node_config(
+        "n1", ca.cert_path, cert, key,
+        peers=[{"name": "p", "connect": "127.0.0.1:1", "local": f"127.0.0.1:{port}"}]))
+    r = run_tunneld("--peer", path)
+    holder.close()
+    assert r.returncode == 1
+    assert f"peers[p].local: cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr, r.stderr
+
+
+def test_check_passes_for_a_working_pair_and_fails_with_reasons(workdir, cleanup):
+    backend = lab.Backend("echo")
+    cleanup.append(backend.close)
+    pair = lab.Pair(workdir, backend.address)
+    cleanup.append(pair.stop)
+    ok = run_tunneld("check", "--peer", pair.client.config_path)
+    assert ok.returncode == 0, ok.stdout
+    assert "all checks passed" in ok.stdout
+    assert "peer server-1 (peers[].connect)" in ok.stdout
+
+    backend.close()
+    os.chmod(pair.server_cert[1], 0o644)
+    bad = run_tunneld("check", "--peer", pair.server.config_path)
+    assert bad.returncode == 1
+    assert f"FAIL  tls.key {pair.server_cert[1]} is group/world accessible" in bad.stdout
+    assert "FAIL  backend (inbound.backend)" in bad.stdout and "refused" in bad.stdout
+    assert "2 problem(s) found" in bad.stdout
+
+
+def test_version_and_help():
+    v = run_tunneld("--version")
+    assert v.returncode == 0 and v.stdout.startswith("tunneld ")
+    h = run_tunneld("--help")
+    assert h.returncode == 0 and "check" in h.stdout and "--peer" in h.stdout
