@@ -412,7 +412,7 @@ def as_postgres(cmd, netns=None, check=True, **kw):
     full = ["runuser", "-u", "postgres", "--"] + cmd
     if netns:
         full = ["ip", "netns", "exec", netns.name] + full
-    return run(full, check=check, **kw)
+    return run(full, check=check, cwd="/", **kw)
 
 
 class Postgres:
@@ -480,3 +480,106 @@ def tmpdir(prefix="tunneld-"):
     d = tempfile.mkdtemp(prefix=prefix)
     os.chmod(d, 0o755)
     return d
+
+
+# --------------------------------------------------------------------------- replication lab
+
+PRIMARY_ADDR = "10.77.0.1"
+STANDBY_ADDR = "10.77.0.2"
+TLS_PORT = 8765
+LOCAL_PORT = 6432
+
+
+class ReplicationLab:
+    """Two "hosts" (network namespaces joined by a veth): a PostgreSQL 15 primary
+    behind tunneld's inbound listener, and a standby whose primary_conninfo points
+    at its local tunneld, which carries the stream over mutual TLS.
+
+        standby ns: postgres :5433 -> 127.0.0.1:6432 tunneld ==TLS==> 10.77.0.1:8765
+        primary ns:                       tunneld inbound -> 127.0.0.1:5432 postgres
+    """
+
+    def __init__(self, workdir, keepalive="{idle: 2s, interval: 1s, count: 3, user_timeout: 6s}",
+                 timeouts="{connect: 3s, handshake: 5s, shutdown: 5s}"):
+        self.workdir = workdir
+        self.keepalive = keepalive
+        self.timeouts = timeouts
+        self.primary_ns = self.standby_ns = None
+        self.tunnels = []
+        self.clusters = []
+
+    def setup(self, log=print):
+        log("creating two hosts: network namespaces 'primary' and 'standby' joined by a veth")
+        self.primary_ns = Netns("primary")
+        self.standby_ns = Netns("standby")
+        veth(self.primary_ns, PRIMARY_ADDR, self.standby_ns, STANDBY_ADDR)
+
+        log("issuing a private CA and node certificates (primary-1, standby-1)")
+        self.ca = CA(os.path.join(self.workdir, "ca"))
+        p_cert, p_key, _ = self.ca.issue("primary-1", os.path.join(self.workdir, "primary-tls"))
+        s_cert, s_key, _ = self.ca.issue("standby-1", os.path.join(self.workdir, "standby-tls"))
+        common = f"keepalive: {self.keepalive}\ntimeouts: {self.timeouts}\n"
+
+        log("starting PostgreSQL 15 primary (replication allowed from 127.0.0.1 only)")
+        self.primary = Postgres(os.path.join(self.workdir, "pg-primary"), 5432, self.primary_ns)
+        self.clusters.append(self.primary)
+        self.primary.initdb()
+        with open(os.path.join(self.primary.data, "postgresql.conf"), "a") as f:
+            f.write("listen_addresses = '*'\n")  # reachable on the veth, but pg_hba refuses it
+        self.primary.start()
+
+        log("starting tunneld on both hosts")
+        self.primary_tunnel = Tunneld(self.workdir, "tunneld-primary", node_config(
+            "primary-1", self.ca.cert_path, p_cert, p_key,
+            inbound={"listen": f"{PRIMARY_ADDR}:{TLS_PORT}", "backend": "127.0.0.1:5432",
+                     "allow": ["standby-1"]}, extra=common), netns=self.primary_ns.name)
+        self.standby_tunnel = Tunneld(self.workdir, "tunneld-standby", node_config(
+            "standby-1", self.ca.cert_path, s_cert, s_key,
+            peers=[{"name": "primary-1", "connect": f"{PRIMARY_ADDR}:{TLS_PORT}",
+                    "local": f"127.0.0.1:{LOCAL_PORT}"}], extra=common), netns=self.standby_ns.name)
+        self.tunnels += [self.primary_tunnel, self.standby_tunnel]
+        self.primary_tunnel.start()
+        self.standby_tunnel.start()
+
+        log("pg_basebackup of the primary through the tunnel (standby -> 127.0.0.1:6432)")
+        self.standby = Postgres(os.path.join(self.workdir, "pg-standby"), 5433, self.standby_ns)
+        self.clusters.append(self.standby)
+        self.standby.basebackup_from("127.0.0.1", LOCAL_PORT)
+        self.standby.start()
+        wait_for(self.streaming, timeout=30, what="standby streaming")
+
+    def streaming(self):
+        """Rows of pg_stat_replication on the primary: (client_addr, state)."""
+        out = self.primary.sql("SELECT client_addr, state FROM pg_stat_replication", check=False)
+        return [tuple(line.split("|")) for line in out.splitlines() if "streaming" in line]
+
+    def load(self, seconds=10, scale=5, clients=4):
+        self.primary.pgbench("-i", "-q", "-s", str(scale), "postgres")
+        return self.primary.pgbench("-T", str(seconds), "-c", str(clients), "-n", "postgres")
+
+    def caught_up(self):
+        target = self.primary.sql("SELECT pg_current_wal_lsn()")
+        return self.standby.sql(
+            f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn", check=False) == "t"
+
+    def fingerprint(self, cluster):
+        return cluster.sql(
+            "SELECT (SELECT md5(string_agg(a::text, ',' ORDER BY aid)) FROM pgbench_accounts a)"
+            " || ' ' || (SELECT count(*) FROM pgbench_history)"
+            " || ' ' || (SELECT coalesce(sum(delta), 0) FROM pgbench_history)")
+
+    def direct_replication_attempt(self):
+        """From the standby host, straight to the primary's postgres over the veth."""
+        return self.standby_ns.exec(
+            ["runuser", "-u", "postgres", "--", "psql", f"host={PRIMARY_ADDR} port=5432 user=postgres "
+             "replication=true dbname=postgres connect_timeout=5", "-c", "IDENTIFY_SYSTEM"],
+            check=False, cwd="/")
+
+    def teardown(self):
+        for t in self.tunnels:
+            t.stop()
+        for c in reversed(self.clusters):
+            c.stop()
+        for ns in (self.standby_ns, self.primary_ns):
+            if ns:
+                ns.delete()

@@ -1,0 +1,69 @@
+"""PostgreSQL streaming replication through a tunneld pair between two network
+namespaces: base backup, streaming under load, equal data, direct access refused,
+and a 20 s partition that the tunnel detects and recovers from by itself."""
+
+import re
+import time
+
+import pytest
+
+import lab
+
+pytestmark = pytest.mark.skipif(not lab.is_root(), reason="needs root: network namespaces and the postgres user")
+
+
+@pytest.fixture
+def replication(workdir):
+    rl = lab.ReplicationLab(workdir)
+    try:
+        rl.setup(log=lambda *_: None)
+        yield rl
+    finally:
+        rl.teardown()
+
+
+def test_streaming_replication_through_tunnel_under_load(replication):
+    rl = replication
+    assert rl.streaming() == [("127.0.0.1", "streaming")]  # the walsender sees the tunnel's address
+    result = rl.load(seconds=8)
+    assert "number of failed transactions: 0" in result.stdout
+    lab.wait_for(rl.caught_up, timeout=30, what="standby caught up")
+    assert rl.fingerprint(rl.primary) == rl.fingerprint(rl.standby)
+    assert rl.standby.sql("SELECT pg_is_in_recovery()") == "t"
+    rl.standby_tunnel.wait_log(r"outbound open peer=primary-1 remote=10\.77\.0\.1:8765")
+    rl.primary_tunnel.wait_log(r"inbound open peer=standby-1 remote=10\.77\.0\.2:")
+
+
+def test_direct_replication_over_the_network_is_refused(replication):
+    r = replication.direct_replication_attempt()
+    assert r.returncode != 0
+    assert "no pg_hba.conf entry for replication connection from host \"10.77.0.2\"" in r.stderr
+
+
+def test_partition_is_detected_and_replication_resumes_after_it_heals(replication):
+    rl = replication
+    rl.load(seconds=3)
+    lab.wait_for(rl.caught_up, timeout=30, what="standby caught up before partition")
+    dead_path = r"outbound close .*reason=(peer_timeout|peer_error)"
+    closes_before = len(rl.standby_tunnel.log_lines(dead_path))
+
+    # 20 s partition: every packet on the standby host's veth is dropped, both ways.
+    started = time.monotonic()
+    lab.partition(rl.standby_ns)
+    rl.primary.sql("CREATE TABLE during_partition AS SELECT g FROM generate_series(1, 10000) g")
+    line = rl.standby_tunnel.wait_log(dead_path, timeout=20, count=closes_before + 1)[-1]
+    detected = time.monotonic() - started
+    # keepalive: idle 2s + 3 x 1s = 5 s; user_timeout 6 s for unacknowledged data.
+    assert detected < 10, f"partition detected after {detected:.1f}s: {line}"
+    time.sleep(max(0, 20 - (time.monotonic() - started)))
+    lab.heal(rl.standby_ns)
+
+    healed = time.monotonic()
+    lab.wait_for(lambda: rl.streaming(), timeout=30, what="streaming again after heal")
+    lab.wait_for(rl.caught_up, timeout=30, what="standby caught up after heal")
+    resumed = time.monotonic() - healed
+    assert rl.standby.sql("SELECT count(*) FROM during_partition") == "10000"
+    rl.load(seconds=3)
+    lab.wait_for(rl.caught_up, timeout=30, what="caught up after more load")
+    assert rl.fingerprint(rl.primary) == rl.fingerprint(rl.standby)
+    print(f"partition detected after {detected:.1f}s; streaming resumed {resumed:.1f}s after heal")
