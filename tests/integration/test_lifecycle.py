@@ -211,3 +211,83 @@ def test_version_and_help():
     assert v.returncode == 0 and v.stdout.startswith("tunneld ")
     h = run_tunneld("--help")
     assert h.returncode == 0 and "check" in h.stdout and "--peer" in h.stdout
+
+
+def test_certificates_made_with_the_readme_openssl_commands_work(workdir, cleanup):
+    certs = os.path.join(workdir, "openssl")
+    subprocess.run(["bash", os.path.join(lab.ROOT, "scripts", "openssl-certs.sh"), certs,
+                    "server-1", "client-1"], check=True)
+    assert oct(os.stat(os.path.join(certs, "client-1.key")).st_mode & 0o777) == "0o600"
+    backend = lab.Backend("echo")
+    cleanup.append(backend.close)
+    tls_port, local_port = lab.free_port(), lab.free_port()
+    server = lab.Tunneld(workdir, "server", lab.node_config(
+        "server-1", f"{certs}/ca.crt", f"{certs}/server-1.crt", f"{certs}/server-1.key",
+        inbound={"listen": f"127.0.0.1:{tls_port}", "backend": backend.address, "allow": ["client-1"]})).start()
+    cleanup.append(server.stop)
+    client = lab.Tunneld(workdir, "client", lab.node_config(
+        "client-1", f"{certs}/ca.crt", f"{certs}/client-1.crt", f"{certs}/client-1.key",
+        peers=[{"name": "server-1", "connect": f"127.0.0.1:{tls_port}",
+                "local": f"127.0.0.1:{local_port}"}])).start()
+    cleanup.append(client.stop)
+    with socket.create_connection(("127.0.0.1", local_port), timeout=5) as c:
+        assert echo_once(c, b"openssl-made certs") == b"openssl-made certs"
+
+
+def test_example_configs_parse():
+    for name in ("primary.yaml", "standby.yaml"):
+        r = run_tunneld("check", "--peer", os.path.join(lab.ROOT, "configs", name))
+        assert r.stdout.startswith(f"ok    config {lab.ROOT}/configs/{name}"), r.stdout
+
+
+def test_connection_limit_refuses_extra_connections_and_logs_it(workdir, cleanup):
+    backend = lab.Backend("echo")
+    cleanup.append(backend.close)
+    pair = lab.Pair(workdir, backend.address, extra_server="limits: {max_connections: 2}\n")
+    cleanup.append(pair.stop)
+    held = [pair.connect(), pair.connect()]
+    for c in held:
+        assert echo_once(c, b"held") == b"held"
+    with pair.connect() as third:
+        third.settimeout(5)
+        assert third.recv(10) == b""
+    pair.server.wait_log(r"inbound close .*reason=limit detail=limits.max_connections=2")
+    assert backend.accepted == 2
+    for c in held:
+        c.close()
+
+
+def test_handshakes_per_source_are_limited(workdir, cleanup, ca):
+    backend = lab.Backend("echo")
+    cleanup.append(backend.close)
+    cert, key, _ = ca.issue("server-1", os.path.join(workdir, "s"))
+    port = lab.free_port()
+    server = lab.Tunneld(workdir, "server", lab.node_config(
+        "server-1", ca.cert_path, cert, key,
+        inbound={"listen": f"127.0.0.1:{port}", "backend": backend.address, "allow": ["client-1"]},
+        extra="limits: {max_handshakes_per_source: 2}\n")).start()
+    cleanup.append(server.stop)
+    base = server.fd_count()
+    silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+    lab.wait_for(lambda: server.fd_count() >= base + 2, what="both silent clients accepted")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as third:
+        assert third.recv(10) == b""
+    server.wait_log(r"reason=limit detail=limits.max_handshakes_per_source=2")
+    for s in silent:
+        s.close()
+
+
+def test_ipv6_listener_and_peer(workdir, cleanup):
+    backend = lab.Backend("echo")
+    cleanup.append(backend.close)
+    pair = lab.Pair(workdir, backend.address, start=False)
+    port = lab.free_port("::1")
+    for t in (pair.server, pair.client):
+        text = open(t.config_path).read().replace(f"127.0.0.1:{pair.tls_port}", f"[::1]:{port}")
+        open(t.config_path, "w").write(text)
+    pair.server.start()
+    pair.client.start()
+    cleanup.append(pair.stop)
+    with pair.connect() as c:
+        assert echo_once(c, b"v6") == b"v6"
+    pair.server.wait_log(r"inbound open peer=client-1 remote=\[::1\]:")

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The two-node demo: PostgreSQL 15 primary and standby, each on its own "host"
+# (network namespace), replicating through a tunneld pair over mutual TLS.
+# Run as root on Debian 12. Installs what it needs, builds, runs, cleans up.
+#   scripts/demo.sh            run, print the summary, clean up
+#   scripts/demo.sh --keep     ... and keep everything running until Ctrl-C
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "demo: run as root (network namespaces, the postgres user)" >&2; exit 1; }
+bash scripts/deps.sh
+bash scripts/build.sh
+exec /usr/bin/python3 scripts/demo.py "$@"
