@@ -38,6 +38,7 @@ struct Pair {
     TlsStream& tls;
     RelayResult result;
     bool failed = false;
+    bool tls_eof = false;  // the peer sent close_notify: it has nothing more to say
 
     // Records the first failure and closes both sides, ending the other loop.
     void fail(bool tls_side, const error_code& ec) {
@@ -70,7 +71,9 @@ asio::awaitable<void> local_to_tls(Pair<Plain>& p, std::span<char> buf) {
     for (;;) {
         auto [ec, n] = co_await p.local.async_read_some(asio::buffer(buf), as_tuple(use_awaitable));
         if (ec == asio::error::eof) {
-            if (auto sec = co_await p.tls.shutdown_send(); sec && !p.failed) p.fail(true, sec);
+            // If the peer already closed its side cleanly and then its socket, our
+            // close_notify cannot be delivered; nothing is lost, so that is no error.
+            if (auto sec = co_await p.tls.shutdown_send(); sec && !p.tls_eof) p.fail(true, sec);
             co_return;
         }
         if (ec) {
@@ -90,6 +93,7 @@ asio::awaitable<void> tls_to_local(Pair<Plain>& p, std::span<char> buf) {
     for (;;) {
         auto [ec, n] = co_await p.tls.read_some(asio::buffer(buf));
         if (ec == asio::error::eof) {
+            p.tls_eof = true;
             error_code ignored;
             p.local.shutdown(asio::socket_base::shutdown_send, ignored);
             co_return;

@@ -43,6 +43,8 @@ using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
 constexpr const char* kCipherSuites =
     "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
 
+constexpr std::size_t kReadAheadBytes = 64 * 1024;
+
 int peer_check_index() {
     static const int idx = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
     return idx;
@@ -136,6 +138,10 @@ void common_setup(SSL_CTX* ctx, const TlsFiles& files, EVP_PKEY* key,
         fail(files.ca + " (tls.ca): not a PEM CA bundle");
     if (!files.crl.empty()) load_crls(SSL_CTX_get_cert_store(ctx), files.crl);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    // Read ahead: one read(2) fetches several records, instead of two reads
+    // (header, body) per 16 KiB record.
+    SSL_CTX_set_read_ahead(ctx, 1);
+    SSL_CTX_set_default_read_buffer_len(ctx, kReadAheadBytes);
     SSL_CTX_set_ex_data(ctx, generation_index(), const_cast<std::uint64_t*>(generation));
 }
 

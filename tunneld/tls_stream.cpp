@@ -36,6 +36,8 @@ const char* to_string(HandshakeFailure f) {
 
 namespace {
 
+constexpr long kWriteBufferBytes = 4 * (16 * 1024 + 256);  // four full TLS 1.3 records
+
 HandshakeFailure classify_verify(long v) {
     switch (v) {
         case X509_V_ERR_CERT_HAS_EXPIRED: return HandshakeFailure::expired;
@@ -88,7 +90,21 @@ TlsStream::TlsStream(asio::ip::tcp::socket socket, const TlsMaterial& material, 
     : socket_(std::move(socket)) {
     ssl_ = SSL_new(role == Role::server ? material.server.get() : material.client.get());
     if (ssl_) {
-        SSL_set_fd(ssl_, socket_.native_handle());
+        // Reads go straight to the socket (with read-ahead); writes go through a
+        // buffer so the records of one write_all() leave in one write(2).
+        BIO* sock = BIO_new_socket(socket_.native_handle(), BIO_NOCLOSE);
+        BIO* buffer = BIO_new(BIO_f_buffer());
+        if (sock && buffer && BIO_set_write_buffer_size(buffer, kWriteBufferBytes) == 1 &&
+            BIO_up_ref(sock) == 1) {
+            BIO_push(buffer, sock);
+            SSL_set_bio(ssl_, sock, buffer);
+        } else {
+            BIO_free(sock);
+            BIO_free(buffer);
+            SSL_free(ssl_);
+            ssl_ = nullptr;
+            return;
+        }
         if (role == Role::server) SSL_set_accept_state(ssl_);
         else SSL_set_connect_state(ssl_);
         attach_peer_check(ssl_, &check_);
@@ -167,7 +183,22 @@ asio::awaitable<HandshakeResult> TlsStream::handshake() {
 asio::awaitable<std::tuple<error_code, std::size_t>> TlsStream::read_some(asio::mutable_buffer buf) {
     std::size_t n = 0;
     auto [ret, err] = co_await drive([&] { return SSL_read_ex(ssl_, buf.data(), buf.size(), &n); });
-    if (err == SSL_ERROR_NONE) co_return std::tuple{error_code{}, n};
+    if (err == SSL_ERROR_NONE) {
+        // Hand over every record already read ahead, so the caller writes once per
+        // buffer rather than once per 16 KiB record. Stops, without waiting, as soon
+        // as OpenSSL would need the socket again.
+        auto* base = static_cast<char*>(buf.data());
+        while (n < buf.size() && SSL_has_pending(ssl_)) {
+            std::size_t more = 0;
+            ERR_clear_error();
+            if (SSL_read_ex(ssl_, base + n, buf.size() - n, &more) != 1) {
+                ERR_clear_error();  // the error (or EOF) shows again on the next call
+                break;
+            }
+            n += more;
+        }
+        co_return std::tuple{error_code{}, n};
+    }
     if (err == -1) co_return std::tuple{error_code(asio::error::operation_aborted), std::size_t{0}};
     if (err == SSL_ERROR_ZERO_RETURN) co_return std::tuple{error_code(asio::error::eof), std::size_t{0}};
     if (err == SSL_ERROR_SSL) {
@@ -201,7 +232,21 @@ asio::awaitable<error_code> TlsStream::write_all(asio::const_buffer buf) {
         data += n;
         left -= n;
     }
-    co_return error_code{};
+    co_return co_await flush();
+}
+
+asio::awaitable<error_code> TlsStream::flush() {
+    BIO* wbio = SSL_get_wbio(ssl_);
+    for (;;) {
+        if (BIO_flush(wbio) > 0) co_return error_code{};
+        if (!BIO_should_retry(wbio)) {
+            int saved = errno;
+            ERR_clear_error();
+            co_return error_code(saved ? saved : EPIPE, asio::error::get_system_category());
+        }
+        auto [ec] = co_await socket_.async_wait(asio::socket_base::wait_write, as_tuple(use_awaitable));
+        if (ec) co_return ec;
+    }
 }
 
 asio::awaitable<error_code> TlsStream::shutdown_send() {
@@ -211,10 +256,10 @@ asio::awaitable<error_code> TlsStream::shutdown_send() {
         return r >= 0 ? 1 : r;
     });
     ERR_clear_error();
-    error_code ec;
-    socket_.shutdown(asio::socket_base::shutdown_send, ec);
-    if (err != SSL_ERROR_NONE && !ec) ec = asio::error::broken_pipe;
-    co_return ec;
+    error_code ec = err == SSL_ERROR_NONE ? co_await flush() : error_code(asio::error::broken_pipe);
+    error_code sec;
+    socket_.shutdown(asio::socket_base::shutdown_send, sec);
+    co_return ec ? ec : sec;
 }
 
 void TlsStream::close() {

@@ -88,6 +88,9 @@ public:
     bool resumed() const;
 
 private:
+    // Writes out what the write buffer holds, waiting for writability as needed.
+    asio::awaitable<error_code> flush();
+
     template <class Op>
     asio::awaitable<std::tuple<int, int>> drive(Op op);
 

@@ -38,6 +38,12 @@ def wait_for(predicate, timeout=10.0, interval=0.02, what="condition"):
         time.sleep(interval)
 
 
+def serial_hex(n):
+    """A certificate serial as tunneld logs it (OpenSSL BN_bn2hex: whole bytes, upper case)."""
+    text = format(n, "X")
+    return "0" + text if len(text) % 2 else text
+
+
 def free_port(host="127.0.0.1"):
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
@@ -114,7 +120,7 @@ class CA:
             f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption()))
         os.chmod(key_path, 0o600)
-        return cert_path, key_path, format(cert.serial_number, "X")
+        return cert_path, key_path, serial_hex(cert.serial_number)
 
 
 # --------------------------------------------------------------------------- tunneld
@@ -152,19 +158,36 @@ class Tunneld:
         self.proc = None
 
     def start(self, wait_ready=True):
+        """Starts the process; with wait_ready, waits for its sd_notify READY=1
+        (on a NOTIFY_SOCKET this object owns) and fails if it exits first."""
         cmd = [TUNNELD, "--peer", self.config_path]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns] + cmd
+        notify_path = self.config_path + ".notify"
+        if os.path.exists(notify_path):
+            os.unlink(notify_path)
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(notify_path)
+        self.notify.setblocking(False)
+        self.notifications = []
+        env = dict(os.environ, NOTIFY_SOCKET=notify_path)
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         if wait_ready:
-            wait_for(lambda: self._ready_or_dead(), timeout=15, what=f"{self.name} ready")
+            wait_for(lambda: self.proc.poll() is not None or "READY=1" in self.poll_notifications(),
+                     timeout=15, what=f"{self.name} READY=1")
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.read_log()}")
         return self
 
-    def _ready_or_dead(self):
-        return self.proc.poll() is not None or " ready: " in self.read_log()
+    def poll_notifications(self):
+        """All sd_notify datagrams received so far, joined by newlines."""
+        while True:
+            try:
+                self.notifications.append(self.notify.recv(4096).decode())
+            except BlockingIOError:
+                break
+        return "\n".join(self.notifications)
 
     def read_log(self):
         try:
@@ -203,6 +226,7 @@ class Tunneld:
                 self.proc.wait()
         if self.proc:
             self.log.close()
+            self.notify.close()
             print(f"----- {self.name} log ({self.log_path}) -----\n{self.read_log()}")
         return self.proc.returncode if self.proc else None
 

@@ -21,7 +21,7 @@ def presented_serial(port, ca, cert, key):
         with ctx.wrap_socket(raw, server_hostname="server-1") as s:
             der = s.getpeercert(binary_form=True)
     from cryptography import x509
-    return format(x509.load_der_x509_certificate(der).serial_number, "X")
+    return lab.serial_hex(x509.load_der_x509_certificate(der).serial_number)
 
 
 def echo_once(conn, data):

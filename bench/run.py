@@ -1,0 +1,186 @@
+"""Benchmark tunneld against direct TCP and an stunnel4 mutual-TLS pair, on
+loopback, in one run (figures are only comparable within one run: these machines
+are shared). Every path is client -> [tunnel client -> tunnel server] -> backend,
+with the same certificates, TLS 1.3 and a client certificate for both tunnels."""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
+import lab  # noqa: E402
+
+BENCH = os.path.join(lab.ROOT, "build", "bench", "tunnel_bench")
+
+
+def tool(*args, timeout=600):
+    r = subprocess.run([BENCH, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    if r.returncode != 0:
+        raise RuntimeError(f"tunnel_bench {' '.join(map(str, args))}: {r.stderr}")
+    return [float(x) for x in r.stdout.split()]
+
+
+def cpu_seconds(pids):
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def rss_kib(pids):
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
+
+
+class Stunnel:
+    def __init__(self, workdir, ca, backend_port):
+        self.tls_port, self.local_port = lab.free_port(), lab.free_port()
+        s_cert, s_key, _ = ca.issue("server-1", os.path.join(workdir, "st-server"))
+        c_cert, c_key, _ = ca.issue("client-1", os.path.join(workdir, "st-client"))
+        common = "foreground = yes\npid =\ndebug = 3\nsslVersionMin = TLSv1.3\n"
+        self.procs = []
+        for name, text in (
+            ("server", f"{common}[pg]\naccept = 127.0.0.1:{self.tls_port}\nconnect = 127.0.0.1:{backend_port}\n"
+                       f"cert = {s_cert}\nkey = {s_key}\nCAfile = {ca.cert_path}\nverifyChain = yes\n"
+                       "requireCert = yes\ncheckHost = client-1\n"),
+            ("client", f"{common}[pg]\nclient = yes\naccept = 127.0.0.1:{self.local_port}\n"
+                       f"connect = 127.0.0.1:{self.tls_port}\ncert = {c_cert}\nkey = {c_key}\n"
+                       f"CAfile = {ca.cert_path}\nverifyChain = yes\ncheckHost = server-1\nsni = server-1\n"),
+        ):
+            path = os.path.join(workdir, f"stunnel-{name}.conf")
+            with open(path, "w") as f:
+                f.write(text)
+            log = open(os.path.join(workdir, f"stunnel-{name}.log"), "w")
+            self.procs.append(subprocess.Popen(["stunnel4", path], stdout=log, stderr=subprocess.STDOUT))
+        for port in (self.tls_port, self.local_port):
+            lab.wait_for(lambda p=port: _listening(p), what=f"stunnel on {port}")
+        self.server_port = self.tls_port
+        self.server_cert = (s_cert, s_key)
+        self.client_cert = (c_cert, c_key)
+
+    @property
+    def pids(self):
+        return [p.pid for p in self.procs]
+
+    def stop(self):
+        for p in self.procs:
+            p.terminate()
+            p.wait()
+
+
+def _listening(port):
+    import socket
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def measure(name, port, pids, args, server_port=None, client_cert=None, ca=None):
+    q = args.quick
+    out = {}
+    mib = 256 if q else 1024
+    cpu0 = cpu_seconds(pids) if pids else 0
+    out["tput1"] = tool("throughput", port, 1, mib)[0]
+    cpu1 = cpu_seconds(pids) if pids else 0
+    out["cpu_per_gib"] = (cpu1 - cpu0) / (mib / 1024) if pids else None
+    out["tput4"] = tool("throughput", port, 4, mib // 4)[0]
+    count = 2000 if q else 10000
+    out["rtt1"] = tool("pingpong", port, 1, count)
+    out["rtt8k"] = tool("pingpong", port, 8192, count)
+    out["conn_s"] = tool("connect", port, 2 if q else 5)[0]
+    if server_port:
+        out["hs_s"] = tool("handshake", server_port, 2 if q else 5, ca, client_cert[0], client_cert[1], "server-1")[0]
+    # RSS per idle connection: 500 open connections through the tunnel.
+    if pids:
+        base = rss_kib(pids)
+        idle = subprocess.Popen([BENCH, "idle", str(port), "500"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+        assert idle.stdout.readline().strip() == "ready"
+        time.sleep(0.5)
+        out["rss_per_conn_kib"] = (rss_kib(pids) - base) / 500
+        idle.stdin.close()
+        idle.wait()
+    print(f"  measured {name}", file=sys.stderr, flush=True)
+    return out
+
+
+def fmt(v, digits=1):
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="smaller transfers and shorter runs")
+    args = ap.parse_args()
+    workdir = lab.tmpdir("tunneld-bench-")
+    procs = []
+    try:
+        backend_port = lab.free_port()
+        backend = subprocess.Popen([BENCH, "server", str(backend_port)], stdout=subprocess.PIPE, text=True)
+        procs.append(backend)
+        assert backend.stdout.readline().strip() == "listening"
+        ca = lab.CA(os.path.join(workdir, "ca"))
+        pair = lab.Pair(workdir, f"127.0.0.1:{backend_port}", ca=ca,
+                        extra_server="log_level: warn\nlimits: {max_connections: 2000}\n",
+                        extra_client="log_level: warn\nlimits: {max_connections: 2000}\n")
+        stunnel = Stunnel(workdir, ca, backend_port)
+        results = {
+            "direct TCP": measure("direct", backend_port, [], args),
+            "tunneld": measure("tunneld", pair.local_port, [pair.client.proc.pid, pair.server.proc.pid], args,
+                               server_port=pair.tls_port, client_cert=pair.client_cert, ca=ca.cert_path),
+            "stunnel": measure("stunnel", stunnel.local_port, stunnel.pids, args,
+                               server_port=stunnel.server_port, client_cert=stunnel.client_cert, ca=ca.cert_path),
+        }
+        pair.stop()
+        stunnel.stop()
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    t, s, d = results["tunneld"], results["stunnel"], results["direct TCP"]
+    rows = [
+        ("throughput, 1 stream (MiB/s)", "tput1", None, True),
+        ("throughput, 4 streams (MiB/s)", "tput4", None, True),
+        ("round trip 1 B p50 (us)", "rtt1", 0, False),
+        ("round trip 1 B p99 (us)", "rtt1", 1, False),
+        ("round trip 8 KiB p50 (us)", "rtt8k", 0, False),
+        ("round trip 8 KiB p99 (us)", "rtt8k", 1, False),
+        ("new connections/s through the pair", "conn_s", None, True),
+        ("full mTLS handshakes/s, server side", "hs_s", None, True),
+        ("tunnel CPU seconds per GiB (both ends)", "cpu_per_gib", None, False),
+        ("RSS per idle connection (KiB, both ends)", "rss_per_conn_kib", None, False),
+    ]
+
+    def get(r, key, idx):
+        v = r.get(key)
+        return v[idx] if isinstance(v, list) else v
+
+    print(f"\n{'metric':44} {'direct':>10} {'tunneld':>10} {'stunnel':>10} {'tunneld/stunnel':>16} {'tunneld/direct':>15}")
+    for label, key, idx, higher_better in rows:
+        tv, sv, dv = get(t, key, idx), get(s, key, idx), get(d, key, idx)
+        ratio_s = fmt(tv / sv, 2) + "x" if tv and sv else "-"
+        ratio_d = fmt(tv / dv, 2) + "x" if tv and dv else "-"
+        print(f"{label:44} {fmt(dv):>10} {fmt(tv):>10} {fmt(sv):>10} {ratio_s:>16} {ratio_d:>15}")
+    added_t = get(t, "rtt1", 0) - get(d, "rtt1", 0)
+    added_s = get(s, "rtt1", 0) - get(d, "rtt1", 0)
+    print(f"\nadded round-trip latency (1 B p50): tunneld {added_t:.1f} us, stunnel {added_s:.1f} us")
+    print("higher is better for throughput, connections and handshakes; lower for the rest.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# One command for the benchmark: tunneld vs direct TCP vs an stunnel mTLS pair,
+# all on loopback, in one run. Prints a table with ratios. Run as root.
+#   bench/run.sh [--quick]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+BUILD_TYPE=Release bash scripts/build.sh >/dev/null
+exec /usr/bin/python3 bench/run.py "$@"
