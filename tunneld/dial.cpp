@@ -17,6 +17,12 @@ using namespace asio::experimental::awaitable_operators;
 namespace {
 
 asio::awaitable<std::string> resolve_and_connect(tcp::socket& socket, const Endpoint& ep) {
+    boost::system::error_code not_literal;
+    auto literal = asio::ip::make_address(ep.host, not_literal);
+    if (!not_literal) {  // no resolver round trip (a thread hop in Asio) for an address
+        auto [ec] = co_await socket.async_connect(tcp::endpoint(literal, ep.port), as_tuple(use_awaitable));
+        co_return ec ? ec.message() : std::string();
+    }
     tcp::resolver resolver(socket.get_executor());
     auto [rec, results] = co_await resolver.async_resolve(ep.host, std::to_string(ep.port),
                                                           as_tuple(use_awaitable));

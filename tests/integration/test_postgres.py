@@ -55,6 +55,12 @@ def test_partition_is_detected_and_replication_resumes_after_it_heals(replicatio
     detected = time.monotonic() - started
     # keepalive: idle 2s + 3 x 1s = 5 s; user_timeout 6 s for unacknowledged data.
     assert detected < 10, f"partition detected after {detected:.1f}s: {line}"
+    # Both local sides are closed at once: the primary's walsender goes away and the
+    # standby's walreceiver stops streaming, without waiting for wal_*_timeout (60 s).
+    lab.wait_for(lambda: not rl.streaming(), timeout=12 - (time.monotonic() - started),
+                 what="walsender gone on the primary")
+    lab.wait_for(lambda: rl.standby.sql("SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'")
+                 == "0", timeout=5, what="walreceiver not streaming on the standby")
     time.sleep(max(0, 20 - (time.monotonic() - started)))
     lab.heal(rl.standby_ns)
 
