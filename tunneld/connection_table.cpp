@@ -5,15 +5,18 @@
 
 namespace tunneld {
 
-std::shared_ptr<LiveConnection> ConnectionTable::admit(boost::asio::any_io_executor executor,
-                                                       std::uint64_t id) {
+Admission::~Admission() {
+    if (c_) table_.release(c_);
+}
+
+Admission ConnectionTable::admit(boost::asio::any_io_executor executor, std::uint64_t id) {
     std::lock_guard lock(mutex_);
-    if (live_.size() >= max_) return nullptr;
+    if (live_.size() >= max_) return Admission(*this, nullptr);
     auto c = std::make_shared<LiveConnection>();
     c->executor = std::move(executor);
     c->id = id;
     live_.emplace(id, c);
-    return c;
+    return Admission(*this, std::move(c));
 }
 
 void ConnectionTable::release(const std::shared_ptr<LiveConnection>& c) {

@@ -28,13 +28,34 @@ struct CloseHook {
     ~CloseHook() { c.close = nullptr; }
 };
 
+class ConnectionTable;
+
+// A connection's place in the table: released when this handle is destroyed
+// (on the connection's executor). Empty when the table was full.
+class Admission {
+public:
+    Admission(ConnectionTable& table, std::shared_ptr<LiveConnection> c)
+        : table_(table), c_(std::move(c)) {}
+    Admission(const Admission&) = delete;
+    Admission& operator=(const Admission&) = delete;
+    ~Admission();
+    explicit operator bool() const { return c_ != nullptr; }
+    LiveConnection* operator->() const { return c_.get(); }
+    LiveConnection& operator*() const { return *c_; }
+
+private:
+    ConnectionTable& table_;
+    std::shared_ptr<LiveConnection> c_;
+};
+
 class ConnectionTable {
 public:
     explicit ConnectionTable(std::size_t max_connections) : max_(max_connections) {}
 
-    // Returns a new entry, or nullptr when max_connections are already live.
-    std::shared_ptr<LiveConnection> admit(boost::asio::any_io_executor executor, std::uint64_t id);
-    // Forgets `c` (called by the connection when it ends). Must run on c's executor.
+    // Admits a connection, or returns an empty Admission when max_connections
+    // are already live.
+    Admission admit(boost::asio::any_io_executor executor, std::uint64_t id);
+    // Forgets `c` (called by ~Admission). Must run on c's executor.
     void release(const std::shared_ptr<LiveConnection>& c);
     std::size_t size() const;
     // Posts close() to every live connection's executor.

@@ -67,11 +67,6 @@ asio::awaitable<void> serve(Runtime& rt, tcp::socket socket) {
                                     "limits.max_connections=" + std::to_string(cfg.limits.max_connections)});
         co_return;
     }
-    struct Release {
-        ConnectionTable& t;
-        std::shared_ptr<LiveConnection> c;
-        ~Release() { t.release(c); }
-    } release{rt.connections, live};
 
     if (!rt.connections.begin_handshake(source, cfg.limits.max_handshakes_per_source)) {
         log_close(info, RelayResult{0, 0, CloseReason::limit,

@@ -48,11 +48,6 @@ asio::awaitable<void> serve(Runtime& rt, const PeerConfig& peer, SessionSlot& se
                                     "limits.max_connections=" + std::to_string(cfg.limits.max_connections)});
         co_return;
     }
-    struct Release {
-        ConnectionTable& t;
-        std::shared_ptr<LiveConnection> c;
-        ~Release() { t.release(c); }
-    } release{rt.connections, live};
     apply_local_options(local.native_handle());
 
     tcp::socket pub(local.get_executor());

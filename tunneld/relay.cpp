@@ -4,6 +4,8 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -19,6 +21,7 @@ const char* to_string(CloseReason r) {
         case CloseReason::finished: return "finished";
         case CloseReason::local_error: return "local_error";
         case CloseReason::peer_error: return "peer_error";
+        case CloseReason::peer_rejected: return "peer_rejected";
         case CloseReason::peer_truncated: return "peer_truncated";
         case CloseReason::peer_timeout: return "peer_timeout";
         case CloseReason::shutdown: return "shutdown";
@@ -67,6 +70,15 @@ asio::awaitable<error_code> write_plain(Socket& s, const char* data, std::size_t
     co_return error_code{};
 }
 
+// A TLS alert from the peer (OpenSSL reason SSL_AD_REASON_OFFSET + alert code).
+// In TLS 1.3 a client learns that the server refused its certificate this way,
+// on its first read after the handshake.
+bool is_alert(const error_code& ec) {
+    if (ec.category() != asio::error::get_ssl_category()) return false;
+    int reason = ERR_GET_REASON(static_cast<unsigned long>(ec.value()));
+    return reason >= SSL_AD_REASON_OFFSET && reason < SSL_AD_REASON_OFFSET + 256;
+}
+
 // State shared by the two loops of one relay (same executor, no locking).
 template <class Plain>
 struct Pair {
@@ -88,6 +100,8 @@ struct Pair {
             result.reason = CloseReason::peer_truncated;
         } else if (ec == asio::error::timed_out) {
             result.reason = CloseReason::peer_timeout;
+        } else if (is_alert(ec)) {
+            result.reason = CloseReason::peer_rejected;
         } else {
             result.reason = CloseReason::peer_error;
         }

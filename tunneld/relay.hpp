@@ -17,6 +17,7 @@ enum class CloseReason {
     finished,             // both directions ended with a clean close
     local_error,          // the plaintext side (postgres or its client) failed / reset
     peer_error,           // the TLS side failed (reset, TLS error)
+    peer_rejected,        // the peer sent a TLS alert: it refused our certificate or identity
     peer_truncated,       // the TLS side closed TCP without close_notify
     peer_timeout,         // keepalive / TCP_USER_TIMEOUT declared the path dead
     shutdown,             // tunneld stopped and the drain time ran out

@@ -22,17 +22,20 @@ namespace {
 struct X509Free {
     void operator()(X509* x) const { X509_free(x); }
 };
-struct X509StoreFree {
-    void operator()(X509_STORE* s) const { X509_STORE_free(s); }
-};
 struct X509StoreCtxFree {
     void operator()(X509_STORE_CTX* s) const { X509_STORE_CTX_free(s); }
 };
 struct BioFree {
     void operator()(BIO* b) const { BIO_free(b); }
 };
-struct SkX509Free {
-    void operator()(STACK_OF(X509) * s) const { sk_X509_pop_free(s, X509_free); }
+struct CrlFree {
+    void operator()(X509_CRL* c) const { X509_CRL_free(c); }
+};
+struct BnFree {
+    void operator()(BIGNUM* b) const { BN_free(b); }
+};
+struct OpensslStringFree {
+    void operator()(char* p) const { OPENSSL_free(p); }
 };
 struct PkeyFree {
     void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
@@ -115,10 +118,10 @@ void load_crls(X509_STORE* store, const std::string& path) {
     std::unique_ptr<BIO, BioFree> bio(BIO_new_file(path.c_str(), "r"));
     if (!bio) fail(path + " (tls.crl): cannot open");
     int count = 0;
-    while (X509_CRL* crl = PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr)) {
-        int ok = X509_STORE_add_crl(store, crl);
-        X509_CRL_free(crl);
-        if (!ok) fail(path + " (tls.crl): cannot add CRL");
+    for (;;) {
+        std::unique_ptr<X509_CRL, CrlFree> crl(PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr));
+        if (!crl) break;
+        if (X509_STORE_add_crl(store, crl.get()) != 1) fail(path + " (tls.crl): cannot add CRL");
         ++count;
     }
     ERR_clear_error();  // the loop ends on "no start line"
@@ -142,7 +145,8 @@ void common_setup(SSL_CTX* ctx, const TlsFiles& files, EVP_PKEY* key,
     // (header, body) per 16 KiB record.
     SSL_CTX_set_read_ahead(ctx, 1);
     SSL_CTX_set_default_read_buffer_len(ctx, kReadAheadBytes);
-    SSL_CTX_set_ex_data(ctx, generation_index(), const_cast<std::uint64_t*>(generation));
+    if (SSL_CTX_set_ex_data(ctx, generation_index(), const_cast<std::uint64_t*>(generation)) != 1)
+        fail("cannot attach TLS context data");
 }
 
 PkeyPtr read_private_key(const std::string& path) {
@@ -226,8 +230,9 @@ std::shared_ptr<const TlsMaterial> load_tls_material(const TlsFiles& files, cons
     SSL_CTX_set_client_CA_list(s, ca_names);
     SSL_CTX_set_verify(s, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_callback);
     static const unsigned char sid_ctx[] = "tunneld";
-    SSL_CTX_set_session_id_context(s, sid_ctx, sizeof sid_ctx - 1);
-    SSL_CTX_set_num_tickets(s, 1);
+    if (SSL_CTX_set_session_id_context(s, sid_ctx, sizeof sid_ctx - 1) != 1 ||
+        SSL_CTX_set_num_tickets(s, 1) != 1)
+        fail("cannot enable TLS session resumption");
     SSL_CTX_set_alpn_select_cb(s, alpn_select, nullptr);
 
     SSL_CTX* c = material->client.get();
@@ -247,13 +252,10 @@ std::shared_ptr<const TlsMaterial> load_tls_material(const TlsFiles& files, cons
     if (X509_cmp_current_time(X509_get0_notAfter(cert.get())) <= 0)
         throw StartupError(files.cert + " (tls.cert) has expired");
 
-    if (BIGNUM* bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert.get()), nullptr)) {
-        if (char* hex = BN_bn2hex(bn)) {
-            material->serial_hex = hex;
-            OPENSSL_free(hex);
-        }
-        BN_free(bn);
-    }
+    std::unique_ptr<BIGNUM, BnFree> bn(ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert.get()), nullptr));
+    std::unique_ptr<char, OpensslStringFree> hex(bn ? BN_bn2hex(bn.get()) : nullptr);
+    if (!hex) fail(files.cert + " (tls.cert): cannot read serial number");
+    material->serial_hex = hex.get();
     struct tm tm {};
     if (ASN1_TIME_to_tm(X509_get0_notAfter(cert.get()), &tm) == 1)
         material->not_after = std::chrono::system_clock::from_time_t(timegm(&tm));

@@ -92,19 +92,16 @@ TlsStream::TlsStream(asio::ip::tcp::socket socket, const TlsMaterial& material, 
     if (ssl_) {
         // Reads go straight to the socket (with read-ahead); writes go through a
         // buffer so the records of one write_all() leave in one write(2).
-        BIO* sock = BIO_new_socket(socket_.native_handle(), BIO_NOCLOSE);
-        BIO* buffer = BIO_new(BIO_f_buffer());
-        if (sock && buffer && BIO_set_write_buffer_size(buffer, kWriteBufferBytes) == 1 &&
-            BIO_up_ref(sock) == 1) {
-            BIO_push(buffer, sock);
-            SSL_set_bio(ssl_, sock, buffer);
-        } else {
-            BIO_free(sock);
-            BIO_free(buffer);
-            SSL_free(ssl_);
+        std::unique_ptr<BIO, decltype(&BIO_free)> sock(BIO_new_socket(socket_.native_handle(), BIO_NOCLOSE), BIO_free);
+        std::unique_ptr<BIO, decltype(&BIO_free)> buffer(BIO_new(BIO_f_buffer()), BIO_free);
+        if (!sock || !buffer || BIO_set_write_buffer_size(buffer.get(), kWriteBufferBytes) != 1 ||
+            BIO_up_ref(sock.get()) != 1) {
+            SSL_free(ssl_);  // handshake() reports the failure
             ssl_ = nullptr;
             return;
         }
+        BIO_push(buffer.get(), sock.get());  // buffer -> sock, holding the second reference
+        SSL_set_bio(ssl_, sock.release(), buffer.release());
         if (role == Role::server) SSL_set_accept_state(ssl_);
         else SSL_set_connect_state(ssl_);
         attach_peer_check(ssl_, &check_);

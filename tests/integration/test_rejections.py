@@ -162,3 +162,38 @@ def test_silent_client_is_dropped_after_handshake_timeout(server):
         elapsed = time.monotonic() - started
     server.assert_refused("handshake_timeout")
     assert 0.8 < elapsed < 5, f"closed after {elapsed:.2f}s, expected about 1s"
+
+
+def test_outbound_refuses_server_with_unexpected_identity(workdir, ca, cleanup):
+    """The client side checks the server too: a peer presenting another name is refused."""
+    backend = lab.Backend("echo")
+    cleanup.append(backend.close)
+    pair = lab.Pair(workdir, backend.address, start=False)
+    text = open(pair.client.config_path).read().replace("name: server-1", "name: server-2")
+    open(pair.client.config_path, "w").write(text)
+    pair.server.start()
+    pair.client.start()
+    cleanup.append(pair.stop)
+    with pair.connect(timeout=5) as c:
+        try:
+            assert c.recv(10) == b""
+        except OSError:
+            pass
+    pair.client.wait_log(r'outbound handshake failed peer=server-2 .*reason=identity_not_allowed detail="dns:server-1"')
+    assert backend.accepted == 0
+
+
+def test_outbound_logs_peer_rejected_when_server_refuses_our_identity(workdir, ca, cleanup):
+    backend = lab.Backend("echo")
+    cleanup.append(backend.close)
+    pair = lab.Pair(workdir, backend.address, server_allow=("someone-else",))
+    cleanup.append(pair.stop)
+    with pair.connect(timeout=5) as c:
+        c.sendall(b"\x00\x00\x00\x08\x04\xd2\x16\x2f")
+        try:
+            assert c.recv(10) == b""
+        except OSError:
+            pass
+    pair.server.wait_log(r'inbound handshake failed .*reason=identity_not_allowed detail="dns:client-1"')
+    pair.client.wait_log(r"outbound close peer=server-1 .*reason=peer_rejected detail=.*alert")
+    assert backend.accepted == 0
