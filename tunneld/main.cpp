@@ -39,7 +39,7 @@ int main(int argc, char** argv) {
     app.set_version_flag("--version", std::string("tunneld ") + TUNNELD_VERSION);
     app.footer(
         "Signals: SIGHUP reloads the TLS files (live connections keep theirs); SIGTERM stops\n"
-        "accepting and drains for timeouts.shutdown. See tunneld(8) and README.md.");
+        "accepting and drains for timeouts.shutdown. See README.md.");
     std::string peer_file;
     app.add_option("--peer", peer_file, "node config (YAML); runs the daemon")->check(CLI::ExistingFile);
 
