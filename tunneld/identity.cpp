@@ -2,15 +2,15 @@
 
 #include <openssl/x509v3.h>
 
+#include <arpa/inet.h>
+
 #include <memory>
+
+#include "tunneld/openssl_ptr.hpp"
 #include <strings.h>
 
 namespace tunneld {
 namespace {
-
-struct GeneralNamesFree {
-    void operator()(GENERAL_NAMES* n) const { GENERAL_NAMES_free(n); }
-};
 
 std::string asn1_string(const ASN1_STRING* s) {
     return std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
@@ -24,16 +24,26 @@ bool usable(const std::string& name) {
 
 }  // namespace
 
+std::string ip_text(const ASN1_OCTET_STRING* ip) {
+    char buf[INET6_ADDRSTRLEN] = {};
+    int len = ip ? ASN1_STRING_length(ip) : 0;
+    const unsigned char* data = ip ? ASN1_STRING_get0_data(ip) : nullptr;
+    if (len == 4 && inet_ntop(AF_INET, data, buf, sizeof buf)) return buf;
+    if (len == 16 && inet_ntop(AF_INET6, data, buf, sizeof buf)) return buf;
+    return {};
+}
+
 CertIdentities extract_identities(X509* cert) {
     CertIdentities ids;
     if (!cert) return ids;
-    std::unique_ptr<GENERAL_NAMES, GeneralNamesFree> names(static_cast<GENERAL_NAMES*>(
+    GeneralNamesPtr names(static_cast<GENERAL_NAMES*>(
         X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
     if (names) {
         for (int i = 0; i < sk_GENERAL_NAME_num(names.get()); ++i) {
             const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names.get(), i);
             if (gn->type == GEN_DNS) ids.dns.push_back(asn1_string(gn->d.dNSName));
             if (gn->type == GEN_URI) ids.uris.push_back(asn1_string(gn->d.uniformResourceIdentifier));
+            if (gn->type == GEN_IPADD) ids.ips.push_back(ip_text(gn->d.iPAddress));
         }
     }
     X509_NAME* subject = X509_get_subject_name(cert);

@@ -12,10 +12,14 @@ namespace tunneld {
 struct CertIdentities {
     std::vector<std::string> dns;   // subjectAltName DNS entries
     std::vector<std::string> uris;  // subjectAltName URI entries (e.g. spiffe://...)
+    std::vector<std::string> ips;   // subjectAltName IP entries (text); never an identity
     std::string common_name;        // subject CN; used only when there is no SAN DNS/URI
 };
 
-// Reads the SAN DNS/URI entries and the subject CN of `cert` (not owned).
+// Text form of a SAN IP address (4 or 16 bytes); "" for anything else.
+std::string ip_text(const ASN1_OCTET_STRING* ip);
+
+// Reads the SAN DNS/URI/IP entries and the subject CN of `cert` (not owned).
 CertIdentities extract_identities(X509* cert);
 
 // Returns the identity from `ids` that appears in `allow`, or nullopt.

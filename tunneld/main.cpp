@@ -8,6 +8,7 @@
 #include <csignal>
 #include <iostream>
 
+#include "certs/commands.hpp"
 #include "tunneld/check.hpp"
 #include "tunneld/config.hpp"
 #include "tunneld/daemon.hpp"
@@ -52,6 +53,63 @@ int main(int argc, char** argv) {
                  "backend and peers; exit 0 when all pass");
     std::string check_file;
     check->add_option("--peer", check_file, "node config (YAML)")->required();
+    auto* certs = app.add_subcommand("certs", "private CA and certificate operations");
+    certs->require_subcommand(1);
+    tunneld::certs::InitCaOptions init;
+    auto* init_ca = certs->add_subcommand("init-ca", "make a private CA: DIR/ca.key (0600) and DIR/ca.crt");
+    init_ca->add_option("--out", init.out, "CA directory")->required();
+    init_ca->add_option("--name", init.name, "CA common name")->capture_default_str();
+    init_ca->add_option("--days", init.days, "validity")->capture_default_str();
+    init_ca->add_option("--key-type", init.key_type, "ec-p256 or ed25519")->capture_default_str();
+
+    tunneld::certs::IssueOptions iss;
+    auto* issue = certs->add_subcommand(
+        "issue", "issue a node key and certificate (SAN DNS = NAME, serverAuth+clientAuth), or sign a CSR");
+    issue->add_option("--ca", iss.ca, "CA directory (from init-ca)")->required();
+    issue->add_option("--name", iss.name, "node name (its identity, e.g. standby-1)");
+    issue->add_option("--dns", iss.dns, "extra SAN DNS name (repeatable)");
+    issue->add_option("--ip", iss.ips, "SAN IP address (repeatable)");
+    issue->add_option("--days", iss.days, "validity")->capture_default_str();
+    issue->add_option("--key-type", iss.key_type, "ec-p256 or ed25519 (default: the CA's)");
+    issue->add_option("--csr", iss.csr, "sign this CSR (from `certs csr`) instead of making a key");
+    issue->add_option("--out", iss.out, "output directory")->required();
+
+    std::vector<std::string> show_files;
+    auto* show = certs->add_subcommand("show", "describe certificates, keys and CRLs; flag problems");
+    show->add_option("files", show_files, "PEM files")->required()->check(CLI::ExistingFile);
+
+    tunneld::certs::RotateOptions rot;
+    std::string rotate_ca;
+    auto* rotate = certs->add_subcommand(
+        "rotate", "new key and certificate for this node, installed atomically and confirmed live "
+                  "on the running daemon (which reloads by itself: it watches its TLS files)");
+    rotate->add_option("--peer", rot.peer, "node config (YAML)")->required();
+    rotate->add_option("--ca", rot.ca, "CA directory (from init-ca)")->required();
+    rotate->add_option("--days", rot.days, "validity of the new certificate")->capture_default_str();
+
+    std::string csr_peer, csr_out = "-";
+    auto* csr = certs->add_subcommand(
+        "csr", "rotation when the CA key lives elsewhere, step 1: new key (kept here as <tls.key>.next) and a CSR");
+    csr->add_option("--peer", csr_peer, "node config (YAML)")->required();
+    csr->add_option("--out", csr_out, "CSR file (- for stdout)")->capture_default_str();
+
+    std::string install_cert;
+    auto* install = certs->add_subcommand(
+        "install", "step 2: install the certificate signed for that CSR, confirmed live");
+    install->add_option("--peer", rot.peer, "node config (YAML)")->required();
+    install->add_option("--cert", install_cert, "the signed certificate")->required()->check(CLI::ExistingFile);
+
+    std::string revoke_ca, revoke_serial;
+    auto* revoke = certs->add_subcommand("revoke", "add a certificate serial to the CA's revoked list");
+    revoke->add_option("--ca", revoke_ca, "CA directory")->required();
+    revoke->add_option("--serial", revoke_serial, "serial in hex (see certs show)")->required();
+
+    std::string crl_ca, crl_out;
+    int crl_days = 30;
+    auto* crl = certs->add_subcommand("crl", "write a CRL of every revoked serial (install it as tls.crl)");
+    crl->add_option("--ca", crl_ca, "CA directory")->required();
+    crl->add_option("--out", crl_out, "CRL file")->required();
+    crl->add_option("--days", crl_days, "until nextUpdate")->capture_default_str();
     app.require_subcommand(0, 1);
 
     try {
@@ -62,6 +120,17 @@ int main(int argc, char** argv) {
 
     try {
         if (*check) return tunneld::run_check(check_file, std::cout);
+        if (*init_ca) return tunneld::certs::init_ca(init, std::cout);
+        if (*issue) {
+            if (iss.csr.empty() && iss.name.empty()) throw tunneld::StartupError("certs issue: give --name (or --csr)");
+            return tunneld::certs::issue(iss, std::cout);
+        }
+        if (*show) return tunneld::certs::show(show_files, std::cout);
+        if (*rotate) return tunneld::certs::rotate(rot, std::cout);
+        if (*csr) return tunneld::certs::csr(csr_peer, csr_out, std::cout);
+        if (*install) return tunneld::certs::install(rot, install_cert, std::cout);
+        if (*revoke) return tunneld::certs::revoke(revoke_ca, revoke_serial, std::cout);
+        if (*crl) return tunneld::certs::crl(crl_ca, crl_out, crl_days, std::cout);
         if (*run) return run_daemon(run_file);
         if (!peer_file.empty()) return run_daemon(peer_file);
         std::cerr << app.help();

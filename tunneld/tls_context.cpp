@@ -12,6 +12,7 @@
 #include "tunneld/error.hpp"
 #include "tunneld/identity.hpp"
 #include "tunneld/key_file.hpp"
+#include "tunneld/openssl_ptr.hpp"
 
 namespace tunneld {
 
@@ -19,29 +20,6 @@ void SslCtxFree::operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
 
 namespace {
 
-struct X509Free {
-    void operator()(X509* x) const { X509_free(x); }
-};
-struct X509StoreCtxFree {
-    void operator()(X509_STORE_CTX* s) const { X509_STORE_CTX_free(s); }
-};
-struct BioFree {
-    void operator()(BIO* b) const { BIO_free(b); }
-};
-struct CrlFree {
-    void operator()(X509_CRL* c) const { X509_CRL_free(c); }
-};
-struct BnFree {
-    void operator()(BIGNUM* b) const { BN_free(b); }
-};
-struct OpensslStringFree {
-    void operator()(char* p) const { OPENSSL_free(p); }
-};
-struct PkeyFree {
-    void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
-};
-using X509Ptr = std::unique_ptr<X509, X509Free>;
-using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
 
 constexpr const char* kCipherSuites =
     "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
@@ -115,11 +93,11 @@ int new_session(SSL* ssl, SSL_SESSION* session) {
 
 // Loads every CRL in `path` into `store` and turns on leaf revocation checks.
 void load_crls(X509_STORE* store, const std::string& path) {
-    std::unique_ptr<BIO, BioFree> bio(BIO_new_file(path.c_str(), "r"));
+    BioPtr bio(BIO_new_file(path.c_str(), "r"));
     if (!bio) fail(path + " (tls.crl): cannot open");
     int count = 0;
     for (;;) {
-        std::unique_ptr<X509_CRL, CrlFree> crl(PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr));
+        X509CrlPtr crl(PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr));
         if (!crl) break;
         if (X509_STORE_add_crl(store, crl.get()) != 1) fail(path + " (tls.crl): cannot add CRL");
         ++count;
@@ -149,16 +127,16 @@ void common_setup(SSL_CTX* ctx, const TlsFiles& files, EVP_PKEY* key,
         fail("cannot attach TLS context data");
 }
 
-PkeyPtr read_private_key(const std::string& path) {
-    std::unique_ptr<BIO, BioFree> bio(BIO_new_file(path.c_str(), "r"));
+EvpPkeyPtr read_private_key(const std::string& path) {
+    BioPtr bio(BIO_new_file(path.c_str(), "r"));
     if (!bio) fail(path + " (tls.key): cannot open");
-    PkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
+    EvpPkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
     if (!key) fail(path + " (tls.key): not a PEM private key (or it is encrypted)");
     return key;
 }
 
 X509Ptr read_certificate(const std::string& path) {
-    std::unique_ptr<BIO, BioFree> bio(BIO_new_file(path.c_str(), "r"));
+    BioPtr bio(BIO_new_file(path.c_str(), "r"));
     if (!bio) fail(path + " (tls.cert): cannot open");
     X509Ptr cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
     if (!cert) fail(path + " (tls.cert): no PEM certificate found");
@@ -170,7 +148,7 @@ X509Ptr read_certificate(const std::string& path) {
 void verify_own_chain(SSL_CTX* ctx, X509* cert, const TlsFiles& files) {
     STACK_OF(X509)* extra = nullptr;
     SSL_CTX_get0_chain_certs(ctx, &extra);
-    std::unique_ptr<X509_STORE_CTX, X509StoreCtxFree> vctx(X509_STORE_CTX_new());
+    X509StoreCtxPtr vctx(X509_STORE_CTX_new());
     if (!vctx || X509_STORE_CTX_init(vctx.get(), SSL_CTX_get_cert_store(ctx), cert, extra) != 1)
         fail("cannot verify " + files.cert);
     X509_STORE_CTX_set_purpose(vctx.get(), X509_PURPOSE_SSL_CLIENT);
@@ -216,7 +194,7 @@ std::shared_ptr<const TlsMaterial> load_tls_material(const TlsFiles& files, cons
     if (!material->server || !material->client) fail("cannot create TLS context");
 
     X509Ptr cert = read_certificate(files.cert);
-    PkeyPtr key = read_private_key(files.key);
+    EvpPkeyPtr key = read_private_key(files.key);
     if (X509_check_private_key(cert.get(), key.get()) != 1) {
         ERR_clear_error();
         throw StartupError(files.key + " (tls.key) does not belong to the certificate in " +
@@ -252,8 +230,8 @@ std::shared_ptr<const TlsMaterial> load_tls_material(const TlsFiles& files, cons
     if (X509_cmp_current_time(X509_get0_notAfter(cert.get())) <= 0)
         throw StartupError(files.cert + " (tls.cert) has expired");
 
-    std::unique_ptr<BIGNUM, BnFree> bn(ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert.get()), nullptr));
-    std::unique_ptr<char, OpensslStringFree> hex(bn ? BN_bn2hex(bn.get()) : nullptr);
+    BignumPtr bn(ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert.get()), nullptr));
+    OpensslString hex(bn ? BN_bn2hex(bn.get()) : nullptr);
     if (!hex) fail(files.cert + " (tls.cert): cannot read serial number");
     material->serial_hex = hex.get();
     struct tm tm {};

@@ -3,6 +3,7 @@
 // Reload builds a new TlsMaterial off to the side and swaps a shared_ptr;
 // live connections keep the SSL objects (and thus the context) they were made with.
 #pragma once
+#include <openssl/ssl.h>
 #include <openssl/types.h>
 
 #include <chrono>
