@@ -242,18 +242,6 @@ std::chrono::system_clock::time_point not_before(const X509* cert) {
     return to_time_point(X509_get0_notBefore(cert));
 }
 
-bool is_revoked(X509* cert, X509_STORE* store) {
-    if (!cert || !store) return false;
-    STACK_OF(X509_OBJECT)* objects = X509_STORE_get0_objects(store);
-    for (int i = 0; i < sk_X509_OBJECT_num(objects); ++i) {
-        X509_CRL* crl = X509_OBJECT_get0_X509_CRL(sk_X509_OBJECT_value(objects, i));
-        if (!crl || X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_issuer_name(cert)) != 0) continue;
-        X509_REVOKED* entry = nullptr;
-        if (X509_CRL_get0_by_cert(crl, &entry, cert) == 1) return true;
-    }
-    return false;
-}
-
 std::string verify_against(X509* cert, const std::vector<X509Ptr>& ca_certs) {
     X509StorePtr store(X509_STORE_new());
     for (const auto& ca : ca_certs) X509_STORE_add_cert(store.get(), ca.get());

@@ -58,9 +58,6 @@ std::string spki_sha256(X509* cert);
 std::chrono::system_clock::time_point not_after(const X509* cert);
 std::chrono::system_clock::time_point not_before(const X509* cert);
 
-// True when `cert` is on a CRL (from `store`) issued by the cert's issuer.
-bool is_revoked(X509* cert, X509_STORE* store);
-
 // Verifies `cert` against a store holding `ca_certs` (and CRLs when given).
 // Returns "" or OpenSSL's verification error text.
 std::string verify_against(X509* cert, const std::vector<X509Ptr>& ca_certs);

@@ -3,6 +3,8 @@
 #include <boost/asio/post.hpp>
 #include <vector>
 
+#include "tunneld/tls_context.hpp"
+
 namespace tunneld {
 
 Admission::~Admission() {
@@ -40,6 +42,21 @@ void ConnectionTable::close_all() {
     for (auto& c : all)
         boost::asio::post(c->executor, [c] {
             if (c->alive && c->close) c->close();
+        });
+}
+
+void ConnectionTable::close_revoked(std::shared_ptr<const void> keep_alive, X509_STORE* store) {
+    std::vector<std::shared_ptr<LiveConnection>> all;
+    {
+        std::lock_guard lock(mutex_);
+        for (auto& [id, c] : live_) all.push_back(c);
+    }
+    for (auto& c : all)
+        boost::asio::post(c->executor, [c, keep_alive, store] {
+            if (c->alive && c->close && c->peer_cert && is_revoked(c->peer_cert.get(), store)) {
+                c->revoked = true;
+                c->close();
+            }
         });
 }
 

@@ -10,6 +10,8 @@
 #include <mutex>
 #include <string>
 
+#include "tunneld/openssl_ptr.hpp"
+
 namespace tunneld {
 
 // One admitted connection. `close` is set by the connection's coroutine and only
@@ -20,6 +22,8 @@ struct LiveConnection {
     std::function<void()> close;
     bool alive = true;
     std::uint64_t id = 0;
+    X509Ptr peer_cert;     // set after the handshake; checked when a new CRL arrives
+    bool revoked = false;  // closed because peer_cert was revoked
 };
 
 // Clears c.close when a scope that the hook references ends.
@@ -60,6 +64,9 @@ public:
     std::size_t size() const;
     // Posts close() to every live connection's executor.
     void close_all();
+    // Posts to every live connection a check of its peer certificate against
+    // `store`; revoked ones are marked and closed. `keep_alive` holds the store.
+    void close_revoked(std::shared_ptr<const void> keep_alive, X509_STORE* store);
 
     // Handshakes in progress per source address, for limits.max_handshakes_per_source.
     bool begin_handshake(const std::string& source, int limit);

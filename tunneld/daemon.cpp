@@ -9,9 +9,12 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <openssl/ssl.h>
+
 #include <optional>
 
 #include "tunneld/error.hpp"
+#include "tunneld/file_watch.hpp"
 #include "tunneld/inbound.hpp"
 #include "tunneld/outbound.hpp"
 #include "tunneld/runtime.hpp"
@@ -45,26 +48,66 @@ struct Daemon::Impl {
     std::optional<InboundListener> inbound;
     std::optional<OutboundListener> outbound;
     asio::signal_set signals{io, SIGHUP, SIGTERM, SIGINT};
+    TlsFileWatch watch;
+    asio::steady_timer expiry_timer{io};
+    int warned_threshold = 1 << 30;  // smallest expiry threshold already warned about
 
     explicit Impl(Config c)
         : config(std::move(c)),
           pool(worker_count(config)),
-          rt(config, pool, load_tls_material(config.tls, config.node, 1)) {
+          rt(config, pool, load_tls_material(config.tls, config.node, 1)),
+          watch(io, tls_paths(config), std::chrono::seconds(1), [this] { reload("files changed"); }) {
         if (config.inbound) inbound.emplace(rt, io);
         if (!config.peers.empty()) outbound.emplace(rt, io);
     }
 
-    void reload() {
+    static std::vector<std::string> tls_paths(const Config& c) {
+        std::vector<std::string> paths{c.tls.ca, c.tls.cert, c.tls.key};
+        if (!c.tls.crl.empty()) paths.push_back(c.tls.crl);
+        return paths;
+    }
+
+    // Builds new material off to the side; on success new handshakes use it,
+    // live connections keep theirs, and any whose peer is now revoked is closed.
+    void reload(const char* why) {
         auto old = rt.tls.load();
         try {
             auto fresh = load_tls_material(config.tls, config.node, old->generation + 1);
             rt.tls.store(fresh);
-            spdlog::info("reload: TLS material replaced (cert serial {} -> {}, {} days left); "
+            spdlog::info("reload ({}): TLS material replaced (cert serial {} -> {}, {} days left); "
                          "live connections keep theirs",
-                         old->serial_hex, fresh->serial_hex, fresh->days_left());
+                         why, old->serial_hex, fresh->serial_hex, fresh->days_left());
+            if (!config.tls.crl.empty())
+                rt.connections.close_revoked(fresh, SSL_CTX_get_cert_store(fresh->server.get()));
+            warned_threshold = 1 << 30;
+            warn_expiry();
         } catch (const StartupError& e) {
-            spdlog::error("reload failed, still serving cert serial {}: {}", old->serial_hex,
+            spdlog::error("reload ({}) failed, still serving cert serial {}: {}", why, old->serial_hex,
                           e.what());
+        }
+    }
+
+    // Logs once per threshold (30, 7, 1 days) as the certificate nears expiry.
+    void warn_expiry() {
+        auto m = rt.tls.load();
+        int days = m->days_left();
+        for (int threshold : {1, 7, 30}) {
+            if (days < threshold && threshold < warned_threshold) {
+                spdlog::warn("certificate {} (serial {}) expires in {} day(s): rotate it "
+                             "(tunneld certs rotate --peer {} --ca DIR)",
+                             config.tls.cert, m->serial_hex, days, config.path);
+                warned_threshold = threshold;
+                break;
+            }
+        }
+    }
+
+    asio::awaitable<void> expiry_checks() {
+        for (;;) {
+            warn_expiry();
+            expiry_timer.expires_after(std::chrono::hours(1));
+            auto [ec] = co_await expiry_timer.async_wait(asio::as_tuple(asio::use_awaitable));
+            if (ec) co_return;
         }
     }
 
@@ -97,11 +140,13 @@ struct Daemon::Impl {
             if (ec) co_return;
             if (signo == SIGHUP) {
                 sd_notify(0, "RELOADING=1");
-                reload();
+                reload("SIGHUP");
                 sd_notify(0, ("READY=1\nSTATUS=" + summary(config, *rt.tls.load())).c_str());
                 continue;
             }
             sd_notify(0, "STOPPING=1");
+            watch.stop();
+            expiry_timer.cancel();
             if (inbound) inbound->stop();
             if (outbound) outbound->stop();
             signals.cancel();
@@ -120,6 +165,8 @@ int Daemon::run() {
     if (d.inbound) d.inbound->start();
     if (d.outbound) d.outbound->start();
     asio::co_spawn(d.io, d.handle_signals(), asio::detached);
+    asio::co_spawn(d.io, d.expiry_checks(), asio::detached);
+    d.watch.start();
     auto material = d.rt.tls.load();
     spdlog::info("tunneld {} ready: {}", TUNNELD_VERSION, summary(d.config, *material));
     sd_notify(0, ("READY=1\nSTATUS=" + summary(d.config, *material)).c_str());

@@ -5,6 +5,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <openssl/ssl.h>
 
 #include "tunneld/conn_log.hpp"
 #include "tunneld/dial.hpp"
@@ -46,6 +47,7 @@ asio::awaitable<void> relay_to_backend(Runtime& rt, LiveConnection& live, ConnIn
     log_open(info, tls.resumed());
     RelayBuffers buffers;
     auto result = co_await relay(backend, tls, buffers.out(), buffers.in());
+    if (live.revoked) result.reason = CloseReason::revoked;
     log_close(info, result);
 }
 
@@ -80,6 +82,7 @@ asio::awaitable<void> serve(Runtime& rt, tcp::socket socket) {
     auto material = rt.tls.load();
     TlsStream tls(std::move(socket), *material, TlsStream::Role::server);
     tls.peer_check().allow = cfg.inbound->allow;
+    tls.peer_check().allow.push_back(cfg.node);  // itself, for `certs rotate`'s probe only
     live->close = [&tls] { tls.close(); };
     auto hs = co_await handshake_within(tls, cfg.timeouts.handshake);
     rt.connections.end_handshake(source);
@@ -88,11 +91,21 @@ asio::awaitable<void> serve(Runtime& rt, tcp::socket socket) {
         log_handshake_failure(info, hs);
         co_return;
     }
+    const bool self = info.peer == cfg.node;
     if (tls.alpn() == kAlpnProbe) {
-        // The peer probe arrives with the health endpoint; until then it is refused.
-        log_close(info, RelayResult{0, 0, CloseReason::protocol, "probe not served"});
+        // A probe only proves the handshake (`certs rotate` confirms the serial we
+        // present this way); nothing is relayed.
+        spdlog::info("conn={} inbound probe from {} ({}): handshake ok, serial {}", info.id, info.peer,
+                     info.remote, material->serial_hex);
+        co_await tls.shutdown_send();
         co_return;
     }
+    if (self) {
+        log_handshake_failure(info, HandshakeResult{HandshakeFailure::identity_not_allowed,
+                                                    "this node's own identity may only probe"});
+        co_return;
+    }
+    live->peer_cert.reset(SSL_get1_peer_certificate(tls.native()));
     auto ex = tls.socket().get_executor();
     if (cfg.inbound->backend.is_unix())
         co_await relay_to_backend(rt, *live, info, tls, asio::local::stream_protocol::socket(ex));

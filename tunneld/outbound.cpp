@@ -4,6 +4,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <openssl/ssl.h>
 
 #include "tunneld/conn_log.hpp"
 #include "tunneld/dial.hpp"
@@ -76,9 +77,11 @@ asio::awaitable<void> serve(Runtime& rt, const PeerConfig& peer, SessionSlot& se
         log_handshake_failure(info, hs);
         co_return;
     }
+    live->peer_cert.reset(SSL_get1_peer_certificate(tls.native()));
     log_open(info, tls.resumed());
     RelayBuffers buffers;
     auto result = co_await relay(local, tls, buffers.out(), buffers.in());
+    if (live->revoked) result.reason = CloseReason::revoked;
     log_close(info, result);
 }
 

@@ -25,6 +25,7 @@ const char* to_string(CloseReason r) {
         case CloseReason::peer_truncated: return "peer_truncated";
         case CloseReason::peer_timeout: return "peer_timeout";
         case CloseReason::shutdown: return "shutdown";
+        case CloseReason::revoked: return "revoked";
         case CloseReason::handshake_failed: return "handshake_failed";
         case CloseReason::backend_unreachable: return "backend_unreachable";
         case CloseReason::peer_unreachable: return "peer_unreachable";

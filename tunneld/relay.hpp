@@ -21,6 +21,7 @@ enum class CloseReason {
     peer_truncated,       // the TLS side closed TCP without close_notify
     peer_timeout,         // keepalive / TCP_USER_TIMEOUT declared the path dead
     shutdown,             // tunneld stopped and the drain time ran out
+    revoked,              // the peer's certificate appeared on a newly loaded CRL
     handshake_failed,     // see HandshakeFailure
     backend_unreachable,  // inbound: local postgres refused / timed out
     peer_unreachable,     // outbound: peer tunneld refused / timed out / not resolvable

@@ -173,6 +173,18 @@ std::string openssl_errors() {
     return out;
 }
 
+bool is_revoked(X509* cert, X509_STORE* store) {
+    if (!cert || !store) return false;
+    STACK_OF(X509_OBJECT)* objects = X509_STORE_get0_objects(store);
+    for (int i = 0; i < sk_X509_OBJECT_num(objects); ++i) {
+        X509_CRL* crl = X509_OBJECT_get0_X509_CRL(sk_X509_OBJECT_value(objects, i));
+        if (!crl || X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_issuer_name(cert)) != 0) continue;
+        X509_REVOKED* entry = nullptr;
+        if (X509_CRL_get0_by_cert(crl, &entry, cert) == 1) return true;
+    }
+    return false;
+}
+
 int TlsMaterial::days_left() const {
     auto left = not_after - std::chrono::system_clock::now();
     return static_cast<int>(std::chrono::duration_cast<std::chrono::hours>(left).count() / 24);

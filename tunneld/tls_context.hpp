@@ -42,6 +42,9 @@ struct TlsMaterial {
 std::shared_ptr<const TlsMaterial> load_tls_material(const TlsFiles& files, const std::string& node,
                                                      std::uint64_t generation);
 
+// True when `cert` is listed on a CRL in `store` issued by the cert's issuer.
+bool is_revoked(X509* cert, X509_STORE* store);
+
 // Drains OpenSSL's thread error queue into "reason; reason" (empty if none).
 std::string openssl_errors();
 

@@ -155,6 +155,10 @@ asio::awaitable<HandshakeResult> TlsStream::handshake() {
     if (err == SSL_ERROR_NONE) {
         if (!confirm_peer_identity(ssl_, check_))
             co_return HandshakeResult{HandshakeFailure::identity_not_allowed, check_.presented};
+        // A resumed session skips chain verification: check the CRL here too.
+        if (SSL_session_reused(ssl_) &&
+            is_revoked(SSL_get0_peer_certificate(ssl_), SSL_CTX_get_cert_store(SSL_get_SSL_CTX(ssl_))))
+            co_return HandshakeResult{HandshakeFailure::revoked, "resumed session of a revoked certificate"};
         co_return HandshakeResult{};
     }
     if (err == -1) co_return HandshakeResult{HandshakeFailure::io_error, "socket closed"};
