@@ -81,6 +81,11 @@ class CA:
         self.cert_path = os.path.join(directory, "ca.crt")
         with open(self.cert_path, "wb") as f:
             f.write(self.cert.public_bytes(serialization.Encoding.PEM))
+        # The key too, so `tunneld certs rotate --ca DIR` can use this CA.
+        fd = os.open(os.path.join(directory, "ca.key"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
 
     def issue(self, name, directory=None, dns=None, uris=None, cn=None, days=30,
               not_before=None, not_after=None, file_stem=None):
@@ -349,20 +354,30 @@ class Pair:
     (local_port) -> `server` node's inbound (tls_port) -> backend."""
 
     def __init__(self, workdir, backend_address, ca=None, extra_server="", extra_client="",
-                 server_allow=("client-1",), start=True):
+                 server_allow=("client-1",), start=True, files=None):
+        """files: dict(ca=path, server=(cert, key), client=(cert, key)) to use
+        existing certificates instead of issuing from `ca`."""
         self.workdir = workdir
-        self.ca = ca or CA(os.path.join(workdir, "ca"))
-        self.server_cert = self.ca.issue("server-1", os.path.join(workdir, "server"))
-        self.client_cert = self.ca.issue("client-1", os.path.join(workdir, "client"))
+        if files:
+            self.ca = None
+            ca_path = files["ca"]
+            self.server_cert = (*files["server"], None)
+            self.client_cert = (*files["client"], None)
+        else:
+            self.ca = ca or CA(os.path.join(workdir, "ca"))
+            ca_path = self.ca.cert_path
+            self.server_cert = self.ca.issue("server-1", os.path.join(workdir, "server"))
+            self.client_cert = self.ca.issue("client-1", os.path.join(workdir, "client"))
+        self.ca_path = ca_path
         self.tls_port = free_port()
         self.local_port = free_port()
         self.server = Tunneld(workdir, "server", node_config(
-            "server-1", self.ca.cert_path, self.server_cert[0], self.server_cert[1],
+            "server-1", ca_path, self.server_cert[0], self.server_cert[1],
             inbound={"listen": f"127.0.0.1:{self.tls_port}", "backend": backend_address,
                      "allow": list(server_allow)},
             extra=extra_server))
         self.client = Tunneld(workdir, "client", node_config(
-            "client-1", self.ca.cert_path, self.client_cert[0], self.client_cert[1],
+            "client-1", ca_path, self.client_cert[0], self.client_cert[1],
             peers=[{"name": "server-1", "connect": f"127.0.0.1:{self.tls_port}",
                     "local": f"127.0.0.1:{self.local_port}"}],
             extra=extra_client))
@@ -494,6 +509,79 @@ class Postgres:
     def pgbench(self, *args):
         return as_postgres(["pgbench", "-h", self.dir, "-p", str(self.port), "-U", "postgres"] + list(args),
                            netns=self.netns)
+
+
+def tunneld_cli(*args, netns=None, check=False, timeout=60):
+    """Runs a tunneld command (not the daemon); returns the CompletedProcess."""
+    cmd = [TUNNELD, *map(str, args)]
+    if netns:
+        cmd = ["ip", "netns", "exec", netns.name] + cmd
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=check)
+
+
+def presented_serial(port, ca_path, cert, key, host="127.0.0.1", server_name="server-1"):
+    """Serial (as tunneld logs it) of the certificate a TLS listener presents now."""
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.load_verify_locations(ca_path)
+    ctx.load_cert_chain(cert, key)
+    with socket.create_connection((host, port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname=server_name) as s:
+            der = s.getpeercert(binary_form=True)
+    return serial_hex(x509.load_der_x509_certificate(der).serial_number)
+
+
+class Stream:
+    """A long-lived connection that pushes a deterministic byte stream through a
+    pair to an echo backend and checks every byte that comes back, in order."""
+
+    def __init__(self, port, chunk=64 * 1024, pause=0.01):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.sent = hashlib.sha256()
+        self.received = hashlib.sha256()
+        self.count_sent = self.count_received = 0
+        self.error = None
+        self.running = True
+        self.chunk, self.pause = chunk, pause
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.writer = threading.Thread(target=self._write, daemon=True)
+        self.reader.start()
+        self.writer.start()
+
+    def _write(self):
+        i = 0
+        try:
+            while self.running:
+                data = hashlib.sha256(i.to_bytes(8, "big")).digest() * (self.chunk // 32)
+                self.sock.sendall(data)
+                self.sent.update(data)
+                self.count_sent += len(data)
+                i += 1
+                time.sleep(self.pause)
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError as e:
+            self.error = f"write: {e!r}"
+
+    def _read(self):
+        try:
+            while True:
+                data = self.sock.recv(1 << 20)
+                if not data:
+                    break
+                self.received.update(data)
+                self.count_received += len(data)
+        except OSError as e:
+            self.error = f"read: {e!r}"
+
+    def finish(self, timeout=30):
+        """Stops sending, waits for the echo of everything; returns True if intact."""
+        self.running = False
+        self.writer.join(timeout)
+        self.reader.join(timeout)
+        self.sock.close()
+        return (self.error is None and self.count_received == self.count_sent
+                and self.sent.hexdigest() == self.received.hexdigest())
 
 
 def is_root():
