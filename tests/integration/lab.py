@@ -626,10 +626,15 @@ class ReplicationLab:
         self.standby_ns = Netns("standby")
         veth(self.primary_ns, PRIMARY_ADDR, self.standby_ns, STANDBY_ADDR)
 
-        log("issuing a private CA and node certificates (primary-1, standby-1)")
-        self.ca = CA(os.path.join(self.workdir, "ca"))
-        p_cert, p_key, _ = self.ca.issue("primary-1", os.path.join(self.workdir, "primary-tls"))
-        s_cert, s_key, _ = self.ca.issue("standby-1", os.path.join(self.workdir, "standby-tls"))
+        log("tunneld certs: a private CA and one certificate per node (primary-1, standby-1)")
+        self.ca_dir = os.path.join(self.workdir, "pki")
+        tunneld_cli("certs", "init-ca", "--out", self.ca_dir, "--name", "demo CA", check=True)
+        for node, folder in (("primary-1", "primary-tls"), ("standby-1", "standby-tls")):
+            tunneld_cli("certs", "issue", "--ca", self.ca_dir, "--name", node,
+                        "--out", os.path.join(self.workdir, folder), check=True)
+        ca_path = os.path.join(self.ca_dir, "ca.crt")
+        p_cert, p_key = (os.path.join(self.workdir, "primary-tls", "primary-1" + ext) for ext in (".crt", ".key"))
+        s_cert, s_key = (os.path.join(self.workdir, "standby-tls", "standby-1" + ext) for ext in (".crt", ".key"))
         common = f"keepalive: {self.keepalive}\ntimeouts: {self.timeouts}\n"
 
         log("starting PostgreSQL 15 primary (replication allowed from 127.0.0.1 only)")
@@ -642,11 +647,11 @@ class ReplicationLab:
 
         log("starting tunneld on both hosts")
         self.primary_tunnel = Tunneld(self.workdir, "tunneld-primary", node_config(
-            "primary-1", self.ca.cert_path, p_cert, p_key,
+            "primary-1", ca_path, p_cert, p_key,
             inbound={"listen": f"{PRIMARY_ADDR}:{TLS_PORT}", "backend": "127.0.0.1:5432",
                      "allow": ["standby-1"]}, extra=common), netns=self.primary_ns.name)
         self.standby_tunnel = Tunneld(self.workdir, "tunneld-standby", node_config(
-            "standby-1", self.ca.cert_path, s_cert, s_key,
+            "standby-1", ca_path, s_cert, s_key,
             peers=[{"name": "primary-1", "connect": f"{PRIMARY_ADDR}:{TLS_PORT}",
                     "local": f"127.0.0.1:{LOCAL_PORT}"}], extra=common), netns=self.standby_ns.name)
         self.tunnels += [self.primary_tunnel, self.standby_tunnel]

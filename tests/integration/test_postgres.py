@@ -73,3 +73,27 @@ def test_partition_is_detected_and_replication_resumes_after_it_heals(replicatio
     lab.wait_for(rl.caught_up, timeout=30, what="caught up after more load")
     assert rl.fingerprint(rl.primary) == rl.fingerprint(rl.standby)
     print(f"partition detected after {detected:.1f}s; streaming resumed {resumed:.1f}s after heal")
+
+
+def test_certificate_rotation_under_streaming_replication_keeps_the_stream(replication):
+    rl = replication
+    rl.load(seconds=2)
+    lab.wait_for(rl.caught_up, timeout=30, what="caught up")
+    opens_before = len(rl.standby_tunnel.log_lines(r"outbound open"))
+    closes_before = len(rl.standby_tunnel.log_lines(r"outbound close"))
+    load = lab.threading.Thread(target=rl.load, kwargs={"seconds": 6})
+    load.start()
+    r = lab.tunneld_cli("certs", "rotate", "--peer", rl.primary_tunnel.config_path, "--ca", rl.ca_dir,
+                        netns=rl.primary_ns)
+    assert r.returncode == 0 and "confirmed: the daemon on 10.77.0.1:8765" in r.stdout, r.stdout + r.stderr
+    r = lab.tunneld_cli("certs", "rotate", "--peer", rl.standby_tunnel.config_path, "--ca", rl.ca_dir,
+                        netns=rl.standby_ns)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rl.standby_tunnel.wait_log(r"reload \(files changed\): TLS material replaced")
+    load.join()
+    lab.wait_for(rl.caught_up, timeout=30, what="caught up after rotation")
+    assert rl.fingerprint(rl.primary) == rl.fingerprint(rl.standby)
+    # The replication connection that was streaming before the rotation is the one streaming now.
+    assert len(rl.standby_tunnel.log_lines(r"outbound open")) == opens_before
+    assert len(rl.standby_tunnel.log_lines(r"outbound close")) == closes_before
+    assert rl.streaming() == [("127.0.0.1", "streaming")]
