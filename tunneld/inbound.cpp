@@ -2,7 +2,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <openssl/ssl.h>
@@ -51,6 +54,26 @@ asio::awaitable<void> relay_to_backend(Runtime& rt, LiveConnection& live, ConnIn
     log_close(info, result);
 }
 
+// Takes one of the source's limits.max_handshakes_per_source slots. When all
+// are busy it waits (polling with a backoff up to 50 ms) rather than refusing:
+// a burst from a legitimate peer (all its connections come from one address,
+// e.g. reconnecting after a partition) is smoothed, while a flood from one
+// source only delays that source. Gives up after timeouts.handshake.
+asio::awaitable<bool> wait_for_handshake_slot(Runtime& rt, const std::string& source,
+                                              asio::any_io_executor ex) {
+    const auto& cfg = rt.config;
+    auto deadline = std::chrono::steady_clock::now() + cfg.timeouts.handshake;
+    auto backoff = std::chrono::milliseconds(2);
+    asio::steady_timer timer(ex);
+    while (!rt.connections.begin_handshake(source, cfg.limits.max_handshakes_per_source)) {
+        if (std::chrono::steady_clock::now() >= deadline) co_return false;
+        timer.expires_after(backoff);
+        co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+        backoff = std::min(backoff * 2, std::chrono::milliseconds(50));
+    }
+    co_return true;
+}
+
 asio::awaitable<void> serve(Runtime& rt, tcp::socket socket) {
     const auto& cfg = rt.config;
     ConnInfo info;
@@ -70,10 +93,11 @@ asio::awaitable<void> serve(Runtime& rt, tcp::socket socket) {
         co_return;
     }
 
-    if (!rt.connections.begin_handshake(source, cfg.limits.max_handshakes_per_source)) {
+    if (!co_await wait_for_handshake_slot(rt, source, socket.get_executor())) {
         log_close(info, RelayResult{0, 0, CloseReason::limit,
                                     "limits.max_handshakes_per_source=" +
-                                        std::to_string(cfg.limits.max_handshakes_per_source)});
+                                        std::to_string(cfg.limits.max_handshakes_per_source) +
+                                        " busy for timeouts.handshake"});
         co_return;
     }
     if (auto err = apply_public_options(socket.native_handle(), cfg.keepalive); !err.empty())

@@ -13,7 +13,9 @@ public:
     // Throws StartupError when one cannot be bound.
     InboundListener(Runtime& rt, boost::asio::io_context& io);
 
-    // Starts the accept loops. Each accepted connection: limits, keepalive
+    // Starts the accept loops. Each accepted connection: limits (beyond
+    // max_connections it is closed; beyond max_handshakes_per_source it waits
+    // for a slot up to timeouts.handshake), keepalive
     // options, TLS handshake under timeouts.handshake (client certificate
     // required, identity in inbound.allow), then a connection to the backend
     // under timeouts.connect, then the relay. Every step's failure is logged

@@ -257,23 +257,36 @@ def test_connection_limit_refuses_extra_connections_and_logs_it(workdir, cleanup
         c.close()
 
 
-def test_handshakes_per_source_are_limited(workdir, cleanup, ca):
+def test_handshakes_beyond_the_per_source_limit_wait_for_a_slot(workdir, cleanup, ca):
     backend = lab.Backend("echo")
     cleanup.append(backend.close)
     cert, key, _ = ca.issue("server-1", os.path.join(workdir, "s"))
+    client_cert, client_key, _ = ca.issue("client-1", os.path.join(workdir, "c"))
     port = lab.free_port()
     server = lab.Tunneld(workdir, "server", lab.node_config(
         "server-1", ca.cert_path, cert, key,
         inbound={"listen": f"127.0.0.1:{port}", "backend": backend.address, "allow": ["client-1"]},
-        extra="limits: {max_handshakes_per_source: 2}\n")).start()
+        extra="limits: {max_handshakes_per_source: 2}\ntimeouts: {handshake: 1s}\n")).start()
     cleanup.append(server.stop)
     base = server.fd_count()
     silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
     lab.wait_for(lambda: server.fd_count() >= base + 2, what="both silent clients accepted")
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as third:
-        assert third.recv(10) == b""
-    server.wait_log(r"reason=limit detail=limits.max_handshakes_per_source=2")
+    # Both slots are taken by silent clients: a real client waits, and gets through
+    # as soon as a slot frees up (here: when the silent ones time out).
+    started = time.monotonic()
+    assert presented_serial(port, ca.cert_path, client_cert, client_key)
+    waited = time.monotonic() - started
+    assert 0.7 < waited < 3, f"waited {waited:.2f}s for a handshake slot"
     for s in silent:
+        s.close()
+    # A flood from one source (10 silent connections a second against 2 slots held
+    # for timeouts.handshake each) cannot all be served: the excess is refused.
+    flood = []
+    for _ in range(30):
+        flood.append(socket.create_connection(("127.0.0.1", port)))
+        time.sleep(0.1)
+    server.wait_log(r"reason=limit detail=limits.max_handshakes_per_source=2 busy for timeouts.handshake")
+    for s in flood:
         s.close()
 
 
