@@ -4,6 +4,7 @@ are shared). Every path is client -> [tunnel client -> tunnel server] -> backend
 with the same certificates, TLS 1.3 and a client certificate for both tunnels."""
 
 import argparse
+import statistics
 import os
 import shutil
 import subprocess
@@ -88,33 +89,60 @@ def _listening(port):
         return False
 
 
-def measure(name, port, pids, args, server_port=None, client_cert=None, ca=None):
+class Path:
+    """One way from the load tool to the backend: direct, or through a tunnel pair."""
+
+    def __init__(self, name, port, pids=(), server_port=None, client_cert=None):
+        self.name, self.port, self.pids = name, port, list(pids)
+        self.server_port, self.client_cert = server_port, client_cert
+        self.samples = {}
+
+    def add(self, key, value):
+        self.samples.setdefault(key, []).append(value)
+
+    def median(self, key, idx=None):
+        values = self.samples.get(key)
+        if not values:
+            return None
+        if idx is not None:
+            values = [v[idx] for v in values]
+        return statistics.median(values)
+
+
+def measure_all(paths, args, ca_path):
+    """Every metric in alternating rounds over all paths, so that the machine's
+    drift (these machines are shared) lands on every path alike; medians reported."""
     q = args.quick
-    out = {}
-    mib = 256 if q else 1024
-    cpu0 = cpu_seconds(pids) if pids else 0
-    out["tput1"] = tool("throughput", port, 1, mib)[0]
-    cpu1 = cpu_seconds(pids) if pids else 0
-    out["cpu_per_gib"] = (cpu1 - cpu0) / (mib / 1024) if pids else None
-    out["tput4"] = tool("throughput", port, 4, mib // 4)[0]
-    count = 2000 if q else 10000
-    out["rtt1"] = tool("pingpong", port, 1, count)
-    out["rtt8k"] = tool("pingpong", port, 8192, count)
-    out["conn_s"] = tool("connect", port, 2 if q else 5)[0]
-    if server_port:
-        out["hs_s"] = tool("handshake", server_port, 2 if q else 5, ca, client_cert[0], client_cert[1], "server-1")[0]
-    # RSS per idle connection: 500 open connections through the tunnel.
-    if pids:
-        base = rss_kib(pids)
-        idle = subprocess.Popen([BENCH, "idle", str(port), "500"], stdin=subprocess.PIPE,
+    rounds = 3 if q else 5
+    mib = 128 if q else 512
+    count = 1000 if q else 3000
+    secs = 1 if q else 2
+    for r in range(rounds):
+        for p in paths:
+            cpu0 = cpu_seconds(p.pids) if p.pids else 0
+            p.add("tput1", tool("throughput", p.port, 1, mib)[0])
+            if p.pids:
+                p.add("cpu_per_gib", (cpu_seconds(p.pids) - cpu0) / (mib / 1024))
+            p.add("tput4", tool("throughput", p.port, 4, mib // 4)[0])
+            p.add("rtt1", tool("pingpong", p.port, 1, count))
+            p.add("rtt8k", tool("pingpong", p.port, 8192, count))
+            p.add("conn_s", tool("connect", p.port, secs)[0])
+            if p.server_port:
+                p.add("hs_s", tool("handshake", p.server_port, secs, ca_path, *p.client_cert, "server-1")[0])
+        print(f"  round {r + 1}/{rounds} done", file=sys.stderr, flush=True)
+    # RSS per idle connection: 500 open connections through each tunnel.
+    for p in paths:
+        if not p.pids:
+            continue
+        base = rss_kib(p.pids)
+        idle = subprocess.Popen([BENCH, "idle", str(p.port), "500"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True)
         assert idle.stdout.readline().strip() == "ready"
         time.sleep(0.5)
-        out["rss_per_conn_kib"] = (rss_kib(pids) - base) / 500
+        p.add("rss_per_conn_kib", (rss_kib(p.pids) - base) / 500)
         idle.stdin.close()
         idle.wait()
-    print(f"  measured {name}", file=sys.stderr, flush=True)
-    return out
+    return rounds
 
 
 def fmt(v, digits=1):
@@ -137,13 +165,11 @@ def main():
                         extra_server="log_level: warn\nlimits: {max_connections: 2000}\n",
                         extra_client="log_level: warn\nlimits: {max_connections: 2000}\n")
         stunnel = Stunnel(workdir, ca, backend_port)
-        results = {
-            "direct TCP": measure("direct", backend_port, [], args),
-            "tunneld": measure("tunneld", pair.local_port, [pair.client.proc.pid, pair.server.proc.pid], args,
-                               server_port=pair.tls_port, client_cert=pair.client_cert, ca=ca.cert_path),
-            "stunnel": measure("stunnel", stunnel.local_port, stunnel.pids, args,
-                               server_port=stunnel.server_port, client_cert=stunnel.client_cert, ca=ca.cert_path),
-        }
+        direct = Path("direct", backend_port)
+        tunneld = Path("tunneld", pair.local_port, [pair.client.proc.pid, pair.server.proc.pid],
+                       pair.tls_port, pair.client_cert[:2])
+        stun = Path("stunnel", stunnel.local_port, stunnel.pids, stunnel.server_port, stunnel.client_cert)
+        rounds = measure_all([direct, tunneld, stun], args, ca.cert_path)
         pair.stop()
         stunnel.stop()
     finally:
@@ -152,7 +178,7 @@ def main():
             p.wait()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    t, s, d = results["tunneld"], results["stunnel"], results["direct TCP"]
+    t, s, d = tunneld, stun, direct
     rows = [
         ("throughput, 1 stream (MiB/s)", "tput1", None, True),
         ("throughput, 4 streams (MiB/s)", "tput4", None, True),
@@ -166,10 +192,10 @@ def main():
         ("RSS per idle connection (KiB, both ends)", "rss_per_conn_kib", None, False),
     ]
 
-    def get(r, key, idx):
-        v = r.get(key)
-        return v[idx] if isinstance(v, list) else v
+    def get(path, key, idx):
+        return path.median(key, idx)
 
+    print(f"\nmedians of {rounds} interleaved rounds; TLS 1.3, P-256 certificates, client certificate required")
     print(f"\n{'metric':44} {'direct':>10} {'tunneld':>10} {'stunnel':>10} {'tunneld/stunnel':>16} {'tunneld/direct':>15}")
     for label, key, idx, higher_better in rows:
         tv, sv, dv = get(t, key, idx), get(s, key, idx), get(d, key, idx)
