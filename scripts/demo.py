@@ -34,6 +34,16 @@ def main():
         step("waiting for the standby to replay everything")
         lab.wait_for(rl.caught_up, timeout=60, what="standby caught up")
 
+        step("rotating both nodes' certificates (tunneld certs rotate) under a second write load")
+        opens_before = len(rl.standby_tunnel.log_lines(r"outbound open"))
+        load = lab.threading.Thread(target=rl.load, kwargs={"seconds": 4})
+        load.start()
+        rotations = [lab.tunneld_cli("certs", "rotate", "--peer", t.config_path, "--ca", rl.ca_dir, netns=ns)
+                     for t, ns in ((rl.primary_tunnel, rl.primary_ns), (rl.standby_tunnel, rl.standby_ns))]
+        load.join()
+        lab.wait_for(rl.caught_up, timeout=60, what="standby caught up after rotation")
+        kept = len(rl.standby_tunnel.log_lines(r"outbound open")) == opens_before
+
         print("\n------------------------------------------------------------------ summary")
         print("primary: pg_stat_replication (the walsender sees the local tunnel, not the network):")
         print("  " + rl.primary.sql(
@@ -49,6 +59,11 @@ def main():
         print(f"data: primary  {fp_primary}")
         print(f"      standby  {fp_standby}")
         print("      -> " + ("EQUAL" if fp_primary == fp_standby else "DIFFERENT (this is a bug)"))
+        print("certificate rotation under load:")
+        for r in rotations:
+            for line in (r.stdout + r.stderr).strip().splitlines():
+                print("  " + line)
+        print("  -> replication connection " + ("KEPT (no reconnect)" if kept else "reconnected"))
         direct = rl.direct_replication_attempt()
         refusal = (direct.stderr.strip().splitlines() or ["(no error?)"])[-1]
         print(f"direct replication from the standby host to {lab.PRIMARY_ADDR}:5432 (bypassing the tunnel):")
@@ -65,7 +80,7 @@ def main():
             step("running; press Ctrl-C to stop and clean up")
             while True:
                 time.sleep(3600)
-        return 0 if fp_primary == fp_standby else 1
+        return 0 if fp_primary == fp_standby and kept and all(r.returncode == 0 for r in rotations) else 1
     except KeyboardInterrupt:
         print("\ninterrupted")
         return 130

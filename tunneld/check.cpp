@@ -102,6 +102,15 @@ int run_check(const std::string& config_path, std::ostream& out) {
             if (days < 7) report.warn("certificate expires in " + std::to_string(days) + " day(s): rotate it now");
             else if (days < 30) report.warn("certificate expires in " + std::to_string(days) + " days");
             else report.ok("certificate valid for " + std::to_string(days) + " more days");
+            if (m->crl_next_update) {
+                auto left = *m->crl_next_update - std::chrono::system_clock::now();
+                int crl_days = static_cast<int>(std::chrono::floor<std::chrono::hours>(left).count() / 24);
+                if (crl_days < 7)
+                    report.warn("tls.crl reaches its nextUpdate in " + std::to_string(crl_days) +
+                                " day(s): publish a fresh CRL before then");
+                else
+                    report.ok("tls.crl valid for " + std::to_string(crl_days) + " more days");
+            }
         } catch (const StartupError& e) {
             report.fail(e.what());
         }

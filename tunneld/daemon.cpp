@@ -50,7 +50,8 @@ struct Daemon::Impl {
     asio::signal_set signals{io, SIGHUP, SIGTERM, SIGINT};
     TlsFileWatch watch;
     asio::steady_timer expiry_timer{io};
-    int warned_threshold = 1 << 30;  // smallest expiry threshold already warned about
+    int warned_threshold = 1 << 30;      // smallest certificate expiry threshold warned about
+    int warned_crl_threshold = 1 << 30;  // same for the CRL's nextUpdate
 
     explicit Impl(Config c)
         : config(std::move(c)),
@@ -79,7 +80,7 @@ struct Daemon::Impl {
                          why, old->serial_hex, fresh->serial_hex, fresh->days_left());
             if (!config.tls.crl.empty())
                 rt.connections.close_revoked(fresh, SSL_CTX_get_cert_store(fresh->server.get()));
-            warned_threshold = 1 << 30;
+            warned_threshold = warned_crl_threshold = 1 << 30;
             warn_expiry();
         } catch (const StartupError& e) {
             spdlog::error("reload ({}) failed, still serving cert serial {}: {}", why, old->serial_hex,
@@ -87,7 +88,8 @@ struct Daemon::Impl {
         }
     }
 
-    // Logs once per threshold (30, 7, 1 days) as the certificate nears expiry.
+    // Logs once per threshold as the certificate (30, 7, 1 days) or the CRL's
+    // nextUpdate (7, 1 days; past it every peer is refused) comes near.
     void warn_expiry() {
         auto m = rt.tls.load();
         int days = m->days_left();
@@ -97,6 +99,18 @@ struct Daemon::Impl {
                              "(tunneld certs rotate --peer {} --ca DIR)",
                              config.tls.cert, m->serial_hex, days, config.path);
                 warned_threshold = threshold;
+                break;
+            }
+        }
+        if (!m->crl_next_update) return;
+        auto left = *m->crl_next_update - std::chrono::system_clock::now();
+        int crl_days = static_cast<int>(std::chrono::floor<std::chrono::hours>(left).count() / 24);
+        for (int threshold : {1, 7}) {
+            if (crl_days < threshold && threshold < warned_crl_threshold) {
+                spdlog::warn("CRL {} reaches its nextUpdate in {} day(s); after that every peer is "
+                             "refused: publish a fresh one (tunneld certs crl --ca DIR --out {})",
+                             config.tls.crl, crl_days, config.tls.crl);
+                warned_crl_threshold = threshold;
                 break;
             }
         }

@@ -91,24 +91,40 @@ int new_session(SSL* ssl, SSL_SESSION* session) {
     return 1;
 }
 
-// Loads every CRL in `path` into `store` and turns on leaf revocation checks.
-void load_crls(X509_STORE* store, const std::string& path) {
+std::chrono::system_clock::time_point to_time_point(const ASN1_TIME* t) {
+    struct tm tm {};
+    if (!t || ASN1_TIME_to_tm(t, &tm) != 1) return {};
+    return std::chrono::system_clock::from_time_t(timegm(&tm));
+}
+
+// Loads every CRL in `path` into `store`, turns on leaf revocation checks, and
+// returns the earliest nextUpdate. A CRL already past its nextUpdate is refused:
+// with it loaded, every peer would be refused.
+std::chrono::system_clock::time_point load_crls(X509_STORE* store, const std::string& path) {
     BioPtr bio(BIO_new_file(path.c_str(), "r"));
     if (!bio) fail(path + " (tls.crl): cannot open");
     int count = 0;
+    auto earliest = std::chrono::system_clock::time_point::max();
     for (;;) {
         X509CrlPtr crl(PEM_read_bio_X509_CRL(bio.get(), nullptr, nullptr, nullptr));
         if (!crl) break;
+        const ASN1_TIME* next = X509_CRL_get0_nextUpdate(crl.get());
+        if (next && X509_cmp_current_time(next) <= 0)
+            throw StartupError(path + " (tls.crl): this CRL expired (nextUpdate passed); with it every "
+                               "peer would be refused. Publish a fresh one: tunneld certs crl --ca DIR --out " + path);
+        if (next) earliest = std::min(earliest, to_time_point(next));
         if (X509_STORE_add_crl(store, crl.get()) != 1) fail(path + " (tls.crl): cannot add CRL");
         ++count;
     }
     ERR_clear_error();  // the loop ends on "no start line"
     if (count == 0) fail(path + " (tls.crl): no PEM CRL found");
     X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+    return earliest;
 }
 
 void common_setup(SSL_CTX* ctx, const TlsFiles& files, EVP_PKEY* key,
-                  const std::uint64_t* generation) {
+                  const std::uint64_t* generation,
+                  std::optional<std::chrono::system_clock::time_point>& crl_next_update) {
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1) fail("cannot require TLS 1.3");
     if (SSL_CTX_set_ciphersuites(ctx, kCipherSuites) != 1) fail("cannot set TLS 1.3 cipher suites");
     if (SSL_CTX_use_certificate_chain_file(ctx, files.cert.c_str()) != 1)
@@ -117,7 +133,7 @@ void common_setup(SSL_CTX* ctx, const TlsFiles& files, EVP_PKEY* key,
         fail(files.key + " (tls.key) does not belong to the certificate in " + files.cert);
     if (SSL_CTX_load_verify_locations(ctx, files.ca.c_str(), nullptr) != 1)
         fail(files.ca + " (tls.ca): not a PEM CA bundle");
-    if (!files.crl.empty()) load_crls(SSL_CTX_get_cert_store(ctx), files.crl);
+    if (!files.crl.empty()) crl_next_update = load_crls(SSL_CTX_get_cert_store(ctx), files.crl);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     // Read ahead: one read(2) fetches several records, instead of two reads
     // (header, body) per 16 KiB record.
@@ -214,7 +230,7 @@ std::shared_ptr<const TlsMaterial> load_tls_material(const TlsFiles& files, cons
     }
 
     SSL_CTX* s = material->server.get();
-    common_setup(s, files, key.get(), gen);
+    common_setup(s, files, key.get(), gen, material->crl_next_update);
     STACK_OF(X509_NAME)* ca_names = SSL_load_client_CA_file(files.ca.c_str());
     if (!ca_names) fail(files.ca + " (tls.ca): no CA certificate found");
     SSL_CTX_set_client_CA_list(s, ca_names);
@@ -226,7 +242,7 @@ std::shared_ptr<const TlsMaterial> load_tls_material(const TlsFiles& files, cons
     SSL_CTX_set_alpn_select_cb(s, alpn_select, nullptr);
 
     SSL_CTX* c = material->client.get();
-    common_setup(c, files, key.get(), gen);
+    common_setup(c, files, key.get(), gen, material->crl_next_update);
     SSL_CTX_set_verify(c, SSL_VERIFY_PEER, verify_callback);
     SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(c, new_session);
@@ -246,9 +262,7 @@ std::shared_ptr<const TlsMaterial> load_tls_material(const TlsFiles& files, cons
     OpensslString hex(bn ? BN_bn2hex(bn.get()) : nullptr);
     if (!hex) fail(files.cert + " (tls.cert): cannot read serial number");
     material->serial_hex = hex.get();
-    struct tm tm {};
-    if (ASN1_TIME_to_tm(X509_get0_notAfter(cert.get()), &tm) == 1)
-        material->not_after = std::chrono::system_clock::from_time_t(timegm(&tm));
+    material->not_after = to_time_point(X509_get0_notAfter(cert.get()));
     ERR_clear_error();
     return material;
 }

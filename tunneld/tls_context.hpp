@@ -9,6 +9,7 @@
 #include <chrono>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,9 @@ struct TlsMaterial {
     std::string serial_hex;                           // of this node's certificate
     std::chrono::system_clock::time_point not_after;  // of this node's certificate
     std::uint64_t generation = 0;                     // increases with every reload
+    // Earliest nextUpdate of the loaded CRLs; unset without tls.crl. Past it,
+    // OpenSSL refuses every peer, so it is watched like the certificate's expiry.
+    std::optional<std::chrono::system_clock::time_point> crl_next_update;
 
     int days_left() const;
 };
@@ -37,7 +41,8 @@ struct TlsMaterial {
 // Loads and validates CA bundle, certificate chain, private key (permissions
 // included) and optional CRL; checks that the key matches the certificate,
 // that the certificate chains to the CA bundle, is currently valid and names
-// `node` in its SAN. Throws StartupError naming the file and the reason
+// `node` in its SAN, and that the CRL (if any) is not past its nextUpdate.
+// Throws StartupError naming the file and the reason
 // (with OpenSSL's error text).
 std::shared_ptr<const TlsMaterial> load_tls_material(const TlsFiles& files, const std::string& node,
                                                      std::uint64_t generation);

@@ -24,6 +24,7 @@ const char* to_string(HandshakeFailure f) {
         case HandshakeFailure::expired: return "expired";
         case HandshakeFailure::not_yet_valid: return "not_yet_valid";
         case HandshakeFailure::revoked: return "revoked";
+        case HandshakeFailure::crl_expired: return "crl_expired";
         case HandshakeFailure::identity_not_allowed: return "identity_not_allowed";
         case HandshakeFailure::bad_certificate: return "bad_certificate";
         case HandshakeFailure::peer_rejected: return "peer_rejected";
@@ -43,6 +44,8 @@ HandshakeFailure classify_verify(long v) {
         case X509_V_ERR_CERT_HAS_EXPIRED: return HandshakeFailure::expired;
         case X509_V_ERR_CERT_NOT_YET_VALID: return HandshakeFailure::not_yet_valid;
         case X509_V_ERR_CERT_REVOKED: return HandshakeFailure::revoked;
+        case X509_V_ERR_CRL_HAS_EXPIRED:
+        case X509_V_ERR_CRL_NOT_YET_VALID: return HandshakeFailure::crl_expired;
         case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
         case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
         case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:

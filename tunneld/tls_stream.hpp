@@ -30,6 +30,7 @@ enum class HandshakeFailure {
     expired,             // certificate expired
     not_yet_valid,       // certificate not valid yet
     revoked,             // certificate is on the CRL
+    crl_expired,         // our tls.crl is past its nextUpdate: publish a fresh CRL
     identity_not_allowed,// chain fine, identity not in inbound.allow / peers[].name
     bad_certificate,     // other certificate problem
     peer_rejected,       // the peer sent an alert (it refused us)

@@ -346,3 +346,37 @@ def test_expiry_is_warned_about(workdir, cleanup):
     cleanup.append(pair.stop)
     pair.server.wait_log(r"warn.* certificate .*server-1.crt \(serial [0-9A-F]+\) expires in 4 day\(s\): rotate it")
     assert not pair.client.log_lines("expires in")
+
+
+def _crl(ca, next_update):
+    from cryptography import x509 as cx
+    from cryptography.hazmat.primitives import hashes, serialization
+    now = datetime.datetime.now(datetime.timezone.utc)
+    crl = (cx.CertificateRevocationListBuilder().issuer_name(ca.cert.subject)
+           .last_update(min(now, next_update) - datetime.timedelta(days=1)).next_update(next_update)
+           .sign(ca.key, hashes.SHA256()))
+    return crl.public_bytes(serialization.Encoding.PEM)
+
+
+def test_crl_past_next_update_is_refused_and_one_close_to_it_is_warned_about(workdir, ca, cleanup):
+    backend = lab.Backend("echo")
+    cleanup.append(backend.close)
+    crl = os.path.join(workdir, "ca.crl")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    with open(crl, "wb") as f:
+        f.write(_crl(ca, now - datetime.timedelta(hours=1)))
+    pair = lab.Pair(workdir, backend.address, ca=ca, start=False, extra_server=f"")
+    text = open(pair.server.config_path).read().replace(f"  key: {pair.server_cert[1]}\n",
+                                                          f"  key: {pair.server_cert[1]}\n  crl: {crl}\n")
+    open(pair.server.config_path, "w").write(text)
+    r = cli("--peer", pair.server.config_path)
+    assert r.returncode == 1 and "this CRL expired (nextUpdate passed); with it every peer would be refused" in r.stderr
+    r = cli("check", "--peer", pair.server.config_path)
+    assert r.returncode == 1 and "this CRL expired" in r.stdout
+    with open(crl, "wb") as f:
+        f.write(_crl(ca, now + datetime.timedelta(hours=20)))
+    pair.server.start()
+    cleanup.append(pair.server.stop)
+    pair.server.wait_log(r"warn.* CRL .* reaches its nextUpdate in 0 day\(s\); after that every peer is refused")
+    r = cli("check", "--peer", pair.server.config_path)
+    assert "warn  tls.crl reaches its nextUpdate in 0 day(s)" in r.stdout
