@@ -511,6 +511,16 @@ class Postgres:
                            netns=self.netns)
 
 
+def assert_closed_by_peer(conn, timeout=5):
+    """The other side closes `conn` (EOF or reset) without sending anything."""
+    conn.settimeout(timeout)
+    try:
+        data = conn.recv(10)
+    except ConnectionResetError:
+        return
+    assert data == b"", f"expected the connection to be closed, got {data!r}"
+
+
 def tunneld_cli(*args, netns=None, check=False, timeout=60):
     """Runs a tunneld command (not the daemon); returns the CompletedProcess."""
     cmd = [TUNNELD, *map(str, args)]
