@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cctype>
 #include <charconv>
 #include <cstring>
 #include <filesystem>
@@ -10,6 +11,7 @@
 #include <sstream>
 
 #include "tunneld/error.hpp"
+#include "tunneld/prefix.hpp"
 
 namespace tunneld {
 namespace {
@@ -276,6 +278,58 @@ Config parse_config(const std::string& text, const std::string& path) {
                 top.fail(*w, "'workers' must be 'auto' or a whole number from 1 to 64");
             cfg.workers = static_cast<unsigned>(n);
         }
+    }
+    if (auto* fw = top.find("firewall")) {
+        MapReader r(*fw, "firewall", path);
+        FirewallConfig fc;
+        if (auto* n = r.find("enabled")) {
+            auto v = scalar(r, *n, "enabled");
+            if (v != "true" && v != "false") r.fail(*n, "'firewall.enabled' must be true or false");
+            fc.enabled = v == "true";
+        }
+        if (auto* n = r.find("table")) {
+            fc.table = scalar(r, *n, "table");
+            bool ok = !fc.table.empty() && fc.table.size() <= 32;
+            for (char c : fc.table) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-');
+            if (!ok) r.fail(*n, "'firewall.table' must be 1-32 letters, digits, '_' or '-'");
+        }
+        if (auto* n = r.find("on_exit")) {
+            auto v = scalar(r, *n, "on_exit");
+            if (v != "keep" && v != "remove") r.fail(*n, "'firewall.on_exit' must be keep or remove");
+            fc.remove_on_exit = v == "remove";
+        }
+        read_duration(r, "resolve_interval", fc.resolve_interval, 1s);
+        if (auto* list = r.find("protect")) {
+            if (!list->IsSequence()) r.fail(*list, "'firewall.protect' must be a list of {port, allow}");
+            std::set<int> ports;
+            for (const auto& item : *list) {
+                MapReader pr(item, "firewall.protect[]", path);
+                FirewallProtect fp;
+                int port = 0;
+                auto* pn = pr.find("port");
+                if (!pn) pr.fail(item, "missing required key 'firewall.protect[].port'");
+                read_int(pr, "port", port, 1, 65535);
+                if (!ports.insert(port).second) pr.fail(*pn, "port " + std::to_string(port) + " is listed twice");
+                fp.port = static_cast<std::uint16_t>(port);
+                auto* allow = pr.find("allow");
+                if (!allow) pr.fail(item, "missing required key 'firewall.protect[].allow' ([] = loopback only)");
+                if (!allow->IsSequence()) pr.fail(*allow, "'firewall.protect[].allow' must be a list");
+                for (const auto& a : *allow) {
+                    if (!a.IsScalar()) pr.fail(a, "allow entries must be strings");
+                    if (a.Scalar() == "peers") {
+                        fp.peers = true;
+                        continue;
+                    }
+                    std::string why;
+                    if (!parse_prefix(a.Scalar(), why)) pr.fail(a, "'firewall.protect[].allow': " + why);
+                    fp.prefixes.push_back(a.Scalar());
+                }
+                pr.finish();
+                fc.protect.push_back(std::move(fp));
+            }
+        }
+        r.finish();
+        cfg.firewall = std::move(fc);
     }
     if (auto* lv = top.find("log_level")) {
         cfg.log_level = scalar(top, *lv, "log_level");

@@ -51,6 +51,20 @@ struct LimitConfig {
     int max_handshakes_per_source = 16; // TLS handshakes in progress from one source address
 };
 
+struct FirewallProtect {
+    std::uint16_t port = 0;
+    bool peers = false;                 // "peers" in allow: the resolved peer addresses
+    std::vector<std::string> prefixes;  // CIDRs / addresses, validated
+};
+
+struct FirewallConfig {
+    bool enabled = true;  // present = on, unless enabled: false
+    std::string table = "tunneld";
+    std::vector<FirewallProtect> protect;  // inbound.listen's port is added (allow: peers)
+    bool remove_on_exit = false;           // on_exit: keep (default, fail closed) | remove
+    Duration resolve_interval = 60s;       // how often peer names are resolved again
+};
+
 struct Config {
     std::string path;  // the file this came from (for messages)
     std::string node;  // this node's identity; must be a SAN DNS name of tls.cert
@@ -62,6 +76,7 @@ struct Config {
     LimitConfig limits;
     unsigned workers = 0;  // I/O threads; 0 = "auto" (one per CPU, at most 8)
     std::string log_level = "info";
+    std::optional<FirewallConfig> firewall;
 };
 
 // Reads and parses the file at `path`. Throws StartupError (with file:line:col).

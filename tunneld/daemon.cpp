@@ -13,6 +13,7 @@
 
 #include <optional>
 
+#include "firewall/guard.hpp"
 #include "tunneld/error.hpp"
 #include "tunneld/file_watch.hpp"
 #include "tunneld/inbound.hpp"
@@ -45,8 +46,10 @@ struct Daemon::Impl {
     asio::io_context io{1};
     IoPool pool;
     Runtime rt;
+    std::optional<firewall::Guard> guard;
     std::optional<InboundListener> inbound;
     std::optional<OutboundListener> outbound;
+    asio::steady_timer resolve_timer{io};
     asio::signal_set signals{io, SIGHUP, SIGTERM, SIGINT};
     TlsFileWatch watch;
     asio::steady_timer expiry_timer{io};
@@ -58,8 +61,54 @@ struct Daemon::Impl {
           pool(worker_count(config)),
           rt(config, pool, load_tls_material(config.tls, config.node, 1)),
           watch(io, tls_paths(config), std::chrono::seconds(1), [this] { reload("files changed"); }) {
+        // Fail closed: the guard is in place before any port listens, or nothing starts.
+        if (config.firewall && config.firewall->enabled) {
+            guard.emplace(config);
+            guard->apply();
+            for (const auto& e : guard->resolve_errors())
+                spdlog::warn("firewall: peer address not resolved (retried every {}): {}",
+                             format_duration(config.firewall->resolve_interval), e);
+            spdlog::info("firewall: table inet {} applied (prerouting, priority raw):\n{}",
+                         config.firewall->table, firewall::describe(guard->spec()));
+        }
         if (config.inbound) inbound.emplace(rt, io);
         if (!config.peers.empty()) outbound.emplace(rt, io);
+    }
+
+    // Resolves peer names again and swaps the allowed addresses if they changed.
+    void refresh_firewall(const char* why) {
+        if (!guard) return;
+        try {
+            if (auto change = guard->refresh(); !change.empty())
+                spdlog::info("firewall ({}): {}; allow sets swapped in one transaction", why, change);
+            for (const auto& e : guard->resolve_errors())
+                spdlog::warn("firewall ({}): peer address not resolved, keeping the others: {}", why, e);
+        } catch (const StartupError& e) {
+            spdlog::error("firewall ({}): update failed, the previous guard stays: {}", why, e.what());
+        }
+    }
+
+    asio::awaitable<void> resolve_loop() {
+        for (;;) {
+            resolve_timer.expires_after(config.firewall->resolve_interval);
+            auto [ec] = co_await resolve_timer.async_wait(asio::as_tuple(asio::use_awaitable));
+            if (ec) co_return;
+            refresh_firewall("re-resolve");
+        }
+    }
+
+    void firewall_on_exit() {
+        if (!guard) return;
+        if (!config.firewall->remove_on_exit) {
+            spdlog::info("firewall: table inet {} kept (on_exit: keep)", config.firewall->table);
+            return;
+        }
+        try {
+            guard->remove();
+            spdlog::info("firewall: table inet {} removed (on_exit: remove)", config.firewall->table);
+        } catch (const StartupError& e) {
+            spdlog::error("firewall: {}", e.what());
+        }
     }
 
     static std::vector<std::string> tls_paths(const Config& c) {
@@ -145,6 +194,7 @@ struct Daemon::Impl {
             }
         }
         pool.stop_when_idle();
+        firewall_on_exit();
         spdlog::info("stopped");
     }
 
@@ -155,12 +205,14 @@ struct Daemon::Impl {
             if (signo == SIGHUP) {
                 sd_notify(0, "RELOADING=1");
                 reload("SIGHUP");
+                refresh_firewall("SIGHUP");
                 sd_notify(0, ("READY=1\nSTATUS=" + summary(config, *rt.tls.load())).c_str());
                 continue;
             }
             sd_notify(0, "STOPPING=1");
             watch.stop();
             expiry_timer.cancel();
+            resolve_timer.cancel();
             if (inbound) inbound->stop();
             if (outbound) outbound->stop();
             signals.cancel();
@@ -180,6 +232,7 @@ int Daemon::run() {
     if (d.outbound) d.outbound->start();
     asio::co_spawn(d.io, d.handle_signals(), asio::detached);
     asio::co_spawn(d.io, d.expiry_checks(), asio::detached);
+    if (d.guard) asio::co_spawn(d.io, d.resolve_loop(), asio::detached);
     d.watch.start();
     auto material = d.rt.tls.load();
     spdlog::info("tunneld {} ready: {}", TUNNELD_VERSION, summary(d.config, *material));

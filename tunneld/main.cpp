@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "certs/commands.hpp"
+#include "firewall/commands.hpp"
 #include "tunneld/check.hpp"
 #include "tunneld/config.hpp"
 #include "tunneld/daemon.hpp"
@@ -110,6 +111,14 @@ int main(int argc, char** argv) {
     crl->add_option("--ca", crl_ca, "CA directory")->required();
     crl->add_option("--out", crl_out, "CRL file")->required();
     crl->add_option("--days", crl_days, "until nextUpdate")->capture_default_str();
+    auto* fw = app.add_subcommand("firewall", "the nftables guard (table inet tunneld) by hand");
+    fw->require_subcommand(1);
+    std::string fw_peer;
+    auto* fw_show = fw->add_subcommand("show", "what the config asks for, whether it is applied, drop counters");
+    auto* fw_apply = fw->add_subcommand("apply", "resolve peers and replace the table now (one transaction)");
+    auto* fw_remove = fw->add_subcommand("remove", "delete the table");
+    for (auto* sub : {fw_show, fw_apply, fw_remove})
+        sub->add_option("--peer", fw_peer, "node config (YAML)")->required()->check(CLI::ExistingFile);
     app.require_subcommand(0, 1);
 
     try {
@@ -120,6 +129,9 @@ int main(int argc, char** argv) {
 
     try {
         if (*check) return tunneld::run_check(check_file, std::cout);
+        if (*fw_show) return tunneld::firewall::show(fw_peer, std::cout);
+        if (*fw_apply) return tunneld::firewall::apply(fw_peer, std::cout);
+        if (*fw_remove) return tunneld::firewall::remove(fw_peer, std::cout);
         if (*init_ca) return tunneld::certs::init_ca(init, std::cout);
         if (*issue) {
             if (iss.csr.empty() && iss.name.empty()) throw tunneld::StartupError("certs issue: give --name (or --csr)");

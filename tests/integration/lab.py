@@ -173,8 +173,11 @@ class Tunneld:
             os.unlink(notify_path)
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(notify_path)
-        self.notify.setblocking(False)
+        self.notify.settimeout(0.2)
         self.notifications = []
+        # Drained continuously, as systemd does: the kernel queues only
+        # net.unix.max_dgram_qlen (10) datagrams, and sd_notify blocks beyond that.
+        threading.Thread(target=self._drain_notifications, args=(self.notify,), daemon=True).start()
         env = dict(os.environ, NOTIFY_SOCKET=notify_path)
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
@@ -185,14 +188,18 @@ class Tunneld:
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.read_log()}")
         return self
 
-    def poll_notifications(self):
-        """All sd_notify datagrams received so far, joined by newlines."""
+    def _drain_notifications(self, sock):
         while True:
             try:
-                self.notifications.append(self.notify.recv(4096).decode())
-            except BlockingIOError:
-                break
-        return "\n".join(self.notifications)
+                self.notifications.append(sock.recv(4096).decode())
+            except socket.timeout:
+                continue
+            except OSError:
+                return  # closed by stop()
+
+    def poll_notifications(self):
+        """All sd_notify datagrams received so far, joined by newlines."""
+        return "\n".join(list(self.notifications))
 
     def read_log(self):
         try:

@@ -1,0 +1,54 @@
+#include "firewall/commands.hpp"
+
+#include "firewall/guard.hpp"
+#include "tunneld/error.hpp"
+
+namespace tunneld::firewall {
+
+namespace {
+
+Config load(const std::string& peer) {
+    auto cfg = load_config(peer);
+    if (!cfg.firewall)
+        throw StartupError(peer + ": no 'firewall:' block; add one (see configs/) to guard the ports");
+    return cfg;
+}
+
+void report_resolution(const Guard& g, std::ostream& out) {
+    for (const auto& e : g.resolve_errors()) out << "warn  peer address not resolved: " << e << "\n";
+}
+
+}  // namespace
+
+int show(const std::string& peer, std::ostream& out) {
+    auto cfg = load(peer);
+    Guard g(cfg);
+    std::vector<std::string> errors;
+    auto spec = make_spec(cfg, resolve_peers(cfg, errors));
+    for (const auto& e : errors) out << "warn  peer address not resolved: " << e << "\n";
+    bool present = table_exists(spec.table);
+    out << "table inet " << spec.table << ": " << (present ? "applied" : "NOT APPLIED") << "\n"
+        << describe(spec);
+    if (present)
+        for (const auto& [port, c] : read_drop_counters(spec.table))
+            out << "  drops to " << port << ": " << c.packets << " packets, " << c.bytes << " bytes\n";
+    return present ? 0 : 1;
+}
+
+int apply(const std::string& peer, std::ostream& out) {
+    auto cfg = load(peer);
+    Guard g(cfg);
+    g.apply();
+    report_resolution(g, out);
+    out << "applied table inet " << g.spec().table << " (one transaction)\n" << describe(g.spec());
+    return 0;
+}
+
+int remove(const std::string& peer, std::ostream& out) {
+    auto cfg = load(peer);
+    Guard(cfg).remove();
+    out << "removed table inet " << cfg.firewall->table << "\n";
+    return 0;
+}
+
+}  // namespace tunneld::firewall

@@ -1,0 +1,15 @@
+// `tunneld firewall show|apply|remove --peer FILE`.
+#pragma once
+#include <ostream>
+#include <string>
+
+namespace tunneld::firewall {
+
+// show: what the config asks for, whether the table is in place, drop counters.
+int show(const std::string& peer, std::ostream& out);
+// apply: resolve peers and replace the table now (as the daemon does at start).
+int apply(const std::string& peer, std::ostream& out);
+// remove: delete the table.
+int remove(const std::string& peer, std::ostream& out);
+
+}  // namespace tunneld::firewall

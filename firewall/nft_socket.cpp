@@ -1,0 +1,176 @@
+#include "firewall/nft_socket.hpp"
+
+#include <libmnl/libmnl.h>
+#include <libnftnl/expr.h>
+#include <libnftnl/rule.h>
+#include <libnftnl/table.h>
+#include <libnftnl/udata.h>
+#include <linux/netfilter.h>
+#include <linux/netfilter/nf_tables.h>
+#include <sys/time.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <memory>
+#include <vector>
+
+#include "tunneld/error.hpp"
+
+namespace tunneld::firewall {
+
+namespace {
+
+struct SocketClose {
+    void operator()(mnl_socket* s) const { mnl_socket_close(s); }
+};
+using Socket = std::unique_ptr<mnl_socket, SocketClose>;
+struct RuleFree {
+    void operator()(nftnl_rule* r) const { nftnl_rule_free(r); }
+};
+
+std::string privilege_hint(int err) {
+    if (err == EPERM || err == EACCES)
+        return " (changing nftables needs CAP_NET_ADMIN: run tunneld as root, or give it "
+               "AmbientCapabilities=CAP_NET_ADMIN as the packaged unit does)";
+    if (err == EPROTONOSUPPORT || err == EAFNOSUPPORT)
+        return " (this kernel has no nf_tables: modprobe nf_tables)";
+    return "";
+}
+
+Socket open_socket() {
+    Socket nl(mnl_socket_open(NETLINK_NETFILTER));
+    if (!nl || mnl_socket_bind(nl.get(), 0, MNL_SOCKET_AUTOPID) < 0) {
+        int err = errno;
+        throw StartupError(std::string("firewall: cannot open a netfilter netlink socket: ") +
+                           std::strerror(err) + privilege_hint(err));
+    }
+    timeval tv{5, 0};
+    setsockopt(mnl_socket_get_fd(nl.get()), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return nl;
+}
+
+// Reads replies until `done(nlh)` says so for every one; returns false on timeout.
+template <class OnMessage>
+void receive(mnl_socket* nl, OnMessage on_message) {
+    std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE * 4);
+    for (;;) {
+        ssize_t n = mnl_socket_recvfrom(nl, buf.data(), buf.size());
+        if (n < 0) {
+            int err = errno;
+            throw StartupError(std::string("firewall: no answer from nf_tables: ") + std::strerror(err));
+        }
+        auto* nlh = reinterpret_cast<const nlmsghdr*>(buf.data());
+        int len = static_cast<int>(n);
+        while (mnl_nlmsg_ok(nlh, len)) {
+            if (!on_message(nlh)) return;
+            nlh = mnl_nlmsg_next(nlh, &len);
+        }
+    }
+}
+
+}  // namespace
+
+std::uint32_t next_seq(std::uint32_t messages) {
+    static std::atomic<std::uint32_t> seq{static_cast<std::uint32_t>(std::time(nullptr))};
+    return seq.fetch_add(messages + 2);
+}
+
+void commit(const Batch& batch) {
+    auto nl = open_socket();
+    if (mnl_socket_sendto(nl.get(), batch.bytes.data(), batch.bytes.size()) < 0) {
+        int err = errno;
+        throw StartupError(std::string("firewall: cannot send to nf_tables: ") + std::strerror(err) +
+                           privilege_hint(err));
+    }
+    std::size_t pending = batch.acked.size();
+    receive(nl.get(), [&](const nlmsghdr* nlh) {
+        if (nlh->nlmsg_type != NLMSG_ERROR) return true;
+        auto* err = static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(nlh));
+        auto it = batch.acked.find(nlh->nlmsg_seq);
+        if (err->error != 0) {
+            int e = -err->error;
+            std::string what = it != batch.acked.end() ? it->second : "message " + std::to_string(nlh->nlmsg_seq);
+            throw StartupError("firewall: nf_tables refused '" + what + "': " + std::strerror(e) +
+                               privilege_hint(e) + "; nothing was changed");
+        }
+        if (it != batch.acked.end() && --pending == 0) return false;
+        return true;
+    });
+}
+
+std::map<std::uint16_t, DropCounter> read_drop_counters(const std::string& table) {
+    std::map<std::uint16_t, DropCounter> out;
+    auto nl = open_socket();
+    std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
+    std::uint32_t seq = next_seq(1);
+    nlmsghdr* nlh = nftnl_rule_nlmsg_build_hdr(buf.data(), NFT_MSG_GETRULE, NFPROTO_INET, NLM_F_DUMP, seq);
+    std::unique_ptr<nftnl_rule, RuleFree> filter(nftnl_rule_alloc());
+    nftnl_rule_set_str(filter.get(), NFTNL_RULE_TABLE, table.c_str());
+    nftnl_rule_nlmsg_build_payload(nlh, filter.get());
+    if (mnl_socket_sendto(nl.get(), nlh, nlh->nlmsg_len) < 0) {
+        int err = errno;
+        throw StartupError(std::string("firewall: cannot query nf_tables: ") + std::strerror(err) +
+                           privilege_hint(err));
+    }
+    receive(nl.get(), [&](const nlmsghdr* m) {
+        if (m->nlmsg_type == NLMSG_DONE) return false;
+        if (m->nlmsg_type == NLMSG_ERROR) {
+            int e = -static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(m))->error;
+            if (e == ENOENT || e == 0) return false;  // no such table: no counters
+            throw StartupError(std::string("firewall: cannot list rules: ") + std::strerror(e) + privilege_hint(e));
+        }
+        std::unique_ptr<nftnl_rule, RuleFree> r(nftnl_rule_alloc());
+        if (nftnl_rule_nlmsg_parse(m, r.get()) < 0) return true;
+        if (std::string(nftnl_rule_get_str(r.get(), NFTNL_RULE_TABLE)) != table) return true;
+        std::uint32_t len = 0;
+        const void* udata = nftnl_rule_get_data(r.get(), NFTNL_RULE_USERDATA, &len);
+        std::string comment;
+        if (udata) {
+            // The comment is a TLV: type (1 byte), length (1 byte), NUL-terminated text.
+            auto* p = static_cast<const unsigned char*>(udata);
+            if (len > 2 && p[0] == NFTNL_UDATA_RULE_COMMENT)
+                comment.assign(reinterpret_cast<const char*>(p + 2), strnlen(reinterpret_cast<const char*>(p + 2), p[1]));
+        }
+        const std::string prefix = "tunneld: drop ";
+        if (comment.rfind(prefix, 0) != 0) return true;
+        auto port = static_cast<std::uint16_t>(std::stoi(comment.substr(prefix.size())));
+        nftnl_expr_iter* it = nftnl_expr_iter_create(r.get());
+        while (nftnl_expr* e = nftnl_expr_iter_next(it)) {
+            if (std::string(nftnl_expr_get_str(e, NFTNL_EXPR_NAME)) == "counter") {
+                out[port].packets += nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_PACKETS);
+                out[port].bytes += nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_BYTES);
+            }
+        }
+        nftnl_expr_iter_destroy(it);
+        return true;
+    });
+    return out;
+}
+
+bool table_exists(const std::string& table) {
+    auto nl = open_socket();
+    std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
+    std::uint32_t seq = next_seq(1);
+    nlmsghdr* nlh = nftnl_table_nlmsg_build_hdr(buf.data(), NFT_MSG_GETTABLE, NFPROTO_INET, NLM_F_ACK, seq);
+    mnl_attr_put_strz(nlh, NFTA_TABLE_NAME, table.c_str());
+    if (mnl_socket_sendto(nl.get(), nlh, nlh->nlmsg_len) < 0) {
+        int err = errno;
+        throw StartupError(std::string("firewall: cannot query nf_tables: ") + std::strerror(err) + privilege_hint(err));
+    }
+    bool exists = false;
+    receive(nl.get(), [&](const nlmsghdr* m) {
+        if (m->nlmsg_type == NLMSG_ERROR) {
+            int e = -static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(m))->error;
+            if (e != 0 && e != ENOENT)
+                throw StartupError(std::string("firewall: cannot query nf_tables: ") + std::strerror(e) + privilege_hint(e));
+            return false;
+        }
+        exists = true;
+        return true;  // the ACK follows
+    });
+    return exists;
+}
+
+}  // namespace tunneld::firewall

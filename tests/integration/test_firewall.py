@@ -1,0 +1,302 @@
+"""The nftables guard, in network namespaces made here (never the host's ruleset):
+Docker's DNAT bypass reproduced and closed, allowed and refused sources on the
+tunnel port (IPv4 and IPv6), atomic updates under churn, on_exit, privileges."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+import lab
+
+pytestmark = pytest.mark.skipif(not lab.is_root(), reason="needs root: network namespaces and nftables")
+
+
+class Site:
+    """A "host" namespace joined to two client namespaces: `good` (10.88.2.2,
+    fd88:2::2) and `bad` (10.88.1.2, fd88:1::2)."""
+
+    def __init__(self):
+        self.host = lab.Netns("host")
+        self.good = lab.Netns("good")
+        self.bad = lab.Netns("bad")
+        for ns, net in ((self.bad, 1), (self.good, 2)):
+            a, b = lab.veth(self.host, f"10.88.{net}.1", ns, f"10.88.{net}.2")
+            self.host.exec(["ip", "addr", "add", f"fd88:{net}::1/64", "dev", a, "nodad"])
+            ns.exec(["ip", "addr", "add", f"fd88:{net}::2/64", "dev", b, "nodad"])
+            ns.exec(["ip", "route", "add", "default", "via", f"10.88.{net}.1"])
+            ns.exec(["ip", "-6", "route", "add", "default", "via", f"fd88:{net}::1"])
+        self.host.exec(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+
+    def delete(self):
+        for ns in (self.bad, self.good, self.host):
+            ns.delete()
+
+
+def can_connect(ns, host, port, timeout=1.5):
+    """TCP connect from inside `ns` (a subprocess, so the socket lives in that namespace)."""
+    code = ("import socket,sys\n"
+            f"s=socket.socket(socket.AF_INET6 if ':' in '{host}' else socket.AF_INET)\n"
+            f"s.settimeout({timeout})\n"
+            f"try:\n s.connect(('{host}', {port})); print('connected')\n"
+            "except Exception as e: print(type(e).__name__)\n")
+    return ns.exec(["/usr/bin/python3", "-c", code], check=False).stdout.strip() == "connected"
+
+
+def listener(ns, port, host="0.0.0.0"):
+    """A TCP server inside `ns` that accepts and holds connections (a stand-in for postgres)."""
+    code = ("import socket,time\n"
+            f"s=socket.socket(socket.AF_INET6 if ':' in '{host}' else socket.AF_INET)\n"
+            "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            f"s.bind(('{host}', {port})); s.listen(64); print('up', flush=True)\nconns=[]\n"
+            "while True:\n c,_=s.accept(); conns.append(c)\n")
+    p = ns.popen(["/usr/bin/python3", "-c", code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "up"
+    return p
+
+
+@pytest.fixture
+def site():
+    s = Site()
+    yield s
+    s.delete()
+
+
+def guard_config(workdir, ca, protect, extra="", inbound=None, peers=()):
+    cert, key, _ = ca.issue("host-1", os.path.join(workdir, "host"))
+    text = lab.node_config("host-1", ca.cert_path, cert, key, inbound=inbound, peers=peers or
+                           ([] if inbound else [{"name": "p", "connect": "10.88.9.9:1", "local": "127.0.0.1:16432"}]))
+    text += "firewall:\n  protect:\n"
+    for port, allow in protect:
+        text += f"    - port: {port}\n      allow: {lab.yaml_list(allow)}\n"
+    path = os.path.join(workdir, "host.yaml")
+    with open(path, "w") as f:
+        f.write(text + extra)
+    return path
+
+
+def test_docker_dnat_bypass_is_reproduced_and_then_closed(site, workdir, ca):
+    h = site.host
+    container = lab.Netns("container")
+    try:
+        # Docker's bridge and a container listening on 5432.
+        h.exec(["ip", "link", "add", "br-td", "type", "bridge"])
+        h.exec(["ip", "addr", "add", "172.30.0.1/24", "dev", "br-td"])
+        h.exec(["ip", "link", "set", "br-td", "up"])
+        a, _ = lab.veth(h, "172.30.0.254", container, "172.30.0.2")
+        h.exec(["ip", "addr", "flush", "dev", a])
+        h.exec(["ip", "link", "set", a, "master", "br-td"])
+        container.exec(["ip", "route", "add", "default", "via", "172.30.0.1"])
+        pg = listener(container, 5432)
+        # Docker's rules, as `docker run -p 5432:5432` installs them (iptables-nft),
+        # plus a ufw-style INPUT drop that operators believe closes the port.
+        for rule in (["-t", "nat", "-N", "DOCKER"],
+                     ["-t", "nat", "-A", "PREROUTING", "-m", "addrtype", "--dst-type", "LOCAL", "-j", "DOCKER"],
+                     ["-t", "nat", "-A", "DOCKER", "!", "-i", "br-td", "-p", "tcp", "--dport", "5432",
+                      "-j", "DNAT", "--to-destination", "172.30.0.2:5432"],
+                     ["-t", "nat", "-A", "POSTROUTING", "-s", "172.30.0.0/24", "!", "-o", "br-td", "-j", "MASQUERADE"],
+                     ["-N", "DOCKER"],
+                     ["-A", "FORWARD", "-o", "br-td", "-j", "DOCKER"],
+                     ["-A", "DOCKER", "-d", "172.30.0.2/32", "!", "-i", "br-td", "-o", "br-td", "-p", "tcp",
+                      "--dport", "5432", "-j", "ACCEPT"],
+                     ["-A", "INPUT", "-p", "tcp", "--dport", "5432", "-j", "DROP"]):
+            h.exec(["iptables"] + rule)
+        # The bypass: INPUT drops 5432, yet both clients reach the container.
+        assert can_connect(site.bad, "10.88.1.1", 5432), "Docker's DNAT bypass did not reproduce"
+        assert can_connect(site.good, "10.88.2.1", 5432)
+
+        cfg = guard_config(workdir, ca, [(5432, ["10.88.2.0/24"])])
+        r = lab.tunneld_cli("firewall", "apply", "--peer", cfg, netns=h)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert not can_connect(site.bad, "10.88.1.1", 5432), "the guard did not close the bypass"
+        assert can_connect(site.good, "10.88.2.1", 5432), "the guard blocked an allowed source"
+        shown = lab.tunneld_cli("firewall", "show", "--peer", cfg, netns=h).stdout
+        assert "table inet tunneld: applied" in shown
+        drops = int(shown.split("drops to 5432: ")[1].split()[0])
+        assert drops >= 1, shown
+        pg.kill()
+    finally:
+        container.delete()
+
+
+def test_tunnel_port_admits_allowed_peer_over_mtls_and_drops_others_v4_and_v6(site, workdir, ca, cleanup):
+    backend_port = 15432
+    srv = listener(site.host, backend_port, "127.0.0.1")
+    cleanup.append(srv.kill)
+    cfg = guard_config(workdir, ca, [(8765, ["10.88.2.0/24", "fd88:2::/64"])],
+                       inbound={"listen": ["0.0.0.0:8765", "[::]:8765"], "backend": f"127.0.0.1:{backend_port}",
+                                "allow": ["client-1"]})
+    daemon = lab.Tunneld(workdir, "host", open(cfg).read(), netns=site.host.name)
+    daemon.config_path = cfg
+    daemon.start()
+    cleanup.append(daemon.stop)
+    daemon.wait_log(r"firewall: table inet tunneld applied")
+    client_cert, client_key, _ = ca.issue("client-1", os.path.join(workdir, "client"))
+    for addr in ("10.88.2.1", "fd88:2::1"):
+        r = site.good.exec(["openssl", "s_client", "-connect", f"[{addr}]:8765" if ":" in addr else f"{addr}:8765",
+                            "-cert", client_cert, "-key", client_key, "-CAfile", ca.cert_path, "-alpn", "postgresql",
+                            "-verify_return_error", "-brief"], input="", check=False, timeout=20)
+        assert "Verification: OK" in r.stderr or "CONNECTION ESTABLISHED" in r.stderr, r.stderr
+    for addr in ("10.88.1.1", "fd88:1::1"):
+        assert not can_connect(site.bad, addr, 8765)
+    shown = lab.tunneld_cli("firewall", "show", "--peer", cfg, netns=site.host).stdout
+    assert int(shown.split("drops to 8765: ")[1].split()[0]) >= 2, shown
+    assert not daemon.log_lines(r"inbound handshake failed .*remote=10\.88\.1"), "a dropped SYN reached tunneld"
+    srv.kill()  # the stand-in backend holds its connections open; closing them lets the daemon drain at once
+
+
+def test_allow_set_swaps_are_atomic_under_churn(site, workdir, ca, cleanup):
+    """Peer names re-resolved (hosts file inside the namespace) and reloaded 30
+    times while an outsider retries and an allowed client holds a connection."""
+    hosts_dir = f"/etc/netns/{site.host.name}"
+    os.makedirs(hosts_dir, exist_ok=True)
+    cleanup.append(lambda: shutil.rmtree(hosts_dir, ignore_errors=True))
+    hosts = os.path.join(hosts_dir, "hosts")
+
+    def write_hosts(b_addr):
+        # In place: `ip netns exec` bind-mounts this inode over /etc/hosts.
+        with open(hosts, "w") as f:
+            f.write(f"127.0.0.1 localhost\n10.88.2.2 peer-a.test\n{b_addr} peer-b.test\n")
+
+    write_hosts("10.88.3.2")
+    backend_port = 15432
+    echo = site.host.popen(["/usr/bin/python3", "-c",
+                            "import socket,threading\n"
+                            "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+                            f"s.bind(('127.0.0.1', {backend_port})); s.listen(8); print('up', flush=True)\n"
+                            "def serve(c):\n while (d:=c.recv(65536)): c.sendall(d)\n c.close()\n"
+                            "while True:\n c,_=s.accept(); threading.Thread(target=serve,args=(c,),daemon=True).start()\n"],
+                           stdout=subprocess.PIPE, text=True)
+    assert echo.stdout.readline().strip() == "up"
+    cleanup.append(echo.kill)
+    ca_cert = ca.cert_path
+    host_cert, host_key, _ = ca.issue("host-1", os.path.join(workdir, "host"))
+    text = lab.node_config("host-1", ca_cert, host_cert, host_key,
+                           inbound={"listen": "0.0.0.0:8765", "backend": f"127.0.0.1:{backend_port}",
+                                    "allow": ["client-1"]},
+                           peers=[{"name": "client-1", "connect": "peer-a.test:8765", "local": "127.0.0.1:16432"},
+                                  {"name": "other-1", "connect": "peer-b.test:8765", "local": "127.0.0.1:16433"}],
+                           extra="firewall:\n  resolve_interval: 1h\n")
+    daemon = lab.Tunneld(workdir, "host", text, netns=site.host.name).start()
+    cleanup.append(daemon.stop)
+    # The allowed client: a tunneld in the good namespace, holding one relayed connection.
+    c_cert, c_key, _ = ca.issue("client-1", os.path.join(workdir, "client"))
+    client = lab.Tunneld(workdir, "client", lab.node_config(
+        "client-1", ca_cert, c_cert, c_key,
+        peers=[{"name": "host-1", "connect": "10.88.2.1:8765", "local": "127.0.0.1:6432"}]),
+        netns=site.good.name).start()
+    cleanup.append(client.stop)
+    holder = site.good.popen(["/usr/bin/python3", "-c",
+                              "import os,socket,time\n"
+                              "c=socket.create_connection(('127.0.0.1',6432),timeout=5)\n"
+                              "os.set_blocking(0, False); n=0\n"
+                              "print('up',flush=True)\n"
+                              "while True:\n"
+                              " try:\n"
+                              "  if os.read(0, 1) == b'': break\n"
+                              " except BlockingIOError: pass\n"
+                              " c.sendall(b'ping'); assert c.recv(4)==b'ping'; n+=1; time.sleep(0.02)\n"
+                              "print('intact', n, flush=True)\n"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    cleanup.append(holder.kill)
+    assert holder.stdout.readline().strip() == "up"
+    # The outsider: a fresh non-blocking connect every 5 ms for as long as the churn
+    # lasts, each given 300 ms to complete; it reports attempts and successes.
+    outsider = site.bad.popen(["/usr/bin/python3", "-c",
+                               "import socket,select,sys,time\n"
+                               "pending={}; attempts=0; through=0\n"
+                               "import os; os.set_blocking(0, False)\n"
+                               "print('up',flush=True)\n"
+                               "while True:\n"
+                               " try:\n"
+                               "  if os.read(0, 1) == b'': break\n"
+                               " except BlockingIOError: pass\n"
+                               " s=socket.socket(); s.setblocking(False); s.connect_ex(('10.88.1.1',8765))\n"
+                               " pending[s]=time.monotonic(); attempts+=1\n"
+                               " _,w,_=select.select([],list(pending),[],0.005)\n"
+                               " for x in w:\n"
+                               "  if x.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)==0: through+=1\n"
+                               "  x.close(); del pending[x]\n"
+                               " for x,t in list(pending.items()):\n"
+                               "  if time.monotonic()-t>0.3: x.close(); del pending[x]\n"
+                               "print(attempts, through, flush=True)\n"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    cleanup.append(outsider.kill)
+    assert outsider.stdout.readline().strip() == "up"
+    for i in range(30):
+        write_hosts(f"10.88.{4 - i % 2}.2")  # alternates, starting with a change
+        daemon.signal(signal.SIGHUP)
+        daemon.wait_log(r"firewall \(SIGHUP\): peer addresses are now", count=i + 1)
+        time.sleep(0.05)
+    outsider.stdin.close()
+    attempts, through = map(int, outsider.stdout.readline().split())
+    assert attempts >= 100, f"the outsider made only {attempts} attempts"
+    assert through == 0, f"the outsider got through {through} time(s) out of {attempts} during the swaps"
+    holder.stdin.close()
+    word, pings = (holder.stdout.readline().split() + ["", ""])[:2]
+    assert word == "intact", "the allowed connection was cut"
+    assert int(pings) >= 50, f"the allowed connection made only {pings} round trips"
+    holder.wait(timeout=30)
+    assert not daemon.log_lines(r"firewall .* failed")
+    print(f"churn: 30 swaps, {attempts} outsider attempts, 0 through, {pings} round trips on the held connection")
+    # The outsider's detector works: without the guard, it gets through at once.
+    assert lab.tunneld_cli("firewall", "remove", "--peer", daemon.config_path, netns=site.host).returncode == 0
+    assert can_connect(site.bad, "10.88.1.1", 8765)
+
+
+def test_guard_stays_while_daemon_is_down_and_is_replaced_on_restart(site, workdir, ca, cleanup):
+    cfg = guard_config(workdir, ca, [(5432, ["10.88.2.0/24"])])
+    pg = listener(site.host, 5432)
+    cleanup.append(pg.kill)
+    daemon = lab.Tunneld(workdir, "host", open(cfg).read(), netns=site.host.name)
+    daemon.config_path = cfg
+    daemon.start()
+    daemon.stop()
+    assert daemon.log_lines(r"firewall: table inet tunneld kept \(on_exit: keep\)")
+    assert site.host.exec(["nft", "list", "table", "inet", "tunneld"], check=False).returncode == 0
+    assert not can_connect(site.bad, "10.88.1.1", 5432), "guard gone while the daemon is down"
+    # Restart: the table is replaced in one transaction; watch that it is never missing.
+    missing = []
+    stop = threading.Event()
+
+    def watch():
+        while not stop.is_set():
+            if site.host.exec(["nft", "list", "table", "inet", "tunneld"], check=False).returncode != 0:
+                missing.append(time.monotonic())
+
+    t = threading.Thread(target=watch)
+    t.start()
+    daemon.start()
+    daemon.wait_log(r"firewall: table inet tunneld applied", count=2)
+    stop.set()
+    t.join()
+    assert missing == []
+    assert can_connect(site.good, "10.88.2.1", 5432) and not can_connect(site.bad, "10.88.1.1", 5432)
+    daemon.stop()
+
+
+def test_on_exit_remove_deletes_the_table(site, workdir, ca):
+    cfg = guard_config(workdir, ca, [(5432, [])], extra="  on_exit: remove\n")
+    daemon = lab.Tunneld(workdir, "host", open(cfg).read(), netns=site.host.name)
+    daemon.config_path = cfg
+    daemon.start()
+    assert site.host.exec(["nft", "list", "table", "inet", "tunneld"], check=False).returncode == 0
+    daemon.stop()
+    assert daemon.log_lines(r"firewall: table inet tunneld removed \(on_exit: remove\)")
+    assert site.host.exec(["nft", "list", "table", "inet", "tunneld"], check=False).returncode != 0
+
+
+def test_without_cap_net_admin_the_daemon_refuses_to_start(site, workdir, ca):
+    cfg = guard_config(workdir, ca, [(5432, [])])
+    for path in (os.path.join(workdir, "host", "host-1.key"),):
+        os.chown(path, 65534, 65534)
+    os.chmod(workdir, 0o755)
+    r = site.host.exec(["runuser", "-u", "nobody", "--", lab.TUNNELD, "--peer", cfg], check=False, timeout=30)
+    assert r.returncode == 1
+    assert "needs CAP_NET_ADMIN" in r.stderr, r.stderr
+    assert site.host.exec(["nft", "list", "tables"]).stdout.strip() == ""  # nothing half-applied
