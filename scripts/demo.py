@@ -25,7 +25,8 @@ def main():
 
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     workdir = lab.tmpdir("tunneld-demo-")
-    rl = lab.ReplicationLab(workdir, keepalive="{idle: 10s, interval: 5s, count: 3, user_timeout: 30s}")
+    rl = lab.ReplicationLab(workdir, keepalive="{idle: 10s, interval: 5s, count: 3, user_timeout: 30s}",
+                            firewall=True)
     try:
         rl.setup(log=step)
         step(f"pgbench write load on the primary for {args.seconds}s (4 clients)")
@@ -67,7 +68,16 @@ def main():
         direct = rl.direct_replication_attempt()
         refusal = (direct.stderr.strip().splitlines() or ["(no error?)"])[-1]
         print(f"direct replication from the standby host to {lab.PRIMARY_ADDR}:5432 (bypassing the tunnel):")
-        print(f"  refused: {refusal}")
+        how = "dropped by the guard before postgres saw it" if "timeout" in refusal else "refused by pg_hba.conf"
+        print(f"  {how}: {refusal}")
+        attempts = {port: rl.outsider_attempt(port) for port in (lab.TLS_PORT, 5432)}
+        print(f"firewall guard on the primary (nft list table inet tunneld):")
+        for port, result in attempts.items():
+            print(f"  outsider {lab.OUTSIDER_ADDR} -> {lab.PRIMARY_ADDR}:{port}: "
+                  + ("CONNECTED (this is a bug)" if result == "connected" else f"blocked ({result}: SYNs dropped)"))
+        for line in rl.firewall_show().strip().splitlines():
+            print("  " + line)
+        blocked = all(r != "connected" for r in attempts.values())
         print("tunnel (standby side):")
         for line in rl.standby_tunnel.log_lines(r"outbound (open|close)")[-3:]:
             print("  " + line)
@@ -80,7 +90,8 @@ def main():
             step("running; press Ctrl-C to stop and clean up")
             while True:
                 time.sleep(3600)
-        return 0 if fp_primary == fp_standby and kept and all(r.returncode == 0 for r in rotations) else 1
+        ok = fp_primary == fp_standby and kept and blocked and all(r.returncode == 0 for r in rotations)
+        return 0 if ok else 1
     except KeyboardInterrupt:
         print("\ninterrupted")
         return 130

@@ -615,6 +615,7 @@ def tmpdir(prefix="tunneld-"):
 
 PRIMARY_ADDR = "10.77.0.1"
 STANDBY_ADDR = "10.77.0.2"
+OUTSIDER_ADDR = "10.77.9.2"  # not allowed anywhere: the demo's "internet"
 TLS_PORT = 8765
 LOCAL_PORT = 6432
 
@@ -629,11 +630,12 @@ class ReplicationLab:
     """
 
     def __init__(self, workdir, keepalive="{idle: 2s, interval: 1s, count: 3, user_timeout: 6s}",
-                 timeouts="{connect: 3s, handshake: 5s, shutdown: 5s}"):
+                 timeouts="{connect: 3s, handshake: 5s, shutdown: 5s}", firewall=False):
         self.workdir = workdir
         self.keepalive = keepalive
         self.timeouts = timeouts
-        self.primary_ns = self.standby_ns = None
+        self.firewall = firewall  # the primary's tunneld guards 8765 (standby only) and 5432 (loopback only)
+        self.primary_ns = self.standby_ns = self.outsider_ns = None
         self.tunnels = []
         self.clusters = []
 
@@ -642,6 +644,11 @@ class ReplicationLab:
         self.primary_ns = Netns("primary")
         self.standby_ns = Netns("standby")
         veth(self.primary_ns, PRIMARY_ADDR, self.standby_ns, STANDBY_ADDR)
+        if self.firewall:
+            log(f"a third host, 'outsider' ({OUTSIDER_ADDR}), with a route to the primary")
+            self.outsider_ns = Netns("outsider")
+            veth(self.primary_ns, "10.77.9.1", self.outsider_ns, OUTSIDER_ADDR)
+            self.outsider_ns.exec(["ip", "route", "add", "default", "via", "10.77.9.1"])
 
         log("tunneld certs: a private CA and one certificate per node (primary-1, standby-1)")
         self.ca_dir = os.path.join(self.workdir, "pki")
@@ -662,11 +669,15 @@ class ReplicationLab:
             f.write("listen_addresses = '*'\n")  # reachable on the veth, but pg_hba refuses it
         self.primary.start()
 
-        log("starting tunneld on both hosts")
+        guard = ""
+        if self.firewall:
+            guard = (f"firewall:\n  protect:\n    - port: {TLS_PORT}\n      allow: [{STANDBY_ADDR}]\n"
+                     "    - port: 5432\n      allow: []\n")
+        log("starting tunneld on both hosts" + (" (the primary's with its firewall guard)" if guard else ""))
         self.primary_tunnel = Tunneld(self.workdir, "tunneld-primary", node_config(
             "primary-1", ca_path, p_cert, p_key,
             inbound={"listen": f"{PRIMARY_ADDR}:{TLS_PORT}", "backend": "127.0.0.1:5432",
-                     "allow": ["standby-1"]}, extra=common), netns=self.primary_ns.name)
+                     "allow": ["standby-1"]}, extra=common + guard), netns=self.primary_ns.name)
         self.standby_tunnel = Tunneld(self.workdir, "tunneld-standby", node_config(
             "standby-1", ca_path, s_cert, s_key,
             peers=[{"name": "primary-1", "connect": f"{PRIMARY_ADDR}:{TLS_PORT}",
@@ -709,11 +720,23 @@ class ReplicationLab:
              "replication=true dbname=postgres connect_timeout=5", "-c", "IDENTIFY_SYSTEM"],
             check=False, cwd="/")
 
+    def outsider_attempt(self, port, timeout=3):
+        """A TCP connect from the outsider host to the primary; 'connected' or the error's name."""
+        code = ("import socket\n"
+                f"s=socket.socket(); s.settimeout({timeout})\n"
+                f"try:\n s.connect(('{PRIMARY_ADDR}', {port})); print('connected')\n"
+                "except Exception as e: print(type(e).__name__)\n")
+        return self.outsider_ns.exec(["/usr/bin/python3", "-c", code], check=False).stdout.strip()
+
+    def firewall_show(self):
+        return tunneld_cli("firewall", "show", "--peer", self.primary_tunnel.config_path,
+                           netns=self.primary_ns).stdout
+
     def teardown(self):
         for t in self.tunnels:
             t.stop()
         for c in reversed(self.clusters):
             c.stop()
-        for ns in (self.standby_ns, self.primary_ns):
+        for ns in (self.outsider_ns, self.standby_ns, self.primary_ns):
             if ns:
                 ns.delete()

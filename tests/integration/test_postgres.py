@@ -2,6 +2,7 @@
 namespaces: base backup, streaming under load, equal data, direct access refused,
 and a 20 s partition that the tunnel detects and recovers from by itself."""
 
+import os
 import re
 import time
 
@@ -38,6 +39,32 @@ def test_direct_replication_over_the_network_is_refused(replication):
     r = replication.direct_replication_attempt()
     assert r.returncode != 0
     assert "no pg_hba.conf entry for replication connection from host \"10.77.0.2\"" in r.stderr
+
+
+def test_replication_through_the_primarys_firewall_guard_while_outsiders_are_dropped(workdir):
+    """The demo's setup: the primary's tunneld guards 8765 (standby only) and 5432
+    (loopback only). Replication works through it; the outsider and a direct
+    connection from the standby host are dropped before postgres sees them."""
+    rl = lab.ReplicationLab(workdir, firewall=True)
+    try:
+        rl.setup(log=lambda *_: None)
+        rl.load(seconds=3)
+        lab.wait_for(rl.caught_up, timeout=30, what="standby caught up")
+        assert rl.fingerprint(rl.primary) == rl.fingerprint(rl.standby)
+        assert rl.outsider_attempt(lab.TLS_PORT, timeout=1) == "TimeoutError"
+        assert rl.outsider_attempt(5432, timeout=1) == "TimeoutError"
+        direct = rl.direct_replication_attempt()
+        assert direct.returncode != 0 and "timeout expired" in direct.stderr, direct.stderr
+        shown = rl.firewall_show()
+        drops = {int(p): int(n) for p, n in re.findall(r"drops to (\d+): (\d+) packets", shown)}
+        assert drops[5432] >= 2 and drops[lab.TLS_PORT] >= 1, shown
+        assert not rl.primary_tunnel.log_lines(r"handshake failed"), "a dropped packet reached tunneld"
+        with open(os.path.join(rl.primary.dir, "pg.log")) as f:  # log_connections = on
+            pg_log = f.read()
+        assert "connection received: host=10.77" not in pg_log, "a dropped connection reached postgres"
+        assert "connection received: host=127.0.0.1" in pg_log
+    finally:
+        rl.teardown()
 
 
 def test_partition_is_detected_and_replication_resumes_after_it_heals(replication):
