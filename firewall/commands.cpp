@@ -44,6 +44,38 @@ int apply(const std::string& peer, std::ostream& out) {
     return 0;
 }
 
+std::vector<CheckLine> check_lines(const Config& cfg) {
+    std::vector<CheckLine> lines;
+    if (!cfg.firewall) {
+        lines.push_back({CheckLine::warn, "firewall: no 'firewall:' block; ports are guarded only by your cloud "
+                                          "firewall (and Docker's published ports bypass ufw/INPUT rules)"});
+        return lines;
+    }
+    if (!cfg.firewall->enabled) {
+        lines.push_back({CheckLine::warn, "firewall: enabled: false; the guard is not applied"});
+        return lines;
+    }
+    std::vector<std::string> errors;
+    auto spec = make_spec(cfg, resolve_peers(cfg, errors));
+    for (const auto& e : errors)
+        lines.push_back({CheckLine::warn, "firewall: peer address not resolved (its packets would be dropped): " + e});
+    for (const auto& g : spec.ports)
+        if (g.v4.empty() && g.v6.empty())
+            lines.push_back({CheckLine::ok, "firewall: port " + std::to_string(g.port) + " open to loopback only"});
+        else
+            lines.push_back({CheckLine::ok, "firewall: port " + std::to_string(g.port) + " open to " +
+                                                std::to_string(g.v4.size() + g.v6.size()) +
+                                                " prefix(es) and loopback; see tunneld firewall show"});
+    try {
+        bool present = table_exists(spec.table);
+        lines.push_back({CheckLine::ok, "firewall: nf_tables usable; table inet " + spec.table +
+                                            (present ? " is applied" : " not applied yet (the daemon applies it at start)")});
+    } catch (const StartupError& e) {
+        lines.push_back({CheckLine::fail, e.what()});
+    }
+    return lines;
+}
+
 int remove(const std::string& peer, std::ostream& out) {
     auto cfg = load(peer);
     Guard(cfg).remove();

@@ -2,6 +2,9 @@
 #pragma once
 #include <ostream>
 #include <string>
+#include <vector>
+
+#include "tunneld/check.hpp"
 
 namespace tunneld::firewall {
 
@@ -9,6 +12,9 @@ namespace tunneld::firewall {
 int show(const std::string& peer, std::ostream& out);
 // apply: resolve peers and replace the table now (as the daemon does at start).
 int apply(const std::string& peer, std::ostream& out);
+// For `tunneld check`: what the guard would protect, unresolved peers, and
+// whether this process may change nftables (a real netlink query, no change).
+std::vector<CheckLine> check_lines(const Config& cfg);
 // remove: delete the table.
 int remove(const std::string& peer, std::ostream& out);
 

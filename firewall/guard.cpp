@@ -26,6 +26,12 @@ std::string Guard::refresh() {
     return "peer addresses are now " + (now.empty() ? std::string("(none)") : now);
 }
 
+bool Guard::heal() {
+    if (table_exists(spec_.table)) return false;
+    commit(replace_table(spec_, next_seq(1000)));
+    return true;
+}
+
 void Guard::remove() { commit(delete_table(cfg_.firewall ? cfg_.firewall->table : "tunneld", next_seq(2))); }
 
 std::string describe(const GuardSpec& spec) {

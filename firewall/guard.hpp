@@ -21,6 +21,10 @@ public:
     // contents in one transaction (rules and counters stay). Returns a one-line
     // description of the change, or "" when nothing changed. Throws StartupError.
     std::string refresh();
+    // Puts the last applied table back, in one transaction, if it is gone
+    // (`nft flush ruleset`, a reload of nftables.service). Returns whether it
+    // had to. Throws StartupError.
+    bool heal();
     // Deletes the table (no error if it is gone already).
     void remove();
 

@@ -33,7 +33,7 @@ struct RuleFree {
 std::string privilege_hint(int err) {
     if (err == EPERM || err == EACCES)
         return " (changing nftables needs CAP_NET_ADMIN: run tunneld as root, or give it "
-               "AmbientCapabilities=CAP_NET_ADMIN as the packaged unit does)";
+               "AmbientCapabilities=CAP_NET_ADMIN in its systemd unit)";
     if (err == EPROTONOSUPPORT || err == EAFNOSUPPORT)
         return " (this kernel has no nf_tables: modprobe nf_tables)";
     return "";

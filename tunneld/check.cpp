@@ -60,7 +60,7 @@ void check_reachability(const Config& cfg, Report& report) {
 
 }  // namespace
 
-int run_check(const std::string& config_path, std::ostream& out) {
+int run_check(const std::string& config_path, std::ostream& out, const ExtraCheck& extra) {
     Report report{out};
     Config cfg;
     try {
@@ -116,6 +116,12 @@ int run_check(const std::string& config_path, std::ostream& out) {
         }
     }
     check_reachability(cfg, report);
+    if (extra)
+        for (const auto& line : extra(cfg)) {
+            if (line.kind == CheckLine::ok) report.ok(line.text);
+            else if (line.kind == CheckLine::warn) report.warn(line.text);
+            else report.fail(line.text);
+        }
     out << (report.failures ? std::to_string(report.failures) + " problem(s) found\n"
                             : std::string("all checks passed\n"));
     return report.failures ? 1 : 0;

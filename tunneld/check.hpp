@@ -1,7 +1,11 @@
 // `tunneld check --peer FILE`: a pre-flight report an operator can act on.
 #pragma once
+#include <functional>
 #include <ostream>
 #include <string>
+#include <vector>
+
+#include "tunneld/config.hpp"
 
 namespace tunneld {
 
@@ -9,6 +13,12 @@ namespace tunneld {
 // node identity, expiry, and that the backend and every peer accept a TCP
 // connection (within timeouts.connect). Prints one "ok"/"FAIL"/"warn" line per
 // item to `out`. Returns 0 when nothing failed, 1 otherwise.
-int run_check(const std::string& config_path, std::ostream& out);
+// `extra` adds checks from parts built on the core (the firewall guard).
+struct CheckLine {
+    enum Kind { ok, warn, fail } kind;
+    std::string text;
+};
+using ExtraCheck = std::function<std::vector<CheckLine>(const Config&)>;
+int run_check(const std::string& config_path, std::ostream& out, const ExtraCheck& extra = {});
 
 }  // namespace tunneld

@@ -50,6 +50,7 @@ struct Daemon::Impl {
     std::optional<InboundListener> inbound;
     std::optional<OutboundListener> outbound;
     asio::steady_timer resolve_timer{io};
+    asio::steady_timer heal_timer{io};
     asio::signal_set signals{io, SIGHUP, SIGTERM, SIGINT};
     TlsFileWatch watch;
     asio::steady_timer expiry_timer{io};
@@ -94,6 +95,24 @@ struct Daemon::Impl {
             auto [ec] = co_await resolve_timer.async_wait(asio::as_tuple(asio::use_awaitable));
             if (ec) co_return;
             refresh_firewall("re-resolve");
+        }
+    }
+
+    // Someone deleting the table (nft flush ruleset, nftables.service reload)
+    // would silently open the ports: look every few seconds and put it back.
+    asio::awaitable<void> heal_loop() {
+        for (;;) {
+            heal_timer.expires_after(std::chrono::seconds(2));
+            auto [ec] = co_await heal_timer.async_wait(asio::as_tuple(asio::use_awaitable));
+            if (ec) co_return;
+            try {
+                if (guard->heal())
+                    spdlog::warn("firewall: table inet {} was deleted from outside tunneld (nft flush ruleset?); "
+                                 "put back",
+                                 config.firewall->table);
+            } catch (const StartupError& e) {
+                spdlog::error("firewall: the table is missing and could not be put back: {}", e.what());
+            }
         }
     }
 
@@ -213,6 +232,7 @@ struct Daemon::Impl {
             watch.stop();
             expiry_timer.cancel();
             resolve_timer.cancel();
+            heal_timer.cancel();
             if (inbound) inbound->stop();
             if (outbound) outbound->stop();
             signals.cancel();
@@ -232,7 +252,10 @@ int Daemon::run() {
     if (d.outbound) d.outbound->start();
     asio::co_spawn(d.io, d.handle_signals(), asio::detached);
     asio::co_spawn(d.io, d.expiry_checks(), asio::detached);
-    if (d.guard) asio::co_spawn(d.io, d.resolve_loop(), asio::detached);
+    if (d.guard) {
+        asio::co_spawn(d.io, d.resolve_loop(), asio::detached);
+        asio::co_spawn(d.io, d.heal_loop(), asio::detached);
+    }
     d.watch.start();
     auto material = d.rt.tls.load();
     spdlog::info("tunneld {} ready: {}", TUNNELD_VERSION, summary(d.config, *material));

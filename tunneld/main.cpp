@@ -128,7 +128,7 @@ int main(int argc, char** argv) {
     }
 
     try {
-        if (*check) return tunneld::run_check(check_file, std::cout);
+        if (*check) return tunneld::run_check(check_file, std::cout, tunneld::firewall::check_lines);
         if (*fw_show) return tunneld::firewall::show(fw_peer, std::cout);
         if (*fw_apply) return tunneld::firewall::apply(fw_peer, std::cout);
         if (*fw_remove) return tunneld::firewall::remove(fw_peer, std::cout);

@@ -280,6 +280,20 @@ def test_guard_stays_while_daemon_is_down_and_is_replaced_on_restart(site, workd
     daemon.stop()
 
 
+def test_a_table_deleted_from_outside_is_put_back(site, workdir, ca, cleanup):
+    cfg = guard_config(workdir, ca, [(5432, ["10.88.2.0/24"])])
+    pg = listener(site.host, 5432)
+    cleanup.append(pg.kill)
+    daemon = lab.Tunneld(workdir, "host", open(cfg).read(), netns=site.host.name)
+    daemon.config_path = cfg
+    daemon.start()
+    cleanup.append(daemon.stop)
+    site.host.exec(["nft", "flush", "ruleset"])  # what a reload of nftables.service does
+    daemon.wait_log(r"firewall: table inet tunneld was deleted from outside tunneld .*put back", timeout=6)
+    assert not can_connect(site.bad, "10.88.1.1", 5432)
+    assert can_connect(site.good, "10.88.2.1", 5432)
+
+
 def test_on_exit_remove_deletes_the_table(site, workdir, ca):
     cfg = guard_config(workdir, ca, [(5432, [])], extra="  on_exit: remove\n")
     daemon = lab.Tunneld(workdir, "host", open(cfg).read(), netns=site.host.name)
@@ -300,3 +314,11 @@ def test_without_cap_net_admin_the_daemon_refuses_to_start(site, workdir, ca):
     assert r.returncode == 1
     assert "needs CAP_NET_ADMIN" in r.stderr, r.stderr
     assert site.host.exec(["nft", "list", "tables"]).stdout.strip() == ""  # nothing half-applied
+    # `tunneld check` says the same before anyone tries to start it.
+    r = site.host.exec(["runuser", "-u", "nobody", "--", lab.TUNNELD, "check", "--peer", cfg], check=False, timeout=30)
+    assert r.returncode == 1
+    assert "FAIL  firewall: cannot query nf_tables: Operation not permitted (changing nftables needs CAP_NET_ADMIN" \
+        in r.stdout, r.stdout
+    r = lab.tunneld_cli("check", "--peer", cfg, netns=site.host)
+    assert "ok    firewall: port 5432 open to loopback only" in r.stdout, r.stdout
+    assert "ok    firewall: nf_tables usable; table inet tunneld not applied yet" in r.stdout, r.stdout
