@@ -40,8 +40,9 @@ int main(int argc, char** argv) {
         "tunneld"};
     app.set_version_flag("--version", std::string("tunneld ") + TUNNELD_VERSION);
     app.footer(
-        "Signals: SIGHUP reloads the TLS files (live connections keep theirs); SIGTERM stops\n"
-        "accepting and drains for timeouts.shutdown. See README.md.");
+        "Signals: SIGHUP reloads the TLS files (live connections keep theirs) and re-resolves\n"
+        "the firewall's peer addresses; SIGTERM stops accepting and drains for timeouts.shutdown.\n"
+        "See README.md.");
     std::string peer_file;
     app.add_option("--peer", peer_file, "node config (YAML); runs the daemon")->check(CLI::ExistingFile);
 
