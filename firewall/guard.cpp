@@ -32,6 +32,8 @@ bool Guard::heal() {
     return true;
 }
 
+void Guard::reapply() { commit(replace_table(spec_, next_seq(1000))); }
+
 void Guard::remove() { commit(delete_table(cfg_.firewall ? cfg_.firewall->table : "tunneld", next_seq(2))); }
 
 std::string describe(const GuardSpec& spec) {

@@ -25,6 +25,9 @@ public:
     // (`nft flush ruleset`, a reload of nftables.service). Returns whether it
     // had to. Throws StartupError.
     bool heal();
+    // Replaces the table with the last applied spec, in one transaction (after
+    // someone else changed it). Throws StartupError.
+    void reapply();
     // Deletes the table (no error if it is gone already).
     void remove();
 

@@ -1,5 +1,6 @@
 #include "firewall/nft_socket.hpp"
 
+#include <arpa/inet.h>
 #include <libmnl/libmnl.h>
 #include <libnftnl/expr.h>
 #include <libnftnl/rule.h>
@@ -7,7 +8,10 @@
 #include <libnftnl/udata.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <sys/socket.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
@@ -147,6 +151,72 @@ std::map<std::uint16_t, DropCounter> read_drop_counters(const std::string& table
         return true;
     });
     return out;
+}
+
+TableEvents::TableEvents(std::string table) : table_(std::move(table)), nl_(mnl_socket_open2(NETLINK_NETFILTER, SOCK_NONBLOCK | SOCK_CLOEXEC)) {
+    int group = NFNLGRP_NFTABLES;
+    int rcvbuf = 1 << 20;
+    if (!nl_ || mnl_socket_bind(nl_, 0, MNL_SOCKET_AUTOPID) < 0 ||
+        mnl_socket_setsockopt(nl_, NETLINK_ADD_MEMBERSHIP, &group, sizeof group) < 0) {
+        int err = errno;
+        if (nl_) mnl_socket_close(nl_);
+        throw StartupError(std::string("firewall: cannot subscribe to nf_tables events: ") + std::strerror(err) +
+                           privilege_hint(err));
+    }
+    setsockopt(mnl_socket_get_fd(nl_), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+}
+
+TableEvents::~TableEvents() { mnl_socket_close(nl_); }
+
+int TableEvents::fd() const { return mnl_socket_get_fd(nl_); }
+
+std::vector<TableEvents::Change> TableEvents::read() {
+    std::vector<Change> changes;
+    std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE * 4);
+    const auto self = static_cast<std::uint32_t>(getpid());
+    for (;;) {
+        ssize_t n = recv(fd(), buf.data(), buf.size(), MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == ENOBUFS) {  // the kernel dropped events: we cannot know what changed
+                Change c;
+                c.overrun = true;
+                changes.push_back(c);
+                touched_ = false;
+                continue;
+            }
+            if (errno == EINTR) continue;
+            return changes;  // EAGAIN: all read
+        }
+        auto* nlh = reinterpret_cast<const nlmsghdr*>(buf.data());
+        int len = static_cast<int>(n);
+        for (; mnl_nlmsg_ok(nlh, len); nlh = mnl_nlmsg_next(nlh, &len)) {
+            if ((nlh->nlmsg_type >> 8) != NFNL_SUBSYS_NFTABLES) continue;
+            int type = nlh->nlmsg_type & 0xff;
+            auto* gen = static_cast<const nfgenmsg*>(mnl_nlmsg_get_payload(nlh));
+            auto* attr = static_cast<const nlattr*>(mnl_nlmsg_get_payload_offset(nlh, sizeof(nfgenmsg)));
+            auto* tail = static_cast<const char*>(mnl_nlmsg_get_payload_tail(nlh));
+            auto room = [&] { return static_cast<int>(tail - reinterpret_cast<const char*>(attr)); };
+            if (type == NFT_MSG_NEWGEN) {  // the end of one transaction
+                Change c;
+                for (; mnl_attr_ok(attr, room()); attr = mnl_attr_next(attr)) {
+                    if (mnl_attr_get_type(attr) == NFTA_GEN_PROC_PID) c.pid = ntohl(mnl_attr_get_u32(attr));
+                    if (mnl_attr_get_type(attr) == NFTA_GEN_PROC_NAME) c.process = mnl_attr_get_str(attr);
+                }
+                if (touched_ && c.pid != self) changes.push_back(c);
+                touched_ = false;
+                continue;
+            }
+            if (gen->nfgen_family != NFPROTO_INET) continue;
+            // Table, chain, rule, set and element messages all carry the table's
+            // name as attribute 1 (NFTA_TABLE_NAME, NFTA_CHAIN_TABLE, ...).
+            for (; mnl_attr_ok(attr, room()); attr = mnl_attr_next(attr))
+                if (mnl_attr_get_type(attr) == 1 && mnl_attr_get_payload_len(attr) > 0 &&
+                    table_ == std::string(static_cast<const char*>(mnl_attr_get_payload(attr)),
+                                          strnlen(static_cast<const char*>(mnl_attr_get_payload(attr)),
+                                                  mnl_attr_get_payload_len(attr))))
+                    touched_ = true;
+        }
+    }
 }
 
 bool table_exists(const std::string& table) {

@@ -4,8 +4,11 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "firewall/batch.hpp"
+
+struct mnl_socket;  // libmnl
 
 namespace tunneld::firewall {
 
@@ -25,6 +28,34 @@ std::map<std::uint16_t, DropCounter> read_drop_counters(const std::string& table
 
 // Whether `table` (family inet) exists.
 bool table_exists(const std::string& table);
+
+// Changes that other processes make to one table, read from nf_tables' netlink
+// event group (NFNLGRP_NFTABLES): a `flush ruleset`, an added element, a deleted
+// rule. Our own process's transactions are told apart by the pid the kernel
+// attaches to each generation.
+class TableEvents {
+  public:
+    struct Change {
+        std::uint32_t pid = 0;  // 0: the kernel did not say (then only a missing table is acted on)
+        std::string process;    // e.g. "nft"
+        bool overrun = false;   // events were lost (socket buffer full): assume a change
+    };
+
+    explicit TableEvents(std::string table);  // subscribes; throws StartupError
+    ~TableEvents();
+    TableEvents(const TableEvents&) = delete;
+    TableEvents& operator=(const TableEvents&) = delete;
+
+    int fd() const;  // readable when events are queued
+    // Reads everything queued, without blocking; one Change per foreign
+    // transaction that touched the table.
+    std::vector<Change> read();
+
+  private:
+    std::string table_;
+    ::mnl_socket* nl_;
+    bool touched_ = false;  // an event of the current transaction named our table
+};
 
 // A sequence number for the next batch (unique within this process).
 std::uint32_t next_seq(std::uint32_t messages);

@@ -6,10 +6,12 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <openssl/ssl.h>
+#include <unistd.h>
 
 #include <optional>
 
@@ -50,7 +52,11 @@ struct Daemon::Impl {
     std::optional<InboundListener> inbound;
     std::optional<OutboundListener> outbound;
     asio::steady_timer resolve_timer{io};
-    asio::steady_timer heal_timer{io};
+    std::optional<firewall::TableEvents> guard_events;
+    asio::posix::stream_descriptor guard_fd{io};
+    std::uint64_t guard_repairs = 0;
+    std::vector<std::chrono::steady_clock::time_point> guard_recent;
+    std::chrono::steady_clock::time_point guard_paused_until{};
     asio::signal_set signals{io, SIGHUP, SIGTERM, SIGINT};
     TlsFileWatch watch;
     asio::steady_timer expiry_timer{io};
@@ -65,6 +71,8 @@ struct Daemon::Impl {
         // Fail closed: the guard is in place before any port listens, or nothing starts.
         if (config.firewall && config.firewall->enabled) {
             guard.emplace(config);
+            guard_events.emplace(config.firewall->table);  // before applying: no change goes unseen
+            guard_fd.assign(::dup(guard_events->fd()));
             guard->apply();
             for (const auto& e : guard->resolve_errors())
                 spdlog::warn("firewall: peer address not resolved (retried every {}): {}",
@@ -98,20 +106,47 @@ struct Daemon::Impl {
         }
     }
 
-    // Someone deleting the table (nft flush ruleset, nftables.service reload)
-    // would silently open the ports: look every few seconds and put it back.
-    asio::awaitable<void> heal_loop() {
+    // Someone changing or deleting the table (nft flush ruleset, a reload of
+    // nftables.service, an element added by hand) would silently weaken the
+    // guard: nf_tables tells us at once, and the configured table goes back.
+    asio::awaitable<void> guard_watch() {
         for (;;) {
-            heal_timer.expires_after(std::chrono::seconds(2));
-            auto [ec] = co_await heal_timer.async_wait(asio::as_tuple(asio::use_awaitable));
+            auto [ec] = co_await guard_fd.async_wait(asio::posix::descriptor_base::wait_read,
+                                                     asio::as_tuple(asio::use_awaitable));
             if (ec) co_return;
+            auto changes = guard_events->read();
+            if (changes.empty()) continue;
+            const auto& c = changes.back();
+            std::string who = c.overrun ? std::string("someone (events were lost)")
+                                        : (c.process.empty() ? "another process" : c.process) +
+                                              (c.pid ? " (pid " + std::to_string(c.pid) + ")" : "");
+            // Two daemons given the same firewall.table would undo each other forever:
+            // after 5 repairs in 10 s, say so and pause repairs for a minute.
+            auto now = std::chrono::steady_clock::now();
+            if (now < guard_paused_until) continue;
+            std::erase_if(guard_recent, [&](auto t) { return now - t > std::chrono::seconds(10); });
+            if (guard_recent.size() >= 5) {
+                guard_paused_until = now + std::chrono::minutes(1);
+                guard_recent.clear();
+                spdlog::error("firewall: table inet {} keeps being changed by {} (5 times in 10 s); is another "
+                              "tunneld using the same firewall.table? Repairs paused for 1 minute",
+                              config.firewall->table, who);
+                continue;
+            }
+            guard_recent.push_back(now);
             try {
-                if (guard->heal())
-                    spdlog::warn("firewall: table inet {} was deleted from outside tunneld (nft flush ruleset?); "
-                                 "put back",
-                                 config.firewall->table);
+                if (c.pid == 0 && !c.overrun) {
+                    if (!guard->heal()) continue;  // cannot tell our own changes apart: act only on a missing table
+                } else {
+                    guard->reapply();
+                }
+                ++guard_repairs;
+                spdlog::warn("firewall: table inet {} was changed by {}; put back as configured in one transaction "
+                             "({} time(s) since start)",
+                             config.firewall->table, who, guard_repairs);
             } catch (const StartupError& e) {
-                spdlog::error("firewall: the table is missing and could not be put back: {}", e.what());
+                spdlog::error("firewall: table inet {} was changed by {} and could not be put back: {}",
+                              config.firewall->table, who, e.what());
             }
         }
     }
@@ -232,7 +267,7 @@ struct Daemon::Impl {
             watch.stop();
             expiry_timer.cancel();
             resolve_timer.cancel();
-            heal_timer.cancel();
+            guard_fd.close();
             if (inbound) inbound->stop();
             if (outbound) outbound->stop();
             signals.cancel();
@@ -254,7 +289,7 @@ int Daemon::run() {
     asio::co_spawn(d.io, d.expiry_checks(), asio::detached);
     if (d.guard) {
         asio::co_spawn(d.io, d.resolve_loop(), asio::detached);
-        asio::co_spawn(d.io, d.heal_loop(), asio::detached);
+        asio::co_spawn(d.io, d.guard_watch(), asio::detached);
     }
     d.watch.start();
     auto material = d.rt.tls.load();

@@ -244,8 +244,12 @@ def test_allow_set_swaps_are_atomic_under_churn(site, workdir, ca, cleanup):
     holder.wait(timeout=30)
     assert not daemon.log_lines(r"firewall .* failed")
     print(f"churn: 30 swaps, {attempts} outsider attempts, 0 through, {pings} round trips on the held connection")
-    # The outsider's detector works: without the guard, it gets through at once.
+    # The outsider's detector works: with the daemon stopped and the guard removed,
+    # a listener on the same port is reached at once.
+    daemon.stop()
     assert lab.tunneld_cli("firewall", "remove", "--peer", daemon.config_path, netns=site.host).returncode == 0
+    stand_in = listener(site.host, 8765)
+    cleanup.append(stand_in.kill)
     assert can_connect(site.bad, "10.88.1.1", 8765)
 
 
@@ -280,7 +284,7 @@ def test_guard_stays_while_daemon_is_down_and_is_replaced_on_restart(site, workd
     daemon.stop()
 
 
-def test_a_table_deleted_from_outside_is_put_back(site, workdir, ca, cleanup):
+def test_a_table_changed_or_deleted_from_outside_is_put_back_at_once(site, workdir, ca, cleanup):
     cfg = guard_config(workdir, ca, [(5432, ["10.88.2.0/24"])])
     pg = listener(site.host, 5432)
     cleanup.append(pg.kill)
@@ -288,10 +292,40 @@ def test_a_table_deleted_from_outside_is_put_back(site, workdir, ca, cleanup):
     daemon.config_path = cfg
     daemon.start()
     cleanup.append(daemon.stop)
-    site.host.exec(["nft", "flush", "ruleset"])  # what a reload of nftables.service does
-    daemon.wait_log(r"firewall: table inet tunneld was deleted from outside tunneld .*put back", timeout=6)
+    # Someone lets themselves in by hand: the element goes at once.
+    site.host.exec(["nft", "add", "element", "inet", "tunneld", "allow_v4_5432", "{ 10.88.1.2 }"])
+    daemon.wait_log(r"firewall: table inet tunneld was changed by nft \(pid \d+\); put back .*\(1 time", timeout=1)
+    assert "10.88.1.2" not in site.host.exec(["nft", "list", "set", "inet", "tunneld", "allow_v4_5432"]).stdout
+    assert not can_connect(site.bad, "10.88.1.1", 5432)
+    # What a reload of nftables.service does.
+    site.host.exec(["nft", "flush", "ruleset"])
+    daemon.wait_log(r"firewall: table inet tunneld was changed by nft \(pid \d+\); put back .*\(2 time", timeout=1)
     assert not can_connect(site.bad, "10.88.1.1", 5432)
     assert can_connect(site.good, "10.88.2.1", 5432)
+    # Another table, and our own SIGHUP refresh, are not "changes" to repair.
+    site.host.exec(["nft", "add", "table", "inet", "other"])
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_log(r"reload \(SIGHUP\)", count=1)
+    time.sleep(0.5)
+    assert len(daemon.log_lines(r"was changed by")) == 2
+
+
+def test_two_daemons_sharing_one_table_stop_fighting_and_say_why(site, workdir, ca, cleanup):
+    cfg = guard_config(workdir, ca, [(5432, ["10.88.2.0/24"])])
+    first = lab.Tunneld(workdir, "host", open(cfg).read(), netns=site.host.name).start()
+    cleanup.append(first.stop)
+    # A second instance, same table, a different allow list: each start/repair undoes the other.
+    text = open(cfg).read().replace("127.0.0.1:16432", "127.0.0.1:16442").replace("10.88.2.0/24", "10.88.1.0/24")
+    second = lab.Tunneld(workdir, "host2", text, netns=site.host.name).start()
+    cleanup.append(second.stop)
+    rx = r"keeps being changed by tunneld \(pid \d+\) \(5 times in 10 s\); is another tunneld using the same " \
+         r"firewall.table\? Repairs paused for 1 minute"
+    lab.wait_for(lambda: first.log_lines(rx) or second.log_lines(rx), timeout=10, what="the fight to be noticed")
+    time.sleep(1)
+    repairs = len(first.log_lines("was changed by")) + len(second.log_lines("was changed by"))
+    time.sleep(2)
+    assert len(first.log_lines("was changed by")) + len(second.log_lines("was changed by")) == repairs, \
+        "the two daemons are still undoing each other"
 
 
 def test_on_exit_remove_deletes_the_table(site, workdir, ca):
