@@ -37,20 +37,29 @@ const char* to_string(CloseReason r) {
 
 namespace {
 
-// Plaintext socket I/O as direct non-blocking syscalls, waiting for readiness
-// only on EAGAIN: one scheduler round trip per wait instead of one per operation.
+// Plaintext reads. After a read that filled the buffer more is probably queued,
+// so the next read is a direct recv(2), without a trip through the scheduler.
+// Otherwise the socket was drained: asio's own async_read_some then queues the
+// read with no syscall at all (no speculative recv that would fail with EAGAIN,
+// no epoll_ctl as async_wait needs), and performs it from the reactor when the
+// edge arrives. Per small message that is epoll_wait + recv, nothing more.
 template <class Socket>
-asio::awaitable<std::tuple<error_code, std::size_t>> read_plain(Socket& s, std::span<char> buf) {
-    for (;;) {
+asio::awaitable<std::tuple<error_code, std::size_t>> read_plain(Socket& s, std::span<char> buf, bool& full) {
+    while (full) {
         ssize_t n = ::recv(s.native_handle(), buf.data(), buf.size(), 0);
-        if (n > 0) co_return std::tuple{error_code{}, static_cast<std::size_t>(n)};
+        if (n > 0) {
+            full = static_cast<std::size_t>(n) == buf.size();
+            co_return std::tuple{error_code{}, static_cast<std::size_t>(n)};
+        }
         if (n == 0) co_return std::tuple{error_code(asio::error::eof), std::size_t{0}};
         if (errno == EINTR) continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             co_return std::tuple{error_code(errno, asio::error::get_system_category()), std::size_t{0}};
-        auto [ec] = co_await s.async_wait(asio::socket_base::wait_read, as_tuple(use_awaitable));
-        if (ec) co_return std::tuple{ec, std::size_t{0}};
+        full = false;
     }
+    auto [ec, n] = co_await s.async_read_some(asio::buffer(buf.data(), buf.size()), as_tuple(use_awaitable));
+    full = !ec && n == buf.size();
+    co_return std::tuple{ec, n};
 }
 
 template <class Socket>
@@ -119,8 +128,9 @@ struct Pair {
 
 template <class Plain>
 asio::awaitable<void> local_to_tls(Pair<Plain>& p, std::span<char> buf) {
+    bool full = false;
     for (;;) {
-        auto [ec, n] = co_await read_plain(p.local, buf);
+        auto [ec, n] = co_await read_plain(p.local, buf, full);
         if (ec == asio::error::eof) {
             // If the peer already closed its side cleanly and then its socket, our
             // close_notify cannot be delivered; nothing is lost, so that is no error.
