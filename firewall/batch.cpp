@@ -16,21 +16,18 @@
 
 #include <memory>
 
+#include "tunneld/c_ptr.hpp"
 #include "tunneld/error.hpp"
 
 namespace tunneld::firewall {
 
 namespace {
 
-template <class T, auto Free>
-struct NftFree {
-    void operator()(T* p) const { Free(p); }
-};
-using TablePtr = std::unique_ptr<nftnl_table, NftFree<nftnl_table, nftnl_table_free>>;
-using ChainPtr = std::unique_ptr<nftnl_chain, NftFree<nftnl_chain, nftnl_chain_free>>;
-using SetPtr = std::unique_ptr<nftnl_set, NftFree<nftnl_set, nftnl_set_free>>;
-using RulePtr = std::unique_ptr<nftnl_rule, NftFree<nftnl_rule, nftnl_rule_free>>;
-using UdataPtr = std::unique_ptr<nftnl_udata_buf, NftFree<nftnl_udata_buf, nftnl_udata_buf_free>>;
+using TablePtr = CPtr<nftnl_table, nftnl_table_free>;
+using ChainPtr = CPtr<nftnl_chain, nftnl_chain_free>;
+using SetPtr = CPtr<nftnl_set, nftnl_set_free>;
+using RulePtr = CPtr<nftnl_rule, nftnl_rule_free>;
+using UdataPtr = CPtr<nftnl_udata_buf, nftnl_udata_buf_free>;
 
 constexpr std::uint32_t kTypeIpv4Addr = 7;  // nftables datatype ids, as `nft` shows them
 constexpr std::uint32_t kTypeIpv6Addr = 8;

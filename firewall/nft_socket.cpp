@@ -20,19 +20,15 @@
 #include <memory>
 #include <vector>
 
+#include "tunneld/c_ptr.hpp"
 #include "tunneld/error.hpp"
 
 namespace tunneld::firewall {
 
 namespace {
 
-struct SocketClose {
-    void operator()(mnl_socket* s) const { mnl_socket_close(s); }
-};
-using Socket = std::unique_ptr<mnl_socket, SocketClose>;
-struct RuleFree {
-    void operator()(nftnl_rule* r) const { nftnl_rule_free(r); }
-};
+using Socket = CPtr<mnl_socket, mnl_socket_close>;
+using RulePtr = CPtr<nftnl_rule, nftnl_rule_free>;
 
 std::string privilege_hint(int err) {
     if (err == EPERM || err == EACCES)
@@ -110,7 +106,7 @@ std::map<std::uint16_t, DropCounter> read_drop_counters(const std::string& table
     std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
     std::uint32_t seq = next_seq(1);
     nlmsghdr* nlh = nftnl_rule_nlmsg_build_hdr(buf.data(), NFT_MSG_GETRULE, NFPROTO_INET, NLM_F_DUMP, seq);
-    std::unique_ptr<nftnl_rule, RuleFree> filter(nftnl_rule_alloc());
+    RulePtr filter(nftnl_rule_alloc());
     nftnl_rule_set_str(filter.get(), NFTNL_RULE_TABLE, table.c_str());
     nftnl_rule_nlmsg_build_payload(nlh, filter.get());
     if (mnl_socket_sendto(nl.get(), nlh, nlh->nlmsg_len) < 0) {
@@ -125,7 +121,7 @@ std::map<std::uint16_t, DropCounter> read_drop_counters(const std::string& table
             if (e == ENOENT || e == 0) return false;  // no such table: no counters
             throw StartupError(std::string("firewall: cannot list rules: ") + std::strerror(e) + privilege_hint(e));
         }
-        std::unique_ptr<nftnl_rule, RuleFree> r(nftnl_rule_alloc());
+        RulePtr r(nftnl_rule_alloc());
         if (nftnl_rule_nlmsg_parse(m, r.get()) < 0) return true;
         if (std::string(nftnl_rule_get_str(r.get(), NFTNL_RULE_TABLE)) != table) return true;
         std::uint32_t len = 0;

@@ -7,14 +7,12 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
-#include <memory>
+#include "tunneld/c_ptr.hpp"
 
 namespace tunneld {
 
 template <class T, auto Free>
-struct OpensslFree {
-    void operator()(T* p) const { Free(p); }
-};
+using OpensslFree = CFree<T, Free>;
 
 using X509Ptr = std::unique_ptr<X509, OpensslFree<X509, X509_free>>;
 using X509ReqPtr = std::unique_ptr<X509_REQ, OpensslFree<X509_REQ, X509_REQ_free>>;

@@ -7,6 +7,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import textwrap
 import threading
 import time
 
@@ -56,6 +57,17 @@ def listener(ns, port, host="0.0.0.0"):
             f"s.bind(('{host}', {port})); s.listen(64); print('up', flush=True)\nconns=[]\n"
             "while True:\n c,_=s.accept(); conns.append(c)\n")
     p = ns.popen(["/usr/bin/python3", "-c", code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "up"
+    return p
+
+
+def until_stdin_closes(ns, setup, body, report):
+    """A Python loop inside `ns`: runs `setup`, prints "up", repeats `body` until the
+    test closes its stdin, then prints `report` (an expression). Returns the Popen."""
+    code = (f"import os,select,socket,time\n{setup}\nos.set_blocking(0, False)\nprint('up', flush=True)\n"
+            "while True:\n try:\n  if os.read(0, 1) == b'': break\n except BlockingIOError: pass\n"
+            + textwrap.indent(body, " ") + f"\nprint({report}, flush=True)\n")
+    p = ns.popen(["/usr/bin/python3", "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "up"
     return p
 
@@ -191,43 +203,23 @@ def test_allow_set_swaps_are_atomic_under_churn(site, workdir, ca, cleanup):
         peers=[{"name": "host-1", "connect": "10.88.2.1:8765", "local": "127.0.0.1:6432"}]),
         netns=site.good.name).start()
     cleanup.append(client.stop)
-    holder = site.good.popen(["/usr/bin/python3", "-c",
-                              "import os,socket,time\n"
-                              "c=socket.create_connection(('127.0.0.1',6432),timeout=5)\n"
-                              "os.set_blocking(0, False); n=0\n"
-                              "print('up',flush=True)\n"
-                              "while True:\n"
-                              " try:\n"
-                              "  if os.read(0, 1) == b'': break\n"
-                              " except BlockingIOError: pass\n"
-                              " c.sendall(b'ping'); assert c.recv(4)==b'ping'; n+=1; time.sleep(0.02)\n"
-                              "print('intact', n, flush=True)\n"],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = until_stdin_closes(site.good, "c=socket.create_connection(('127.0.0.1',6432),timeout=5); n=0",
+                                "c.sendall(b'ping'); assert c.recv(4)==b'ping'; n+=1; time.sleep(0.02)",
+                                "'intact', n")
     cleanup.append(holder.kill)
-    assert holder.stdout.readline().strip() == "up"
     # The outsider: a fresh non-blocking connect every 5 ms for as long as the churn
     # lasts, each given 300 ms to complete; it reports attempts and successes.
-    outsider = site.bad.popen(["/usr/bin/python3", "-c",
-                               "import socket,select,sys,time\n"
-                               "pending={}; attempts=0; through=0\n"
-                               "import os; os.set_blocking(0, False)\n"
-                               "print('up',flush=True)\n"
-                               "while True:\n"
-                               " try:\n"
-                               "  if os.read(0, 1) == b'': break\n"
-                               " except BlockingIOError: pass\n"
-                               " s=socket.socket(); s.setblocking(False); s.connect_ex(('10.88.1.1',8765))\n"
-                               " pending[s]=time.monotonic(); attempts+=1\n"
-                               " _,w,_=select.select([],list(pending),[],0.005)\n"
-                               " for x in w:\n"
-                               "  if x.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)==0: through+=1\n"
-                               "  x.close(); del pending[x]\n"
-                               " for x,t in list(pending.items()):\n"
-                               "  if time.monotonic()-t>0.3: x.close(); del pending[x]\n"
-                               "print(attempts, through, flush=True)\n"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    outsider = until_stdin_closes(site.bad, "pending={}; attempts=0; through=0",
+                                  "s=socket.socket(); s.setblocking(False); s.connect_ex(('10.88.1.1',8765))\n"
+                                  "pending[s]=time.monotonic(); attempts+=1\n"
+                                  "_,w,_=select.select([],list(pending),[],0.005)\n"
+                                  "for x in w:\n"
+                                  " if x.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)==0: through+=1\n"
+                                  " x.close(); del pending[x]\n"
+                                  "for x,t in list(pending.items()):\n"
+                                  " if time.monotonic()-t>0.3: x.close(); del pending[x]",
+                                  "attempts, through")
     cleanup.append(outsider.kill)
-    assert outsider.stdout.readline().strip() == "up"
     for i in range(30):
         write_hosts(f"10.88.{4 - i % 2}.2")  # alternates, starting with a change
         daemon.signal(signal.SIGHUP)
