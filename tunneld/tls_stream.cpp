@@ -103,6 +103,8 @@ TlsStream::TlsStream(asio::ip::tcp::socket socket, const TlsMaterial& material, 
             ssl_ = nullptr;
             return;
         }
+        BIO_set_callback_arg(sock.get(), reinterpret_cast<char*>(this));
+        BIO_set_callback_ex(sock.get(), &TlsStream::note_read);
         BIO_push(buffer.get(), sock.get());  // buffer -> sock, holding the second reference
         SSL_set_bio(ssl_, sock.release(), buffer.release());
         if (role == Role::server) SSL_set_accept_state(ssl_);
@@ -184,7 +186,18 @@ asio::awaitable<HandshakeResult> TlsStream::handshake() {
     co_return HandshakeResult{HandshakeFailure::io_error, std::strerror(saved)};
 }
 
+long TlsStream::note_read(BIO* b, int oper, const char*, std::size_t len, int, long, int ret, std::size_t* done) {
+    if (oper == (BIO_CB_READ | BIO_CB_RETURN))
+        reinterpret_cast<TlsStream*>(BIO_get_callback_arg(b))->drained_ = ret > 0 && done && *done < len;
+    return ret;
+}
+
 asio::awaitable<std::tuple<error_code, std::size_t>> TlsStream::read_some(asio::mutable_buffer buf) {
+    if (drained_ && !SSL_has_pending(ssl_)) {
+        drained_ = false;
+        auto [ec] = co_await socket_.async_wait(asio::socket_base::wait_read, as_tuple(use_awaitable));
+        if (ec) co_return std::tuple{error_code(asio::error::operation_aborted), std::size_t{0}};
+    }
     std::size_t n = 0;
     auto [ret, err] = co_await drive([&] { return SSL_read_ex(ssl_, buf.data(), buf.size(), &n); });
     if (err == SSL_ERROR_NONE) {

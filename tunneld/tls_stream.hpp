@@ -95,9 +95,15 @@ private:
     template <class Op>
     asio::awaitable<std::tuple<int, int>> drive(Op op);
 
+    // Set by a callback on the socket BIO: the last read(2) returned less than
+    // OpenSSL asked for, so the socket was empty then. The next read_some waits
+    // for readability first instead of a read(2) that would fail with EAGAIN.
+    static long note_read(BIO* b, int oper, const char*, std::size_t len, int, long, int ret, std::size_t* done);
+
     asio::ip::tcp::socket socket_;
     SSL* ssl_ = nullptr;
     PeerCheck check_;
+    bool drained_ = false;
 };
 
 }  // namespace tunneld
