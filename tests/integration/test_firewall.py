@@ -72,6 +72,13 @@ def until_stdin_closes(ns, setup, body, report):
     return p
 
 
+def guard_daemon(site, workdir, ca, protect, **kwargs):
+    """A tunneld (not started) in the host namespace, guarding `protect`; its
+    config is the file guard_config() writes."""
+    cfg = guard_config(workdir, ca, protect, **kwargs)
+    return lab.Tunneld(workdir, "host", open(cfg).read(), netns=site.host.name)
+
+
 @pytest.fixture
 def site():
     s = Site()
@@ -140,11 +147,9 @@ def test_tunnel_port_admits_allowed_peer_over_mtls_and_drops_others_v4_and_v6(si
     backend_port = 15432
     srv = listener(site.host, backend_port, "127.0.0.1")
     cleanup.append(srv.kill)
-    cfg = guard_config(workdir, ca, [(8765, ["10.88.2.0/24", "fd88:2::/64"])],
-                       inbound={"listen": ["0.0.0.0:8765", "[::]:8765"], "backend": f"127.0.0.1:{backend_port}",
-                                "allow": ["client-1"]})
-    daemon = lab.Tunneld(workdir, "host", open(cfg).read(), netns=site.host.name)
-    daemon.config_path = cfg
+    daemon = guard_daemon(site, workdir, ca, [(8765, ["10.88.2.0/24", "fd88:2::/64"])],
+                          inbound={"listen": ["0.0.0.0:8765", "[::]:8765"],
+                                   "backend": f"127.0.0.1:{backend_port}", "allow": ["client-1"]})
     daemon.start()
     cleanup.append(daemon.stop)
     daemon.wait_log(r"firewall: table inet tunneld applied")
@@ -156,7 +161,7 @@ def test_tunnel_port_admits_allowed_peer_over_mtls_and_drops_others_v4_and_v6(si
         assert "Verification: OK" in r.stderr or "CONNECTION ESTABLISHED" in r.stderr, r.stderr
     for addr in ("10.88.1.1", "fd88:1::1"):
         assert not can_connect(site.bad, addr, 8765)
-    shown = lab.tunneld_cli("firewall", "show", "--peer", cfg, netns=site.host).stdout
+    shown = lab.tunneld_cli("firewall", "show", "--peer", daemon.config_path, netns=site.host).stdout
     assert int(shown.split("drops to 8765: ")[1].split()[0]) >= 2, shown
     assert not daemon.log_lines(r"inbound handshake failed .*remote=10\.88\.1"), "a dropped SYN reached tunneld"
     srv.kill()  # the stand-in backend holds its connections open; closing them lets the daemon drain at once
@@ -246,11 +251,9 @@ def test_allow_set_swaps_are_atomic_under_churn(site, workdir, ca, cleanup):
 
 
 def test_guard_stays_while_daemon_is_down_and_is_replaced_on_restart(site, workdir, ca, cleanup):
-    cfg = guard_config(workdir, ca, [(5432, ["10.88.2.0/24"])])
     pg = listener(site.host, 5432)
     cleanup.append(pg.kill)
-    daemon = lab.Tunneld(workdir, "host", open(cfg).read(), netns=site.host.name)
-    daemon.config_path = cfg
+    daemon = guard_daemon(site, workdir, ca, [(5432, ["10.88.2.0/24"])])
     daemon.start()
     daemon.stop()
     assert daemon.log_lines(r"firewall: table inet tunneld kept \(on_exit: keep\)")
@@ -277,11 +280,9 @@ def test_guard_stays_while_daemon_is_down_and_is_replaced_on_restart(site, workd
 
 
 def test_a_table_changed_or_deleted_from_outside_is_put_back_at_once(site, workdir, ca, cleanup):
-    cfg = guard_config(workdir, ca, [(5432, ["10.88.2.0/24"])])
     pg = listener(site.host, 5432)
     cleanup.append(pg.kill)
-    daemon = lab.Tunneld(workdir, "host", open(cfg).read(), netns=site.host.name)
-    daemon.config_path = cfg
+    daemon = guard_daemon(site, workdir, ca, [(5432, ["10.88.2.0/24"])])
     daemon.start()
     cleanup.append(daemon.stop)
     # Someone lets themselves in by hand: the element goes at once.
@@ -303,11 +304,10 @@ def test_a_table_changed_or_deleted_from_outside_is_put_back_at_once(site, workd
 
 
 def test_two_daemons_sharing_one_table_stop_fighting_and_say_why(site, workdir, ca, cleanup):
-    cfg = guard_config(workdir, ca, [(5432, ["10.88.2.0/24"])])
-    first = lab.Tunneld(workdir, "host", open(cfg).read(), netns=site.host.name).start()
+    first = guard_daemon(site, workdir, ca, [(5432, ["10.88.2.0/24"])]).start()
     cleanup.append(first.stop)
     # A second instance, same table, a different allow list: each start/repair undoes the other.
-    text = open(cfg).read().replace("127.0.0.1:16432", "127.0.0.1:16442").replace("10.88.2.0/24", "10.88.1.0/24")
+    text = open(first.config_path).read().replace("127.0.0.1:16432", "127.0.0.1:16442").replace("10.88.2.0/24", "10.88.1.0/24")
     second = lab.Tunneld(workdir, "host2", text, netns=site.host.name).start()
     cleanup.append(second.stop)
     rx = r"keeps being changed by tunneld \(pid \d+\) \(5 times in 10 s\); is another tunneld using the same " \
@@ -321,9 +321,7 @@ def test_two_daemons_sharing_one_table_stop_fighting_and_say_why(site, workdir, 
 
 
 def test_on_exit_remove_deletes_the_table(site, workdir, ca):
-    cfg = guard_config(workdir, ca, [(5432, [])], extra="  on_exit: remove\n")
-    daemon = lab.Tunneld(workdir, "host", open(cfg).read(), netns=site.host.name)
-    daemon.config_path = cfg
+    daemon = guard_daemon(site, workdir, ca, [(5432, [])], extra="  on_exit: remove\n")
     daemon.start()
     assert site.host.exec(["nft", "list", "table", "inet", "tunneld"], check=False).returncode == 0
     daemon.stop()
