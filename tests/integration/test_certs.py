@@ -27,6 +27,16 @@ def make_pki(workdir, key_type="ec-p256"):
     return ca_dir, {"ca": os.path.join(ca_dir, "ca.crt"), "server": node("server-1"), "client": node("client-1")}
 
 
+def echo_pair(workdir, files, cleanup, start=True):
+    """A tunneld pair with the PKI's `files` in front of an echo backend; both are
+    stopped at teardown."""
+    backend = lab.Backend("echo")
+    cleanup.append(backend.close)
+    pair = lab.Pair(workdir, backend.address, files=files, start=start)
+    cleanup.append(pair.stop)
+    return pair
+
+
 def openssl_text(path):
     return subprocess.run(["openssl", "x509", "-in", path, "-noout", "-text"], capture_output=True,
                           text=True, check=True).stdout
@@ -77,10 +87,7 @@ def test_certificates_work_with_openssl_s_server_and_s_client(workdir):
 @pytest.mark.parametrize("key_type", ["ec-p256", "ed25519"])
 def test_tunneld_pair_runs_on_tunneld_made_certificates(workdir, cleanup, key_type):
     _, files = make_pki(workdir, key_type)
-    backend = lab.Backend("echo")
-    cleanup.append(backend.close)
-    pair = lab.Pair(workdir, backend.address, files=files)
-    cleanup.append(pair.stop)
+    pair = echo_pair(workdir, files, cleanup)
     with pair.connect() as c:
         c.sendall(b"made by tunneld certs")
         assert c.recv(100) == b"made by tunneld certs"
@@ -127,10 +134,7 @@ def test_clear_errors_for_bad_input(workdir):
 
 def test_rotation_under_a_live_stream_drops_nothing(workdir, cleanup):
     ca_dir, files = make_pki(workdir)
-    backend = lab.Backend("echo")
-    cleanup.append(backend.close)
-    pair = lab.Pair(workdir, backend.address, files=files)
-    cleanup.append(pair.stop)
+    pair = echo_pair(workdir, files, cleanup)
     old_server = lab.presented_serial(pair.tls_port, files["ca"], *files["client"])
     stream = lab.Stream(pair.local_port)
     r = cli("certs", "rotate", "--peer", pair.server.config_path, "--ca", ca_dir)
@@ -158,10 +162,7 @@ def test_rotation_under_a_live_stream_drops_nothing(workdir, cleanup):
 
 def test_csr_and_install_keep_the_key_on_the_node(workdir, cleanup):
     ca_dir, files = make_pki(workdir)
-    backend = lab.Backend("echo")
-    cleanup.append(backend.close)
-    pair = lab.Pair(workdir, backend.address, files=files)
-    cleanup.append(pair.stop)
+    pair = echo_pair(workdir, files, cleanup)
     csr = os.path.join(workdir, "server-1.csr")
     r = cli("certs", "csr", "--peer", pair.server.config_path, "--out", csr)
     assert r.returncode == 0, r.stderr
@@ -183,15 +184,12 @@ def test_revoked_peer_is_refused_and_its_live_connection_closed_without_restart(
     ca_dir, files = make_pki(workdir)
     crl = os.path.join(workdir, "ca.crl")
     assert cli("certs", "crl", "--ca", ca_dir, "--out", crl).returncode == 0
-    backend = lab.Backend("echo")
-    cleanup.append(backend.close)
-    pair = lab.Pair(workdir, backend.address, files=files, start=False)
+    pair = echo_pair(workdir, files, cleanup, start=False)
     text = open(pair.server.config_path).read().replace(f"  key: {files['server'][1]}\n",
                                                           f"  key: {files['server'][1]}\n  crl: {crl}\n")
     open(pair.server.config_path, "w").write(text)
     pair.server.start()
     pair.client.start()
-    cleanup.append(pair.stop)
     live = pair.connect()
     live.sendall(b"before")
     assert live.recv(10) == b"before"
@@ -216,10 +214,7 @@ def test_revoked_peer_is_refused_and_its_live_connection_closed_without_restart(
 @pytest.mark.parametrize("case", ["key_mismatch", "unknown_ca", "expired", "two_step_write"])
 def test_invalid_new_material_is_refused_and_old_keeps_serving(workdir, cleanup, case):
     ca_dir, files = make_pki(workdir)
-    backend = lab.Backend("echo")
-    cleanup.append(backend.close)
-    pair = lab.Pair(workdir, backend.address, files=files)
-    cleanup.append(pair.stop)
+    pair = echo_pair(workdir, files, cleanup)
     cert, key = files["server"]
     old = lab.presented_serial(pair.tls_port, files["ca"], *files["client"])
     live = lab.Stream(pair.local_port)
@@ -337,10 +332,7 @@ def test_expiry_is_warned_about(workdir, cleanup):
     r = cli("certs", "issue", "--ca", ca_dir, "--name", "server-1", "--days", "5",
             "--out", os.path.join(workdir, "server-1"), "--ip", "127.0.0.1")
     assert r.returncode == 0
-    backend = lab.Backend("echo")
-    cleanup.append(backend.close)
-    pair = lab.Pair(workdir, backend.address, files=files)
-    cleanup.append(pair.stop)
+    pair = echo_pair(workdir, files, cleanup)
     pair.server.wait_log(r"warn.* certificate .*server-1.crt \(serial [0-9A-F]+\) expires in 4 day\(s\): rotate it")
     assert not pair.client.log_lines("expires in")
 
