@@ -358,40 +358,28 @@ TEST(FirewallConfig, ParsesEveryKey) {
 }
 
 TEST(FirewallConfig, ErrorsNamePositionAndFix) {
-    EXPECT_NE(error_of("firewall:\n  protect:\n    - {port: 5432, allow: [10.0.0.1/8]}\n")
-                  .find("t.yaml:11:28: 'firewall.protect[].allow': '10.0.0.1/8' has host bits set; did you mean "
-                        "10.0.0.0/8?"),
-              std::string::npos)
-        << error_of("firewall:\n  protect:\n    - {port: 5432, allow: [10.0.0.1/8]}\n");
-    EXPECT_NE(error_of("firewall:\n  protect:\n    - {port: 5432}\n")
-                  .find("missing required key 'firewall.protect[].allow' ([] = loopback only)"),
-              std::string::npos);
-    EXPECT_NE(error_of("firewall:\n  protect:\n    - {allow: []}\n")
-                  .find("missing required key 'firewall.protect[].port'"),
-              std::string::npos);
-    EXPECT_NE(error_of("firewall:\n  protect:\n    - {port: 70000, allow: []}\n")
-                  .find("'firewall.protect[].port' must be a whole number from 1 to 65535"),
-              std::string::npos)
-        << error_of("firewall:\n  protect:\n    - {port: 70000, allow: []}\n");
-    EXPECT_NE(error_of("firewall:\n  protect:\n    - {port: 1, allow: []}\n    - {port: 1, allow: []}\n")
-                  .find("port 1 is listed twice"),
-              std::string::npos);
-    EXPECT_NE(error_of("firewall:\n  protect:\n    - {port: 1, allow: [db.example.net]}\n")
-                  .find("'db.example.net' is not an IP address or prefix"),
-              std::string::npos);
-    EXPECT_NE(error_of("firewall:\n  protect:\n    - {port: 1, allow: 10.0.0.0/8}\n")
-                  .find("'firewall.protect[].allow' must be a list"),
-              std::string::npos);
-    EXPECT_NE(error_of("firewall:\n  on_exit: delete\n").find("'firewall.on_exit' must be keep or remove"),
-              std::string::npos);
-    EXPECT_NE(error_of("firewall:\n  enabled: yes\n").find("'firewall.enabled' must be true or false"),
-              std::string::npos);
-    EXPECT_NE(error_of("firewall:\n  table: 'my table'\n").find("'firewall.table' must be 1-32 letters"),
-              std::string::npos);
-    EXPECT_NE(error_of("firewall:\n  ports: [5432]\n").find("unknown key 'firewall.ports'"), std::string::npos)
-        << error_of("firewall:\n  ports: [5432]\n");
-    EXPECT_NE(error_of("firewall:\n  resolve_interval: 100ms\n").find("'firewall.resolve_interval' must be at least 1s"),
-              std::string::npos);
+    const std::pair<const char*, const char*> cases[] = {
+        {"firewall:\n  protect:\n    - {port: 5432, allow: [10.0.0.1/8]}\n",
+         "t.yaml:11:28: 'firewall.protect[].allow': '10.0.0.1/8' has host bits set; did you mean 10.0.0.0/8?"},
+        {"firewall:\n  protect:\n    - {port: 5432}\n",
+         "missing required key 'firewall.protect[].allow' ([] = loopback only)"},
+        {"firewall:\n  protect:\n    - {allow: []}\n", "missing required key 'firewall.protect[].port'"},
+        {"firewall:\n  protect:\n    - {port: 70000, allow: []}\n",
+         "'firewall.protect[].port' must be a whole number from 1 to 65535"},
+        {"firewall:\n  protect:\n    - {port: 1, allow: []}\n    - {port: 1, allow: []}\n", "port 1 is listed twice"},
+        {"firewall:\n  protect:\n    - {port: 1, allow: [db.example.net]}\n",
+         "'db.example.net' is not an IP address or prefix"},
+        {"firewall:\n  protect:\n    - {port: 1, allow: 10.0.0.0/8}\n", "'firewall.protect[].allow' must be a list"},
+        {"firewall:\n  on_exit: delete\n", "'firewall.on_exit' must be keep or remove"},
+        {"firewall:\n  enabled: yes\n", "'firewall.enabled' must be true or false"},
+        {"firewall:\n  table: 'my table'\n", "'firewall.table' must be 1-32 letters"},
+        {"firewall:\n  ports: [5432]\n", "unknown key 'firewall.ports'"},
+        {"firewall:\n  resolve_interval: 100ms\n", "'firewall.resolve_interval' must be at least 1s"},
+    };
+    for (const auto& [yaml, expected] : cases) {
+        auto err = error_of(yaml);
+        EXPECT_NE(err.find(expected), std::string::npos) << "config:\n" << yaml << "got: " << err;
+    }
 }
 
 }  // namespace
