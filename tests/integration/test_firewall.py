@@ -346,3 +346,11 @@ def test_without_cap_net_admin_the_daemon_refuses_to_start(site, workdir, ca):
     r = lab.tunneld_cli("check", "--peer", cfg, netns=site.host)
     assert "ok    firewall: port 5432 open to loopback only" in r.stdout, r.stdout
     assert "ok    firewall: nf_tables usable; table inet tunneld not applied yet" in r.stdout, r.stdout
+    # A peer name that does not resolve (this namespace has no DNS route) is named, not fatal.
+    with open(cfg) as f:
+        text = f.read().replace("10.88.9.9:1", "no-such-host.invalid:8765")
+    with open(cfg, "w") as f:
+        f.write(text)
+    r = lab.tunneld_cli("check", "--peer", cfg, netns=site.host)
+    assert "warn  firewall: peer address not resolved (its packets would be dropped): no-such-host.invalid: " \
+        in r.stdout, r.stdout
