@@ -13,6 +13,7 @@ packages=(
   libgtest-dev
   postgresql-15 postgresql-client-15
   stunnel4 nftables iptables iproute2 ethtool procps
+  haproxy prometheus
   python3 python3-pytest python3-cryptography
 )
 

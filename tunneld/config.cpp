@@ -1,4 +1,5 @@
 #include "tunneld/config.hpp"
+#include "tunneld/pg_check.hpp"
 
 #include <yaml-cpp/yaml.h>
 
@@ -126,6 +127,24 @@ Endpoint endpoint_value(MapReader& r, const YAML::Node& n, const std::string& ke
     return *ep;
 }
 
+// One address or a list of them (not empty, no unix sockets).
+std::vector<Endpoint> endpoint_list(MapReader& r, const YAML::Node& n, const std::string& key) {
+    std::vector<Endpoint> out;
+    if (n.IsSequence()) {
+        for (const auto& item : n) out.push_back(endpoint_value(r, item, "listen", false));
+        if (out.empty()) r.fail(n, "'" + key + "' must not be empty");
+    } else {
+        out.push_back(endpoint_value(r, n, "listen", false));
+    }
+    return out;
+}
+
+bool bool_value(MapReader& r, const YAML::Node& n, const std::string& key) {
+    auto v = scalar(r, n, key);
+    if (v != "true" && v != "false") r.fail(n, "'" + key + "' must be true or false");
+    return v == "true";
+}
+
 std::vector<std::string> identity_list(MapReader& r, const YAML::Node& n, const std::string& key) {
     if (!n.IsSequence())
         r.fail(n, "'" + r.qualified(key) + "' must be a list, as in [primary-1, standby-1]");
@@ -202,12 +221,7 @@ Config parse_config(const std::string& text, const std::string& path) {
         InboundConfig ic;
         auto* listen = r.find("listen");
         if (!listen) r.fail(*in, "missing required key 'inbound.listen'");
-        if (listen->IsSequence()) {
-            for (const auto& item : *listen) ic.listen.push_back(endpoint_value(r, item, "listen", false));
-            if (ic.listen.empty()) r.fail(*listen, "'inbound.listen' must not be empty");
-        } else {
-            ic.listen.push_back(endpoint_value(r, *listen, "listen", false));
-        }
+        ic.listen = endpoint_list(r, *listen, "inbound.listen");
         auto* backend = r.find("backend");
         if (!backend) r.fail(*in, "missing required key 'inbound.backend'");
         ic.backend = endpoint_value(r, *backend, "backend", true);
@@ -282,11 +296,7 @@ Config parse_config(const std::string& text, const std::string& path) {
     if (auto* fw = top.find("firewall")) {
         MapReader r(*fw, "firewall", path);
         FirewallConfig fc;
-        if (auto* n = r.find("enabled")) {
-            auto v = scalar(r, *n, "enabled");
-            if (v != "true" && v != "false") r.fail(*n, "'firewall.enabled' must be true or false");
-            fc.enabled = v == "true";
-        }
+        if (auto* n = r.find("enabled")) fc.enabled = bool_value(r, *n, "firewall.enabled");
         if (auto* n = r.find("table")) {
             fc.table = scalar(r, *n, "table");
             bool ok = !fc.table.empty() && fc.table.size() <= 32;
@@ -330,6 +340,21 @@ Config parse_config(const std::string& text, const std::string& path) {
         }
         r.finish();
         cfg.firewall = std::move(fc);
+    }
+    if (auto* h = top.find("health")) {
+        MapReader r(*h, "health", path);
+        if (auto* n = r.find("enabled")) cfg.health.enabled = bool_value(r, *n, "health.enabled");
+        if (auto* n = r.find("listen")) cfg.health.listen = endpoint_list(r, *n, "health.listen");
+        if (auto* n = r.find("postgres")) {
+            cfg.health.postgres = scalar(r, *n, "postgres");
+            if (cfg.health.postgres.empty())
+                r.fail(*n, "'health.postgres' is empty: give a libpq conninfo or leave the key out");
+            if (auto why = conninfo_error(cfg.health.postgres); !why.empty())
+                r.fail(*n, "'health.postgres' is not a libpq connection string: " + why);
+        }
+        read_duration(r, "probe_interval", cfg.health.probe_interval, 100ms);
+        read_duration(r, "check_timeout", cfg.health.check_timeout, 100ms);
+        r.finish();
     }
     if (auto* lv = top.find("log_level")) {
         cfg.log_level = scalar(top, *lv, "log_level");

@@ -65,6 +65,14 @@ struct FirewallConfig {
     Duration resolve_interval = 60s;       // how often peer names are resolved again
 };
 
+struct HealthConfig {
+    bool enabled = true;                                        // the HTTP endpoint (on unless enabled: false)
+    std::vector<Endpoint> listen{Endpoint{"127.0.0.1", 8080, {}}};  // one or more addresses
+    std::string postgres;              // libpq conninfo for role and lag; empty = no postgres checks
+    Duration probe_interval = 2s;      // peer probe ping period; a peer is down after 2 missed pongs
+    Duration check_timeout = 3s;       // each backend / postgres check (connect + query)
+};
+
 struct Config {
     std::string path;  // the file this came from (for messages)
     std::string node;  // this node's identity; must be a SAN DNS name of tls.cert
@@ -77,6 +85,7 @@ struct Config {
     unsigned workers = 0;  // I/O threads; 0 = "auto" (one per CPU, at most 8)
     std::string log_level = "info";
     std::optional<FirewallConfig> firewall;
+    HealthConfig health;
 };
 
 // Reads and parses the file at `path`. Throws StartupError (with file:line:col).

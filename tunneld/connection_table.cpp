@@ -33,15 +33,15 @@ std::size_t ConnectionTable::size() const {
     return live_.size();
 }
 
-void ConnectionTable::close_all() {
+void ConnectionTable::close_all(bool probes_only) {
     std::vector<std::shared_ptr<LiveConnection>> all;
     {
         std::lock_guard lock(mutex_);
         for (auto& [id, c] : live_) all.push_back(c);
     }
     for (auto& c : all)
-        boost::asio::post(c->executor, [c] {
-            if (c->alive && c->close) c->close();
+        boost::asio::post(c->executor, [c, probes_only] {
+            if (c->alive && c->close && (c->probe || !probes_only)) c->close();
         });
 }
 

@@ -24,6 +24,7 @@ struct LiveConnection {
     std::uint64_t id = 0;
     X509Ptr peer_cert;     // set after the handshake; checked when a new CRL arrives
     bool revoked = false;  // closed because peer_cert was revoked
+    bool probe = false;    // a peer probe connection (closed at once on SIGTERM, not drained)
 };
 
 // Clears c.close when a scope that the hook references ends.
@@ -62,8 +63,9 @@ public:
     // Forgets `c` (called by ~Admission). Must run on c's executor.
     void release(const std::shared_ptr<LiveConnection>& c);
     std::size_t size() const;
-    // Posts close() to every live connection's executor.
-    void close_all();
+    // Posts close() to every live connection's executor; with probes_only,
+    // only to peer probe connections.
+    void close_all(bool probes_only = false);
     // Posts to every live connection a check of its peer certificate against
     // `store`; revoked ones are marked and closed. `keep_alive` holds the store.
     void close_revoked(std::shared_ptr<const void> keep_alive, X509_STORE* store);

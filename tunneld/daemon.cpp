@@ -16,7 +16,12 @@
 #include <optional>
 
 #include "firewall/guard.hpp"
+#include "firewall/nft_socket.hpp"
+#include "tunneld/backend_monitor.hpp"
 #include "tunneld/error.hpp"
+#include "tunneld/health_routes.hpp"
+#include "tunneld/health_server.hpp"
+#include "tunneld/probe.hpp"
 #include "tunneld/file_watch.hpp"
 #include "tunneld/inbound.hpp"
 #include "tunneld/outbound.hpp"
@@ -41,6 +46,19 @@ std::string summary(const Config& cfg, const TlsMaterial& m) {
            std::to_string(m.days_left()) + " days left)";
 }
 
+std::int64_t steady_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
+
+std::int64_t unix_seconds(std::chrono::system_clock::time_point t) {
+    return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+}
+
+// Every event loop stamps its heartbeat once a second; one that has not done
+// so for this long is taken as wedged (liveness 503, no WATCHDOG=1).
+constexpr std::int64_t kHeartbeatStaleMs = 5000;
+
 }  // namespace
 
 struct Daemon::Impl {
@@ -60,6 +78,18 @@ struct Daemon::Impl {
     asio::signal_set signals{io, SIGHUP, SIGTERM, SIGINT};
     TlsFileWatch watch;
     asio::steady_timer expiry_timer{io};
+    // Health: the peer probes, the backend check, the HTTP server, heartbeats.
+    std::int64_t started_at = unix_now();
+    std::vector<std::unique_ptr<PeerProbe>> probes;
+    std::optional<BackendMonitor> backend_monitor;
+    std::optional<HealthServer> health;
+    std::unique_ptr<std::atomic<std::int64_t>[]> heartbeats;  // [0] = main loop, [1..] = workers
+    std::atomic<bool> listeners_up{false};
+    std::atomic<bool> stopping{false};
+    std::atomic<bool> firewall_applied{false};
+    std::atomic<std::uint64_t> firewall_repairs{0};
+    Latest<std::string> firewall_error;
+    asio::steady_timer notify_timer{io};
     int warned_threshold = 1 << 30;      // smallest certificate expiry threshold warned about
     int warned_crl_threshold = 1 << 30;  // same for the CRL's nextUpdate
 
@@ -74,6 +104,7 @@ struct Daemon::Impl {
             guard_events.emplace(config.firewall->table);  // before applying: no change goes unseen
             guard_fd.assign(::dup(guard_events->fd()));
             guard->apply();
+            firewall_applied = true;
             for (const auto& e : guard->resolve_errors())
                 spdlog::warn("firewall: peer address not resolved (retried every {}): {}",
                              format_duration(config.firewall->resolve_interval), e);
@@ -82,6 +113,131 @@ struct Daemon::Impl {
         }
         if (config.inbound) inbound.emplace(rt, io);
         if (!config.peers.empty()) outbound.emplace(rt, io);
+        for (const auto& peer : config.peers) probes.push_back(std::make_unique<PeerProbe>(rt, peer));
+        if (BackendMonitor::wanted(config)) backend_monitor.emplace(config, io, rt.backend);
+        heartbeats.reset(new std::atomic<std::int64_t>[pool.size() + 1]);
+        for (std::size_t i = 0; i <= pool.size(); ++i) heartbeats[i] = steady_ms();
+        if (config.health.enabled) health.emplace(config.health.listen, [this](bool full) { return snapshot(full); });
+    }
+
+    // ------------------------------------------------------------- health
+
+    bool loops_alive() const {
+        if (stopping) return true;  // heartbeats end with the drain
+        auto now = steady_ms();
+        for (std::size_t i = 0; i <= pool.size(); ++i)
+            if (now - heartbeats[i].load() > kHeartbeatStaleMs) return false;
+        return true;
+    }
+
+    asio::awaitable<void> heartbeat(std::size_t slot) {
+        asio::steady_timer timer(co_await asio::this_coro::executor);
+        while (!stopping) {
+            heartbeats[slot] = steady_ms();
+            timer.expires_after(std::chrono::seconds(1));
+            co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+        }
+    }
+
+    // Called on the health server's thread: everything read here is atomic or locked.
+    Snapshot snapshot(bool full) {
+        Snapshot s;
+        s.node = config.node;
+        s.version = TUNNELD_VERSION;
+        s.now = unix_now();
+        s.started_at = started_at;
+        s.workers_alive = loops_alive();
+        s.stopping = stopping;
+        s.listeners_up = listeners_up;
+        auto m = rt.tls.load();
+        s.cert_serial = m->serial_hex;
+        s.cert_not_after = unix_seconds(m->not_after);
+        s.reloads = rt.stats.reloads();
+        if (config.inbound) {
+            for (const auto& l : config.inbound->listen) s.inbound_listen.push_back(l.to_string());
+            s.inbound_backend = config.inbound->backend.to_string();
+        }
+        for (const auto& p : probes)
+            s.peers.push_back(PeerView{p->peer().name, p->peer().connect.to_string(), p->peer().local.to_string(),
+                                       p->state()});
+        for (const auto& [dir, peer, t] : rt.stats.all_traffic()) {
+            TrafficView v{dir, peer, t->active.load(), t->opened.load(), t->bytes.from_tls.load(),
+                          t->bytes.to_tls.load(), t->last_handshake.load(), {}, 0};
+            std::tie(v.last_error, v.last_error_at) = t->last_error();
+            s.traffic.push_back(std::move(v));
+        }
+        for (auto dir : {Direction::inbound, Direction::outbound}) {
+            for (std::size_t i = 0; i < kHandshakeFailureCount; ++i) {
+                auto f = static_cast<HandshakeFailure>(i);
+                s.handshakes[{dir, f == HandshakeFailure::none ? "ok" : to_string(f)}] = rt.stats.handshakes(dir, f);
+            }
+            for (int i = 0; i <= static_cast<int>(CloseReason::protocol); ++i) {
+                auto r = static_cast<CloseReason>(i);
+                s.closes[{dir, to_string(r)}] = rt.stats.closes(dir, r);
+            }
+        }
+        if (guard) {
+            s.firewall.enabled = true;
+            s.firewall.table = config.firewall->table;
+            s.firewall.applied = firewall_applied;
+            s.firewall.error = firewall_error.get();
+            s.firewall.repairs = firewall_repairs;
+            if (full) {
+                try {
+                    for (const auto& [port, d] : firewall::read_drop_counters(config.firewall->table))
+                        s.firewall.drops[port] = {d.packets, d.bytes};
+                } catch (const StartupError& e) {
+                    s.firewall.error = std::string("cannot read the drop counters: ") + e.what();
+                }
+            }
+        }
+        s.backend_checked_by_config = BackendMonitor::wanted(config);
+        s.postgres_configured = !config.health.postgres.empty();
+        s.backend = rt.backend.get();
+        return s;
+    }
+
+    // READY=1 once the listeners and the firewall are up (they are, by now),
+    // the backend has been checked once and every peer probe has its first
+    // answer or failure, or after
+    // timeouts.connect + timeouts.handshake (at most 10 s) at the latest.
+    asio::awaitable<void> announce_ready() {
+        auto deadline = std::chrono::steady_clock::now() +
+                        std::min<Duration>(config.timeouts.connect + config.timeouts.handshake, std::chrono::seconds(10));
+        asio::steady_timer timer(io);
+        for (;;) {
+            bool all = std::all_of(probes.begin(), probes.end(), [](auto& p) { return p->state().probed; }) &&
+                       (!backend_monitor || rt.backend.get().checked);
+            if (all || std::chrono::steady_clock::now() >= deadline || stopping) break;
+            timer.expires_after(std::chrono::milliseconds(20));
+            co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+        }
+        if (stopping) co_return;
+        auto line = one_line_summary(snapshot(false));
+        spdlog::info("tunneld {} ready: {}; {}", TUNNELD_VERSION, summary(config, *rt.tls.load()), line);
+        sd_notify(0, ("READY=1\nSTATUS=" + line).c_str());
+        co_await notify_loop(line);
+    }
+
+    // WATCHDOG=1 at half of WatchdogSec while every event loop answers, and
+    // STATUS= whenever the one-line summary changes (checked every 2 s).
+    asio::awaitable<void> notify_loop(std::string last) {
+        std::uint64_t watchdog_usec = 0;
+        bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0;
+        Duration period = std::chrono::seconds(2);
+        if (watchdog)
+            period = std::min(period, std::chrono::duration_cast<Duration>(std::chrono::microseconds(watchdog_usec / 2)));
+        while (!stopping) {
+            if (watchdog && loops_alive()) sd_notify(0, "WATCHDOG=1");
+            auto line = one_line_summary(snapshot(false));
+            if (line != last) {
+                sd_notify(0, ("STATUS=" + line).c_str());
+                last = line;
+            }
+            notify_timer.expires_after(period);
+            auto [ec] = co_await notify_timer.async_wait(asio::as_tuple(asio::use_awaitable));
+            if (ec) co_return;
+        }
     }
 
     // Resolves peer names again and swaps the allowed addresses if they changed.
@@ -141,10 +297,15 @@ struct Daemon::Impl {
                     guard->reapply();
                 }
                 ++guard_repairs;
+                firewall_repairs = guard_repairs;
+                firewall_applied = true;
+                firewall_error.set("");
                 spdlog::warn("firewall: table inet {} was changed by {}; put back as configured in one transaction "
                              "({} time(s) since start)",
                              config.firewall->table, who, guard_repairs);
             } catch (const StartupError& e) {
+                firewall_applied = false;
+                firewall_error.set(std::string("changed by ") + who + " and could not be put back: " + e.what());
                 spdlog::error("firewall: table inet {} was changed by {} and could not be put back: {}",
                               config.firewall->table, who, e.what());
             }
@@ -178,6 +339,7 @@ struct Daemon::Impl {
         try {
             auto fresh = load_tls_material(config.tls, config.node, old->generation + 1);
             rt.tls.store(fresh);
+            rt.stats.count_reload("");
             spdlog::info("reload ({}): TLS material replaced (cert serial {} -> {}, {} days left); "
                          "live connections keep theirs",
                          why, old->serial_hex, fresh->serial_hex, fresh->days_left());
@@ -186,6 +348,7 @@ struct Daemon::Impl {
             warned_threshold = warned_crl_threshold = 1 << 30;
             warn_expiry();
         } catch (const StartupError& e) {
+            rt.stats.count_reload(e.what());
             spdlog::error("reload ({}) failed, still serving cert serial {}: {}", why, old->serial_hex,
                           e.what());
         }
@@ -247,6 +410,7 @@ struct Daemon::Impl {
                 co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
             }
         }
+        if (health) health->stop();
         pool.stop_when_idle();
         firewall_on_exit();
         spdlog::info("stopped");
@@ -260,10 +424,15 @@ struct Daemon::Impl {
                 sd_notify(0, "RELOADING=1");
                 reload("SIGHUP");
                 refresh_firewall("SIGHUP");
-                sd_notify(0, ("READY=1\nSTATUS=" + summary(config, *rt.tls.load())).c_str());
+                sd_notify(0, ("READY=1\nSTATUS=" + one_line_summary(snapshot(false))).c_str());
                 continue;
             }
             sd_notify(0, "STOPPING=1");
+            stopping = true;
+            notify_timer.cancel();
+            for (auto& p : probes) p->stop();
+            if (backend_monitor) backend_monitor->stop();
+            rt.connections.close_all(true);  // peers' probes: nothing to drain
             watch.stop();
             expiry_timer.cancel();
             resolve_timer.cancel();
@@ -292,9 +461,13 @@ int Daemon::run() {
         asio::co_spawn(d.io, d.guard_watch(), asio::detached);
     }
     d.watch.start();
-    auto material = d.rt.tls.load();
-    spdlog::info("tunneld {} ready: {}", TUNNELD_VERSION, summary(d.config, *material));
-    sd_notify(0, ("READY=1\nSTATUS=" + summary(d.config, *material)).c_str());
+    asio::co_spawn(d.io, d.heartbeat(0), asio::detached);
+    for (std::size_t i = 0; i < d.pool.size(); ++i) asio::co_spawn(d.pool.at(i), d.heartbeat(i + 1), asio::detached);
+    if (d.backend_monitor) d.backend_monitor->start();
+    for (auto& p : d.probes) p->start();
+    if (d.health) d.health->start();
+    d.listeners_up = true;
+    asio::co_spawn(d.io, d.announce_ready(), asio::detached);
     d.io.run();
     d.pool.join();
     return 0;

@@ -13,6 +13,7 @@
 #include "tunneld/conn_log.hpp"
 #include "tunneld/dial.hpp"
 #include "tunneld/listener.hpp"
+#include "tunneld/probe.hpp"
 #include "tunneld/relay_buffers.hpp"
 #include "tunneld/socket_options.hpp"
 
@@ -22,6 +23,15 @@ namespace asio = boost::asio;
 using asio::ip::tcp;
 
 namespace {
+
+// Logs and counts the end of a connection from a verified peer.
+void finish(Runtime& rt, const ConnInfo& info, const RelayResult& r) {
+    log_close(info, r);
+    rt.stats.count_close(Direction::inbound, r.reason);
+    if (r.reason != CloseReason::finished && !info.peer.empty())
+        rt.stats.traffic(Direction::inbound, info.peer).set_error(std::string(to_string(r.reason)) +
+                                                                  (r.detail.empty() ? "" : ": " + r.detail));
+}
 
 // Connects to the backend (TCP or unix) and relays; logs the close line.
 template <class Plain>
@@ -43,15 +53,19 @@ asio::awaitable<void> relay_to_backend(Runtime& rt, LiveConnection& live, ConnIn
     }
     if (!err.empty()) {
         tls.close();
-        log_close(info, RelayResult{0, 0, CloseReason::backend_unreachable,
-                                    in.backend.to_string() + ": " + err});
+        finish(rt, info, RelayResult{0, 0, CloseReason::backend_unreachable, in.backend.to_string() + ": " + err});
         co_return;
     }
     log_open(info, tls.resumed());
-    RelayBuffers buffers;
-    auto result = co_await relay(backend, tls, buffers.out(), buffers.in());
+    auto& traffic = rt.stats.traffic(Direction::inbound, info.peer);
+    RelayResult result;
+    {
+        ActiveGuard active(traffic);
+        RelayBuffers buffers;
+        result = co_await relay(backend, tls, buffers.out(), buffers.in(), &traffic.bytes);
+    }
     if (live.revoked) result.reason = CloseReason::revoked;
-    log_close(info, result);
+    finish(rt, info, result);
 }
 
 // Takes one of the source's limits.max_handshakes_per_source slots. When all
@@ -88,14 +102,14 @@ asio::awaitable<void> serve(Runtime& rt, tcp::socket socket) {
 
     auto live = rt.connections.admit(socket.get_executor(), info.id);
     if (!live) {
-        log_close(info, RelayResult{0, 0, CloseReason::limit,
-                                    "limits.max_connections=" + std::to_string(cfg.limits.max_connections)});
+        finish(rt, info, RelayResult{0, 0, CloseReason::limit,
+                                     "limits.max_connections=" + std::to_string(cfg.limits.max_connections)});
         co_return;
     }
 
     if (!co_await wait_for_handshake_slot(rt, source, socket.get_executor())) {
-        log_close(info, RelayResult{0, 0, CloseReason::limit,
-                                    "limits.max_handshakes_per_source=" +
+        finish(rt, info, RelayResult{0, 0, CloseReason::limit,
+                                     "limits.max_handshakes_per_source=" +
                                         std::to_string(cfg.limits.max_handshakes_per_source) +
                                         " busy for timeouts.handshake"});
         co_return;
@@ -111,19 +125,25 @@ asio::awaitable<void> serve(Runtime& rt, tcp::socket socket) {
     auto hs = co_await handshake_within(tls, cfg.timeouts.handshake);
     rt.connections.end_handshake(source);
     info.peer = tls.peer_check().matched;
+    rt.stats.count_handshake(Direction::inbound, hs.failure);
     if (!hs.ok()) {
         log_handshake_failure(info, hs);
         co_return;
     }
     const bool self = info.peer == cfg.node;
     if (tls.alpn() == kAlpnProbe) {
-        // A probe only proves the handshake (`certs rotate` confirms the serial we
-        // present this way); nothing is relayed.
-        spdlog::info("conn={} inbound probe from {} ({}): handshake ok, serial {}", info.id, info.peer,
-                     info.remote, material->serial_hex);
+        // A probe relays nothing: a peer's health probe gets pongs with our
+        // backend state (see probe.hpp); `certs rotate` only looks at the serial
+        // we present and closes.
+        spdlog::log(self ? spdlog::level::info : spdlog::level::debug,
+                    "conn={} inbound probe from {} ({}): handshake ok, serial {}", info.id, info.peer,
+                    info.remote, material->serial_hex);
+        live->probe = true;
+        co_await serve_probe(rt, tls, info);
         co_await tls.shutdown_send();
         co_return;
     }
+    rt.stats.traffic(Direction::inbound, info.peer).last_handshake = unix_now();
     if (self) {
         log_handshake_failure(info, HandshakeResult{HandshakeFailure::identity_not_allowed,
                                                     "this node's own identity may only probe"});

@@ -10,6 +10,7 @@
 
 #include "certs/commands.hpp"
 #include "firewall/commands.hpp"
+#include "tunneld/health_client.hpp"
 #include "tunneld/check.hpp"
 #include "tunneld/config.hpp"
 #include "tunneld/daemon.hpp"
@@ -120,6 +121,15 @@ int main(int argc, char** argv) {
     auto* fw_remove = fw->add_subcommand("remove", "delete the table");
     for (auto* sub : {fw_show, fw_apply, fw_remove})
         sub->add_option("--peer", fw_peer, "node config (YAML)")->required()->check(CLI::ExistingFile);
+    auto* health = app.add_subcommand(
+        "health", "ask the running daemon's health endpoint; exit 0 when it answers 200, else 1");
+    std::string health_peer, health_path = "/readiness";
+    health->add_option("--peer", health_peer, "node config (YAML); its health.listen is asked")
+        ->required()
+        ->check(CLI::ExistingFile);
+    health->add_option("--path", health_path,
+                       "/liveness /readiness /health /primary /replica[?lag=16MB] /read-only /status /metrics")
+        ->capture_default_str();
     app.require_subcommand(0, 1);
 
     try {
@@ -129,6 +139,7 @@ int main(int argc, char** argv) {
     }
 
     try {
+        if (*health) return tunneld::run_health(health_peer, health_path, std::cout, std::cerr);
         if (*check) return tunneld::run_check(check_file, std::cout, tunneld::firewall::check_lines);
         if (*fw_show) return tunneld::firewall::show(fw_peer, std::cout);
         if (*fw_apply) return tunneld::firewall::apply(fw_peer, std::cout);

@@ -56,8 +56,15 @@ asio::awaitable<void> serve(Runtime& rt, const PeerConfig& peer, SessionSlot& se
         local.close(ec);
         pub.close(ec);
     };
+    auto& traffic = rt.stats.traffic(Direction::outbound, peer.name);
+    auto finish = [&](const RelayResult& r) {
+        log_close(info, r);
+        rt.stats.count_close(Direction::outbound, r.reason);
+        if (r.reason != CloseReason::finished)
+            traffic.set_error(std::string(to_string(r.reason)) + (r.detail.empty() ? "" : ": " + r.detail));
+    };
     if (auto err = co_await dial(pub, peer.connect, cfg.timeouts.connect); !err.empty()) {
-        log_close(info, RelayResult{0, 0, CloseReason::peer_unreachable, err});
+        finish(RelayResult{0, 0, CloseReason::peer_unreachable, err});
         co_return;
     }
     info.remote = address_of(pub.remote_endpoint(ec));
@@ -73,16 +80,24 @@ asio::awaitable<void> serve(Runtime& rt, const PeerConfig& peer, SessionSlot& se
         tls.close();
     };
     auto hs = co_await handshake_within(tls, cfg.timeouts.handshake);
+    rt.stats.count_handshake(Direction::outbound, hs.failure);
     if (!hs.ok()) {
         log_handshake_failure(info, hs);
+        traffic.set_error(std::string("handshake failed: ") + to_string(hs.failure) +
+                          (hs.detail.empty() ? "" : " (" + hs.detail + ")"));
         co_return;
     }
+    traffic.last_handshake = unix_now();
     live->peer_cert.reset(SSL_get1_peer_certificate(tls.native()));
     log_open(info, tls.resumed());
-    RelayBuffers buffers;
-    auto result = co_await relay(local, tls, buffers.out(), buffers.in());
+    RelayResult result;
+    {
+        ActiveGuard active(traffic);
+        RelayBuffers buffers;
+        result = co_await relay(local, tls, buffers.out(), buffers.in(), &traffic.bytes);
+    }
     if (live->revoked) result.reason = CloseReason::revoked;
-    log_close(info, result);
+    finish(result);
 }
 
 }  // namespace

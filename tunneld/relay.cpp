@@ -97,6 +97,7 @@ struct Pair {
     RelayResult result;
     bool failed = false;
     bool tls_eof = false;  // the peer sent close_notify: it has nothing more to say
+    ByteCounters* counters = nullptr;
 
     // Records the first failure and closes both sides, ending the other loop.
     void fail(bool tls_side, const error_code& ec) {
@@ -146,6 +147,7 @@ asio::awaitable<void> local_to_tls(Pair<Plain>& p, std::span<char> buf) {
             co_return;
         }
         p.result.to_tls += n;
+        if (p.counters) p.counters->to_tls.fetch_add(n, std::memory_order_relaxed);
     }
 }
 
@@ -168,6 +170,7 @@ asio::awaitable<void> tls_to_local(Pair<Plain>& p, std::span<char> buf) {
             co_return;
         }
         p.result.from_tls += n;
+        if (p.counters) p.counters->from_tls.fetch_add(n, std::memory_order_relaxed);
     }
 }
 
@@ -175,18 +178,19 @@ asio::awaitable<void> tls_to_local(Pair<Plain>& p, std::span<char> buf) {
 
 template <class Plain>
 asio::awaitable<RelayResult> relay(Plain& local, TlsStream& tls, std::span<char> buf_out,
-                                   std::span<char> buf_in) {
+                                   std::span<char> buf_in, ByteCounters* counters) {
     error_code ignored;
     local.non_blocking(true, ignored);
     Pair<Plain> p{local, tls, {}};
+    p.counters = counters;
     co_await (local_to_tls(p, buf_out) && tls_to_local(p, buf_in));
     p.close();
     co_return p.result;
 }
 
 template asio::awaitable<RelayResult> relay(asio::ip::tcp::socket&, TlsStream&, std::span<char>,
-                                            std::span<char>);
+                                            std::span<char>, ByteCounters*);
 template asio::awaitable<RelayResult> relay(asio::local::stream_protocol::socket&, TlsStream&,
-                                            std::span<char>, std::span<char>);
+                                            std::span<char>, std::span<char>, ByteCounters*);
 
 }  // namespace tunneld

@@ -4,6 +4,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <atomic>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -37,19 +38,27 @@ struct RelayResult {
     std::string detail;  // error text of the first failure, if any
 };
 
+// Live byte counts of relays, shared with the metrics (relaxed atomics).
+struct ByteCounters {
+    std::atomic<std::uint64_t> from_tls{0};
+    std::atomic<std::uint64_t> to_tls{0};
+};
+
 // Relays until both directions have ended. EOF in one direction is passed on
 // as a half-close (TCP shutdown(SHUT_WR) locally, close_notify + SHUT_WR on
 // the TLS side) and the other direction keeps flowing. An error in either
 // direction closes both sockets at once, so the other loop ends immediately.
 // `buf_out` and `buf_in` are the two reused buffers (one per direction).
+// Every chunk relayed is also added to `counters` (when not null) as it goes.
 // Both streams are closed when this returns. Never throws for I/O errors.
 template <class Plain>
 asio::awaitable<RelayResult> relay(Plain& local, TlsStream& tls, std::span<char> buf_out,
-                                   std::span<char> buf_in);
+                                   std::span<char> buf_in, ByteCounters* counters = nullptr);
 
 extern template asio::awaitable<RelayResult> relay(asio::ip::tcp::socket&, TlsStream&,
-                                                   std::span<char>, std::span<char>);
+                                                   std::span<char>, std::span<char>, ByteCounters*);
 extern template asio::awaitable<RelayResult> relay(asio::local::stream_protocol::socket&,
-                                                   TlsStream&, std::span<char>, std::span<char>);
+                                                   TlsStream&, std::span<char>, std::span<char>,
+                                                   ByteCounters*);
 
 }  // namespace tunneld

@@ -9,8 +9,10 @@
 #include <thread>
 #include <vector>
 
+#include "tunneld/backend_state.hpp"
 #include "tunneld/config.hpp"
 #include "tunneld/connection_table.hpp"
+#include "tunneld/stats.hpp"
 #include "tunneld/tls_context.hpp"
 
 namespace tunneld {
@@ -23,6 +25,8 @@ public:
     void start();                     // starts the threads
     void stop_when_idle();            // lets run() return once no work is left
     void join();
+    std::size_t size() const { return contexts_.size(); }
+    boost::asio::io_context& at(std::size_t i) { return contexts_[i]; }
 
 private:
     std::deque<boost::asio::io_context> contexts_;
@@ -37,6 +41,8 @@ struct Runtime {
     ConnectionTable connections;
     std::atomic<std::shared_ptr<const TlsMaterial>> tls;
     std::atomic<std::uint64_t> next_id{1};
+    Stats stats;
+    Latest<BackendState> backend;  // this node's database, as BackendMonitor saw it last
 
     Runtime(const Config& c, IoPool& p, std::shared_ptr<const TlsMaterial> material)
         : config(c), pool(p), connections(static_cast<std::size_t>(c.limits.max_connections)),

@@ -6,6 +6,7 @@ are stopped by PID, namespaces by the names this module generated."""
 import datetime
 import hashlib
 import ipaddress
+import json
 import os
 import re
 import shutil
@@ -147,6 +148,10 @@ def node_config(node, ca, cert, key, inbound=None, peers=(), extra=""):
         lines.append("peers:")
         for p in peers:
             lines += [f"  - name: {p['name']}", f'    connect: "{p["connect"]}"', f'    local: "{p["local"]}"']
+    if "health:" not in extra:
+        # Every daemon gets its own health port: 127.0.0.1:8080 (the default) is shared
+        # by every test daemon in the host namespace.
+        lines += ["health:", f'  listen: "127.0.0.1:{free_port()}"', "  probe_interval: 500ms"]
     return "\n".join(lines) + "\n" + extra
 
 
@@ -225,6 +230,20 @@ class Tunneld:
     def signal(self, sig):
         self.proc.send_signal(sig)
 
+    @property
+    def health_address(self):
+        """host:port of this daemon's health endpoint, from its config."""
+        m = re.search(r'^health:\n(?:  .*\n)*?  listen: "?([^"\n]+)"?', open(self.config_path).read(), re.M)
+        return m.group(1) if m else "127.0.0.1:8080"
+
+    def http(self, path, method="GET", timeout=10):
+        """(status, headers dict, body text) of one request to the health endpoint,
+        made from inside this daemon's namespace."""
+        return http_request(self.health_address, path, method=method, netns=self.netns, timeout=timeout)
+
+    def status(self):
+        return json.loads(self.http("/status")[2])
+
     def fd_count(self):
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
@@ -241,6 +260,29 @@ class Tunneld:
             self.notify.close()
             print(f"----- {self.name} log ({self.log_path}) -----\n{self.read_log()}")
         return self.proc.returncode if self.proc else None
+
+
+_HTTP_SNIPPET = r"""
+import http.client, json, sys
+host, port = sys.argv[1].rsplit(":", 1)
+c = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=float(sys.argv[4]))
+c.request(sys.argv[2], sys.argv[3])
+r = c.getresponse()
+print(json.dumps([r.status, dict(r.getheaders()), r.read().decode(errors="replace")]))
+"""
+
+
+def http_request(address, path, method="GET", netns=None, timeout=10):
+    """(status, headers, body) of an HTTP request to address (host:port), made inside
+    `netns` (a name) when given, so tests never reach beyond their own namespaces."""
+    cmd = ["/usr/bin/python3", "-c", _HTTP_SNIPPET, address, method, path, str(timeout)]
+    if netns:
+        cmd = ["ip", "netns", "exec", netns] + cmd
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout + 5)
+    if r.returncode != 0:
+        raise ConnectionError(f"{method} http://{address}{path}: {r.stderr.strip().splitlines()[-1:]}")
+    status, headers, body = json.loads(r.stdout)
+    return status, headers, body
 
 
 # --------------------------------------------------------------------------- backends

@@ -1,0 +1,61 @@
+// What a node knows about its own database: whether the inbound backend
+// accepts connections and, when health.postgres is set, postgres' role and
+// replication position. Produced by BackendMonitor, served by the health
+// endpoint, and carried to peers in probe pongs.
+#pragma once
+#include <boost/json/fwd.hpp>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace tunneld {
+
+struct PostgresState {
+    bool up = false;                // connected and answered the status query
+    std::string error;              // why not, when !up
+    bool in_recovery = false;       // a standby
+    std::string current_lsn;        // primary: pg_current_wal_lsn()
+    std::string receive_lsn;        // standby: pg_last_wal_receive_lsn()
+    std::string replay_lsn;         // standby: pg_last_wal_replay_lsn()
+    std::string receiver_status;    // standby: pg_stat_wal_receiver.status ("streaming"), "" if none
+    bool replay_paused = false;     // standby: pg_is_wal_replay_paused()
+    double replay_delay_seconds = 0;  // standby: age of the last replayed transaction while behind, else 0
+};
+
+struct BackendState {
+    bool checked = false;        // a first check has finished
+    std::int64_t checked_at = 0; // unix seconds
+    bool reachable = false;      // accepts connections (inbound.backend, or postgres when no inbound)
+    std::string error;           // why not, when !reachable
+    std::optional<PostgresState> postgres;  // when health.postgres is set
+};
+
+boost::json::value to_json(const BackendState& s);
+// Reads what to_json wrote (from a peer: missing or mistyped fields read as
+// their defaults; never throws).
+BackendState backend_state_from_json(const boost::json::value& v);
+
+// "16/B374D848" -> 0x16B374D848; nullopt for anything else.
+std::optional<std::uint64_t> parse_lsn(std::string_view text);
+
+// The latest value of T, set by one thread and read by others.
+template <class T>
+class Latest {
+public:
+    void set(T v) {
+        std::lock_guard lock(mutex_);
+        value_ = std::move(v);
+    }
+    T get() const {
+        std::lock_guard lock(mutex_);
+        return value_;
+    }
+
+private:
+    mutable std::mutex mutex_;
+    T value_{};
+};
+
+}  // namespace tunneld

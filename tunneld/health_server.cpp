@@ -1,0 +1,156 @@
+#include "tunneld/health_server.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+
+#include "tunneld/health_routes.hpp"
+#include "tunneld/listener.hpp"
+
+namespace tunneld {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using asio::ip::tcp;
+
+namespace {
+
+constexpr auto kRequestTimeout = std::chrono::seconds(5);
+
+http::response<http::string_body> respond(const http::request<http::string_body>& req,
+                                          const HealthServer::SnapshotFn& snapshot) {
+    http::response<http::string_body> res;
+    res.version(req.version());
+    res.set(http::field::server, "tunneld/" TUNNELD_VERSION);
+    res.set(http::field::cache_control, "no-store");
+    if (req.method() != http::verb::get && req.method() != http::verb::head) {
+        res.result(http::status::method_not_allowed);
+        res.set(http::field::allow, "GET, HEAD");
+        res.set(http::field::content_type, "text/plain");
+        res.body() = "only GET and HEAD\n";
+    } else {
+        std::string_view target(req.target().data(), req.target().size());
+        auto answer = handle_request(snapshot(wants_full_snapshot(target)), target);
+        res.result(answer.status);
+        res.set(http::field::content_type, answer.content_type);
+        res.body() = std::move(answer.body);
+    }
+    res.keep_alive(req.keep_alive());
+    res.prepare_payload();
+    if (req.method() == http::verb::head) res.body().clear();  // Content-Length stays that of GET
+    return res;
+}
+
+// A reply to a request that could not be parsed; the connection closes after it.
+http::response<http::string_body> refuse(http::status status, std::string text) {
+    http::response<http::string_body> res{status, 11};
+    res.set(http::field::server, "tunneld/" TUNNELD_VERSION);
+    res.set(http::field::content_type, "text/plain");
+    res.body() = std::move(text) + "\n";
+    res.keep_alive(false);
+    res.prepare_payload();
+    return res;
+}
+
+}  // namespace
+
+struct HealthServer::Impl {
+    IoPool pool{1};
+    SnapshotFn snapshot;
+    std::vector<tcp::acceptor> acceptors;
+    int sessions = 0;  // only touched on the server thread
+    std::vector<std::weak_ptr<beast::tcp_stream>> open;
+
+    asio::awaitable<void> session(std::shared_ptr<beast::tcp_stream> stream) {
+        struct Count {
+            int& n;
+            ~Count() { --n; }
+        } count{++sessions};
+        beast::flat_buffer buffer(16 * 1024);
+        for (;;) {
+            http::request_parser<http::string_body> parser;
+            parser.header_limit(8 * 1024);
+            parser.body_limit(4 * 1024);
+            stream->expires_after(kRequestTimeout);
+            auto [ec, n] = co_await http::async_read(*stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+            if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::operation_aborted)
+                break;
+            if (ec) {
+                auto status = ec == http::error::header_limit   ? http::status::request_header_fields_too_large
+                              : ec == http::error::body_limit   ? http::status::payload_too_large
+                              : ec == http::error::buffer_overflow ? http::status::request_header_fields_too_large
+                                                                 : http::status::bad_request;
+                if (ec.category() == http::make_error_code(http::error::bad_target).category()) {
+                    auto res = refuse(status, "bad request: " + ec.message());
+                    stream->expires_after(kRequestTimeout);
+                    co_await http::async_write(*stream, res, asio::as_tuple(asio::use_awaitable));
+                }
+                break;
+            }
+            auto res = respond(parser.get(), snapshot);
+            stream->expires_after(kRequestTimeout);
+            auto [wec, wn] = co_await http::async_write(*stream, res, asio::as_tuple(asio::use_awaitable));
+            if (wec || !res.keep_alive()) break;
+        }
+        error_code ignored;
+        stream->socket().shutdown(tcp::socket::shutdown_send, ignored);
+        stream->close();
+    }
+
+    void accepted(tcp::socket socket) {
+        if (sessions >= kMaxSessions) {
+            error_code ignored;
+            socket.close(ignored);  // no more work for a flood than an accept and a close
+            return;
+        }
+        auto stream = std::make_shared<beast::tcp_stream>(std::move(socket));
+        std::erase_if(open, [](auto& w) { return w.expired(); });
+        open.push_back(stream);
+        asio::co_spawn(stream->get_executor(), session(stream), asio::detached);
+    }
+};
+
+HealthServer::HealthServer(const std::vector<Endpoint>& listen, SnapshotFn snapshot) : impl_(std::make_unique<Impl>()) {
+    impl_->snapshot = std::move(snapshot);
+    for (const auto& ep : listen) impl_->acceptors.push_back(open_listener(impl_->pool.next(), ep, "health.listen"));
+}
+
+HealthServer::~HealthServer() { stop(); }
+
+void HealthServer::start() {
+    auto& io = impl_->pool.next();
+    for (auto& a : impl_->acceptors) {
+        spdlog::info("health: listening on http://{}/ (/liveness /readiness /health /primary /replica /status /metrics)",
+                     Endpoint{a.local_endpoint().address().to_string(), a.local_endpoint().port(), {}}.to_string());
+        asio::co_spawn(io, accept_loop(a, impl_->pool, [this](tcp::socket s) { impl_->accepted(std::move(s)); }),
+                       asio::detached);
+    }
+    impl_->pool.start();
+}
+
+void HealthServer::stop() {
+    if (!impl_) return;
+    auto* impl = impl_.get();
+    asio::post(impl->pool.next(), [impl] {
+        for (auto& a : impl->acceptors) {
+            error_code ignored;
+            a.close(ignored);
+        }
+        for (auto& w : impl->open)
+            if (auto s = w.lock()) s->close();
+    });
+    impl->pool.stop_when_idle();
+    impl->pool.join();
+    impl_.reset();
+}
+
+}  // namespace tunneld

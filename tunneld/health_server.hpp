@@ -1,0 +1,41 @@
+// The health endpoint's HTTP server (Boost.Beast) on health.listen. It runs
+// on its own thread, so neither a busy relay nor a slow postgres check delays
+// an answer: each request takes a fresh Snapshot and answers from it
+// (health_routes.hpp). Hostile clients are bounded: at most 64 connections at
+// once (more are closed at accept), 8 KiB of headers, 4 KiB of body, 5 s to
+// send a request, keep-alive idle 5 s. GET and HEAD only (405 otherwise).
+#pragma once
+#include <boost/asio/ip/tcp.hpp>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "tunneld/endpoint.hpp"
+#include "tunneld/health_snapshot.hpp"
+#include "tunneld/runtime.hpp"
+
+namespace tunneld {
+
+class HealthServer {
+public:
+    // Builds the snapshot for one request; `full` asks for the costly parts
+    // (firewall counters) that only /status and /metrics show. Called on the
+    // server's thread.
+    using SnapshotFn = std::function<Snapshot(bool full)>;
+
+    // Binds every address of `listen`. Throws StartupError (naming health.listen)
+    // when one cannot be bound.
+    HealthServer(const std::vector<Endpoint>& listen, SnapshotFn snapshot);
+    ~HealthServer();
+
+    void start();  // starts the thread and the accept loops
+    void stop();   // closes the listeners and open sessions, joins the thread
+
+    static constexpr int kMaxSessions = 64;
+
+private:
+    struct Impl;
+    std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace tunneld

@@ -1,0 +1,139 @@
+#include "tunneld/pg_check.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+namespace tunneld {
+
+namespace asio = boost::asio;
+using namespace asio::experimental::awaitable_operators;
+
+namespace {
+
+// One row: role, positions, receiver state. Works on a primary and a standby;
+// needs pg_monitor (or superuser) to see pg_stat_wal_receiver.status.
+constexpr const char* kStatusQuery =
+    "SELECT pg_is_in_recovery(),"
+    " CASE WHEN pg_is_in_recovery() THEN '' ELSE pg_current_wal_lsn()::text END,"
+    " coalesce(pg_last_wal_receive_lsn()::text, ''),"
+    " coalesce(pg_last_wal_replay_lsn()::text, ''),"
+    " coalesce((SELECT status FROM pg_stat_wal_receiver), ''),"
+    " CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END,"
+    " CASE WHEN pg_is_in_recovery() AND pg_last_wal_receive_lsn() IS DISTINCT FROM pg_last_wal_replay_lsn()"
+    "  THEN coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) ELSE 0 END";
+
+std::string one_line(const char* text) {
+    std::string s = text ? text : "";
+    for (auto& c : s)
+        if (c == '\n' || c == '\t') c = ' ';
+    while (!s.empty() && s.back() == ' ') s.pop_back();
+    std::string out;
+    for (char c : s)
+        if (!(c == ' ' && !out.empty() && out.back() == ' ')) out += c;
+    return out;
+}
+
+enum class Want { read, write };
+
+// Waits until libpq's socket is ready, or the deadline passes (false).
+asio::awaitable<bool> wait_socket(asio::any_io_executor ex, int fd, Want want, asio::steady_timer& deadline) {
+    asio::posix::stream_descriptor sd(ex, fd);
+    struct Release {  // the fd belongs to libpq: never close it
+        asio::posix::stream_descriptor& s;
+        ~Release() { s.release(); }
+    } release{sd};
+    auto w = want == Want::read ? asio::posix::descriptor_base::wait_read : asio::posix::descriptor_base::wait_write;
+    auto r = co_await (sd.async_wait(w, asio::as_tuple(asio::use_awaitable)) ||
+                       deadline.async_wait(asio::as_tuple(asio::use_awaitable)));
+    co_return r.index() == 0;
+}
+
+}  // namespace
+
+std::string conninfo_error(const std::string& conninfo) {
+    char* err = nullptr;
+    PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
+    std::string why = err ? one_line(err) : (opts ? "" : "cannot parse");
+    if (err) PQfreemem(err);
+    if (opts) PQconninfoFree(opts);
+    return why;
+}
+
+PostgresCheck::PostgresCheck(asio::any_io_executor ex, std::string conninfo)
+    : ex_(std::move(ex)), conninfo_(std::move(conninfo)) {}
+
+asio::awaitable<PostgresState> PostgresCheck::run(Duration timeout) {
+    PostgresState st;
+    asio::steady_timer deadline(ex_);
+    deadline.expires_after(timeout);
+    auto fail = [&](std::string why) {
+        conn_.reset();
+        st.up = false;
+        st.error = std::move(why);
+        return st;
+    };
+    auto timed_out = [&](const char* during) {
+        return fail("timed out after " + format_duration(timeout) + " " + during);
+    };
+
+    if (!conn_ || PQstatus(conn_.get()) != CONNECTION_OK) {
+        conn_.reset();
+        const char* keys[] = {"dbname", "application_name", nullptr};
+        const char* values[] = {conninfo_.c_str(), "tunneld health", nullptr};
+        conn_.reset(PQconnectStartParams(keys, values, 1));
+        if (!conn_) co_return fail("libpq: out of memory");
+        if (PQstatus(conn_.get()) == CONNECTION_BAD) co_return fail(one_line(PQerrorMessage(conn_.get())));
+        auto poll = PGRES_POLLING_WRITING;
+        while (poll != PGRES_POLLING_OK) {
+            if (poll == PGRES_POLLING_FAILED) co_return fail(one_line(PQerrorMessage(conn_.get())));
+            if (!co_await wait_socket(ex_, PQsocket(conn_.get()),
+                                      poll == PGRES_POLLING_READING ? Want::read : Want::write, deadline))
+                co_return timed_out("connecting");
+            poll = PQconnectPoll(conn_.get());
+        }
+        PQsetnonblocking(conn_.get(), 1);
+    }
+    PGconn* c = conn_.get();
+    if (!PQsendQuery(c, kStatusQuery)) co_return fail(one_line(PQerrorMessage(c)));
+    for (int f; (f = PQflush(c)) != 0;) {
+        if (f < 0) co_return fail(one_line(PQerrorMessage(c)));
+        if (!co_await wait_socket(ex_, PQsocket(c), Want::write, deadline)) co_return timed_out("sending the query");
+    }
+    bool got_row = false;
+    std::string query_error;
+    for (;;) {
+        while (PQisBusy(c)) {
+            if (!co_await wait_socket(ex_, PQsocket(c), Want::read, deadline))
+                co_return timed_out("waiting for the answer");
+            if (!PQconsumeInput(c)) co_return fail(one_line(PQerrorMessage(c)));
+        }
+        CPtr<PGresult, PQclear> res(PQgetResult(c));
+        if (!res) break;
+        if (PQresultStatus(res.get()) != PGRES_TUPLES_OK) {
+            query_error = one_line(PQresultErrorMessage(res.get()));
+            continue;
+        }
+        if (PQntuples(res.get()) != 1 || PQnfields(res.get()) != 7) continue;
+        auto get = [&](int i) { return std::string(PQgetvalue(res.get(), 0, i)); };
+        st.in_recovery = get(0) == "t";
+        st.current_lsn = get(1);
+        st.receive_lsn = get(2);
+        st.replay_lsn = get(3);
+        st.receiver_status = get(4);
+        st.replay_paused = get(5) == "t";
+        try {
+            st.replay_delay_seconds = std::stod(get(6));
+        } catch (...) {
+            st.replay_delay_seconds = 0;
+        }
+        got_row = true;
+    }
+    if (!got_row) co_return fail(query_error.empty() ? "status query returned no row" : query_error);
+    st.up = true;
+    co_return st;
+}
+
+}  // namespace tunneld

@@ -1,0 +1,40 @@
+// Asks the local postgres for its role and replication position with libpq's
+// asynchronous API on an Asio executor, so a slow or hung postgres never
+// blocks a thread. One connection is kept open between checks (no log line
+// per check in postgres' log) and dropped after any failure or timeout.
+#pragma once
+#include <libpq-fe.h>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <string>
+
+#include "tunneld/backend_state.hpp"
+#include "tunneld/c_ptr.hpp"
+#include "tunneld/duration.hpp"
+
+namespace tunneld {
+
+// Checks that `conninfo` is a valid libpq connection string; returns libpq's
+// complaint, or "" when it is fine.
+std::string conninfo_error(const std::string& conninfo);
+
+class PostgresCheck {
+public:
+    PostgresCheck(boost::asio::any_io_executor ex, std::string conninfo);
+
+    // Connects if needed and runs the status query; everything (connect and
+    // query) within `timeout`. Never throws: failures come back as up=false
+    // with libpq's message or "timed out after 3s".
+    boost::asio::awaitable<PostgresState> run(Duration timeout);
+
+    // Closes the connection (next run() connects again).
+    void reset() { conn_.reset(); }
+
+private:
+    boost::asio::any_io_executor ex_;
+    std::string conninfo_;
+    CPtr<PGconn, PQfinish> conn_;
+};
+
+}  // namespace tunneld
