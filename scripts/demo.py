@@ -26,7 +26,7 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     workdir = lab.tmpdir("tunneld-demo-")
     rl = lab.ReplicationLab(workdir, keepalive="{idle: 10s, interval: 5s, count: 3, user_timeout: 30s}",
-                            firewall=True)
+                            firewall=True, health=True)
     try:
         rl.setup(log=step)
         step(f"pgbench write load on the primary for {args.seconds}s (4 clients)")
@@ -78,6 +78,18 @@ def main():
         for line in rl.firewall_show().strip().splitlines():
             print("  " + line)
         blocked = all(r != "connected" for r in attempts.values())
+        print("health endpoints (Patroni paths; what HAProxy / monitors read):")
+        healthy = True
+        for name, t, want in (("primary", rl.primary_tunnel, {"/primary": 200, "/replica": 503}),
+                              ("standby", rl.standby_tunnel, {"/primary": 503, "/replica?lag=16MB": 200})):
+            codes = {path: t.http(path)[0] for path in ("/readiness", "/health", *want)}
+            healthy = healthy and codes == {"/readiness": 200, "/health": 200, **want}
+            status = t.status()
+            peer = status["peers"][0]
+            print(f"  {name}: " + "  ".join(f"{p} {c}" for p, c in codes.items()))
+            print(f"    {status['summary']}")
+            print(f"    peer {peer['name']}: {peer['state']}, rtt {peer['rtt_ms']['smoothed']:.2f} ms, "
+                  f"{peer['summary']}")
         print("tunnel (standby side):")
         for line in rl.standby_tunnel.log_lines(r"outbound (open|close)")[-3:]:
             print("  " + line)
@@ -90,7 +102,8 @@ def main():
             step("running; press Ctrl-C to stop and clean up")
             while True:
                 time.sleep(3600)
-        ok = fp_primary == fp_standby and kept and blocked and all(r.returncode == 0 for r in rotations)
+        ok = (fp_primary == fp_standby and kept and blocked and healthy
+              and all(r.returncode == 0 for r in rotations))
         return 0 if ok else 1
     except KeyboardInterrupt:
         print("\ninterrupted")

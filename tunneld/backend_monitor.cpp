@@ -33,7 +33,7 @@ void BackendMonitor::stop() {
 asio::awaitable<BackendState> BackendMonitor::check_once() {
     BackendState s;
     auto timeout = cfg_.health.check_timeout;
-    if (cfg_.inbound) {
+    if (cfg_.inbound && !pg_) {
         const auto& be = cfg_.inbound->backend;
         std::string err;
         if (be.is_unix()) {
@@ -48,10 +48,8 @@ asio::awaitable<BackendState> BackendMonitor::check_once() {
     }
     if (pg_) {
         s.postgres = co_await pg_->run(timeout);
-        if (!cfg_.inbound) {
-            s.reachable = s.postgres->up;
-            s.error = s.postgres->error;
-        }
+        s.reachable = s.postgres->up;
+        s.error = s.postgres->error;
     }
     s.checked = true;
     s.checked_at = unix_now();

@@ -1,6 +1,7 @@
-// Checks the node's own database every health.probe_interval: that
-// inbound.backend accepts a connection, and (with health.postgres) postgres'
-// role and replication position. Runs on one executor, never blocks it; each
+// Checks the node's own database every health.probe_interval: with
+// health.postgres, over one kept-open libpq connection (role, replication
+// position; no log line in postgres per check); without it, by a TCP/unix
+// connect to inbound.backend that is closed at once. Runs on one executor, never blocks it; each
 // check is bounded by health.check_timeout. Changes are logged once.
 #pragma once
 #include <boost/asio/io_context.hpp>

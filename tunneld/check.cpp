@@ -11,6 +11,7 @@
 #include "tunneld/dial.hpp"
 #include "tunneld/error.hpp"
 #include "tunneld/key_file.hpp"
+#include "tunneld/pg_check.hpp"
 #include "tunneld/tls_context.hpp"
 
 namespace tunneld {
@@ -56,6 +57,37 @@ void check_reachability(const Config& cfg, Report& report) {
         if (t.result.empty()) report.ok(t.label + " " + t.ep.to_string() + " accepts connections");
         else report.fail(t.label + " " + t.ep.to_string() + ": " + t.result);
     }
+}
+
+// The health endpoint's address, and one status query with health.postgres.
+void check_health(const Config& cfg, Report& report) {
+    if (!cfg.health.enabled) {
+        report.ok("health endpoint off (health.enabled: false)");
+        return;
+    }
+    std::string where;
+    for (const auto& l : cfg.health.listen) where += (where.empty() ? "http://" : ", http://") + l.to_string() + "/";
+    report.ok("health endpoint on " + where);
+    if (cfg.health.postgres.empty()) {
+        report.ok("health.postgres not set: /primary and /replica will answer 503 (role unknown)");
+        return;
+    }
+    boost::asio::io_context io;
+    PostgresCheck pg(io.get_executor(), cfg.health.postgres);
+    PostgresState st;
+    boost::asio::co_spawn(io, [&]() -> boost::asio::awaitable<void> { st = co_await pg.run(cfg.health.check_timeout); },
+                          boost::asio::detached);
+    io.run();
+    if (!st.up) {
+        report.fail("health.postgres: " + st.error);
+        return;
+    }
+    std::string role = st.in_recovery ? "a standby (WAL receiver " +
+                                            (st.receiver_status.empty() ? std::string("not running or not visible: "
+                                                                                      "GRANT pg_monitor to this role")
+                                                                        : st.receiver_status) + ")"
+                                      : "the primary";
+    report.ok("health.postgres answers: postgres is " + role);
 }
 
 }  // namespace
@@ -116,6 +148,7 @@ int run_check(const std::string& config_path, std::ostream& out, const ExtraChec
         }
     }
     check_reachability(cfg, report);
+    check_health(cfg, report);
     if (extra)
         for (const auto& line : extra(cfg)) {
             if (line.kind == CheckLine::ok) report.ok(line.text);

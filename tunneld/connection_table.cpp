@@ -13,7 +13,7 @@ Admission::~Admission() {
 
 Admission ConnectionTable::admit(boost::asio::any_io_executor executor, std::uint64_t id) {
     std::lock_guard lock(mutex_);
-    if (live_.size() >= max_) return Admission(*this, nullptr);
+    if (live_.size() - probes_ >= max_) return Admission(*this, nullptr);
     auto c = std::make_shared<LiveConnection>();
     c->executor = std::move(executor);
     c->id = id;
@@ -25,12 +25,19 @@ void ConnectionTable::release(const std::shared_ptr<LiveConnection>& c) {
     c->alive = false;
     c->close = nullptr;
     std::lock_guard lock(mutex_);
+    if (c->probe) --probes_;
     live_.erase(c->id);
+}
+
+void ConnectionTable::mark_probe(LiveConnection& c) {
+    std::lock_guard lock(mutex_);
+    if (!c.probe) ++probes_;
+    c.probe = true;
 }
 
 std::size_t ConnectionTable::size() const {
     std::lock_guard lock(mutex_);
-    return live_.size();
+    return live_.size() - probes_;
 }
 
 void ConnectionTable::close_all(bool probes_only) {

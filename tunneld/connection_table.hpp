@@ -62,7 +62,11 @@ public:
     Admission admit(boost::asio::any_io_executor executor, std::uint64_t id);
     // Forgets `c` (called by ~Admission). Must run on c's executor.
     void release(const std::shared_ptr<LiveConnection>& c);
+    // Live connections, peer probes not included.
     std::size_t size() const;
+    // Marks `c` as a peer probe: it stays closable but stops counting toward
+    // max_connections (the limit is on relayed connections).
+    void mark_probe(LiveConnection& c);
     // Posts close() to every live connection's executor; with probes_only,
     // only to peer probe connections.
     void close_all(bool probes_only = false);
@@ -79,6 +83,7 @@ private:
     std::size_t max_;
     std::map<std::uint64_t, std::shared_ptr<LiveConnection>> live_;
     std::map<std::string, int> handshakes_;
+    std::size_t probes_ = 0;
 };
 
 }  // namespace tunneld

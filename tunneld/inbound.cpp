@@ -138,7 +138,7 @@ asio::awaitable<void> serve(Runtime& rt, tcp::socket socket) {
         spdlog::log(self ? spdlog::level::info : spdlog::level::debug,
                     "conn={} inbound probe from {} ({}): handshake ok, serial {}", info.id, info.peer,
                     info.remote, material->serial_hex);
-        live->probe = true;
+        rt.connections.mark_probe(*live);
         co_await serve_probe(rt, tls, info);
         co_await tls.shutdown_send();
         co_return;

@@ -167,7 +167,7 @@ class Tunneld:
         self.netns = netns
         self.proc = None
 
-    def start(self, wait_ready=True):
+    def start(self, wait_ready=True, env=None):
         """Starts the process; with wait_ready, waits for its sd_notify READY=1
         (on a NOTIFY_SOCKET this object owns) and fails if it exits first."""
         cmd = [TUNNELD, "--peer", self.config_path]
@@ -183,7 +183,7 @@ class Tunneld:
         # Drained continuously, as systemd does: the kernel queues only
         # net.unix.max_dgram_qlen (10) datagrams, and sd_notify blocks beyond that.
         threading.Thread(target=self._drain_notifications, args=(self.notify,), daemon=True).start()
-        env = dict(os.environ, NOTIFY_SOCKET=notify_path)
+        env = dict(os.environ, NOTIFY_SOCKET=notify_path, **(env or {}))
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         if wait_ready:
@@ -290,7 +290,8 @@ def http_request(address, path, method="GET", netns=None, timeout=10):
 
 class Backend:
     """A TCP server standing in for postgres. mode: 'echo' returns what it reads,
-    'sink' hashes what it reads and then sends `reply_bytes` of deterministic data."""
+    'sink' hashes what it reads and then sends `reply_bytes` of deterministic data.
+    `accepted` and `results` count only connections that sent at least one byte."""
 
     def __init__(self, mode="echo", host="127.0.0.1", reply_bytes=0):
         self.mode = mode
@@ -313,9 +314,14 @@ class Backend:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _count(self, before, n):
+        # tunneld's backend health check connects and closes without a byte; only
+        # connections that carry data count as having reached the backend.
+        if before == 0 and n > 0:
             with self.lock:
                 self.accepted += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn):
         h = hashlib.sha256()
@@ -326,6 +332,7 @@ class Backend:
                     data = conn.recv(1 << 20)
                     if not data:
                         break
+                    self._count(received, len(data))
                     received += len(data)
                     conn.sendall(data)
                 conn.shutdown(socket.SHUT_WR)
@@ -338,14 +345,16 @@ class Backend:
                     n = conn.recv_into(buf)
                     if not n:
                         break
+                    self._count(received, n)
                     received += n
                     h.update(view[:n])
                 sender.join()
         except OSError:
             pass
         finally:
-            with self.lock:
-                self.results.append({"received": received, "sha256": h.hexdigest()})
+            if received:
+                with self.lock:
+                    self.results.append({"received": received, "sha256": h.hexdigest()})
             conn.close()
 
     def close(self):
@@ -658,6 +667,8 @@ def tmpdir(prefix="tunneld-"):
 PRIMARY_ADDR = "10.77.0.1"
 STANDBY_ADDR = "10.77.0.2"
 OUTSIDER_ADDR = "10.77.9.2"  # not allowed anywhere: the demo's "internet"
+APP_PRIMARY_NET = "10.77.3"  # app host <-> primary
+APP_STANDBY_NET = "10.77.4"  # app host <-> standby
 TLS_PORT = 8765
 LOCAL_PORT = 6432
 
@@ -672,8 +683,14 @@ class ReplicationLab:
     """
 
     def __init__(self, workdir, keepalive="{idle: 2s, interval: 1s, count: 3, user_timeout: 6s}",
-                 timeouts="{connect: 3s, handshake: 5s, shutdown: 5s}", firewall=False):
+                 timeouts="{connect: 3s, handshake: 5s, shutdown: 5s}", firewall=False, health=False):
         self.workdir = workdir
+        # health: both tunnels configured alike (each an inbound in front of its own
+        # postgres and an outbound to the other, as after any failover), health
+        # endpoints on 0.0.0.0:8080 with health.postgres set, and a third host
+        # "app" (APP_ADDR) with a route to both, where a failover router can run.
+        self.health = health
+        self.app_ns = None
         self.keepalive = keepalive
         self.timeouts = timeouts
         self.firewall = firewall  # the primary's tunneld guards 8765 (standby only) and 5432 (loopback only)
@@ -692,6 +709,12 @@ class ReplicationLab:
             veth(self.primary_ns, "10.77.9.1", self.outsider_ns, OUTSIDER_ADDR)
             self.outsider_ns.exec(["ip", "route", "add", "default", "via", "10.77.9.1"])
 
+        if self.health:
+            log(f"a third host, 'app', on {APP_PRIMARY_NET}.2 -> primary and {APP_STANDBY_NET}.2 -> standby")
+            self.app_ns = Netns("app")
+            veth(self.primary_ns, f"{APP_PRIMARY_NET}.1", self.app_ns, f"{APP_PRIMARY_NET}.2")
+            veth(self.standby_ns, f"{APP_STANDBY_NET}.1", self.app_ns, f"{APP_STANDBY_NET}.2")
+
         log("tunneld certs: a private CA and one certificate per node (primary-1, standby-1)")
         self.ca_dir = os.path.join(self.workdir, "pki")
         tunneld_cli("certs", "init-ca", "--out", self.ca_dir, "--name", "demo CA", check=True)
@@ -709,27 +732,43 @@ class ReplicationLab:
         self.primary.initdb()
         with open(os.path.join(self.primary.data, "postgresql.conf"), "a") as f:
             f.write("listen_addresses = '*'\n")  # reachable on the veth, but pg_hba refuses it
+        if self.health:
+            with open(os.path.join(self.primary.data, "pg_hba.conf"), "a") as f:
+                f.write("host all all 10.77.0.0/16 trust\n")  # queries (not replication) from the app host
         self.primary.start()
 
         guard = ""
         if self.firewall:
             guard = (f"firewall:\n  protect:\n    - port: {TLS_PORT}\n      allow: [{STANDBY_ADDR}]\n"
-                     "    - port: 5432\n      allow: []\n")
+                     f"    - port: 5432\n      allow: [{APP_PRIMARY_NET + '.2' if self.health else ''}]\n")
         log("starting tunneld on both hosts" + (" (the primary's with its firewall guard)" if guard else ""))
+        def health_block(cluster_dir, port):
+            return ("health:\n  listen: \"0.0.0.0:8080\"\n  probe_interval: 500ms\n"
+                    f"  postgres: \"host={cluster_dir} port={port} user=postgres dbname=postgres\"\n")
+
+        standby_pg_dir = os.path.join(self.workdir, "pg-standby")
         self.primary_tunnel = Tunneld(self.workdir, "tunneld-primary", node_config(
             "primary-1", ca_path, p_cert, p_key,
             inbound={"listen": f"{PRIMARY_ADDR}:{TLS_PORT}", "backend": "127.0.0.1:5432",
-                     "allow": ["standby-1"]}, extra=common + guard), netns=self.primary_ns.name)
+                     "allow": ["standby-1"]},
+            peers=[{"name": "standby-1", "connect": f"{STANDBY_ADDR}:{TLS_PORT}",
+                    "local": f"127.0.0.1:{LOCAL_PORT}"}] if self.health else (),
+            extra=common + guard + (health_block(self.primary.dir, 5432) if self.health else "")),
+            netns=self.primary_ns.name)
         self.standby_tunnel = Tunneld(self.workdir, "tunneld-standby", node_config(
             "standby-1", ca_path, s_cert, s_key,
+            inbound={"listen": f"{STANDBY_ADDR}:{TLS_PORT}", "backend": "127.0.0.1:5433",
+                     "allow": ["primary-1"]} if self.health else None,
             peers=[{"name": "primary-1", "connect": f"{PRIMARY_ADDR}:{TLS_PORT}",
-                    "local": f"127.0.0.1:{LOCAL_PORT}"}], extra=common), netns=self.standby_ns.name)
+                    "local": f"127.0.0.1:{LOCAL_PORT}"}],
+            extra=common + (health_block(standby_pg_dir, 5433) if self.health else "")),
+            netns=self.standby_ns.name)
         self.tunnels += [self.primary_tunnel, self.standby_tunnel]
         self.primary_tunnel.start()
         self.standby_tunnel.start()
 
         log("pg_basebackup of the primary through the tunnel (standby -> 127.0.0.1:6432)")
-        self.standby = Postgres(os.path.join(self.workdir, "pg-standby"), 5433, self.standby_ns)
+        self.standby = Postgres(standby_pg_dir, 5433, self.standby_ns)
         self.clusters.append(self.standby)
         self.standby.basebackup_from("127.0.0.1", LOCAL_PORT)
         self.standby.start()
@@ -779,6 +818,6 @@ class ReplicationLab:
             t.stop()
         for c in reversed(self.clusters):
             c.stop()
-        for ns in (self.outsider_ns, self.standby_ns, self.primary_ns):
+        for ns in (self.app_ns, self.outsider_ns, self.standby_ns, self.primary_ns):
             if ns:
                 ns.delete()

@@ -308,6 +308,7 @@ def test_two_daemons_sharing_one_table_stop_fighting_and_say_why(site, workdir, 
     cleanup.append(first.stop)
     # A second instance, same table, a different allow list: each start/repair undoes the other.
     text = open(first.config_path).read().replace("127.0.0.1:16432", "127.0.0.1:16442").replace("10.88.2.0/24", "10.88.1.0/24")
+    text = text.replace(first.health_address, f"127.0.0.1:{lab.free_port()}")
     second = lab.Tunneld(workdir, "host2", text, netns=site.host.name).start()
     cleanup.append(second.stop)
     rx = r"keeps being changed by tunneld \(pid \d+\) \(5 times in 10 s\); is another tunneld using the same " \

@@ -145,12 +145,13 @@ def test_malformed_config_names_file_line_and_column(workdir):
 
 def test_unknown_key_is_an_error_with_position(workdir, ca):
     cert, key, _ = ca.issue("n1", workdir)
-    path = write(os.path.join(workdir, "typo.yaml"), lab.node_config(
-        "n1", ca.cert_path, cert, key,
-        peers=[{"name": "p", "connect": "127.0.0.1:1", "local": "127.0.0.1:2"}]) + "keepalive:\n  idel: 30s\n")
+    text = lab.node_config("n1", ca.cert_path, cert, key,
+                           peers=[{"name": "p", "connect": "127.0.0.1:1", "local": "127.0.0.1:2"}])
+    path = write(os.path.join(workdir, "typo.yaml"), text + "keepalive:\n  idel: 30s\n")
     r = run_tunneld("--peer", path)
     assert r.returncode == 1
-    assert "typo.yaml:11:3: unknown key 'keepalive.idel' (expected one of:" in r.stderr, r.stderr
+    line = text.count("\n") + 2
+    assert f"typo.yaml:{line}:3: unknown key 'keepalive.idel' (expected one of:" in r.stderr, r.stderr
 
 
 def test_group_readable_key_is_refused_with_exact_fix(workdir, ca):

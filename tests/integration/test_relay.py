@@ -124,11 +124,18 @@ def test_backend_over_unix_socket(workdir, cleanup):
     srv.listen(4)
     cleanup.append(srv.close)
 
-    def serve():
-        c, _ = srv.accept()
+    def echo(c):
         while data := c.recv(65536):
             c.sendall(data)
         c.close()
+
+    def serve():  # tunneld's backend health check connects too, every probe_interval
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=echo, args=(c,), daemon=True).start()
 
     threading.Thread(target=serve, daemon=True).start()
     pair = lab.Pair(workdir, f"unix:{path}")
