@@ -14,6 +14,7 @@ packages=(
   postgresql-15 postgresql-client-15
   stunnel4 nftables iptables iproute2 ethtool procps
   haproxy prometheus
+  dpkg-dev fakeroot rpm lintian rpmlint debootstrap systemd
   python3 python3-pytest python3-cryptography
 )
 
