@@ -1,5 +1,7 @@
 #include "firewall/guard.hpp"
 
+#include <set>
+
 namespace tunneld::firewall {
 
 GuardSpec Guard::build() {
@@ -40,8 +42,10 @@ std::string describe(const GuardSpec& spec) {
     std::string out;
     for (const auto& g : spec.ports) {
         out += "  port " + std::to_string(g.port) + ": loopback";
+        std::set<std::string> said;  // a peer's address may also be listed by hand
         for (const auto* list : {&g.v4, &g.v6})
-            for (const auto& p : *list) out += ", " + p.to_string();
+            for (const auto& p : *list)
+                if (said.insert(p.to_string()).second) out += ", " + p.to_string();
         out += "; everything else dropped and counted\n";
     }
     return out;

@@ -69,7 +69,6 @@ void BackendMonitor::log_changes(const BackendState& before, const BackendState&
     if (p.up && (!was_up || before.postgres->in_recovery != p.in_recovery))
         spdlog::info("health: postgres is {} ({})", p.in_recovery ? "a standby" : "the primary",
                      p.in_recovery ? "replay " + p.replay_lsn : "current " + p.current_lsn);
-    if (!p.up && (was_up || !before.checked)) spdlog::warn("health: postgres check failed: {}", p.error);
 }
 
 asio::awaitable<void> BackendMonitor::loop() {

@@ -71,10 +71,10 @@ struct HealthServer::Impl {
     std::vector<std::weak_ptr<beast::tcp_stream>> open;
 
     asio::awaitable<void> session(std::shared_ptr<beast::tcp_stream> stream) {
-        struct Count {
+        struct Count {  // counted up in accepted(), before the session first runs
             int& n;
             ~Count() { --n; }
-        } count{++sessions};
+        } count{sessions};
         beast::flat_buffer buffer(16 * 1024);
         for (;;) {
             http::request_parser<http::string_body> parser;
@@ -112,6 +112,7 @@ struct HealthServer::Impl {
             socket.close(ignored);  // no more work for a flood than an accept and a close
             return;
         }
+        ++sessions;
         auto stream = std::make_shared<beast::tcp_stream>(std::move(socket));
         std::erase_if(open, [](auto& w) { return w.expired(); });
         open.push_back(stream);

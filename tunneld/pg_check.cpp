@@ -5,6 +5,7 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <sstream>
 
 namespace tunneld {
 
@@ -25,14 +26,16 @@ constexpr const char* kStatusQuery =
     " CASE WHEN pg_is_in_recovery() AND pg_last_wal_receive_lsn() IS DISTINCT FROM pg_last_wal_replay_lsn()"
     "  THEN coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) ELSE 0 END";
 
+// libpq's multi-line messages as one line: "...failed: No such file or
+// directory; Is the server running locally...".
 std::string one_line(const char* text) {
-    std::string s = text ? text : "";
-    for (auto& c : s)
-        if (c == '\n' || c == '\t') c = ' ';
-    while (!s.empty() && s.back() == ' ') s.pop_back();
-    std::string out;
-    for (char c : s)
-        if (!(c == ' ' && !out.empty() && out.back() == ' ')) out += c;
+    std::string out, line;
+    std::istringstream in(text ? text : "");
+    while (std::getline(in, line)) {
+        auto b = line.find_first_not_of(" \t"), e = line.find_last_not_of(" \t");
+        if (b == std::string::npos) continue;
+        out += (out.empty() ? "" : "; ") + line.substr(b, e - b + 1);
+    }
     return out;
 }
 
