@@ -171,7 +171,7 @@ struct Daemon::Impl {
                 auto f = static_cast<HandshakeFailure>(i);
                 s.handshakes[{dir, f == HandshakeFailure::none ? "ok" : to_string(f)}] = rt.stats.handshakes(dir, f);
             }
-            for (int i = 0; i <= static_cast<int>(CloseReason::protocol); ++i) {
+            for (std::size_t i = 0; i < kCloseReasonCount; ++i) {
                 auto r = static_cast<CloseReason>(i);
                 s.closes[{dir, to_string(r)}] = rt.stats.closes(dir, r);
             }

@@ -43,13 +43,11 @@ std::uint64_t Stats::handshakes(Direction d, HandshakeFailure f) const {
 }
 
 void Stats::count_close(Direction d, CloseReason r) {
-    auto i = static_cast<std::size_t>(r);
-    if (i < closes_[0].size()) closes_[static_cast<int>(d)][i]++;
+    closes_[static_cast<int>(d)][static_cast<std::size_t>(r)]++;
 }
 
 std::uint64_t Stats::closes(Direction d, CloseReason r) const {
-    auto i = static_cast<std::size_t>(r);
-    return i < closes_[0].size() ? closes_[static_cast<int>(d)][i].load() : 0;
+    return closes_[static_cast<int>(d)][static_cast<std::size_t>(r)].load();
 }
 
 void Stats::count_reload(const std::string& error) {

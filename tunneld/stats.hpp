@@ -38,6 +38,7 @@ private:
 };
 
 constexpr std::size_t kHandshakeFailureCount = static_cast<std::size_t>(HandshakeFailure::io_error) + 1;
+constexpr std::size_t kCloseReasonCount = static_cast<std::size_t>(CloseReason::protocol) + 1;
 
 class Stats {
 public:
@@ -68,7 +69,7 @@ private:
     mutable std::mutex mutex_;
     std::map<std::pair<Direction, std::string>, std::unique_ptr<Traffic>> traffic_;
     std::array<std::array<std::atomic<std::uint64_t>, kHandshakeFailureCount>, 2> handshakes_{};
-    std::array<std::array<std::atomic<std::uint64_t>, 16>, 2> closes_{};
+    std::array<std::array<std::atomic<std::uint64_t>, kCloseReasonCount>, 2> closes_{};
     Reloads reloads_;
 };
 

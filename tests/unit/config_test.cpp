@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "config_error.hpp"
 #include "tunneld/error.hpp"
 
 namespace tunneld {
@@ -18,14 +19,7 @@ peers:
     local: 127.0.0.1:6432
 )";
 
-std::string error_of(const std::string& text) {
-    try {
-        parse_config(text, "/etc/tunneld/t.yaml");
-    } catch (const StartupError& e) {
-        return e.what();
-    }
-    return "(no error)";
-}
+std::string error_of(const std::string& text) { return test::config_error_of(text); }
 
 TEST(Config, ParsesMinimalConfigWithSecureDefaults) {
     auto c = parse_config(kMinimal, "/etc/tunneld/standby.yaml");

@@ -2,6 +2,7 @@
 // config, and the netlink batches parsed back with libnftnl.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
+
 #include <libmnl/libmnl.h>
 #include <libnftnl/chain.h>
 #include <libnftnl/rule.h>
@@ -14,6 +15,7 @@
 #include <algorithm>
 #include <memory>
 
+#include "config_error.hpp"
 #include "firewall/batch.hpp"
 #include "firewall/spec.hpp"
 #include "tunneld/config.hpp"
@@ -321,14 +323,7 @@ TEST(Batch, DeleteTableToleratesAMissingTable) {
 }
 
 // --- the firewall: block of the config
-std::string error_of(const std::string& extra) {
-    try {
-        parse_config(std::string(kNode) + extra, "/etc/tunneld/t.yaml");
-    } catch (const StartupError& e) {
-        return e.what();
-    }
-    return "(no error)";
-}
+std::string error_of(const std::string& extra) { return test::config_error_of(std::string(kNode) + extra); }
 
 TEST(FirewallConfig, DefaultsWhenTheBlockIsPresent) {
     auto c = parse_config(std::string(kNode) + "firewall: {}\n", "/x.yaml");

@@ -3,6 +3,7 @@
 // probe's backend JSON, and the health: config block.
 #include <gtest/gtest.h>
 
+#include "config_error.hpp"
 #include <boost/json.hpp>
 #include <regex>
 #include <set>
@@ -310,14 +311,7 @@ tls: {ca: /c, cert: /n.crt, key: /n.key}
 peers: [{name: primary-1, connect: "10.0.0.1:8765", local: "127.0.0.1:6432"}]
 )";
 
-std::string config_error(const std::string& health) {
-    try {
-        parse_config(std::string(kBase) + health, "/etc/tunneld/t.yaml");
-    } catch (const StartupError& e) {
-        return e.what();
-    }
-    return "(no error)";
-}
+std::string config_error(const std::string& health) { return test::config_error_of(std::string(kBase) + health); }
 
 TEST(HealthConfig, DefaultsAreLocalAndOn) {
     auto c = parse_config(kBase, "/etc/tunneld/t.yaml");
