@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include <filesystem>
+#include <set>
 #include <fstream>
 
 #include "certs/ca_dir.hpp"
@@ -73,6 +74,21 @@ bool is_ca(X509* cert) { return X509_check_ca(cert) > 0; }
 
 }  // namespace
 
+// Every SAN of `cert`, as "DNS:a, IP:b".
+static std::string san_list(X509* cert) {
+    auto ids = extract_identities(cert);
+    std::string out;
+    for (const auto& d : ids.dns) out += (out.empty() ? "" : ", ") + ("DNS:" + d);
+    for (const auto& u : ids.uris) out += (out.empty() ? "" : ", ") + ("URI:" + u);
+    for (const auto& ip : ids.ips) out += (out.empty() ? "" : ", ") + ("IP:" + ip);
+    return out.empty() ? "(none)" : out;
+}
+
+static std::string lower(std::string s) {
+    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+    return s;
+}
+
 static int issue_from_csr(const IssueOptions& o, std::ostream& out);
 
 int init_ca(const InitCaOptions& o, std::ostream& out) {
@@ -119,29 +135,64 @@ int issue(const IssueOptions& o, std::ostream& out) {
         write_file_atomic(o.out + "/ca.crt", to_pem(ca.cert.get()), 0644, false);
     out << "issued " << o.name << " (serial " << serial_hex(cert.get()) << ", " << to_string(*type)
         << ", valid " << o.days << " days)\n"
+        << "  SANs: " << san_list(cert.get()) << "\n"
         << "  " << cert_path << "  tls.cert\n"
         << "  " << key_path << "  tls.key (0600; chown it to the user tunneld runs as)\n"
         << "  " << o.out << "/ca.crt  tls.ca\n";
     return 0;
 }
 
+// Signs only the names the operator asked for (--name, --dns, --ip); the CSR
+// contributes its public key, nothing else. A CSR asking for other names than
+// those is refused (it may be a node trying to get a peer's identity) unless
+// --accept-csr-sans says to sign the asked-for names anyway.
 static int issue_from_csr(const IssueOptions& o, std::ostream& out) {
     require_days(o.days);
+    if (o.name.empty())
+        throw StartupError("certs issue --csr: give --name NODE (and --dns/--ip for extra names): only the names "
+                           "you ask for are signed, never the ones a CSR asks for");
+    NodeRequest want{o.name, o.dns, o.ips};
+    validate_request(want);
     auto request = read_csr(o.csr);
-    auto req = request_from_csr(request.get());
-    require_node_name(req.name);
-    if (!o.name.empty() && o.name != req.name)
-        throw StartupError(o.csr + " asks for '" + req.name + "', not '" + o.name + "'");
+    auto asked = read_csr_contents(request.get());
+    if (lower(asked.cn) != lower(o.name))
+        throw StartupError(o.csr + " is for '" + asked.cn + "', not '" + o.name + "'; nothing signed");
+
+    std::set<std::string> wanted_sans, csr_sans;
+    for (const auto& d : request_dns(want)) wanted_sans.insert("DNS:" + lower(d));
+    for (const auto& ip : want.ips) {
+        Asn1OctetStringPtr bytes(a2i_IPADDRESS(ip.c_str()));
+        wanted_sans.insert("IP:" + ip_text(bytes.get()));
+    }
+    for (const auto& d : asked.dns) csr_sans.insert("DNS:" + lower(d));
+    for (const auto& ip : asked.ips) csr_sans.insert("IP:" + ip);
+    for (const auto& x : asked.other) csr_sans.insert(x);
+    std::string extra, missing;
+    for (const auto& x : csr_sans)
+        if (!wanted_sans.count(x)) extra += (extra.empty() ? "" : ", ") + x;
+    for (const auto& x : wanted_sans)
+        if (!csr_sans.count(x)) missing += (missing.empty() ? "" : ", ") + x;
+    if (!extra.empty() || !missing.empty()) {
+        std::string diff = (extra.empty() ? "" : "the CSR also asks for " + extra) +
+                           (!extra.empty() && !missing.empty() ? "; " : "") +
+                           (missing.empty() ? "" : "the CSR does not ask for " + missing);
+        if (!o.accept_csr_sans)
+            throw StartupError(o.csr + ": its subjectAltNames differ from what you asked for (" + diff +
+                               "); nothing signed. Check where this CSR came from; to sign exactly the names you "
+                               "gave (--name/--dns/--ip) anyway, add --accept-csr-sans");
+        out << "--accept-csr-sans: " << diff << "; signing only the names asked for\n";
+    }
+
     auto ca = load_ca_dir(o.ca);
     ensure_dir(o.out);
-    auto cert = issue_node_cert(req, X509_REQ_get0_pubkey(request.get()), o.days, ca.cert.get(), ca.key.get());
-    std::string cert_path = o.out + "/" + req.name + ".crt";
+    auto cert = issue_node_cert(want, X509_REQ_get0_pubkey(request.get()), o.days, ca.cert.get(), ca.key.get());
+    std::string cert_path = o.out + "/" + o.name + ".crt";
     write_file_atomic(cert_path, to_pem(cert.get()), 0644, true);
     if (fs::absolute(o.out) != fs::absolute(ca.dir))
         write_file_atomic(o.out + "/ca.crt", to_pem(ca.cert.get()), 0644, false);
-    out << "signed the CSR of " << req.name << " (serial " << serial_hex(cert.get()) << ", valid "
-        << o.days << " days): " << cert_path << "\n  on the node: tunneld certs install --peer FILE --cert "
-        << req.name << ".crt\n";
+    out << "signed the CSR of " << o.name << " (serial " << serial_hex(cert.get()) << ", valid " << o.days
+        << " days): " << cert_path << "\n  SANs: " << san_list(cert.get())
+        << "\n  on the node: tunneld certs install --peer FILE --cert " << o.name << ".crt\n";
     return 0;
 }
 

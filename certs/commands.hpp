@@ -26,7 +26,8 @@ struct IssueOptions {
     std::vector<std::string> ips;
     int days = 90;
     std::string key_type;  // default: the CA's key type
-    std::string csr;       // sign this CSR instead of making a key (name and SANs from it)
+    std::string csr;       // sign this CSR's key (for exactly name/dns/ips) instead of making a key
+    bool accept_csr_sans = false;  // sign even when the CSR asks for other SANs than name/dns/ips
     std::string out;
 };
 // Makes OUT/NAME.key (0600), OUT/NAME.crt and a copy of the CA as OUT/ca.crt.

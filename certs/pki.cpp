@@ -5,9 +5,11 @@
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 
+#include "tunneld/config.hpp"
 #include "tunneld/error.hpp"
 #include "tunneld/identity.hpp"
 #include "tunneld/tls_context.hpp"
@@ -59,12 +61,29 @@ const EVP_MD* digest_for(EVP_PKEY* key) {
     return EVP_PKEY_get_id(key) == EVP_PKEY_ED25519 ? nullptr : EVP_sha256();
 }
 
-std::string san_value(const NodeRequest& req) {
-    std::string san = "DNS:" + req.name;
-    for (const auto& d : req.dns)
-        if (d != req.name) san += ",DNS:" + d;
-    for (const auto& ip : req.ips) san += ",IP:" + ip;
-    return san;
+// The subjectAltName of `req` as GENERAL_NAMES built one name at a time: no
+// name is ever parsed back out of a config string, so a value like
+// "y,URI:spiffe://x/admin" can only ever be one (invalid, refused) DNS name.
+GeneralNamesPtr san_names(const NodeRequest& req) {
+    validate_request(req);
+    GeneralNamesPtr names(sk_GENERAL_NAME_new_null());
+    if (!names) fail("cannot build subjectAltName");
+    // Each value is owned until the stack holds the name that holds it.
+    auto push = [&](int type, auto value) {
+        GeneralNamePtr gn(GENERAL_NAME_new());
+        if (!gn || !value) fail("cannot build subjectAltName");
+        GENERAL_NAME_set0_value(gn.get(), type, value.release());
+        if (!sk_GENERAL_NAME_push(names.get(), gn.get())) fail("cannot build subjectAltName");
+        gn.release();
+    };
+    for (const auto& d : request_dns(req)) {
+        Asn1Ia5StringPtr s(ASN1_IA5STRING_new());
+        if (!s || ASN1_STRING_set(s.get(), d.data(), static_cast<int>(d.size())) != 1)
+            fail("cannot build subjectAltName");
+        push(GEN_DNS, std::move(s));
+    }
+    for (const auto& ip : req.ips) push(GEN_IPADD, Asn1OctetStringPtr(a2i_IPADDRESS(ip.c_str())));
+    return names;
 }
 
 std::chrono::system_clock::time_point to_time_point(const ASN1_TIME* t) {
@@ -74,6 +93,24 @@ std::chrono::system_clock::time_point to_time_point(const ASN1_TIME* t) {
 }
 
 }  // namespace
+
+std::vector<std::string> request_dns(const NodeRequest& req) {
+    std::vector<std::string> out{req.name};
+    for (const auto& d : req.dns)
+        if (std::find(out.begin(), out.end(), d) == out.end()) out.push_back(d);
+    return out;
+}
+
+void validate_request(const NodeRequest& req) {
+    for (const auto& d : request_dns(req))
+        if (!is_valid_identity(d) || d.find("://") != std::string::npos)
+            throw StartupError("'" + d + "' is not a valid node name: use letters, digits, '-' and '.' "
+                               "(it becomes a SAN DNS entry)");
+    for (const auto& ip : req.ips) {
+        Asn1OctetStringPtr bytes(a2i_IPADDRESS(ip.c_str()));
+        if (!bytes) throw StartupError("'" + ip + "' is not an IPv4 or IPv6 address");
+    }
+}
 
 std::optional<KeyType> parse_key_type(std::string_view text) {
     if (text == "ec-p256") return KeyType::ec_p256;
@@ -132,7 +169,9 @@ X509Ptr issue_node_cert(const NodeRequest& req, EVP_PKEY* subject_key, int days,
     add_ext(cert.get(), ca_cert, NID_basic_constraints, "critical,CA:FALSE");
     add_ext(cert.get(), ca_cert, NID_key_usage, "critical,digitalSignature");
     add_ext(cert.get(), ca_cert, NID_ext_key_usage, "serverAuth,clientAuth");
-    add_ext(cert.get(), ca_cert, NID_subject_alt_name, san_value(req));
+    auto sans = san_names(req);
+    if (X509_add1_ext_i2d(cert.get(), NID_subject_alt_name, sans.get(), 0, X509V3_ADD_DEFAULT) != 1)
+        fail("cannot add subjectAltName");
     add_ext(cert.get(), ca_cert, NID_subject_key_identifier, "hash");
     add_ext(cert.get(), ca_cert, NID_authority_key_identifier, "keyid:always");
     if (X509_sign(cert.get(), ca_key, digest_for(ca_key)) <= 0) fail("cannot sign certificate");
@@ -144,44 +183,51 @@ X509ReqPtr make_csr(const NodeRequest& req, EVP_PKEY* key) {
     if (!csr || X509_REQ_set_version(csr.get(), 0) != 1) fail("cannot create CSR");
     if (X509_REQ_set_subject_name(csr.get(), cn_name(req.name).get()) != 1 ||
         X509_REQ_set_pubkey(csr.get(), key) != 1) fail("cannot set CSR subject");
-    X509V3_CTX ctx;
-    X509V3_set_ctx_nodb(&ctx);
-    X509V3_set_ctx(&ctx, nullptr, nullptr, csr.get(), nullptr, 0);
+    auto sans = san_names(req);
     ExtensionStack exts(sk_X509_EXTENSION_new_null());
-    X509ExtPtr san(X509V3_EXT_conf_nid(nullptr, &ctx, NID_subject_alt_name, san_value(req).c_str()));
-    if (!exts || !san || !sk_X509_EXTENSION_push(exts.get(), san.get())) fail("cannot build CSR extensions");
-    san.release();  // now owned by the stack
+    STACK_OF(X509_EXTENSION)* raw = exts.get();
+    if (!exts || X509V3_add1_i2d(&raw, NID_subject_alt_name, sans.get(), 0, X509V3_ADD_DEFAULT) != 1)
+        fail("cannot build CSR extensions");
     if (X509_REQ_add_extensions(csr.get(), exts.get()) != 1 || X509_REQ_sign(csr.get(), key, digest_for(key)) <= 0) fail("cannot sign CSR");
     return csr;
 }
 
-NodeRequest request_from_csr(X509_REQ* csr) {
+CsrContents read_csr_contents(X509_REQ* csr) {
     EVP_PKEY* key = X509_REQ_get0_pubkey(csr);
     if (!key || X509_REQ_verify(csr, key) != 1) fail("the CSR's signature does not verify");
-    NodeRequest req;
+    CsrContents c;
     X509_NAME* subject = X509_REQ_get_subject_name(csr);
     int idx = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
     if (idx < 0) fail("the CSR has no CN (node name)");
     const ASN1_STRING* cn = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, idx));
-    req.name.assign(reinterpret_cast<const char*>(ASN1_STRING_get0_data(cn)),
-                    static_cast<std::size_t>(ASN1_STRING_length(cn)));
+    c.cn.assign(reinterpret_cast<const char*>(ASN1_STRING_get0_data(cn)),
+                static_cast<std::size_t>(ASN1_STRING_length(cn)));
     ExtensionStack exts(X509_REQ_get_extensions(csr));
     for (int i = 0; exts && i < sk_X509_EXTENSION_num(exts.get()); ++i) {
         X509_EXTENSION* ext = sk_X509_EXTENSION_value(exts.get(), i);
         if (OBJ_obj2nid(X509_EXTENSION_get_object(ext)) != NID_subject_alt_name) continue;
         GeneralNamesPtr names(static_cast<GENERAL_NAMES*>(X509V3_EXT_d2i(ext)));
-        for (int j = 0; names && j < sk_GENERAL_NAME_num(names.get()); ++j) {
+        if (!names) fail("the CSR's subjectAltName cannot be parsed");
+        for (int j = 0; j < sk_GENERAL_NAME_num(names.get()); ++j) {
             const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names.get(), j);
             if (gn->type == GEN_DNS) {
-                std::string d(reinterpret_cast<const char*>(ASN1_STRING_get0_data(gn->d.dNSName)),
-                              static_cast<std::size_t>(ASN1_STRING_length(gn->d.dNSName)));
-                if (d != req.name) req.dns.push_back(d);
+                c.dns.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(gn->d.dNSName)),
+                                   static_cast<std::size_t>(ASN1_STRING_length(gn->d.dNSName)));
             } else if (gn->type == GEN_IPADD) {
-                if (auto text = ip_text(gn->d.iPAddress); !text.empty()) req.ips.push_back(text);
+                auto text = ip_text(gn->d.iPAddress);
+                if (text.empty()) c.other.push_back("IP:(malformed)");
+                else c.ips.push_back(text);
+            } else if (gn->type == GEN_URI) {
+                c.other.emplace_back("URI:" + std::string(reinterpret_cast<const char*>(
+                                                             ASN1_STRING_get0_data(gn->d.uniformResourceIdentifier)),
+                                                         static_cast<std::size_t>(ASN1_STRING_length(
+                                                             gn->d.uniformResourceIdentifier))));
+            } else {
+                c.other.push_back("type " + std::to_string(gn->type));
             }
         }
     }
-    return req;
+    return c;
 }
 
 X509CrlPtr make_crl(X509* ca_cert, EVP_PKEY* ca_key, const std::vector<Revoked>& revoked, int days) {

@@ -38,11 +38,27 @@ X509Ptr make_ca_cert(const std::string& name, int days, EVP_PKEY* key);
 X509Ptr issue_node_cert(const NodeRequest& req, EVP_PKEY* subject_key, int days, X509* ca_cert,
                         EVP_PKEY* ca_key);
 
+// The SAN DNS names of `req`: its name first, then `dns` without repeats.
+std::vector<std::string> request_dns(const NodeRequest& req);
+// Throws StartupError unless every DNS name is a valid node name (letters,
+// digits, '-', '.') and every IP a literal address. issue_node_cert and
+// make_csr call it too, so no unvalidated name is ever signed.
+void validate_request(const NodeRequest& req);
+
 // CSR with CN = name and the SANs of `req`, signed by `key`.
 X509ReqPtr make_csr(const NodeRequest& req, EVP_PKEY* key);
-// Reads name (CN), SAN DNS (other than the name) and SAN IPs from a CSR after
-// checking its signature. Throws StartupError when the signature is wrong.
-NodeRequest request_from_csr(X509_REQ* csr);
+
+// What a CSR asks for, exactly as written in it (nothing validated or dropped):
+// the CN, every SAN DNS and IP, and a description of any other SAN ("URI:...").
+struct CsrContents {
+    std::string cn;
+    std::vector<std::string> dns;
+    std::vector<std::string> ips;
+    std::vector<std::string> other;
+};
+// Reads a CSR after checking its signature. Throws StartupError when the
+// signature is wrong or it has no CN.
+CsrContents read_csr_contents(X509_REQ* csr);
 
 struct Revoked {
     std::string serial_hex;

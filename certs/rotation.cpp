@@ -159,9 +159,14 @@ int csr(const std::string& peer, const std::string& csr_path, std::ostream& out)
         out << to_pem(request.get());
     } else {
         write_file_atomic(csr_path, to_pem(request.get()), 0644, false);
+        auto req = current_request(cfg);
+        std::string names = " --name " + req.name;
+        for (const auto& d : req.dns) names += " --dns " + d;
+        for (const auto& ip : req.ips) names += " --ip " + ip;
         out << "new key " << next << " (stays on this node); CSR for " << cfg.node << " in " << csr_path
-            << "\n  on the CA machine: tunneld certs issue --ca DIR --csr " << csr_path
-            << " --out DIR\n  then here: tunneld certs install --peer " << peer << " --cert FILE\n";
+            << "\n  on the CA machine: tunneld certs issue --ca DIR --csr " << csr_path << names
+            << " --out DIR\n  then bring DIR/" << cfg.node << ".crt back here and run: tunneld certs install --peer "
+            << peer << " --cert " << cfg.node << ".crt\n";
     }
     return 0;
 }

@@ -3,11 +3,14 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
+#include <array>
 #include <cctype>
 #include <charconv>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -24,6 +27,18 @@ public:
     MapReader(const YAML::Node& node, std::string where, const std::string& file)
         : node_(node), where_(std::move(where)), file_(file) {
         if (!node_.IsMap()) fail(node_, where_ + " must be a mapping");
+        // yaml-cpp keeps both entries of a repeated key and find() would silently
+        // take the first: a repeated key is an error naming both places.
+        std::map<std::string, YAML::Mark> seen;
+        for (auto it = node_.begin(); it != node_.end(); ++it) {
+            if (!it->first.IsScalar()) fail(it->first, where_ + ": keys must be plain strings");
+            auto key = it->first.Scalar();
+            auto [at, fresh] = seen.emplace(key, it->first.Mark());
+            if (!fresh)
+                fail(it->first, "duplicate key '" + qualified(key) + "' (first given at line " +
+                                    std::to_string(at->second.line + 1) + ", column " +
+                                    std::to_string(at->second.column + 1) + ")");
+        }
     }
 
     const YAML::Node* find(const std::string& key) {
@@ -93,12 +108,33 @@ Duration duration_value(MapReader& r, const YAML::Node& n, const std::string& ke
     return *d;
 }
 
-void read_duration(MapReader& r, const std::string& key, Duration& out, Duration min) {
+// Every duration has a ceiling: a value like 99999999h would overflow timers
+// (and a keepalive or timeout that long is a typo, not a setting).
+void read_duration(MapReader& r, const std::string& key, Duration& out, Duration min, Duration max = 24h) {
     if (auto* n = r.find(key)) {
         out = duration_value(r, *n, key);
-        if (out < min)
-            r.fail(*n, "'" + r.qualified(key) + "' must be at least " + format_duration(min));
+        if (out < min || out > max)
+            r.fail(*n, "'" + r.qualified(key) + "' must be from " + format_duration(min) + " to " +
+                           format_duration(max));
     }
+}
+
+bool is_loopback(const Endpoint& ep) {
+    std::string why;
+    auto p = parse_prefix(ep.host, why);
+    if (!p) return ep.host == "localhost";
+    if (p->v6) {
+        static const std::array<std::uint8_t, 16> one{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+        return std::equal(one.begin(), one.end(), p->addr.begin());
+    }
+    return p->addr[0] == 127;
+}
+
+// The curves a client may ask for: elliptic-curve groups only, so nobody
+// unauthenticated can make us compute a finite-field (ffdhe8192) key exchange.
+const std::set<std::string>& allowed_groups() {
+    static const std::set<std::string> g{"X25519", "X448", "P-256", "P-384", "P-521"};
+    return g;
 }
 
 void read_int(MapReader& r, const std::string& key, int& out, int min, int max) {
@@ -213,6 +249,17 @@ Config parse_config(const std::string& text, const std::string& path) {
         cfg.tls.cert = resolve_path(path, require_string(r, *tls, "cert"));
         cfg.tls.key = resolve_path(path, require_string(r, *tls, "key"));
         if (auto* n = r.find("crl")) cfg.tls.crl = resolve_path(path, scalar(r, *n, "crl"));
+        if (auto* n = r.find("groups")) {
+            if (!n->IsSequence() || n->size() == 0)
+                r.fail(*n, "'tls.groups' must be a non-empty list, as in [X25519, P-256]");
+            cfg.tls.groups.clear();
+            for (const auto& g : *n) {
+                if (!g.IsScalar() || !allowed_groups().count(g.Scalar()))
+                    r.fail(g, "'tls.groups': '" + (g.IsScalar() ? g.Scalar() : std::string("?")) +
+                                  "' is not allowed (choose from X25519, X448, P-256, P-384, P-521)");
+                cfg.tls.groups.push_back(g.Scalar());
+            }
+        }
         r.finish();
     }
 
@@ -255,6 +302,12 @@ Config parse_config(const std::string& text, const std::string& path) {
             pc.local = endpoint_value(r, *local, "local", false);
             if (!locals.insert(pc.local.to_string()).second)
                 r.fail(*local, "local address " + pc.local.to_string() + " is used twice");
+            if (auto* n = r.find("public")) pc.public_local = bool_value(r, *n, "peers[].public");
+            if (!pc.public_local && !is_loopback(pc.local))
+                r.fail(*local, "'peers[].local' " + pc.local.to_string() +
+                                   " is not a loopback address: anyone who reaches it gets a connection "
+                                   "to " + pc.name + " with this node's identity. Use 127.0.0.1, or add "
+                                   "'public: true' to this peer if that is really intended");
             r.finish();
             cfg.peers.push_back(std::move(pc));
         }
@@ -264,17 +317,17 @@ Config parse_config(const std::string& text, const std::string& path) {
 
     if (auto* ka = top.find("keepalive")) {
         MapReader r(*ka, "keepalive", path);
-        read_duration(r, "idle", cfg.keepalive.idle, 1s);
-        read_duration(r, "interval", cfg.keepalive.interval, 1s);
+        read_duration(r, "idle", cfg.keepalive.idle, 1s, 32767s);  // the kernel's limits
+        read_duration(r, "interval", cfg.keepalive.interval, 1s, 32767s);
         read_int(r, "count", cfg.keepalive.count, 1, 127);
-        read_duration(r, "user_timeout", cfg.keepalive.user_timeout, 0ms);
+        read_duration(r, "user_timeout", cfg.keepalive.user_timeout, 0ms, 1h);
         r.finish();
     }
     if (auto* t = top.find("timeouts")) {
         MapReader r(*t, "timeouts", path);
-        read_duration(r, "connect", cfg.timeouts.connect, 100ms);
-        read_duration(r, "handshake", cfg.timeouts.handshake, 100ms);
-        read_duration(r, "shutdown", cfg.timeouts.shutdown, 0ms);
+        read_duration(r, "connect", cfg.timeouts.connect, 100ms, 10min);
+        read_duration(r, "handshake", cfg.timeouts.handshake, 100ms, 10min);
+        read_duration(r, "shutdown", cfg.timeouts.shutdown, 0ms, 1h);
         r.finish();
     }
     if (auto* l = top.find("limits")) {
@@ -344,7 +397,15 @@ Config parse_config(const std::string& text, const std::string& path) {
     if (auto* h = top.find("health")) {
         MapReader r(*h, "health", path);
         if (auto* n = r.find("enabled")) cfg.health.enabled = bool_value(r, *n, "health.enabled");
-        if (auto* n = r.find("listen")) cfg.health.listen = endpoint_list(r, *n, "health.listen");
+        auto* listen = r.find("listen");
+        if (listen) cfg.health.listen = endpoint_list(r, *listen, "health.listen");
+        if (auto* n = r.find("public")) cfg.health.public_listen = bool_value(r, *n, "health.public");
+        for (const auto& ep : cfg.health.listen)
+            if (!cfg.health.public_listen && !is_loopback(ep))
+                r.fail(*listen, "'health.listen' " + ep.to_string() +
+                                    " is not a loopback address: the endpoint has no authentication and shows "
+                                    "the node's peers and addresses. Keep it on 127.0.0.1 (and protect it with "
+                                    "the firewall guard), or add 'health.public: true' if that is intended");
         if (auto* n = r.find("postgres")) {
             cfg.health.postgres = scalar(r, *n, "postgres");
             if (cfg.health.postgres.empty())
@@ -352,8 +413,8 @@ Config parse_config(const std::string& text, const std::string& path) {
             if (auto why = conninfo_error(cfg.health.postgres); !why.empty())
                 r.fail(*n, "'health.postgres' is not a libpq connection string: " + why);
         }
-        read_duration(r, "probe_interval", cfg.health.probe_interval, 100ms);
-        read_duration(r, "check_timeout", cfg.health.check_timeout, 100ms);
+        read_duration(r, "probe_interval", cfg.health.probe_interval, 100ms, 1h);
+        read_duration(r, "check_timeout", cfg.health.check_timeout, 100ms, 10min);
         r.finish();
     }
     if (auto* lv = top.find("log_level")) {

@@ -19,6 +19,8 @@ struct TlsFiles {
     std::string cert;  // this node's certificate (chain may follow in the same file)
     std::string key;   // this node's private key; refused if group/world readable
     std::string crl;   // optional PEM CRL(s); empty = no revocation check
+    // Key-exchange groups offered and accepted (tls.groups): elliptic curves only.
+    std::vector<std::string> groups{"X25519", "P-256", "P-384"};
 };
 
 struct InboundConfig {
@@ -31,6 +33,7 @@ struct PeerConfig {
     std::string name;  // expected identity in the peer's certificate; also sent as SNI
     Endpoint connect;  // the peer's inbound listener (host may be a DNS name)
     Endpoint local;    // local plaintext listener for postgres clients
+    bool public_local = false;  // peers[].public: `local` may be a non-loopback address
 };
 
 struct KeepaliveConfig {
@@ -67,7 +70,10 @@ struct FirewallConfig {
 
 struct HealthConfig {
     bool enabled = true;                                        // the HTTP endpoint (on unless enabled: false)
-    std::vector<Endpoint> listen{Endpoint{"127.0.0.1", 8080, {}}};  // one or more addresses
+    // No TCP listener unless health.listen is given: two instances on one host
+    // (tunneld@a, tunneld@b) must never collide on a default port.
+    std::vector<Endpoint> listen;
+    bool public_listen = false;        // health.public: listen may be a non-loopback address
     std::string postgres;              // libpq conninfo for role and lag; empty = no postgres checks
     Duration probe_interval = 2s;      // peer probe ping period; a peer is down after 2 missed pongs
     Duration check_timeout = 3s;       // each backend / postgres check (connect + query)

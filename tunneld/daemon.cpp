@@ -117,7 +117,7 @@ struct Daemon::Impl {
         if (BackendMonitor::wanted(config)) backend_monitor.emplace(config, io, rt.backend);
         heartbeats.reset(new std::atomic<std::int64_t>[pool.size() + 1]);
         for (std::size_t i = 0; i <= pool.size(); ++i) heartbeats[i] = steady_ms();
-        if (config.health.enabled) health.emplace(config.health.listen, [this](bool full) { return snapshot(full); });
+        if (config.health.enabled && !config.health.listen.empty()) health.emplace(config.health.listen, [this](bool full) { return snapshot(full); });
     }
 
     // ------------------------------------------------------------- health

@@ -58,7 +58,7 @@ std::optional<std::string> match_identity(const CertIdentities& ids,
     for (const auto& name : ids.dns) {
         if (!usable(name)) continue;
         for (const auto& a : allow)
-            if (a.size() == name.size() && strcasecmp(a.c_str(), name.c_str()) == 0) return name;
+            if (a.size() == name.size() && strcasecmp(a.c_str(), name.c_str()) == 0) return a;
     }
     for (const auto& uri : ids.uris) {
         if (!usable(uri)) continue;
@@ -69,7 +69,7 @@ std::optional<std::string> match_identity(const CertIdentities& ids,
         for (const auto& a : allow)
             if (a.size() == ids.common_name.size() &&
                 strcasecmp(a.c_str(), ids.common_name.c_str()) == 0)
-                return ids.common_name;
+                return a;
     }
     return std::nullopt;
 }

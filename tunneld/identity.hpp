@@ -22,7 +22,8 @@ std::string ip_text(const ASN1_OCTET_STRING* ip);
 // Reads the SAN DNS/URI/IP entries and the subject CN of `cert` (not owned).
 CertIdentities extract_identities(X509* cert);
 
-// Returns the identity from `ids` that appears in `allow`, or nullopt.
+// Returns the entry of `allow` that one of `ids` names (as written in `allow`,
+// so callers can compare it with configured names exactly), or nullopt.
 // DNS names compare case-insensitively, URIs exactly. The CN is a fallback only
 // for certificates with no SAN DNS/URI at all. A name containing '*' never
 // matches: a wildcard certificate cannot stand for a specific node.

@@ -125,6 +125,10 @@ asio::awaitable<void> serve(Runtime& rt, tcp::socket socket) {
     auto hs = co_await handshake_within(tls, cfg.timeouts.handshake);
     rt.connections.end_handshake(source);
     info.peer = tls.peer_check().matched;
+    if (hs.ok() && tls.alpn().empty())
+        // Peers always send ALPN ("postgresql" or "tunneld-probe"); a client
+        // without it is not a tunneld peer and gets nothing relayed.
+        hs = HandshakeResult{HandshakeFailure::no_alpn, "the client sent no ALPN; tunneld peers send 'postgresql'"};
     rt.stats.count_handshake(Direction::inbound, hs.failure);
     if (!hs.ok()) {
         log_handshake_failure(info, hs);

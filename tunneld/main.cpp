@@ -74,7 +74,11 @@ int main(int argc, char** argv) {
     issue->add_option("--ip", iss.ips, "SAN IP address (repeatable)");
     issue->add_option("--days", iss.days, "validity")->capture_default_str();
     issue->add_option("--key-type", iss.key_type, "ec-p256 or ed25519 (default: the CA's)");
-    issue->add_option("--csr", iss.csr, "sign this CSR (from `certs csr`) instead of making a key");
+    issue->add_option("--csr", iss.csr,
+                      "sign this CSR's key (from `certs csr`) for exactly --name/--dns/--ip; a CSR asking "
+                      "for other names is refused");
+    issue->add_flag("--accept-csr-sans", iss.accept_csr_sans,
+                    "sign the names given even though the CSR asks for others (the difference is printed)");
     issue->add_option("--out", iss.out, "output directory")->required();
 
     std::vector<std::string> show_files;
@@ -146,7 +150,7 @@ int main(int argc, char** argv) {
         if (*fw_remove) return tunneld::firewall::remove(fw_peer, std::cout);
         if (*init_ca) return tunneld::certs::init_ca(init, std::cout);
         if (*issue) {
-            if (iss.csr.empty() && iss.name.empty()) throw tunneld::StartupError("certs issue: give --name (or --csr)");
+            if (iss.name.empty()) throw tunneld::StartupError("certs issue: give --name NODE");
             return tunneld::certs::issue(iss, std::cout);
         }
         if (*show) return tunneld::certs::show(show_files, std::cout);

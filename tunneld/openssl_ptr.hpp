@@ -27,6 +27,9 @@ using BioPtr = std::unique_ptr<BIO, OpensslFree<BIO, BIO_free_all>>;
 using BignumPtr = std::unique_ptr<BIGNUM, OpensslFree<BIGNUM, BN_free>>;
 using Asn1IntegerPtr = std::unique_ptr<ASN1_INTEGER, OpensslFree<ASN1_INTEGER, ASN1_INTEGER_free>>;
 using Asn1TimePtr = std::unique_ptr<ASN1_TIME, OpensslFree<ASN1_TIME, ASN1_TIME_free>>;
+using Asn1OctetStringPtr = std::unique_ptr<ASN1_OCTET_STRING, OpensslFree<ASN1_OCTET_STRING, ASN1_OCTET_STRING_free>>;
+using Asn1Ia5StringPtr = std::unique_ptr<ASN1_IA5STRING, OpensslFree<ASN1_IA5STRING, ASN1_IA5STRING_free>>;
+using GeneralNamePtr = std::unique_ptr<GENERAL_NAME, OpensslFree<GENERAL_NAME, GENERAL_NAME_free>>;
 using GeneralNamesPtr = std::unique_ptr<GENERAL_NAMES, OpensslFree<GENERAL_NAMES, GENERAL_NAMES_free>>;
 
 struct ExtensionStackFree {

@@ -26,6 +26,11 @@ constexpr const char* kCipherSuites =
 
 constexpr std::size_t kReadAheadBytes = 64 * 1024;
 
+// A session ticket is good for one hour: far inside the 1-day expiry warning, so
+// resumption never carries a session much past what a full handshake would allow
+// (and every resumption re-checks notAfter and the CRL anyway).
+constexpr long kTicketLifetimeSeconds = 3600;
+
 int peer_check_index() {
     static const int idx = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
     return idx;
@@ -118,7 +123,8 @@ std::chrono::system_clock::time_point load_crls(X509_STORE* store, const std::st
     }
     ERR_clear_error();  // the loop ends on "no start line"
     if (count == 0) fail(path + " (tls.crl): no PEM CRL found");
-    X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+    // The whole chain, not only the leaf: an intermediate revoked by its CA counts too.
+    X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
     return earliest;
 }
 
@@ -127,6 +133,9 @@ void common_setup(SSL_CTX* ctx, const TlsFiles& files, EVP_PKEY* key,
                   std::optional<std::chrono::system_clock::time_point>& crl_next_update) {
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1) fail("cannot require TLS 1.3");
     if (SSL_CTX_set_ciphersuites(ctx, kCipherSuites) != 1) fail("cannot set TLS 1.3 cipher suites");
+    std::string groups;
+    for (const auto& g : files.groups) groups += (groups.empty() ? "" : ":") + g;
+    if (SSL_CTX_set1_groups_list(ctx, groups.c_str()) != 1) fail("cannot set tls.groups " + groups);
     if (SSL_CTX_use_certificate_chain_file(ctx, files.cert.c_str()) != 1)
         fail(files.cert + " (tls.cert): not a PEM certificate chain");
     if (SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1)
@@ -239,6 +248,7 @@ std::shared_ptr<const TlsMaterial> load_tls_material(const TlsFiles& files, cons
     if (SSL_CTX_set_session_id_context(s, sid_ctx, sizeof sid_ctx - 1) != 1 ||
         SSL_CTX_set_num_tickets(s, 1) != 1)
         fail("cannot enable TLS session resumption");
+    SSL_CTX_set_timeout(s, kTicketLifetimeSeconds);
     SSL_CTX_set_alpn_select_cb(s, alpn_select, nullptr);
 
     SSL_CTX* c = material->client.get();

@@ -29,6 +29,7 @@ const char* to_string(HandshakeFailure f) {
         case HandshakeFailure::bad_certificate: return "bad_certificate";
         case HandshakeFailure::peer_rejected: return "peer_rejected";
         case HandshakeFailure::no_alpn: return "no_alpn";
+        case HandshakeFailure::no_shared_group: return "no_shared_group";
         case HandshakeFailure::closed: return "closed";
         case HandshakeFailure::io_error: return "io_error";
     }
@@ -74,6 +75,8 @@ HandshakeFailure classify_reason(int reason) {
         case SSL_R_NO_APPLICATION_PROTOCOL:
         case SSL_R_TLSV1_ALERT_NO_APPLICATION_PROTOCOL: return HandshakeFailure::no_alpn;
         case SSL_R_UNEXPECTED_EOF_WHILE_READING: return HandshakeFailure::closed;
+        case SSL_R_NO_SHARED_GROUPS:
+        case SSL_R_NO_SUITABLE_KEY_SHARE: return HandshakeFailure::no_shared_group;
         default: break;
     }
     // Alerts the peer sent us: reason codes are SSL_AD_REASON_OFFSET + alert.
@@ -160,10 +163,15 @@ asio::awaitable<HandshakeResult> TlsStream::handshake() {
     if (err == SSL_ERROR_NONE) {
         if (!confirm_peer_identity(ssl_, check_))
             co_return HandshakeResult{HandshakeFailure::identity_not_allowed, check_.presented};
-        // A resumed session skips chain verification: check the CRL here too.
-        if (SSL_session_reused(ssl_) &&
-            is_revoked(SSL_get0_peer_certificate(ssl_), SSL_CTX_get_cert_store(SSL_get_SSL_CTX(ssl_))))
-            co_return HandshakeResult{HandshakeFailure::revoked, "resumed session of a revoked certificate"};
+        // A resumed session skips chain verification: the peer certificate it
+        // carries is checked again here for expiry and against the current CRL.
+        if (SSL_session_reused(ssl_)) {
+            X509* peer = SSL_get0_peer_certificate(ssl_);
+            if (!peer || X509_cmp_current_time(X509_get0_notAfter(peer)) <= 0)
+                co_return HandshakeResult{HandshakeFailure::expired, "resumed session of an expired certificate"};
+            if (is_revoked(peer, SSL_CTX_get_cert_store(SSL_get_SSL_CTX(ssl_))))
+                co_return HandshakeResult{HandshakeFailure::revoked, "resumed session of a revoked certificate"};
+        }
         co_return HandshakeResult{};
     }
     if (err == -1) co_return HandshakeResult{HandshakeFailure::io_error, "socket closed"};

@@ -35,6 +35,7 @@ enum class HandshakeFailure {
     bad_certificate,     // other certificate problem
     peer_rejected,       // the peer sent an alert (it refused us)
     no_alpn,             // no common application protocol
+    no_shared_group,     // the client offers no key-exchange group of tls.groups (e.g. only ffdhe8192)
     closed,              // the peer closed the connection during the handshake
     io_error,            // socket error
 };

@@ -743,7 +743,7 @@ class ReplicationLab:
                      f"    - port: 5432\n      allow: [{APP_PRIMARY_NET + '.2' if self.health else ''}]\n")
         log("starting tunneld on both hosts" + (" (the primary's with its firewall guard)" if guard else ""))
         def health_block(cluster_dir, port):
-            return ("health:\n  listen: \"0.0.0.0:8080\"\n  probe_interval: 500ms\n"
+            return ("health:\n  listen: \"0.0.0.0:8080\"\n  public: true\n  probe_interval: 500ms\n"
                     f"  postgres: \"host={cluster_dir} port={port} user=postgres dbname=postgres\"\n")
 
         standby_pg_dir = os.path.join(self.workdir, "pg-standby")

@@ -79,17 +79,40 @@ TEST(Pki, ForeignCaDoesNotVerify) {
 TEST(Pki, CsrRoundTripKeepsNameAndSans) {
     auto key = generate_key(KeyType::ec_p256);
     auto csr = make_csr({"primary-1", {"db1.example.net"}, {"192.0.2.1"}}, key.get());
-    auto req = request_from_csr(csr.get());
-    EXPECT_EQ(req.name, "primary-1");
-    EXPECT_EQ(req.dns, (std::vector<std::string>{"db1.example.net"}));
-    EXPECT_EQ(req.ips, (std::vector<std::string>{"192.0.2.1"}));
+    auto c = read_csr_contents(csr.get());
+    EXPECT_EQ(c.cn, "primary-1");
+    EXPECT_EQ(c.dns, (std::vector<std::string>{"primary-1", "db1.example.net"}));
+    EXPECT_EQ(c.ips, (std::vector<std::string>{"192.0.2.1"}));
+    EXPECT_TRUE(c.other.empty());
+}
+
+TEST(Pki, NamesThatWouldInjectSansAreRefused) {
+    auto ca = make_ca();
+    auto key = generate_key(KeyType::ec_p256);
+    for (const char* bad : {"y,URI:spiffe://x/admin,DNS:z", "a b", "spiffe://x/admin", "*.example.net", ""})
+        EXPECT_THROW(issue_node_cert({"n1", {bad}, {}}, key.get(), 1, ca.cert.get(), ca.key.get()), StartupError)
+            << bad;
+    EXPECT_THROW(issue_node_cert({"n1", {}, {"1.2.3.4,DNS:x"}}, key.get(), 1, ca.cert.get(), ca.key.get()),
+                 StartupError);
+    EXPECT_THROW(make_csr({"n1,DNS:primary-1", {}, {}}, key.get()), StartupError);
+}
+
+TEST(Pki, IssuedCertificateHasExactlyTheRequestedSans) {
+    auto ca = make_ca();
+    auto key = generate_key(KeyType::ec_p256);
+    auto cert = issue_node_cert({"n1", {"n1", "db.example.net"}, {"192.0.2.7", "2001:db8::1"}}, key.get(), 1,
+                                ca.cert.get(), ca.key.get());
+    auto ids = extract_identities(cert.get());
+    EXPECT_EQ(ids.dns, (std::vector<std::string>{"n1", "db.example.net"}));
+    EXPECT_TRUE(ids.uris.empty());
+    EXPECT_EQ(ids.ips, (std::vector<std::string>{"192.0.2.7", "2001:db8::1"}));
 }
 
 TEST(Pki, TamperedCsrIsRefused) {
     auto key = generate_key(KeyType::ec_p256), other = generate_key(KeyType::ec_p256);
     auto csr = make_csr({"primary-1", {}, {}}, key.get());
     X509_REQ_set_pubkey(csr.get(), other.get());  // signature no longer matches
-    EXPECT_THROW(request_from_csr(csr.get()), StartupError);
+    EXPECT_THROW(read_csr_contents(csr.get()), StartupError);
 }
 
 TEST(Pki, CrlRevokesExactlyTheListedSerial) {

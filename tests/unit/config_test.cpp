@@ -97,7 +97,19 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"DurationWithoutUnit", with("keepalive: {idle: 30}\n"),
                 "t.yaml:10:19: 'keepalive.idle': '30' is not a duration"},
         BadCase{"DurationTooSmall", with("keepalive: {interval: 10ms}\n"),
-                "'keepalive.interval' must be at least 1s"},
+                "'keepalive.interval' must be from 1s to 32767s"},
+        BadCase{"DurationTooLarge", with("timeouts: {shutdown: 99999999h}\n"),
+                "t.yaml:10:22: 'timeouts.shutdown' must be from 0ms to 1h"},
+        BadCase{"DuplicateTopKey", with("workers: 2\nworkers: 3\n"),
+                "t.yaml:11:1: duplicate key 'workers' (first given at line 10, column 1)"},
+        BadCase{"DuplicateNestedKey", with("timeouts:\n  connect: 1s\n  connect: 20s\n"),
+                "t.yaml:12:3: duplicate key 'timeouts.connect' (first given at line 11, column 3)"},
+        BadCase{"NonLoopbackLocalIsAnOpenRelay",
+                with("").replace(std::string(kMinimal).find("127.0.0.1:6432"), 14, "0.0.0.0:6432"),
+                "'peers[].local' 0.0.0.0:6432 is not a loopback address"},
+        BadCase{"FfdheGroupRefused", with("").replace(std::string(kMinimal).find("peers:"), 0,
+                                                      "  groups: [X25519, ffdhe8192]\n"),
+                "'tls.groups': 'ffdhe8192' is not allowed"},
         BadCase{"CountOutOfRange", with("keepalive: {count: 0}\n"),
                 "'keepalive.count' must be a whole number from 1 to 127"},
         BadCase{"CountNotNumber", with("keepalive: {count: three}\n"), "'keepalive.count' must be"},
@@ -128,6 +140,22 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"BadLogLevel", with("log_level: loud\n"), "'log_level' must be one of"},
         BadCase{"TlsNotMapping", "node: a\ntls: [a]\n", "tls must be a mapping"}),
     [](const auto& info) { return std::string(info.param.name); });
+
+TEST(Config, NonLoopbackLocalNeedsPublicTrue) {
+    auto text = with("").replace(std::string(kMinimal).find("127.0.0.1:6432"), 14, "0.0.0.0:6432");
+    text += "    public: true\n";
+    auto c = parse_config(text, "/x.yaml");
+    EXPECT_TRUE(c.peers[0].public_local);
+    EXPECT_EQ(parse_config(with(""), "/x.yaml").peers[0].public_local, false);
+    // [::1] and 127.x are loopback
+    EXPECT_NO_THROW(parse_config(with("").replace(std::string(kMinimal).find("127.0.0.1:6432"), 14, "\"[::1]:6432\""),
+                                 "/x.yaml"));
+}
+
+TEST(Config, TlsGroupsDefaultToEllipticCurves) {
+    auto c = parse_config(with(""), "/x.yaml");
+    EXPECT_EQ(c.tls.groups, (std::vector<std::string>{"X25519", "P-256", "P-384"}));
+}
 
 TEST(Config, UnknownKeyInsidePeerIsReported) {
     auto err = error_of(std::string(kMinimal) + "    lcoal: 127.0.0.1:1\n");

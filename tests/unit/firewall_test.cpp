@@ -373,7 +373,7 @@ TEST(FirewallConfig, ErrorsNamePositionAndFix) {
         {"firewall:\n  enabled: yes\n", "'firewall.enabled' must be true or false"},
         {"firewall:\n  table: 'my table'\n", "'firewall.table' must be 1-32 letters"},
         {"firewall:\n  ports: [5432]\n", "unknown key 'firewall.ports'"},
-        {"firewall:\n  resolve_interval: 100ms\n", "'firewall.resolve_interval' must be at least 1s"},
+        {"firewall:\n  resolve_interval: 100ms\n", "'firewall.resolve_interval' must be from 1s to 24h"},
     };
     for (const auto& [yaml, expected] : cases) {
         auto err = error_of(yaml);

@@ -313,13 +313,17 @@ peers: [{name: primary-1, connect: "10.0.0.1:8765", local: "127.0.0.1:6432"}]
 
 std::string config_error(const std::string& health) { return test::config_error_of(std::string(kBase) + health); }
 
-TEST(HealthConfig, DefaultsAreLocalAndOn) {
+TEST(HealthConfig, DefaultsHaveNoTcpListenerSoTwoInstancesNeverCollide) {
     auto c = parse_config(kBase, "/etc/tunneld/t.yaml");
     EXPECT_TRUE(c.health.enabled);
-    ASSERT_EQ(c.health.listen.size(), 1u);
-    EXPECT_EQ(c.health.listen[0].to_string(), "127.0.0.1:8080");
+    EXPECT_TRUE(c.health.listen.empty());
     EXPECT_TRUE(c.health.postgres.empty());
     EXPECT_EQ(c.health.probe_interval, std::chrono::seconds(2));
+}
+
+TEST(HealthConfig, NonLoopbackListenNeedsPublicTrue) {
+    auto c = parse_config(std::string(kBase) + "health: {listen: \"0.0.0.0:9000\", public: true}\n", "/t.yaml");
+    EXPECT_TRUE(c.health.public_listen);
 }
 
 TEST(HealthConfig, ParsesEveryKey) {
@@ -349,6 +353,7 @@ TEST(HealthConfig, ErrorsNameTheKeyAndPlace) {
         {"health: {postgres: \"host=x bogus_option=1\"}\n", "not a libpq connection string: invalid connection option \"bogus_option\""},
         {"health: {probe_interval: 10ms}\n", "probe_interval"},
         {"health: {enabled: yes please}\n", "'health.enabled' must be true or false"},
+        {"health: {listen: \"0.0.0.0:9000\"}\n", "'health.listen' 0.0.0.0:9000 is not a loopback address"},
     };
     for (const auto& c : cases) {
         auto err = config_error(c.yaml);

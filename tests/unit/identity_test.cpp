@@ -56,7 +56,8 @@ TEST(Identity, ExtractsSanDnsUriAndCn) {
 }
 
 TEST(Identity, MatchesSanDnsCaseInsensitively) {
-    EXPECT_EQ(match("DNS:Standby-1", "", {"primary-1", "standby-1"}), "Standby-1");
+    // The configured spelling comes back, so "is this our own node?" compares like matching does.
+    EXPECT_EQ(match("DNS:Standby-1", "", {"primary-1", "standby-1"}), "standby-1");
 }
 
 TEST(Identity, MatchesUriExactly) {
