@@ -65,13 +65,16 @@ struct Daemon::Impl {
     Config config;
     asio::io_context io{1};
     IoPool pool;
-    Runtime rt;
+    // Fail closed: the guard goes up before anything that can fail on bad input
+    // (TLS files, peers), so a node that refuses to start leaves it in place.
     std::optional<firewall::Guard> guard;
+    std::optional<firewall::TableEvents> guard_events;
+    asio::posix::stream_descriptor guard_fd{io};
+    std::atomic<bool> firewall_applied{apply_guard()};
+    Runtime rt;
     std::optional<InboundListener> inbound;
     std::optional<OutboundListener> outbound;
     asio::steady_timer resolve_timer{io};
-    std::optional<firewall::TableEvents> guard_events;
-    asio::posix::stream_descriptor guard_fd{io};
     std::uint64_t guard_repairs = 0;
     std::vector<std::chrono::steady_clock::time_point> guard_recent;
     std::chrono::steady_clock::time_point guard_paused_until{};
@@ -86,7 +89,6 @@ struct Daemon::Impl {
     std::unique_ptr<std::atomic<std::int64_t>[]> heartbeats;  // [0] = main loop, [1..] = workers
     std::atomic<bool> listeners_up{false};
     std::atomic<bool> stopping{false};
-    std::atomic<bool> firewall_applied{false};
     std::atomic<std::uint64_t> firewall_repairs{0};
     Latest<std::string> firewall_error;
     asio::steady_timer notify_timer{io};
@@ -96,21 +98,8 @@ struct Daemon::Impl {
     explicit Impl(Config c)
         : config(std::move(c)),
           pool(worker_count(config)),
-          rt(config, pool, load_tls_material(config.tls, config.node, 1)),
+          rt(config, pool, initial_tls()),
           watch(io, tls_paths(config), std::chrono::seconds(1), [this] { reload("files changed"); }) {
-        // Fail closed: the guard is in place before any port listens, or nothing starts.
-        if (config.firewall && config.firewall->enabled) {
-            guard.emplace(config);
-            guard_events.emplace(config.firewall->table);  // before applying: no change goes unseen
-            guard_fd.assign(::dup(guard_events->fd()));
-            guard->apply();
-            firewall_applied = true;
-            for (const auto& e : guard->resolve_errors())
-                spdlog::warn("firewall: peer address not resolved (retried every {}): {}",
-                             format_duration(config.firewall->resolve_interval), e);
-            spdlog::info("firewall: table inet {} applied (prerouting, priority raw):\n{}",
-                         config.firewall->table, firewall::describe(guard->spec()));
-        }
         if (config.inbound) inbound.emplace(rt, io);
         if (!config.peers.empty()) outbound.emplace(rt, io);
         for (const auto& peer : config.peers) probes.push_back(std::make_unique<PeerProbe>(rt, peer));
@@ -118,6 +107,34 @@ struct Daemon::Impl {
         heartbeats.reset(new std::atomic<std::int64_t>[pool.size() + 1]);
         for (std::size_t i = 0; i <= pool.size(); ++i) heartbeats[i] = steady_ms();
         if (config.health.enabled && !config.health.listen.empty()) health.emplace(config.health.listen, [this](bool full) { return snapshot(full); });
+    }
+
+    // Applies the guard (when configured) before anything else can fail;
+    // returns whether it did. Throws StartupError when it cannot be applied.
+    bool apply_guard() {
+        if (!config.firewall || !config.firewall->enabled) return false;
+        guard.emplace(config);
+        guard_events.emplace(config.firewall->table);  // before applying: no change goes unseen
+        guard_fd.assign(::dup(guard_events->fd()));
+        guard->apply();
+        for (const auto& e : guard->resolve_errors())
+            spdlog::warn("firewall: peer address not resolved (retried every {}): {}",
+                         format_duration(config.firewall->resolve_interval), e);
+        spdlog::info("firewall: table inet {} applied (prerouting, priority raw):\n{}", config.firewall->table,
+                     firewall::describe(guard->spec()));
+        return true;
+    }
+
+    // The TLS material for the first handshakes. When it cannot be loaded the
+    // node refuses to start, and says that the guard it applied stays.
+    std::shared_ptr<const TlsMaterial> initial_tls() {
+        try {
+            return load_tls_material(config.tls, config.node, 1);
+        } catch (const StartupError& e) {
+            if (!guard) throw;
+            throw StartupError(std::string(e.what()) + " (the firewall guard, table inet " + config.firewall->table +
+                               ", stays in place: postgres and the tunnel port remain closed to outsiders)");
+        }
     }
 
     // ------------------------------------------------------------- health

@@ -355,3 +355,60 @@ def test_without_cap_net_admin_the_daemon_refuses_to_start(site, workdir, ca):
     r = lab.tunneld_cli("check", "--peer", cfg, netns=site.host)
     assert "warn  firewall: peer address not resolved (its packets would be dropped): no-such-host.invalid: " \
         in r.stdout, r.stdout
+
+
+def expired_crl(ca, path):
+    """A CRL from `ca` whose nextUpdate has passed (what a forgotten cron job leaves)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    import datetime
+    now = datetime.datetime.now(datetime.timezone.utc)
+    crl = (x509.CertificateRevocationListBuilder().issuer_name(ca.cert.subject)
+           .last_update(now - datetime.timedelta(days=10)).next_update(now - datetime.timedelta(days=1))
+           .sign(ca.key, hashes.SHA256()))
+    with open(path, "wb") as f:
+        f.write(crl.public_bytes(serialization.Encoding.PEM))
+
+
+@pytest.mark.parametrize("bad", ["key_0644", "expired_cert", "expired_crl"])
+def test_bad_tls_files_at_boot_leave_the_guard_up(site, workdir, ca, cleanup, bad):
+    """A reboot with a bad TLS file must not open postgres: the guard is applied
+    before the TLS files are read, and stays when the daemon refuses to start."""
+    pg = listener(site.host, 5432)
+    cleanup.append(pg.kill)
+    cfg = guard_config(workdir, ca, [(5432, ["10.88.2.0/24"])])
+    key = os.path.join(workdir, "host", "host-1.key")
+    if bad == "key_0644":
+        os.chmod(key, 0o644)
+    elif bad == "expired_cert":
+        import datetime
+        past = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=3)
+        ca.issue("host-1", os.path.join(workdir, "host"), not_before=past, not_after=past + datetime.timedelta(days=1))
+    else:
+        crl = os.path.join(workdir, "expired.crl")
+        expired_crl(ca, crl)
+        text = open(cfg).read().replace(f"  key: {key}\n", f"  key: {key}\n  crl: {crl}\n")
+        open(cfg, "w").write(text)
+    assert can_connect(site.bad, "10.88.1.1", 5432), "the test's outsider cannot even reach an unguarded port"
+    r = site.host.exec([lab.TUNNELD, "--peer", cfg], check=False, timeout=30)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "stays in place" in r.stderr and "table inet tunneld" in r.stderr, r.stderr
+    assert site.host.exec(["nft", "list", "table", "inet", "tunneld"], check=False).returncode == 0
+    assert not can_connect(site.bad, "10.88.1.1", 5432), "a daemon that refused to start left postgres open"
+    assert can_connect(site.good, "10.88.2.1", 5432)
+
+
+def test_firewall_apply_alone_guards_a_node_that_never_starts(site, workdir, ca, cleanup):
+    """What the unit's ExecStartPre=+tunneld firewall apply does before the daemon."""
+    pg = listener(site.host, 5432)
+    cleanup.append(pg.kill)
+    cfg = guard_config(workdir, ca, [(5432, [])])
+    os.chmod(os.path.join(workdir, "host", "host-1.key"), 0o644)  # the daemon would refuse this
+    r = lab.tunneld_cli("firewall", "apply", "--peer", cfg, netns=site.host)
+    assert r.returncode == 0, r.stderr
+    assert not can_connect(site.bad, "10.88.1.1", 5432)
+    # Without a firewall block, apply is a no-op that succeeds (the unit runs it for every node).
+    text = open(cfg).read().split("firewall:")[0]
+    open(cfg, "w").write(text)
+    r = lab.tunneld_cli("firewall", "apply", "--peer", cfg, netns=site.host)
+    assert r.returncode == 0 and "nothing applied" in r.stdout, r.stdout + r.stderr
