@@ -146,7 +146,7 @@ def test_systemd_accepts_the_unit_and_its_hardening(packages, tmp_path):
     for line in ("Type=notify", "Restart=on-failure", "ExecReload=/bin/kill -HUP $MAINPID", "User=tunneld",
                  "AmbientCapabilities=CAP_NET_ADMIN CAP_NET_BIND_SERVICE",
                  "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_BIND_SERVICE", "NoNewPrivileges=yes",
-                 "ProtectSystem=strict", "ReadWritePaths=/etc/tunneld", "ProtectHome=yes", "PrivateTmp=yes",
+                 "ProtectSystem=strict", "ReadOnlyPaths=/etc/tunneld", "ExecStartPre=+/usr/bin/tunneld firewall apply --peer /etc/tunneld/%i.yaml", "ProtectHome=yes", "PrivateTmp=yes",
                  "PrivateDevices=yes", "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK",
                  "SystemCallFilter=@system-service", "WatchdogSec=30s",
                  "ExecStart=/usr/bin/tunneld --peer /etc/tunneld/%i.yaml"):
