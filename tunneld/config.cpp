@@ -334,6 +334,7 @@ Config parse_config(const std::string& text, const std::string& path) {
         MapReader r(*l, "limits", path);
         read_int(r, "max_connections", cfg.limits.max_connections, 1, 1'000'000);
         read_int(r, "max_handshakes_per_source", cfg.limits.max_handshakes_per_source, 1, 100'000);
+        read_int(r, "max_handshakes", cfg.limits.max_handshakes, 1, 100'000);
         r.finish();
     }
     if (auto* w = top.find("workers")) {

@@ -52,6 +52,7 @@ struct TimeoutConfig {
 struct LimitConfig {
     int max_connections = 256;          // live relayed connections, both directions together
     int max_handshakes_per_source = 16; // TLS handshakes in progress from one source address
+    int max_handshakes = 64;            // TLS handshakes in progress in total (unauthenticated connections)
 };
 
 struct FirewallProtect {

@@ -23,4 +23,22 @@ void log_handshake_failure(const ConnInfo& c, const HandshakeResult& h) {
                  c.direction, c.peer.empty() ? "-" : c.peer, c.remote, to_string(h.failure), h.detail);
 }
 
+std::uint64_t RefusalLog::note(const std::string& source, std::chrono::steady_clock::time_point now) {
+    std::lock_guard lock(mutex_);
+    if (sources_.size() >= 4096 && !sources_.count(source)) {
+        std::erase_if(sources_, [&](const auto& e) { return now - e.second.logged_at >= interval_ && !e.second.pending; });
+        if (sources_.size() >= 4096) return note_locked("(many sources)", now);
+    }
+    return note_locked(source, now);
+}
+
+std::uint64_t RefusalLog::note_locked(const std::string& source, std::chrono::steady_clock::time_point now) {
+    auto [it, fresh] = sources_.try_emplace(source);
+    auto& e = it->second;
+    ++e.pending;
+    if (!fresh && now - e.logged_at < interval_) return 0;
+    e.logged_at = now;
+    return std::exchange(e.pending, 0);
+}
+
 }  // namespace tunneld

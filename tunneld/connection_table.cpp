@@ -11,14 +11,25 @@ Admission::~Admission() {
     if (c_) table_.release(c_);
 }
 
-Admission ConnectionTable::admit(boost::asio::any_io_executor executor, std::uint64_t id) {
+Admission ConnectionTable::admit(boost::asio::any_io_executor executor, std::uint64_t id, bool counted) {
     std::lock_guard lock(mutex_);
-    if (live_.size() - probes_ >= max_) return Admission(*this, nullptr);
+    if (counted && counted_ >= max_) return Admission(*this, nullptr);
     auto c = std::make_shared<LiveConnection>();
     c->executor = std::move(executor);
     c->id = id;
+    c->counted = counted;
+    if (counted) ++counted_;
     live_.emplace(id, c);
     return Admission(*this, std::move(c));
+}
+
+bool ConnectionTable::count(LiveConnection& c) {
+    std::lock_guard lock(mutex_);
+    if (c.counted) return true;
+    if (counted_ >= max_) return false;
+    c.counted = true;
+    ++counted_;
+    return true;
 }
 
 void ConnectionTable::release(const std::shared_ptr<LiveConnection>& c) {
@@ -26,6 +37,7 @@ void ConnectionTable::release(const std::shared_ptr<LiveConnection>& c) {
     c->close = nullptr;
     std::lock_guard lock(mutex_);
     if (c->probe) --probes_;
+    if (c->counted) --counted_;
     live_.erase(c->id);
 }
 
@@ -33,6 +45,8 @@ void ConnectionTable::mark_probe(LiveConnection& c) {
     std::lock_guard lock(mutex_);
     if (!c.probe) ++probes_;
     c.probe = true;
+    if (c.counted) --counted_;
+    c.counted = false;
 }
 
 std::size_t ConnectionTable::size() const {
@@ -67,18 +81,22 @@ void ConnectionTable::close_revoked(std::shared_ptr<const void> keep_alive, X509
         });
 }
 
-bool ConnectionTable::begin_handshake(const std::string& source, int limit) {
+ConnectionTable::Refusal ConnectionTable::begin_handshake(const std::string& source, int per_source, int total) {
     std::lock_guard lock(mutex_);
-    int& n = handshakes_[source];
-    if (n >= limit) return false;
-    ++n;
-    return true;
+    if (handshakes_total_ >= total) return Refusal::total;
+    auto [it, fresh] = handshakes_.try_emplace(source, 0);
+    if (it->second >= per_source) return Refusal::per_source;
+    ++it->second;
+    ++handshakes_total_;
+    return Refusal::none;
 }
 
 void ConnectionTable::end_handshake(const std::string& source) {
     std::lock_guard lock(mutex_);
     auto it = handshakes_.find(source);
-    if (it != handshakes_.end() && --it->second <= 0) handshakes_.erase(it);
+    if (it == handshakes_.end()) return;
+    --handshakes_total_;
+    if (--it->second <= 0) handshakes_.erase(it);
 }
 
 }  // namespace tunneld

@@ -25,6 +25,7 @@ struct LiveConnection {
     X509Ptr peer_cert;     // set after the handshake; checked when a new CRL arrives
     bool revoked = false;  // closed because peer_cert was revoked
     bool probe = false;    // a peer probe connection (closed at once on SIGTERM, not drained)
+    bool counted = false;  // holds one of limits.max_connections
 };
 
 // Clears c.close when a scope that the hook references ends.
@@ -58,8 +59,12 @@ public:
     explicit ConnectionTable(std::size_t max_connections) : max_(max_connections) {}
 
     // Admits a connection, or returns an empty Admission when max_connections
-    // are already live.
-    Admission admit(boost::asio::any_io_executor executor, std::uint64_t id);
+    // are already live. With counted=false it takes no max_connections place
+    // (yet: see count()), but is closable like any other.
+    Admission admit(boost::asio::any_io_executor executor, std::uint64_t id, bool counted = true);
+    // Gives an admitted, not yet counted connection its max_connections place;
+    // false when they are all taken.
+    bool count(LiveConnection& c);
     // Forgets `c` (called by ~Admission). Must run on c's executor.
     void release(const std::shared_ptr<LiveConnection>& c);
     // Live connections, peer probes not included.
@@ -74,8 +79,13 @@ public:
     // `store`; revoked ones are marked and closed. `keep_alive` holds the store.
     void close_revoked(std::shared_ptr<const void> keep_alive, X509_STORE* store);
 
-    // Handshakes in progress per source address, for limits.max_handshakes_per_source.
-    bool begin_handshake(const std::string& source, int limit);
+    // The budget of unauthenticated connections (accepted, TLS handshake not
+    // finished), taken at accept before anything else and apart from
+    // max_connections, so strangers can never use up the room of authenticated
+    // peers. Returns why a new one is refused, or none (then end_handshake must
+    // follow, on every path).
+    enum class Refusal { none, per_source, total };
+    Refusal begin_handshake(const std::string& source, int per_source, int total);
     void end_handshake(const std::string& source);
 
 private:
@@ -83,7 +93,9 @@ private:
     std::size_t max_;
     std::map<std::uint64_t, std::shared_ptr<LiveConnection>> live_;
     std::map<std::string, int> handshakes_;
+    int handshakes_total_ = 0;
     std::size_t probes_ = 0;
+    std::size_t counted_ = 0;
 };
 
 }  // namespace tunneld

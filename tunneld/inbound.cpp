@@ -68,25 +68,25 @@ asio::awaitable<void> relay_to_backend(Runtime& rt, LiveConnection& live, ConnIn
     finish(rt, info, result);
 }
 
-// Takes one of the source's limits.max_handshakes_per_source slots. When all
-// are busy it waits (polling with a backoff up to 50 ms) rather than refusing:
-// a burst from a legitimate peer (all its connections come from one address,
-// e.g. reconnecting after a partition) is smoothed, while a flood from one
-// source only delays that source. Gives up after timeouts.handshake.
-asio::awaitable<bool> wait_for_handshake_slot(Runtime& rt, const std::string& source,
-                                              asio::any_io_executor ex) {
-    const auto& cfg = rt.config;
-    auto deadline = std::chrono::steady_clock::now() + cfg.timeouts.handshake;
-    auto backoff = std::chrono::milliseconds(2);
-    asio::steady_timer timer(ex);
-    while (!rt.connections.begin_handshake(source, cfg.limits.max_handshakes_per_source)) {
-        if (std::chrono::steady_clock::now() >= deadline) co_return false;
-        timer.expires_after(backoff);
-        co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
-        backoff = std::min(backoff * 2, std::chrono::milliseconds(50));
-    }
-    co_return true;
+// Counts a refused connection and logs it, at most one line per source per
+// 10 s (with the count), so a flood cannot flood the log too.
+void refuse(Runtime& rt, const std::string& source, const std::string& why) {
+    rt.stats.count_close(Direction::inbound, CloseReason::limit);
+    if (auto n = rt.refusals.note(source))
+        spdlog::warn("inbound: refused {} connection(s) from {} at accept: {}", n, source, why);
 }
+
+// A handshake budget slot of one source, given back on every path.
+struct HandshakeSlot {
+    ConnectionTable& table;
+    std::string source;
+    bool held = true;
+    void release() {
+        if (held) table.end_handshake(source);
+        held = false;
+    }
+    ~HandshakeSlot() { release(); }
+};
 
 asio::awaitable<void> serve(Runtime& rt, tcp::socket socket) {
     const auto& cfg = rt.config;
@@ -100,20 +100,26 @@ asio::awaitable<void> serve(Runtime& rt, tcp::socket socket) {
     info.remote = Endpoint{remote.address().to_string(), remote.port(), {}}.to_string();
     const std::string source = remote.address().to_string();
 
-    auto live = rt.connections.admit(socket.get_executor(), info.id);
-    if (!live) {
-        finish(rt, info, RelayResult{0, 0, CloseReason::limit,
-                                     "limits.max_connections=" + std::to_string(cfg.limits.max_connections)});
-        co_return;
+    // Strangers first spend their own budget (per source, and in total), before
+    // anything else and never from max_connections; over it they are refused at
+    // once, holding nothing.
+    switch (rt.connections.begin_handshake(source, cfg.limits.max_handshakes_per_source, cfg.limits.max_handshakes)) {
+        case ConnectionTable::Refusal::per_source:
+            refuse(rt, source,
+                   "limits.max_handshakes_per_source=" + std::to_string(cfg.limits.max_handshakes_per_source) +
+                       " unauthenticated connections from this address already");
+            co_return;
+        case ConnectionTable::Refusal::total:
+            refuse(rt, source,
+                   "limits.max_handshakes=" + std::to_string(cfg.limits.max_handshakes) +
+                       " unauthenticated connections in progress already");
+            co_return;
+        case ConnectionTable::Refusal::none: break;
     }
-
-    if (!co_await wait_for_handshake_slot(rt, source, socket.get_executor())) {
-        finish(rt, info, RelayResult{0, 0, CloseReason::limit,
-                                     "limits.max_handshakes_per_source=" +
-                                        std::to_string(cfg.limits.max_handshakes_per_source) +
-                                        " busy for timeouts.handshake"});
-        co_return;
-    }
+    HandshakeSlot slot{rt.connections, source};
+    // Closable (SIGTERM, revocation) from the start, but it takes a
+    // max_connections place only once the peer is authenticated.
+    auto live = rt.connections.admit(socket.get_executor(), info.id, /*counted=*/false);
     if (auto err = apply_public_options(socket.native_handle(), cfg.keepalive); !err.empty())
         spdlog::warn("conn={} {}", info.id, err);
 
@@ -123,7 +129,7 @@ asio::awaitable<void> serve(Runtime& rt, tcp::socket socket) {
     tls.peer_check().allow.push_back(cfg.node);  // itself, for `certs rotate`'s probe only
     live->close = [&tls] { tls.close(); };
     auto hs = co_await handshake_within(tls, cfg.timeouts.handshake);
-    rt.connections.end_handshake(source);
+    slot.release();
     info.peer = tls.peer_check().matched;
     if (hs.ok() && tls.alpn().empty())
         // Peers always send ALPN ("postgresql" or "tunneld-probe"); a client
@@ -151,6 +157,13 @@ asio::awaitable<void> serve(Runtime& rt, tcp::socket socket) {
     if (self) {
         log_handshake_failure(info, HandshakeResult{HandshakeFailure::identity_not_allowed,
                                                     "this node's own identity may only probe"});
+        co_return;
+    }
+    if (!rt.connections.count(*live)) {
+        rt.stats.count_close(Direction::inbound, CloseReason::limit);
+        if (auto n = rt.refusals.note(info.peer))
+            spdlog::warn("conn={} inbound: refused {} connection(s) from peer {}: limits.max_connections={} reached",
+                         info.id, n, info.peer, cfg.limits.max_connections);
         co_return;
     }
     live->peer_cert.reset(SSL_get1_peer_certificate(tls.native()));

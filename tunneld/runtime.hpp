@@ -11,6 +11,7 @@
 
 #include "tunneld/backend_state.hpp"
 #include "tunneld/config.hpp"
+#include "tunneld/conn_log.hpp"
 #include "tunneld/connection_table.hpp"
 #include "tunneld/stats.hpp"
 #include "tunneld/tls_context.hpp"
@@ -42,6 +43,7 @@ struct Runtime {
     std::atomic<std::shared_ptr<const TlsMaterial>> tls;
     std::atomic<std::uint64_t> next_id{1};
     Stats stats;
+    RefusalLog refusals{std::chrono::seconds(10)};  // limit refusals: one line per source per 10 s
     Latest<BackendState> backend;  // this node's database, as BackendMonitor saw it last
 
     Runtime(const Config& c, IoPool& p, std::shared_ptr<const TlsMaterial> material)

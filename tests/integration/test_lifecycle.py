@@ -267,37 +267,72 @@ def test_connection_limit_refuses_extra_connections_and_logs_it(workdir, cleanup
         c.close()
 
 
-def test_handshakes_beyond_the_per_source_limit_wait_for_a_slot(workdir, cleanup, ca):
+def test_idle_strangers_from_one_address_cannot_lock_out_the_real_peer(workdir, cleanup):
+    """14 idle TCP sockets from one address against max_connections 12 used to take
+    every slot (and write a warning per attempt): now they spend only their own
+    address's handshake budget, the peer always finds room, and the refusals are
+    one summary line."""
     backend = lab.Backend("echo")
     cleanup.append(backend.close)
-    cert, key, _ = ca.issue("server-1", os.path.join(workdir, "s"))
-    client_cert, client_key, _ = ca.issue("client-1", os.path.join(workdir, "c"))
-    port = lab.free_port()
-    server = lab.Tunneld(workdir, "server", lab.node_config(
-        "server-1", ca.cert_path, cert, key,
-        inbound={"listen": f"127.0.0.1:{port}", "backend": backend.address, "allow": ["client-1"]},
-        extra="limits: {max_handshakes_per_source: 2}\ntimeouts: {handshake: 1s}\n")).start()
-    cleanup.append(server.stop)
-    base = server.fd_count()
-    silent = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
-    lab.wait_for(lambda: server.fd_count() >= base + 2, what="both silent clients accepted")
-    # Both slots are taken by silent clients: a real client waits, and gets through
-    # as soon as a slot frees up (here: when the silent ones time out).
+    pair = lab.Pair(workdir, backend.address,
+                    extra_server="limits: {max_connections: 12, max_handshakes_per_source: 2}\n"
+                                 "timeouts: {handshake: 10s}\n")
+    cleanup.append(pair.stop)
+    idle = []
+    for _ in range(14):
+        s = socket.socket()
+        s.bind(("127.0.0.2", 0))  # the stranger's own address (the peer comes from 127.0.0.1)
+        s.connect(("127.0.0.1", pair.tls_port))
+        idle.append(s)
+    pair.server.wait_log(r"inbound: refused 1 connection\(s\) from 127\.0\.0\.2 at accept: "
+                         r"limits.max_handshakes_per_source=2")
+    # 12 of the 14 were refused at once: the server closed them.
+    closed = 0
+    for s in idle:
+        s.settimeout(2)
+        try:
+            closed += s.recv(1) == b""
+        except (socket.timeout, ConnectionResetError):
+            pass
+    assert closed == 12, f"{closed} of 14 idle connections closed at accept (12 expected)"
+    for i in range(5):
+        with pair.connect() as c:
+            assert echo_once(c, b"peer %d" % i) == b"peer %d" % i
+    assert not pair.server.log_lines(r"reason=limit"), "the real peer was refused"
+    lines = pair.server.log_lines(r"inbound: refused")
+    assert len(lines) == 1, lines
+    for s in idle:
+        s.close()
+
+
+def test_too_many_unauthenticated_in_total_are_refused_at_once(workdir, cleanup, ca):
+    backend = lab.Backend("echo")
+    cleanup.append(backend.close)
+    pair = lab.Pair(workdir, backend.address,
+                    extra_server="limits: {max_handshakes: 3, max_handshakes_per_source: 100}\n"
+                                 "timeouts: {handshake: 2s}\n")
+    cleanup.append(pair.stop)
+    base = pair.server.fd_count()
+    idle = []
+    for n in range(3):
+        s = socket.socket()
+        s.bind((f"127.0.0.{10 + n}", 0))
+        s.connect(("127.0.0.1", pair.tls_port))
+        idle.append(s)
+    lab.wait_for(lambda: pair.server.fd_count() >= base + 3, what="the three strangers accepted")
+    s = socket.socket()
+    s.bind(("127.0.0.20", 0))
+    s.connect(("127.0.0.1", pair.tls_port))
+    s.settimeout(1)
     started = time.monotonic()
-    assert presented_serial(port, ca.cert_path, client_cert, client_key)
-    waited = time.monotonic() - started
-    assert 0.7 < waited < 3, f"waited {waited:.2f}s for a handshake slot"
-    for s in silent:
-        s.close()
-    # A flood from one source (10 silent connections a second against 2 slots held
-    # for timeouts.handshake each) cannot all be served: the excess is refused.
-    flood = []
-    for _ in range(30):
-        flood.append(socket.create_connection(("127.0.0.1", port)))
-        time.sleep(0.1)
-    server.wait_log(r"reason=limit detail=limits.max_handshakes_per_source=2 busy for timeouts.handshake")
-    for s in flood:
-        s.close()
+    assert s.recv(1) == b""
+    assert time.monotonic() - started < 0.5, "refused only after a wait"
+    pair.server.wait_log(r"refused 1 connection\(s\) from 127\.0\.0\.20 at accept: limits.max_handshakes=3")
+    # Once the strangers time out, the peer gets through again.
+    for c in idle + [s]:
+        c.close()
+    with pair.connect() as c:
+        assert echo_once(c, b"after") == b"after"
 
 
 def test_ipv6_listener_and_peer(workdir, cleanup):
