@@ -141,6 +141,8 @@ asio::awaitable<void> serve(Runtime& rt, tcp::socket socket) {
         co_return;
     }
     const bool self = info.peer == cfg.node;
+    // Probes too: a CRL that revokes the peer closes its probe like its data.
+    live->peer_cert.reset(SSL_get1_peer_certificate(tls.native()));
     if (tls.alpn() == kAlpnProbe) {
         // A probe relays nothing: a peer's health probe gets pongs with our
         // backend state (see probe.hpp); `certs rotate` only looks at the serial
@@ -150,6 +152,11 @@ asio::awaitable<void> serve(Runtime& rt, tcp::socket socket) {
                     info.remote, material->serial_hex);
         rt.connections.mark_probe(*live);
         co_await serve_probe(rt, tls, info);
+        if (live->revoked) {
+            spdlog::warn("conn={} inbound probe from {} closed: its certificate is now revoked (tls.crl)", info.id,
+                         info.peer);
+            co_return;  // the stream is closed: nothing more is written to it
+        }
         co_await tls.shutdown_send();
         co_return;
     }
@@ -166,7 +173,6 @@ asio::awaitable<void> serve(Runtime& rt, tcp::socket socket) {
                          info.id, n, info.peer, cfg.limits.max_connections);
         co_return;
     }
-    live->peer_cert.reset(SSL_get1_peer_certificate(tls.native()));
     auto ex = tls.socket().get_executor();
     if (cfg.inbound->backend.is_unix())
         co_await relay_to_backend(rt, *live, info, tls, asio::local::stream_protocol::socket(ex));

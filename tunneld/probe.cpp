@@ -1,5 +1,7 @@
 #include "tunneld/probe.hpp"
 
+#include <openssl/ssl.h>
+
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/as_tuple.hpp>
@@ -153,6 +155,11 @@ struct PeerProbe::Loop {
             auto* n = o ? o->if_contains("pong") : nullptr;
             if (jec || !n || !n->is_int64() || n->get_int64() != static_cast<std::int64_t>(seq))
                 co_return "the peer answered something that is not pong " + std::to_string(seq);
+            // The CRL may have changed since the handshake (reload): a peer revoked
+            // since then is not "up", and its connection ends like a data connection's.
+            if (is_revoked(SSL_get0_peer_certificate(tls.native()),
+                           SSL_CTX_get_cert_store(rt.tls.load()->client.get())))
+                co_return "the peer's certificate is revoked (tls.crl); probe closed";
             auto* backend = o->if_contains("backend");
             got_pong(rtt, backend ? backend_state_from_json(*backend) : BackendState{});
             sleep.expires_after(cfg.health.probe_interval);

@@ -144,6 +144,7 @@ void TlsStream::set_client_params(const std::string& sni, const char* alpn, Sess
 template <class Op>
 asio::awaitable<std::tuple<int, int>> TlsStream::drive(Op op) {
     for (;;) {
+        if (closed_) co_return std::tuple{-1, -1};
         ERR_clear_error();
         int ret = op();
         if (ret > 0) co_return std::tuple{ret, SSL_ERROR_NONE};
@@ -201,6 +202,7 @@ long TlsStream::note_read(BIO* b, int oper, const char*, std::size_t len, int, l
 }
 
 asio::awaitable<std::tuple<error_code, std::size_t>> TlsStream::read_some(asio::mutable_buffer buf) {
+    if (closed_) co_return std::tuple{error_code(asio::error::operation_aborted), std::size_t{0}};
     if (drained_ && !SSL_has_pending(ssl_)) {
         drained_ = false;
         auto [ec] = co_await socket_.async_wait(asio::socket_base::wait_read, as_tuple(use_awaitable));
@@ -263,6 +265,7 @@ asio::awaitable<error_code> TlsStream::write_all(asio::const_buffer buf) {
 asio::awaitable<error_code> TlsStream::flush() {
     BIO* wbio = SSL_get_wbio(ssl_);
     for (;;) {
+        if (closed_) co_return error_code(asio::error::operation_aborted);
         if (BIO_flush(wbio) > 0) co_return error_code{};
         if (!BIO_should_retry(wbio)) {
             int saved = errno;
@@ -275,6 +278,7 @@ asio::awaitable<error_code> TlsStream::flush() {
 }
 
 asio::awaitable<error_code> TlsStream::shutdown_send() {
+    if (closed_ || !ssl_) co_return error_code(asio::error::operation_aborted);
     // SSL_shutdown returns 0 once close_notify is sent (peer's not yet received).
     auto [ret, err] = co_await drive([this] {
         int r = SSL_shutdown(ssl_);
@@ -288,6 +292,10 @@ asio::awaitable<error_code> TlsStream::shutdown_send() {
 }
 
 void TlsStream::close() {
+    closed_ = true;
+    // The BIO keeps the fd number; point it nowhere before the number is freed.
+    if (ssl_)
+        if (BIO* sock = SSL_get_rbio(ssl_)) BIO_set_fd(sock, -1, BIO_NOCLOSE);
     error_code ignored;
     socket_.close(ignored);
 }

@@ -83,7 +83,11 @@ public:
     asio::awaitable<error_code> shutdown_send();
 
     // Closes the socket; pending operations complete with operation_aborted.
+    // Afterwards the stream is inert: every operation returns operation_aborted
+    // without a syscall, because the fd number OpenSSL's BIO held may already
+    // belong to another connection.
     void close();
+    bool closed() const { return closed_; }
 
     // ALPN protocol agreed in the handshake ("" if none).
     std::string alpn() const;
@@ -105,6 +109,7 @@ private:
     SSL* ssl_ = nullptr;
     PeerCheck check_;
     bool drained_ = false;
+    bool closed_ = false;
 };
 
 }  // namespace tunneld

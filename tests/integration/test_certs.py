@@ -168,8 +168,10 @@ def test_csr_and_install_keep_the_key_on_the_node(workdir, cleanup):
     assert r.returncode == 0, r.stderr
     assert oct(os.stat(files["server"][1] + ".next").st_mode & 0o777) == "0o600"
     signed = os.path.join(workdir, "signed")
-    r = cli("certs", "issue", "--ca", ca_dir, "--csr", csr, "--out", signed)
+    r = cli("certs", "issue", "--ca", ca_dir, "--csr", csr, "--name", "server-1", "--ip", "127.0.0.1",
+            "--out", signed)
     assert r.returncode == 0, r.stderr
+    assert "SANs: DNS:server-1, IP:127.0.0.1" in r.stdout, r.stdout
     assert not os.path.exists(os.path.join(signed, "server-1.key"))  # the CA never saw a key
     r = cli("certs", "install", "--peer", pair.server.config_path, "--cert", os.path.join(signed, "server-1.crt"))
     assert r.returncode == 0 and "confirmed" in r.stdout, r.stdout + r.stderr
@@ -244,7 +246,7 @@ def test_invalid_new_material_is_refused_and_old_keeps_serving(workdir, cleanup,
         shutil.copy(files["server"][1] + ".next", key)  # (the key alone would not match the old cert)
         os.remove(files["server"][1] + ".next")
         r = cli("certs", "issue", "--ca", ca_dir, "--csr", os.path.join(workdir, "c.csr"),
-                "--out", os.path.join(workdir, "new"))
+                "--name", "server-1", "--ip", "127.0.0.1", "--out", os.path.join(workdir, "new"))
         data = open(os.path.join(workdir, "new", "server-1.crt")).read()
         with open(cert, "w") as f:
             f.write(data[: len(data) // 2])
@@ -369,3 +371,102 @@ def test_crl_past_next_update_is_refused_and_one_close_to_it_is_warned_about(wor
     pair.server.wait_log(r"warn.* CRL .* reaches its nextUpdate in 0 day\(s\); after that every peer is refused")
     r = cli("check", "--peer", pair.server.config_path)
     assert "warn  tls.crl reaches its nextUpdate in 0 day(s)" in r.stdout
+
+
+def csr_with_sans(path, cn, dns=(), uris=()):
+    """A CSR as a hostile node could make it: any CN and SAN values, signed by a fresh key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    key = ec.generate_private_key(ec.SECP256R1())
+    sans = [x509.DNSName(d) for d in dns] + [x509.UniformResourceIdentifier(u) for u in uris]
+    b = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+    if sans:
+        b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    with open(path, "wb") as f:
+        f.write(b.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+
+
+@pytest.mark.parametrize("case", ["second_dns", "injected_uri", "uri_san"])
+def test_a_csr_cannot_obtain_another_nodes_identity(workdir, case):
+    """A compromised standby sends a CSR asking for the primary's name too: nothing
+    is signed, and even with --accept-csr-sans only the names asked for are."""
+    ca_dir, _ = make_pki(workdir)
+    csr = os.path.join(workdir, "evil.csr")
+    if case == "second_dns":
+        csr_with_sans(csr, "standby-1", dns=["standby-1", "primary-1"])
+    elif case == "injected_uri":
+        csr_with_sans(csr, "standby-1", dns=["standby-1", "y,URI:spiffe://x/admin,DNS:z"])
+    else:
+        csr_with_sans(csr, "standby-1", dns=["standby-1"], uris=["spiffe://example.org/admin"])
+    out = os.path.join(workdir, "signed")
+    r = cli("certs", "issue", "--ca", ca_dir, "--csr", csr, "--name", "standby-1", "--out", out)
+    assert r.returncode == 1, r.stdout
+    assert "subjectAltNames differ from what you asked for" in r.stderr and "nothing signed" in r.stderr, r.stderr
+    assert not os.path.exists(os.path.join(out, "standby-1.crt"))
+    r = cli("certs", "issue", "--ca", ca_dir, "--csr", csr, "--name", "standby-1", "--accept-csr-sans", "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "--accept-csr-sans: the CSR also asks for" in r.stdout
+    assert "SANs: DNS:standby-1\n" in r.stdout, r.stdout
+    shown = cli("certs", "show", os.path.join(out, "standby-1.crt")).stdout
+    assert "primary-1" not in shown and "URI" not in shown.upper().replace("SECURITY", "") and "admin" not in shown
+    text = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in",
+                           os.path.join(out, "standby-1.crt")], capture_output=True, text=True).stdout
+    assert text.split("\n")[1].strip() == "DNS:standby-1", text
+
+
+def test_a_csr_for_another_name_or_without_name_is_refused(workdir):
+    ca_dir, _ = make_pki(workdir)
+    csr = os.path.join(workdir, "c.csr")
+    csr_with_sans(csr, "primary-1", dns=["primary-1"])
+    r = cli("certs", "issue", "--ca", ca_dir, "--csr", csr, "--name", "standby-1", "--out", workdir)
+    assert r.returncode == 1 and "is for 'primary-1', not 'standby-1'" in r.stderr, r.stderr
+    r = cli("certs", "issue", "--ca", ca_dir, "--csr", csr, "--out", workdir)
+    assert r.returncode == 1 and "give --name" in r.stderr, r.stderr
+
+
+def test_revoked_peer_loses_its_probe_in_both_directions(workdir, cleanup):
+    """Revocation closes probe connections like data connections: the revoked
+    client's probe on the server, and our probe to a server revoked on our CRL."""
+    ca_dir, files = make_pki(workdir)
+    crls = {"server": os.path.join(workdir, "server.crl"), "client": os.path.join(workdir, "client.crl")}
+    pair = echo_pair(workdir, files, cleanup, start=False)
+    for t, node in ((pair.server, "server"), (pair.client, "client")):
+        assert cli("certs", "crl", "--ca", ca_dir, "--out", crls[node]).returncode == 0
+        key = files[node][1]
+        text = open(t.config_path).read().replace(f"  key: {key}\n", f"  key: {key}\n  crl: {crls[node]}\n")
+        open(t.config_path, "w").write(text)
+    pair.server.start()
+    pair.client.start()
+    assert pair.client.http("/readiness")[0] == 200
+
+    def revoke(node, publish_to):
+        serial = cli("certs", "show", files[node][0]).stdout.split("serial    ")[1].split()[0]
+        assert cli("certs", "revoke", "--ca", ca_dir, "--serial", serial).returncode == 0
+        assert cli("certs", "crl", "--ca", ca_dir, "--out", crls[publish_to]).returncode == 0
+
+    # The server learns that the client is revoked: the client's live probe is closed.
+    revoke("client", publish_to="server")
+    pair.server.wait_log(r"inbound probe from client-1 closed: its certificate is now revoked", timeout=15)
+    pair.client.wait_log(r"probe: peer server-1 is down", timeout=10)
+    lab.wait_for(lambda: pair.client.http("/readiness")[0] == 503, timeout=10, what="readiness 503")
+    pair.stop()
+
+
+def test_our_probe_to_a_peer_revoked_on_our_crl_goes_down(workdir, cleanup):
+    ca_dir, files = make_pki(workdir)
+    crl = os.path.join(workdir, "client.crl")
+    assert cli("certs", "crl", "--ca", ca_dir, "--out", crl).returncode == 0
+    pair = echo_pair(workdir, files, cleanup, start=False)
+    key = files["client"][1]
+    text = open(pair.client.config_path).read().replace(f"  key: {key}\n", f"  key: {key}\n  crl: {crl}\n")
+    open(pair.client.config_path, "w").write(text)
+    pair.server.start()
+    pair.client.start()
+    assert pair.client.http("/readiness")[0] == 200
+    serial = cli("certs", "show", files["server"][0]).stdout.split("serial    ")[1].split()[0]
+    assert cli("certs", "revoke", "--ca", ca_dir, "--serial", serial).returncode == 0
+    assert cli("certs", "crl", "--ca", ca_dir, "--out", crl).returncode == 0
+    pair.client.wait_log(r"probe: peer server-1 is down: the peer's certificate is revoked", timeout=15)
+    lab.wait_for(lambda: pair.client.http("/readiness")[0] == 503, timeout=10, what="readiness 503")

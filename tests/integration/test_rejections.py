@@ -28,7 +28,7 @@ class Server:
         self.tunneld.stop()
         self.backend.close()
 
-    def tls_client(self, cert=None, key=None, ca_path=None, max_version=None):
+    def tls_client(self, cert=None, key=None, ca_path=None, max_version=None, alpn=("postgresql",)):
         """Connects with Python's ssl; returns the first bytes read (or the exception)."""
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
@@ -37,7 +37,8 @@ class Server:
             ctx.maximum_version = max_version
         if cert:
             ctx.load_cert_chain(cert, key)
-        ctx.set_alpn_protocols(["postgresql"])
+        if alpn:
+            ctx.set_alpn_protocols(list(alpn))
         raw = socket.create_connection(("127.0.0.1", self.port), timeout=5)
         try:
             with ctx.wrap_socket(raw, server_hostname="server-1") as s:
@@ -188,3 +189,59 @@ def test_outbound_logs_peer_rejected_when_server_refuses_our_identity(workdir, c
     pair.server.wait_log(r'inbound handshake failed .*reason=identity_not_allowed detail="dns:client-1"')
     pair.client.wait_log(r"outbound close peer=server-1 .*reason=peer_rejected detail=.*alert")
     assert backend.accepted == 0
+
+
+def test_rejects_finite_field_key_exchange_before_any_certificate_check(server, ca, workdir):
+    """ffdhe8192 costs the server ~200x an X25519 exchange, and it would be spent
+    for anyone before their certificate is checked: only EC groups are offered."""
+    cert, key, _ = ca.issue("client-1", os.path.join(workdir, "c"))
+    r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{server.port}", "-groups", "ffdhe8192",
+                        "-cert", cert, "-key", key, "-alpn", "postgresql"],
+                       input="", capture_output=True, text=True, timeout=15)
+    assert r.returncode != 0
+    server.assert_refused("no_shared_group")
+    # The same client with X25519 gets through.
+    r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{server.port}", "-groups", "X25519",
+                        "-cert", cert, "-key", key, "-alpn", "postgresql", "-brief"],
+                       input="", capture_output=True, text=True, timeout=15)
+    assert "Server Temp Key: X25519" in r.stderr + r.stdout, r.stderr
+
+
+def test_rejects_data_connection_without_alpn(server, ca, workdir):
+    cert, key, _ = ca.issue("client-1", os.path.join(workdir, "c"))
+    server.tls_client(cert, key, alpn=None)
+    server.assert_refused("no_alpn")
+
+
+def test_own_identity_in_another_case_may_not_relay_data(server, ca, workdir):
+    """The "own identity may only probe" rule compares like identity matching:
+    SERVER-1 is server-1."""
+    cert, key, _ = ca.issue("SERVER-1", os.path.join(workdir, "s"))
+    server.tls_client(cert, key)
+    server.tunneld.wait_log(r'inbound handshake failed peer=server-1 .*reason=identity_not_allowed '
+                            r'detail="this node\'s own identity may only probe"')
+    assert server.backend.accepted == 0
+
+
+def test_resumed_session_of_an_expired_certificate_is_refused(workdir, ca, cleanup):
+    """A ticket must not outlive the certificate: resumption re-checks notAfter."""
+    backend = lab.Backend("echo")
+    cleanup.append(backend.close)
+    pair = lab.Pair(workdir, backend.address, ca=ca, start=False)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert, key, _ = ca.issue("client-1", os.path.join(workdir, "client"), not_before=now - datetime.timedelta(minutes=5),
+                            not_after=now + datetime.timedelta(seconds=4))
+    pair.server.start()
+    pair.client.start()
+    cleanup.append(pair.stop)
+    with pair.connect() as c:  # a full handshake: the client now holds a ticket
+        c.sendall(b"before")
+        assert c.recv(10) == b"before"
+    lab.wait_for(lambda: datetime.datetime.now(datetime.timezone.utc) > now + datetime.timedelta(seconds=5),
+                 timeout=10, interval=0.2, what="the client certificate to expire")
+    with pair.connect() as c:
+        c.sendall(b"after")
+        lab.assert_closed_by_peer(c)
+    pair.server.wait_log(r'inbound handshake failed .*reason=expired detail="resumed session of an expired '
+                         r'certificate"')
+    assert backend.accepted == 1

@@ -1,0 +1,159 @@
+// TlsStream in-process over a socketpair, with certificates made in memory.
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <filesystem>
+#include <fstream>
+
+#include "certs/pem_files.hpp"
+#include "certs/pki.hpp"
+#include "tunneld/tls_stream.hpp"
+
+namespace tunneld {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace certs;
+
+// A CA and two nodes ("a" and "b"), written to a temp directory, loaded as TlsMaterial.
+struct Pki {
+    fs::path dir = fs::temp_directory_path() / ("tunneld-tls-" + std::to_string(::getpid()));
+    std::shared_ptr<const TlsMaterial> a, b;
+
+    Pki() {
+        fs::create_directories(dir);
+        auto ca_key = generate_key(KeyType::ec_p256);
+        auto ca = make_ca_cert("unit CA", 2, ca_key.get());
+        write(dir / "ca.crt", to_pem(ca.get()), fs::perms(0644));
+        a = node("a", ca.get(), ca_key.get());
+        b = node("b", ca.get(), ca_key.get());
+    }
+    ~Pki() { fs::remove_all(dir); }
+
+    void write(const fs::path& p, const std::string& text, fs::perms mode) {
+        std::ofstream(p) << text;
+        fs::permissions(p, mode);
+    }
+
+    std::shared_ptr<const TlsMaterial> node(const std::string& name, X509* ca, EVP_PKEY* ca_key) {
+        auto key = generate_key(KeyType::ec_p256);
+        auto cert = issue_node_cert({name, {}, {}}, key.get(), 1, ca, ca_key);
+        write(dir / (name + ".crt"), to_pem(cert.get()), fs::perms(0644));
+        write(dir / (name + ".key"), to_pem(key.get()), fs::perms::owner_read | fs::perms::owner_write);
+        TlsFiles files{(dir / "ca.crt").string(), (dir / (name + ".crt")).string(), (dir / (name + ".key")).string(),
+                       "", {"X25519"}};
+        return load_tls_material(files, name, 1);
+    }
+};
+
+// Connected TCP-typed sockets over a unix socketpair (TlsStream only needs an fd).
+std::pair<asio::ip::tcp::socket, asio::ip::tcp::socket> socket_pair(asio::io_context& io) {
+    int fds[2];
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+    asio::ip::tcp::socket x(io), y(io);
+    x.assign(asio::ip::tcp::v4(), fds[0]);
+    y.assign(asio::ip::tcp::v4(), fds[1]);
+    return {std::move(x), std::move(y)};
+}
+
+template <class F>
+void run(asio::io_context& io, F f) {
+    bool done = false;
+    asio::co_spawn(io, [&]() -> asio::awaitable<void> { co_await f(); done = true; }, asio::detached);
+    io.run();
+    io.restart();
+    ASSERT_TRUE(done);
+}
+
+TEST(TlsStream, HandshakeThenClosedStreamNeverTouchesAReusedFd) {
+    Pki pki;
+    asio::io_context io;
+    auto [x, y] = socket_pair(io);
+    TlsStream server(std::move(x), *pki.a, TlsStream::Role::server);
+    TlsStream client(std::move(y), *pki.b, TlsStream::Role::client);
+    server.peer_check().allow = {"b"};
+    client.peer_check().allow = {"a"};
+    client.set_client_params("a", kAlpnData, nullptr, 1);
+    HandshakeResult hs_server, hs_client;
+    asio::co_spawn(io, [&]() -> asio::awaitable<void> { hs_server = co_await server.handshake(); }, asio::detached);
+    asio::co_spawn(io, [&]() -> asio::awaitable<void> { hs_client = co_await client.handshake(); }, asio::detached);
+    io.run();
+    io.restart();
+    ASSERT_TRUE(hs_server.ok()) << hs_server.detail;
+    ASSERT_TRUE(hs_client.ok()) << hs_client.detail;
+    EXPECT_EQ(server.peer_check().matched, "b");
+    EXPECT_EQ(server.alpn(), "postgresql");
+
+    int old_fd = server.socket().native_handle();
+    server.close();
+    // The next socket takes the freed number, as a new connection would.
+    int reuse[2];
+    ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM, 0, reuse), 0);
+    int same = reuse[0] == old_fd ? reuse[0] : reuse[1];
+    int other = same == reuse[0] ? reuse[1] : reuse[0];
+    ASSERT_EQ(same, old_fd) << "test setup: the fd number was not reused";
+    run(io, [&]() -> asio::awaitable<void> {
+        EXPECT_EQ(co_await server.shutdown_send(), asio::error::operation_aborted);
+        EXPECT_EQ(co_await server.write_all(asio::buffer("x", 1)), asio::error::operation_aborted);
+        char buf[16];
+        auto [ec, n] = co_await server.read_some(asio::buffer(buf));
+        EXPECT_EQ(ec, asio::error::operation_aborted);
+    });
+    char byte;
+    EXPECT_EQ(::recv(other, &byte, 1, MSG_DONTWAIT), -1) << "a closed TlsStream wrote into a reused fd";
+    EXPECT_EQ(errno, EAGAIN);
+    ::close(reuse[0]);
+    ::close(reuse[1]);
+}
+
+TEST(TlsStream, HalfCloseDeliversEofAndDataBothWays) {
+    Pki pki;
+    asio::io_context io;
+    auto [x, y] = socket_pair(io);
+    TlsStream server(std::move(x), *pki.a, TlsStream::Role::server);
+    TlsStream client(std::move(y), *pki.b, TlsStream::Role::client);
+    server.peer_check().allow = {"b"};
+    client.peer_check().allow = {"a"};
+    client.set_client_params("a", kAlpnData, nullptr, 1);
+    std::string got_by_server, got_by_client;
+    asio::co_spawn(io, [&]() -> asio::awaitable<void> {
+        EXPECT_TRUE((co_await server.handshake()).ok());
+        char buf[64];
+        for (;;) {
+            auto [ec, n] = co_await server.read_some(asio::buffer(buf));
+            if (ec) {
+                EXPECT_EQ(ec, asio::error::eof);
+                break;
+            }
+            got_by_server.append(buf, n);
+        }
+        // After the client's half-close the server still writes, then closes its side.
+        EXPECT_FALSE(co_await server.write_all(asio::buffer("pong", 4)));
+        EXPECT_FALSE(co_await server.shutdown_send());
+    }, asio::detached);
+    asio::co_spawn(io, [&]() -> asio::awaitable<void> {
+        EXPECT_TRUE((co_await client.handshake()).ok());
+        EXPECT_FALSE(co_await client.write_all(asio::buffer("ping", 4)));
+        EXPECT_FALSE(co_await client.shutdown_send());
+        char buf[64];
+        for (;;) {
+            auto [ec, n] = co_await client.read_some(asio::buffer(buf));
+            if (ec) {
+                EXPECT_EQ(ec, asio::error::eof);
+                break;
+            }
+            got_by_client.append(buf, n);
+        }
+    }, asio::detached);
+    io.run();
+    EXPECT_EQ(got_by_server, "ping");
+    EXPECT_EQ(got_by_client, "pong");
+}
+
+}  // namespace
+}  // namespace tunneld
