@@ -1,6 +1,7 @@
 #include "firewall/commands.hpp"
 
 #include "firewall/guard.hpp"
+#include "firewall/nft_socket.hpp"
 #include "tunneld/error.hpp"
 
 namespace tunneld::firewall {

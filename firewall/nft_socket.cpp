@@ -1,5 +1,6 @@
 #include "firewall/nft_socket.hpp"
 
+#include <charconv>
 #include <arpa/inet.h>
 #include <libmnl/libmnl.h>
 #include <libnftnl/expr.h>
@@ -123,7 +124,8 @@ std::map<std::uint16_t, DropCounter> read_drop_counters(const std::string& table
         }
         RulePtr r(nftnl_rule_alloc());
         if (nftnl_rule_nlmsg_parse(m, r.get()) < 0) return true;
-        if (std::string(nftnl_rule_get_str(r.get(), NFTNL_RULE_TABLE)) != table) return true;
+        const char* rule_table = nftnl_rule_get_str(r.get(), NFTNL_RULE_TABLE);
+        if (!rule_table || rule_table != table) return true;
         std::uint32_t len = 0;
         const void* udata = nftnl_rule_get_data(r.get(), NFTNL_RULE_USERDATA, &len);
         std::string comment;
@@ -131,11 +133,17 @@ std::map<std::uint16_t, DropCounter> read_drop_counters(const std::string& table
             // The comment is a TLV: type (1 byte), length (1 byte), NUL-terminated text.
             auto* p = static_cast<const unsigned char*>(udata);
             if (len > 2 && p[0] == NFTNL_UDATA_RULE_COMMENT)
-                comment.assign(reinterpret_cast<const char*>(p + 2), strnlen(reinterpret_cast<const char*>(p + 2), p[1]));
+                comment.assign(reinterpret_cast<const char*>(p + 2),
+                               strnlen(reinterpret_cast<const char*>(p + 2), std::min<std::size_t>(p[1], len - 2)));
         }
         const std::string prefix = "tunneld: drop ";
         if (comment.rfind(prefix, 0) != 0) return true;
-        auto port = static_cast<std::uint16_t>(std::stoi(comment.substr(prefix.size())));
+        // The comment is ours, but the table can be edited from outside: parse
+        // without exceptions and skip what is not a port number.
+        unsigned port = 0;
+        auto digits = comment.substr(prefix.size());
+        auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
+        if (ec != std::errc() || end != digits.data() + digits.size() || port == 0 || port > 65535) return true;
         nftnl_expr_iter* it = nftnl_expr_iter_create(r.get());
         while (nftnl_expr* e = nftnl_expr_iter_next(it)) {
             if (std::string(nftnl_expr_get_str(e, NFTNL_EXPR_NAME)) == "counter") {

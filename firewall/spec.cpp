@@ -1,7 +1,5 @@
 #include "firewall/spec.hpp"
 
-#include <netdb.h>
-#include <netinet/in.h>
 
 #include <algorithm>
 #include <map>
@@ -69,34 +67,6 @@ GuardSpec make_spec(const Config& cfg, const std::vector<Prefix>& peer_addresses
         spec.ports.push_back(std::move(g));
     }
     return spec;
-}
-
-std::vector<Prefix> resolve_peers(const Config& cfg, std::vector<std::string>& errors) {
-    std::vector<Prefix> out;
-    for (const auto& peer : cfg.peers) {
-        addrinfo hints{};
-        hints.ai_socktype = SOCK_STREAM;
-        addrinfo* res = nullptr;
-        int rc = getaddrinfo(peer.connect.host.c_str(), nullptr, &hints, &res);
-        if (rc != 0) {
-            errors.push_back(peer.connect.host + ": " + gai_strerror(rc));
-            continue;
-        }
-        for (addrinfo* a = res; a; a = a->ai_next) {
-            Prefix p;
-            if (a->ai_family == AF_INET)
-                p = host_prefix(false, reinterpret_cast<const std::uint8_t*>(
-                                           &reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr));
-            else if (a->ai_family == AF_INET6)
-                p = host_prefix(true, reinterpret_cast<const std::uint8_t*>(
-                                          &reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr));
-            else
-                continue;
-            if (std::find(out.begin(), out.end(), p) == out.end()) out.push_back(p);
-        }
-        freeaddrinfo(res);
-    }
-    return out;
 }
 
 }  // namespace tunneld::firewall

@@ -35,9 +35,4 @@ struct Interval {
 // (all of one family; nftables refuses overlapping interval elements).
 std::vector<Interval> merge(const std::vector<Prefix>& prefixes, bool v6);
 
-// Resolves peers[].connect hosts (A and AAAA) to host prefixes. Names that do
-// not resolve are reported in `errors` ("primary.example.net: Name or service
-// not known") and skipped.
-std::vector<Prefix> resolve_peers(const Config& cfg, std::vector<std::string>& errors);
-
 }  // namespace tunneld::firewall

@@ -1,3 +1,4 @@
+#include "tunneld/spawn.hpp"
 #include "tunneld/backend_monitor.hpp"
 
 #include <spdlog/spdlog.h>
@@ -23,7 +24,7 @@ BackendMonitor::BackendMonitor(const Config& cfg, asio::io_context& io, Latest<B
 
 BackendMonitor::~BackendMonitor() = default;
 
-void BackendMonitor::start() { asio::co_spawn(io_, loop(), asio::detached); }
+void BackendMonitor::start() { spawn(io_, loop(), "the backend check"); }
 
 void BackendMonitor::stop() {
     stopped_ = true;

@@ -5,7 +5,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -26,6 +26,7 @@
 #include "tunneld/inbound.hpp"
 #include "tunneld/outbound.hpp"
 #include "tunneld/runtime.hpp"
+#include "tunneld/spawn.hpp"
 
 namespace tunneld {
 
@@ -65,22 +66,26 @@ struct Daemon::Impl {
     Config config;
     asio::io_context io{1};
     IoPool pool;
+    // Work that may block (DNS lookups, netlink round trips, reading TLS files)
+    // runs here, never on the thread that accepts connections and answers signals.
+    IoPool side_pool{1};
+    asio::io_context& side = side_pool.at(0);
     // Fail closed: the guard goes up before anything that can fail on bad input
     // (TLS files, peers), so a node that refuses to start leaves it in place.
     std::optional<firewall::Guard> guard;
     std::optional<firewall::TableEvents> guard_events;
-    asio::posix::stream_descriptor guard_fd{io};
+    asio::posix::stream_descriptor guard_fd{side};
     std::atomic<bool> firewall_applied{apply_guard()};
     Runtime rt;
     std::optional<InboundListener> inbound;
     std::optional<OutboundListener> outbound;
-    asio::steady_timer resolve_timer{io};
+    asio::steady_timer resolve_timer{side};
     std::uint64_t guard_repairs = 0;
     std::vector<std::chrono::steady_clock::time_point> guard_recent;
     std::chrono::steady_clock::time_point guard_paused_until{};
     asio::signal_set signals{io, SIGHUP, SIGTERM, SIGINT};
     TlsFileWatch watch;
-    asio::steady_timer expiry_timer{io};
+    asio::steady_timer expiry_timer{side};
     // Health: the peer probes, the backend check, the HTTP server, heartbeats.
     std::int64_t started_at = unix_now();
     std::vector<std::unique_ptr<PeerProbe>> probes;
@@ -90,6 +95,7 @@ struct Daemon::Impl {
     std::atomic<bool> listeners_up{false};
     std::atomic<bool> stopping{false};
     std::atomic<std::uint64_t> firewall_repairs{0};
+    std::atomic<std::uint64_t> resolve_failures{0};
     Latest<std::string> firewall_error;
     asio::steady_timer notify_timer{io};
     int warned_threshold = 1 << 30;      // smallest certificate expiry threshold warned about
@@ -99,7 +105,7 @@ struct Daemon::Impl {
         : config(std::move(c)),
           pool(worker_count(config)),
           rt(config, pool, initial_tls()),
-          watch(io, tls_paths(config), std::chrono::seconds(1), [this] { reload("files changed"); }) {
+          watch(side, tls_paths(config), std::chrono::seconds(1), [this] { reload("files changed"); }) {
         if (config.inbound) inbound.emplace(rt, io);
         if (!config.peers.empty()) outbound.emplace(rt, io);
         for (const auto& peer : config.peers) probes.push_back(std::make_unique<PeerProbe>(rt, peer));
@@ -170,6 +176,7 @@ struct Daemon::Impl {
         s.cert_serial = m->serial_hex;
         s.cert_not_after = unix_seconds(m->not_after);
         s.reloads = rt.stats.reloads();
+        s.internal_errors = internal_errors();
         if (config.inbound) {
             for (const auto& l : config.inbound->listen) s.inbound_listen.push_back(l.to_string());
             s.inbound_backend = config.inbound->backend.to_string();
@@ -199,6 +206,7 @@ struct Daemon::Impl {
             s.firewall.applied = firewall_applied;
             s.firewall.error = firewall_error.get();
             s.firewall.repairs = firewall_repairs;
+            s.firewall.resolve_failures = resolve_failures;
             if (full) {
                 try {
                     for (const auto& [port, d] : firewall::read_drop_counters(config.firewall->table))
@@ -257,25 +265,40 @@ struct Daemon::Impl {
         }
     }
 
-    // Resolves peer names again and swaps the allowed addresses if they changed.
-    void refresh_firewall(const char* why) {
-        if (!guard) return;
+    // Resolves peer names again and swaps the allowed addresses if they
+    // changed. Returns false when the kernel refused the change (nothing was
+    // recorded then, and the next call tries it again). Runs on `side`.
+    bool refresh_firewall(const char* why) {
+        if (!guard) return true;
         try {
             if (auto change = guard->refresh(); !change.empty())
                 spdlog::info("firewall ({}): {}; allow sets swapped in one transaction", why, change);
             for (const auto& e : guard->resolve_errors())
-                spdlog::warn("firewall ({}): peer address not resolved, keeping the others: {}", why, e);
+                spdlog::warn("firewall ({}): peer address not resolved: {}", why, e);
+            resolve_failures = guard->resolve_failures();
+            return true;
         } catch (const StartupError& e) {
-            spdlog::error("firewall ({}): update failed, the previous guard stays: {}", why, e.what());
+            resolve_failures = guard->resolve_failures();
+            spdlog::error("firewall ({}): update failed, the previous guard stays (retrying): {}", why, e.what());
+            return false;
         }
     }
 
+    // Every resolve_interval; after a refused commit, again after 1 s, 2 s, 4 s ...
+    // (at most resolve_interval) until the kernel takes it.
     asio::awaitable<void> resolve_loop() {
+        Duration backoff = std::chrono::seconds(1), wait = config.firewall->resolve_interval;
         for (;;) {
-            resolve_timer.expires_after(config.firewall->resolve_interval);
+            resolve_timer.expires_after(wait);
             auto [ec] = co_await resolve_timer.async_wait(asio::as_tuple(asio::use_awaitable));
             if (ec) co_return;
-            refresh_firewall("re-resolve");
+            if (refresh_firewall("re-resolve")) {
+                wait = config.firewall->resolve_interval;
+                backoff = std::chrono::seconds(1);
+            } else {
+                wait = std::min<Duration>(backoff, config.firewall->resolve_interval);
+                backoff *= 2;
+            }
         }
     }
 
@@ -429,6 +452,8 @@ struct Daemon::Impl {
         }
         if (health) health->stop();
         pool.stop_when_idle();
+        side_pool.stop_when_idle();
+        side_pool.join();  // its work was cancelled above; nothing else touches the guard now
         firewall_on_exit();
         spdlog::info("stopped");
     }
@@ -439,9 +464,11 @@ struct Daemon::Impl {
             if (ec) co_return;
             if (signo == SIGHUP) {
                 sd_notify(0, "RELOADING=1");
-                reload("SIGHUP");
-                refresh_firewall("SIGHUP");
-                sd_notify(0, ("READY=1\nSTATUS=" + one_line_summary(snapshot(false))).c_str());
+                asio::post(side, [this] {
+                    reload("SIGHUP");
+                    refresh_firewall("SIGHUP");
+                    sd_notify(0, ("READY=1\nSTATUS=" + one_line_summary(snapshot(false))).c_str());
+                });
                 continue;
             }
             sd_notify(0, "STOPPING=1");
@@ -450,10 +477,13 @@ struct Daemon::Impl {
             for (auto& p : probes) p->stop();
             if (backend_monitor) backend_monitor->stop();
             rt.connections.close_all(true);  // peers' probes: nothing to drain
-            watch.stop();
-            expiry_timer.cancel();
-            resolve_timer.cancel();
-            guard_fd.close();
+            asio::post(side, [this] {
+                watch.stop();
+                expiry_timer.cancel();
+                resolve_timer.cancel();
+                error_code ignored;
+                guard_fd.close(ignored);
+            });
             if (inbound) inbound->stop();
             if (outbound) outbound->stop();
             signals.cancel();
@@ -471,20 +501,21 @@ int Daemon::run() {
     d.pool.start();
     if (d.inbound) d.inbound->start();
     if (d.outbound) d.outbound->start();
-    asio::co_spawn(d.io, d.handle_signals(), asio::detached);
-    asio::co_spawn(d.io, d.expiry_checks(), asio::detached);
+    d.side_pool.start();
+    spawn(d.io, d.handle_signals(), "signal handling");
+    spawn(d.side, d.expiry_checks(), "the certificate expiry check");
     if (d.guard) {
-        asio::co_spawn(d.io, d.resolve_loop(), asio::detached);
-        asio::co_spawn(d.io, d.guard_watch(), asio::detached);
+        spawn(d.side, d.resolve_loop(), "the firewall's re-resolve loop");
+        spawn(d.side, d.guard_watch(), "the firewall's table watch");
     }
-    d.watch.start();
-    asio::co_spawn(d.io, d.heartbeat(0), asio::detached);
-    for (std::size_t i = 0; i < d.pool.size(); ++i) asio::co_spawn(d.pool.at(i), d.heartbeat(i + 1), asio::detached);
+    asio::post(d.side, [&d] { d.watch.start(); });
+    spawn(d.io, d.heartbeat(0), "a heartbeat");
+    for (std::size_t i = 0; i < d.pool.size(); ++i) spawn(d.pool.at(i), d.heartbeat(i + 1), "a heartbeat");
     if (d.backend_monitor) d.backend_monitor->start();
     for (auto& p : d.probes) p->start();
     if (d.health) d.health->start();
     d.listeners_up = true;
-    asio::co_spawn(d.io, d.announce_ready(), asio::detached);
+    spawn(d.io, d.announce_ready(), "the readiness announcement");
     d.io.run();
     d.pool.join();
     return 0;

@@ -338,7 +338,7 @@ std::string render_status(const Snapshot& s) {
             drops[std::to_string(port)] = json::object{{"packets", d.packets}, {"bytes", d.bytes}};
         firewall = json::object{{"applied", s.firewall.applied}, {"table", "inet " + s.firewall.table},
                                 {"error", s.firewall.error},     {"repairs", s.firewall.repairs},
-                                {"drops", std::move(drops)}};
+                                {"resolve_failures", s.firewall.resolve_failures}, {"drops", std::move(drops)}};
     }
 
     json::value backend = nullptr;
@@ -437,11 +437,17 @@ std::string render_metrics(const Snapshot& s) {
     for (const auto& p : s.peers)
         m.sample("tunneld_peer_probe_failures_total", {{"peer", p.name}}, static_cast<double>(p.probe.failures));
 
+    m.single("tunneld_internal_errors_total", "counter",
+             "Exceptions that escaped a task (logged; that task ended, the daemon went on).",
+             static_cast<double>(s.internal_errors));
     if (s.firewall.enabled) {
         m.single("tunneld_firewall_applied", "gauge", "1 when the nftables guard is in place as configured.",
                  s.firewall.applied ? 1 : 0, {{"table", s.firewall.table}});
         m.single("tunneld_firewall_repairs_total", "counter", "Times the guard table was put back after an outside change.",
                  static_cast<double>(s.firewall.repairs));
+        m.single("tunneld_firewall_resolve_failures_total", "counter",
+                 "Peer name lookups that failed; the peer kept its last known addresses.",
+                 static_cast<double>(s.firewall.resolve_failures));
         m.family("tunneld_firewall_dropped_packets_total", "counter", "Packets to a protected port dropped by the guard.");
         for (const auto& [port, d] : s.firewall.drops)
             m.sample("tunneld_firewall_dropped_packets_total", {{"port", std::to_string(port)}}, static_cast<double>(d.packets));

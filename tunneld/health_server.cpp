@@ -1,3 +1,4 @@
+#include "tunneld/spawn.hpp"
 #include "tunneld/health_server.hpp"
 
 #include <spdlog/spdlog.h>
@@ -116,7 +117,7 @@ struct HealthServer::Impl {
         auto stream = std::make_shared<beast::tcp_stream>(std::move(socket));
         std::erase_if(open, [](auto& w) { return w.expired(); });
         open.push_back(stream);
-        asio::co_spawn(stream->get_executor(), session(stream), asio::detached);
+        spawn(stream->get_executor(), session(stream), "a health request");
     }
 };
 
@@ -132,8 +133,8 @@ void HealthServer::start() {
     for (auto& a : impl_->acceptors) {
         spdlog::info("health: listening on http://{}/ (/liveness /readiness /health /primary /replica /status /metrics)",
                      Endpoint{a.local_endpoint().address().to_string(), a.local_endpoint().port(), {}}.to_string());
-        asio::co_spawn(io, accept_loop(a, impl_->pool, [this](tcp::socket s) { impl_->accepted(std::move(s)); }),
-                       asio::detached);
+        spawn(io, accept_loop(a, impl_->pool, [this](tcp::socket s) { impl_->accepted(std::move(s)); }),
+              "the health accept loop");
     }
     impl_->pool.start();
 }

@@ -1,3 +1,4 @@
+#include "tunneld/spawn.hpp"
 #include "tunneld/inbound.hpp"
 
 #include <spdlog/spdlog.h>
@@ -193,11 +194,11 @@ void InboundListener::start() {
                      Endpoint{acceptor.local_endpoint().address().to_string(),
                               acceptor.local_endpoint().port(), {}}.to_string(),
                      rt_.config.inbound->backend.to_string(), fmt::join(rt_.config.inbound->allow, ", "));
-        asio::co_spawn(io_, accept_loop(acceptor, rt_.pool, [this](tcp::socket s) {
-                           auto ex = s.get_executor();
-                           asio::co_spawn(ex, serve(rt_, std::move(s)), asio::detached);
-                       }),
-                       asio::detached);
+        spawn(io_, accept_loop(acceptor, rt_.pool, [this](tcp::socket s) {
+                  auto ex = s.get_executor();
+                  spawn(ex, serve(rt_, std::move(s)), "an inbound connection");
+              }),
+              "the inbound accept loop");
     }
 }
 

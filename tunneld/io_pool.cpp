@@ -1,4 +1,5 @@
 #include "tunneld/runtime.hpp"
+#include "tunneld/spawn.hpp"
 
 namespace tunneld {
 
@@ -12,7 +13,18 @@ IoPool::IoPool(unsigned threads) {
 boost::asio::io_context& IoPool::next() { return contexts_[next_++ % contexts_.size()]; }
 
 void IoPool::start() {
-    for (auto& io : contexts_) threads_.emplace_back([&io] { io.run(); });
+    for (auto& io : contexts_)
+        threads_.emplace_back([&io] {
+            // A handler that throws ends only itself: log, count, run on.
+            for (;;) {
+                try {
+                    io.run();
+                    return;
+                } catch (...) {
+                    report_internal_error("an event-loop handler", std::current_exception());
+                }
+            }
+        });
 }
 
 void IoPool::stop_when_idle() {

@@ -1,3 +1,4 @@
+#include "tunneld/spawn.hpp"
 #include "tunneld/outbound.hpp"
 
 #include <spdlog/spdlog.h>
@@ -115,12 +116,11 @@ void OutboundListener::start() {
         spdlog::info("outbound: {} -> peer {} at {}", address_of(link->acceptor.local_endpoint()),
                      link->peer.name, link->peer.connect.to_string());
         Link* l = link.get();
-        asio::co_spawn(io_, accept_loop(l->acceptor, rt_.pool, [this, l](tcp::socket s) {
-                           auto ex = s.get_executor();
-                           asio::co_spawn(ex, serve(rt_, l->peer, l->session, std::move(s)),
-                                          asio::detached);
-                       }),
-                       asio::detached);
+        spawn(io_, accept_loop(l->acceptor, rt_.pool, [this, l](tcp::socket s) {
+                  auto ex = s.get_executor();
+                  spawn(ex, serve(rt_, l->peer, l->session, std::move(s)), "an outbound connection");
+              }),
+              "the outbound accept loop");
     }
 }
 

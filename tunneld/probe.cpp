@@ -1,3 +1,4 @@
+#include "tunneld/spawn.hpp"
 #include "tunneld/probe.hpp"
 
 #include <openssl/ssl.h>
@@ -185,7 +186,7 @@ PeerProbe::~PeerProbe() = default;
 
 void PeerProbe::start() {
     loop_ = std::shared_ptr<Loop>(new Loop(rt_, peer_, state_, io_.get_executor()));
-    asio::co_spawn(io_, [l = loop_]() { return l->run(); }, asio::detached);
+    spawn(io_, [l = loop_]() { return l->run(); }, "a peer probe");
 }
 
 void PeerProbe::stop() {

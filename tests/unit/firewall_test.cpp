@@ -17,6 +17,7 @@
 
 #include "config_error.hpp"
 #include "firewall/batch.hpp"
+#include "firewall/guard.hpp"
 #include "firewall/spec.hpp"
 #include "tunneld/config.hpp"
 #include "tunneld/error.hpp"

@@ -1,0 +1,139 @@
+// The guard's decisions with scripted DNS and netlink: what a failed lookup
+// keeps, what a failed commit leaves recorded, and that it is retried.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+
+#include "firewall/guard.hpp"
+#include "tunneld/error.hpp"
+
+namespace tunneld::firewall {
+namespace {
+
+struct FakeResolver : Resolver {
+    std::map<std::string, std::vector<std::string>> answers;  // host -> addresses; absent = lookup fails
+    std::vector<Prefix> resolve(const std::string& host, std::string& error) override {
+        auto it = answers.find(host);
+        if (it == answers.end()) {
+            error = host + ": Temporary failure in name resolution";
+            return {};
+        }
+        std::vector<Prefix> out;
+        for (const auto& a : it->second) {
+            std::string why;
+            out.push_back(*parse_prefix(a, why));
+        }
+        return out;
+    }
+};
+
+struct FakeNetlink : Netlink {
+    int commits = 0;           // acknowledged
+    int fail_next = 0;         // how many of the next commits the "kernel" refuses
+    bool exists = true;
+    void commit(const Batch&) override {
+        if (fail_next > 0) {
+            --fail_next;
+            throw StartupError("netlink: Cannot allocate memory");
+        }
+        ++commits;
+    }
+    bool table_exists(const std::string&) override { return exists; }
+};
+
+Config config() {
+    return parse_config(R"(node: n
+tls: {ca: /c, cert: /n.crt, key: /n.key}
+peers:
+  - {name: primary-1, connect: "primary.example.net:8765", local: "127.0.0.1:6432"}
+  - {name: standby-2, connect: "standby2.example.net:8765", local: "127.0.0.1:6433"}
+firewall:
+  protect: [{port: 5432, allow: [peers]}]
+)",
+                        "/x.yaml");
+}
+
+std::vector<std::string> allowed(const Guard& g, std::uint16_t port) {
+    std::vector<std::string> out;
+    for (const auto& p : g.spec().ports)
+        if (p.port == port)
+            for (const auto& x : p.v4) out.push_back(x.to_string());
+    std::sort(out.begin(), out.end());
+    return out;
+}
+
+TEST(Guard, ADnsBlipKeepsTheLastKnownAddresses) {
+    auto cfg = config();
+    FakeResolver dns;
+    FakeNetlink nl;
+    dns.answers = {{"primary.example.net", {"192.0.2.1"}}, {"standby2.example.net", {"192.0.2.2"}}};
+    Guard g(cfg, dns, nl);
+    g.apply();
+    EXPECT_EQ(allowed(g, 5432), (std::vector<std::string>{"192.0.2.1/32", "192.0.2.2/32"}));
+    dns.answers.erase("primary.example.net");  // the resolver stops answering for one peer
+    EXPECT_EQ(g.refresh(), "");
+    EXPECT_EQ(nl.commits, 1) << "a failed lookup must not change the table";
+    EXPECT_EQ(allowed(g, 5432), (std::vector<std::string>{"192.0.2.1/32", "192.0.2.2/32"}));
+    ASSERT_EQ(g.resolve_errors().size(), 1u);
+    EXPECT_NE(g.resolve_errors()[0].find("keeping its last known address(es) 192.0.2.1/32"), std::string::npos)
+        << g.resolve_errors()[0];
+    EXPECT_EQ(g.resolve_failures(), 1u);
+    dns.answers.clear();  // total outage: still nothing removed
+    EXPECT_EQ(g.refresh(), "");
+    EXPECT_EQ(allowed(g, 5432).size(), 2u);
+    EXPECT_EQ(g.resolve_failures(), 3u);
+}
+
+TEST(Guard, AnAddressGoesOnlyAfterASuccessfulLookupNoLongerReturnsIt) {
+    auto cfg = config();
+    FakeResolver dns;
+    FakeNetlink nl;
+    dns.answers = {{"primary.example.net", {"192.0.2.1"}}, {"standby2.example.net", {"192.0.2.2"}}};
+    Guard g(cfg, dns, nl);
+    g.apply();
+    dns.answers["primary.example.net"] = {"198.51.100.9"};  // the primary moved
+    EXPECT_EQ(g.refresh(), "peer addresses are now 198.51.100.9/32, 192.0.2.2/32");
+    EXPECT_EQ(nl.commits, 2);
+    EXPECT_EQ(allowed(g, 5432), (std::vector<std::string>{"192.0.2.2/32", "198.51.100.9/32"}));
+    dns.answers.erase("primary.example.net");  // and then DNS fails: the new address stays
+    EXPECT_EQ(g.refresh(), "");
+    EXPECT_EQ(allowed(g, 5432), (std::vector<std::string>{"192.0.2.2/32", "198.51.100.9/32"}));
+}
+
+TEST(Guard, AFailedCommitRecordsNothingAndIsRetried) {
+    auto cfg = config();
+    FakeResolver dns;
+    FakeNetlink nl;
+    dns.answers = {{"primary.example.net", {"192.0.2.1"}}, {"standby2.example.net", {"192.0.2.2"}}};
+    Guard g(cfg, dns, nl);
+    g.apply();
+    dns.answers["primary.example.net"] = {"198.51.100.9"};
+    nl.fail_next = 1;
+    EXPECT_THROW(g.refresh(), StartupError);
+    EXPECT_EQ(allowed(g, 5432), (std::vector<std::string>{"192.0.2.1/32", "192.0.2.2/32"}))
+        << "bookkeeping changed although the kernel refused the batch";
+    // The next refresh sees the same difference and commits it.
+    EXPECT_NE(g.refresh(), "");
+    EXPECT_EQ(nl.commits, 2);
+    EXPECT_EQ(allowed(g, 5432), (std::vector<std::string>{"192.0.2.2/32", "198.51.100.9/32"}));
+}
+
+TEST(Guard, AFailedFirstApplyLeavesNoSpecAndHealPutsBackOnlyAMissingTable) {
+    auto cfg = config();
+    FakeResolver dns;
+    FakeNetlink nl;
+    dns.answers = {{"primary.example.net", {"192.0.2.1"}}, {"standby2.example.net", {"192.0.2.2"}}};
+    Guard g(cfg, dns, nl);
+    nl.fail_next = 1;
+    EXPECT_THROW(g.apply(), StartupError);
+    EXPECT_TRUE(g.spec().ports.empty());
+    g.apply();
+    EXPECT_FALSE(g.heal());
+    nl.exists = false;
+    EXPECT_TRUE(g.heal());
+    EXPECT_EQ(nl.commits, 2);
+}
+
+}  // namespace
+}  // namespace tunneld::firewall
