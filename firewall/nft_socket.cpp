@@ -1,6 +1,9 @@
 #include "firewall/nft_socket.hpp"
 
 #include <charconv>
+#include <algorithm>
+#include <mutex>
+#include <deque>
 #include <arpa/inet.h>
 #include <libmnl/libmnl.h>
 #include <libnftnl/expr.h>
@@ -78,8 +81,39 @@ std::uint32_t next_seq(std::uint32_t messages) {
     return seq.fetch_add(messages + 2);
 }
 
+namespace {
+
+// The netlink port ids of this process's recent commit sockets. nf_tables
+// stamps every event of a transaction with the committing socket's port id,
+// which (unlike the pid it reports) is the same inside a PID namespace and on
+// every thread, so this is how our own transactions are recognised.
+class OwnPorts {
+public:
+    void add(std::uint32_t port) {
+        std::lock_guard lock(mutex_);
+        ports_.push_back(port);
+        if (ports_.size() > 64) ports_.pop_front();
+    }
+    bool contains(std::uint32_t port) {
+        std::lock_guard lock(mutex_);
+        return std::find(ports_.begin(), ports_.end(), port) != ports_.end();
+    }
+
+private:
+    std::mutex mutex_;
+    std::deque<std::uint32_t> ports_;
+};
+
+OwnPorts& own_ports() {
+    static OwnPorts p;
+    return p;
+}
+
+}  // namespace
+
 void commit(const Batch& batch) {
     auto nl = open_socket();
+    own_ports().add(mnl_socket_get_portid(nl.get()));  // before sending: its events may be read at once
     if (mnl_socket_sendto(nl.get(), batch.bytes.data(), batch.bytes.size()) < 0) {
         int err = errno;
         throw StartupError(std::string("firewall: cannot send to nf_tables: ") + std::strerror(err) +
@@ -177,7 +211,6 @@ int TableEvents::fd() const { return mnl_socket_get_fd(nl_); }
 std::vector<TableEvents::Change> TableEvents::read() {
     std::vector<Change> changes;
     std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE * 4);
-    const auto self = static_cast<std::uint32_t>(getpid());
     for (;;) {
         ssize_t n = recv(fd(), buf.data(), buf.size(), MSG_DONTWAIT);
         if (n < 0) {
@@ -206,7 +239,7 @@ std::vector<TableEvents::Change> TableEvents::read() {
                     if (mnl_attr_get_type(attr) == NFTA_GEN_PROC_PID) c.pid = ntohl(mnl_attr_get_u32(attr));
                     if (mnl_attr_get_type(attr) == NFTA_GEN_PROC_NAME) c.process = mnl_attr_get_str(attr);
                 }
-                if (touched_ && c.pid != self) changes.push_back(c);
+                if (touched_ && !own_ports().contains(nlh->nlmsg_pid)) changes.push_back(c);
                 touched_ = false;
                 continue;
             }

@@ -31,8 +31,10 @@ bool table_exists(const std::string& table);
 
 // Changes that other processes make to one table, read from nf_tables' netlink
 // event group (NFNLGRP_NFTABLES): a `flush ruleset`, an added element, a deleted
-// rule. Our own process's transactions are told apart by the pid the kernel
-// attaches to each generation.
+// rule. Our own process's transactions are told apart by the netlink port id
+// of the socket that committed them (commit() remembers its recent ones): the
+// pid the kernel reports is a thread id, and inside a PID namespace (LXC,
+// OpenVZ, nspawn VPSes) one of the initial namespace, so it cannot be used.
 class TableEvents {
   public:
     struct Change {

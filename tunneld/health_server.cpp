@@ -12,6 +12,8 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
+#include <algorithm>
+#include <list>
 
 #include "tunneld/health_routes.hpp"
 #include "tunneld/listener.hpp"
@@ -26,6 +28,7 @@ using asio::ip::tcp;
 namespace {
 
 constexpr auto kRequestTimeout = std::chrono::seconds(5);
+constexpr auto kKeepAliveIdle = std::chrono::seconds(2);
 
 http::response<http::string_body> respond(const http::request<http::string_body>& req,
                                           const HealthServer::SnapshotFn& snapshot) {
@@ -68,21 +71,31 @@ struct HealthServer::Impl {
     IoPool pool{1};
     SnapshotFn snapshot;
     std::vector<tcp::acceptor> acceptors;
-    int sessions = 0;  // only touched on the server thread
-    std::vector<std::weak_ptr<beast::tcp_stream>> open;
+    // Open sessions, oldest first; only touched on the server thread.
+    struct Open {
+        std::weak_ptr<beast::tcp_stream> stream;
+        std::string source;
+        bool idle = true;  // waiting for a request (not answering one)
+        std::uint64_t id = 0;
+    };
+    std::list<Open> open;
+    std::uint64_t next_id = 0;
 
-    asio::awaitable<void> session(std::shared_ptr<beast::tcp_stream> stream) {
-        struct Count {  // counted up in accepted(), before the session first runs
-            int& n;
-            ~Count() { --n; }
-        } count{sessions};
+    asio::awaitable<void> session(std::shared_ptr<beast::tcp_stream> stream, std::list<Open>::iterator self) {
+        struct Forget {  // the entry goes when the session ends, however it ends
+            std::list<Open>& l;
+            std::list<Open>::iterator it;
+            ~Forget() { l.erase(it); }
+        } forget{open, self};
         beast::flat_buffer buffer(16 * 1024);
-        for (;;) {
+        for (bool first = true;; first = false) {
             http::request_parser<http::string_body> parser;
             parser.header_limit(8 * 1024);
             parser.body_limit(4 * 1024);
-            stream->expires_after(kRequestTimeout);
+            stream->expires_after(first ? std::chrono::seconds(kRequestTimeout) : std::chrono::seconds(kKeepAliveIdle));
+            self->idle = true;
             auto [ec, n] = co_await http::async_read(*stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+            self->idle = false;
             if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::operation_aborted)
                 break;
             if (ec) {
@@ -107,17 +120,38 @@ struct HealthServer::Impl {
         stream->close();
     }
 
+    // Closes the longest-idle session among those `match` selects; false when
+    // none of them is idle.
+    template <class Match>
+    bool evict_oldest_idle(Match match) {
+        for (auto& o : open)
+            if (o.idle && match(o))
+                if (auto s = o.stream.lock()) {
+                    s->close();  // its coroutine ends with operation_aborted and erases the entry
+                    o.idle = false;
+                    return true;
+                }
+        return false;
+    }
+
     void accepted(tcp::socket socket) {
-        if (sessions >= kMaxSessions) {
-            error_code ignored;
-            socket.close(ignored);  // no more work for a flood than an accept and a close
+        error_code ec;
+        auto remote = socket.remote_endpoint(ec);
+        if (ec) return;
+        std::string source = remote.address().to_string();
+        auto from_source = std::count_if(open.begin(), open.end(), [&](const Open& o) { return o.source == source; });
+        bool room = true;
+        if (from_source >= kMaxSessionsPerSource)
+            room = evict_oldest_idle([&](const Open& o) { return o.source == source; });
+        else if (static_cast<int>(open.size()) >= kMaxSessions)
+            room = evict_oldest_idle([](const Open&) { return true; });
+        if (!room) {
+            socket.close(ec);  // every session busy answering: no more work for a flood than an accept and a close
             return;
         }
-        ++sessions;
         auto stream = std::make_shared<beast::tcp_stream>(std::move(socket));
-        std::erase_if(open, [](auto& w) { return w.expired(); });
-        open.push_back(stream);
-        spawn(stream->get_executor(), session(stream), "a health request");
+        open.push_back(Open{stream, source, true, next_id++});
+        spawn(stream->get_executor(), session(stream, std::prev(open.end())), "a health request");
     }
 };
 
@@ -147,8 +181,8 @@ void HealthServer::stop() {
             error_code ignored;
             a.close(ignored);
         }
-        for (auto& w : impl->open)
-            if (auto s = w.lock()) s->close();
+        for (auto& o : impl->open)
+            if (auto s = o.stream.lock()) s->close();
     });
     impl->pool.stop_when_idle();
     impl->pool.join();

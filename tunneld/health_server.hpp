@@ -1,9 +1,12 @@
 // The health endpoint's HTTP server (Boost.Beast) on health.listen. It runs
 // on its own thread, so neither a busy relay nor a slow postgres check delays
 // an answer: each request takes a fresh Snapshot and answers from it
-// (health_routes.hpp). Hostile clients are bounded: at most 64 connections at
-// once (more are closed at accept), 8 KiB of headers, 4 KiB of body, 5 s to
-// send a request, keep-alive idle 5 s. GET and HEAD only (405 otherwise).
+// (health_routes.hpp). Hostile clients are bounded so they cannot hold monitors
+// out: at most 64 connections at once and 8 per source address; at either cap
+// a new connection evicts the longest-idle one (of that source, or of all)
+// instead of being refused, so a client parking keep-alive sockets only ever
+// displaces itself. 8 KiB of headers, 4 KiB of body, 5 s to send the first
+// request, 2 s keep-alive idle. GET and HEAD only (405 otherwise).
 #pragma once
 #include <boost/asio/ip/tcp.hpp>
 #include <functional>
@@ -32,6 +35,7 @@ public:
     void stop();   // closes the listeners and open sessions, joins the thread
 
     static constexpr int kMaxSessions = 64;
+    static constexpr int kMaxSessionsPerSource = 8;
 
 private:
     struct Impl;

@@ -158,8 +158,10 @@ def node_config(node, ca, cert, key, inbound=None, peers=(), extra=""):
 class Tunneld:
     """One tunneld process with its config file and log file."""
 
-    def __init__(self, workdir, name, config_text, netns=None):
+    def __init__(self, workdir, name, config_text, netns=None, wrapper=()):
+        """wrapper: a command the daemon runs under (e.g. unshare --pid --fork)."""
         self.name = name
+        self.wrapper = list(wrapper)
         self.config_path = os.path.join(workdir, f"{name}.yaml")
         self.log_path = os.path.join(workdir, f"{name}.log")
         with open(self.config_path, "w") as f:
@@ -170,7 +172,7 @@ class Tunneld:
     def start(self, wait_ready=True, env=None):
         """Starts the process; with wait_ready, waits for its sd_notify READY=1
         (on a NOTIFY_SOCKET this object owns) and fails if it exits first."""
-        cmd = [TUNNELD, "--peer", self.config_path]
+        cmd = self.wrapper + [TUNNELD, "--peer", self.config_path]
         if self.netns:
             cmd = ["ip", "netns", "exec", self.netns] + cmd
         notify_path = self.config_path + ".notify"

@@ -412,3 +412,24 @@ def test_firewall_apply_alone_guards_a_node_that_never_starts(site, workdir, ca,
     open(cfg, "w").write(text)
     r = lab.tunneld_cli("firewall", "apply", "--peer", cfg, netns=site.host)
     assert r.returncode == 0 and "nothing applied" in r.stdout, r.stdout + r.stderr
+
+
+def test_own_transactions_are_recognised_inside_a_pid_namespace(site, workdir, ca, cleanup):
+    """On container VPSes (LXC, OpenVZ, nspawn) the pid nf_tables reports is not
+    ours: own commits must still not look like tampering, and real tampering must."""
+    cfg = guard_config(workdir, ca, [(5432, ["10.88.2.0/24"])])
+    daemon = lab.Tunneld(workdir, "pidns", open(cfg).read(), netns=site.host.name,
+                         wrapper=["unshare", "--pid", "--fork", "--kill-child=SIGTERM"])
+    daemon.start()
+    cleanup.append(daemon.stop)
+    pid = daemon.proc.pid  # unshare's; the daemon is its child (pid 1 in the new namespace)
+    child = int(open(f"/proc/{pid}/task/{pid}/children").read().split()[0])
+    os.kill(child, signal.SIGHUP)  # a refresh commit of our own, too
+    daemon.wait_log(r"reload \(SIGHUP\)")
+    site.host.exec(["nft", "add", "table", "inet", "unrelated"])  # wakes the watcher: events are read
+    time.sleep(0.5)
+    assert not daemon.log_lines(r"was changed by|keeps being changed"), daemon.read_log()
+    site.host.exec(["nft", "add", "element", "inet", "tunneld", "allow_v4_5432", "{ 10.88.1.2 }"])
+    daemon.wait_log(r"firewall: table inet tunneld was changed by nft \(pid \d+\); put back .*\(1 time", timeout=2)
+    os.kill(child, signal.SIGTERM)  # unshare does not pass signals on; it exits with its child
+    daemon.proc.wait(timeout=15)

@@ -5,6 +5,7 @@ systemd sees it, hostile HTTP, `tunneld health`, Prometheus' own checker, and
 promotion, /replica?lag= under load with replay paused, and HAProxy routing a
 psql client to the primary across a failover."""
 
+import http.client
 import json
 import os
 import re
@@ -229,6 +230,45 @@ def test_hostile_http_never_blocks_the_server_or_the_relay(echo_pair):
     assert time.monotonic() - started < 7
     assert pair.server.proc.poll() is None
     lab.wait_for(lambda: pair.server.fd_count() <= fds_before + 2, timeout=10, what="no fd leaked")
+
+
+def test_parked_keep_alive_sockets_never_hold_monitors_out(echo_pair):
+    """64 keep-alive sessions parked by one client used to fill every slot, so
+    HAProxy's checks were refused and the node marked down. Now a source has at
+    most 8 and displaces its own idlest: monitors from any address get answers."""
+    pair, _ = echo_pair
+    host, port = pair.server.health_address.rsplit(":", 1)
+    parked = []
+    for _ in range(64):
+        s = socket.socket()
+        s.bind(("127.0.0.2", 0))
+        s.connect((host, int(port)))
+        s.sendall(b"GET /liveness HTTP/1.1\r\nHost: x\r\n\r\n")  # answered, then kept alive and idle
+        parked.append(s)
+    for who in ("127.0.0.3", "127.0.0.2", "127.0.0.1"):  # another host, the hog itself, loopback
+        for _ in range(5):
+            c = http.client.HTTPConnection(host, int(port), timeout=3, source_address=(who, 0))
+            c.request("GET", "/liveness")
+            assert c.getresponse().status == 200, who
+            c.close()
+    # The hog kept at most 8 of its sockets; the rest were closed.
+    still_open = 0
+    for s in parked:
+        s.setblocking(False)
+        closed = False
+        try:
+            while True:  # the buffered answer, then EOF if the server closed it
+                if s.recv(65536) == b"":
+                    closed = True
+                    break
+        except BlockingIOError:
+            pass
+        except ConnectionResetError:
+            closed = True
+        still_open += not closed
+    assert still_open <= 8, still_open
+    for s in parked:
+        s.close()
 
 
 def test_health_command_exit_codes_and_output(echo_pair):
