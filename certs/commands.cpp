@@ -1,6 +1,7 @@
 #include "certs/commands.hpp"
 
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <arpa/inet.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -95,17 +96,29 @@ int init_ca(const InitCaOptions& o, std::ostream& out) {
     auto type = parse_key_type(o.key_type);
     if (!type) throw StartupError("--key-type must be ec-p256 or ed25519");
     require_days(o.days);
-    if (o.name.empty()) throw StartupError("--name must not be empty");
+    // Unique by default: during a rollover both CAs sit in one bundle, and
+    // OpenSSL finds a CRL's (and a certificate's) issuer by name first.
+    std::string name = o.name;
+    if (name.empty()) {
+        unsigned char r[3];
+        if (RAND_bytes(r, sizeof r) != 1) throw StartupError("cannot make a random CA name");
+        char buf[64];
+        std::time_t now = std::time(nullptr);
+        std::strftime(buf, sizeof buf, "%Y-%m-%d", std::gmtime(&now));
+        char hex[8];
+        std::snprintf(hex, sizeof hex, "%02x%02x%02x", r[0], r[1], r[2]);
+        name = std::string("tunneld CA ") + buf + " " + hex;
+    }
     ensure_dir(o.out);
     std::string key_path = o.out + "/ca.key", cert_path = o.out + "/ca.crt";
     if (fs::exists(key_path) || fs::exists(cert_path))
         throw StartupError(o.out + " already holds a CA (ca.key/ca.crt); refusing to replace it. "
                            "For a new CA use another directory (see CA rollover in the README)");
     auto key = generate_key(*type);
-    auto cert = make_ca_cert(o.name, o.days, key.get());
+    auto cert = make_ca_cert(name, o.days, key.get());
     write_file_atomic(key_path, to_pem(key.get()), 0600, false);
     write_file_atomic(cert_path, to_pem(cert.get()), 0644, false);
-    out << "CA \"" << o.name << "\" (" << to_string(*type) << ", serial " << serial_hex(cert.get())
+    out << "CA \"" << name << "\" (" << to_string(*type) << ", serial " << serial_hex(cert.get())
         << ", valid until " << utc(not_after(cert.get())) << ")\n"
         << "  " << cert_path << "  give to every node as tls.ca\n"
         << "  " << key_path << "  keep here (0600); never copy it to a node\n";

@@ -12,7 +12,7 @@ namespace tunneld::certs {
 
 struct InitCaOptions {
     std::string out;
-    std::string name = "tunneld CA";
+    std::string name;  // "" = "tunneld CA <date> <random>": two CAs never share a name
     int days = 3650;
     std::string key_type = "ec-p256";
 };

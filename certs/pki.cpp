@@ -254,6 +254,17 @@ X509CrlPtr make_crl(X509* ca_cert, EVP_PKEY* ca_key, const std::vector<Revoked>&
         entry.release();  // now owned by the CRL
     }
     X509_CRL_sort(crl.get());
+    // AKI names the CA key that signed (several CAs may share a bundle during a
+    // rollover); cRLNumber increases with every CRL published (the time of issue).
+    X509V3_CTX ctx;
+    X509V3_set_ctx_nodb(&ctx);
+    X509V3_set_ctx(&ctx, ca_cert, nullptr, nullptr, crl.get(), 0);
+    X509ExtPtr aki(X509V3_EXT_conf_nid(nullptr, &ctx, NID_authority_key_identifier, "keyid:always"));
+    if (!aki || X509_CRL_add_ext(crl.get(), aki.get(), -1) != 1) fail("cannot add the CRL's authority key identifier");
+    Asn1IntegerPtr number(ASN1_INTEGER_new());
+    if (!number || ASN1_INTEGER_set_int64(number.get(), static_cast<std::int64_t>(std::time(nullptr))) != 1 ||
+        X509_CRL_add1_ext_i2d(crl.get(), NID_crl_number, number.get(), 0, X509V3_ADD_DEFAULT) != 1)
+        fail("cannot add the CRL number");
     if (X509_CRL_sign(crl.get(), ca_key, digest_for(ca_key)) <= 0) fail("cannot sign CRL");
     return crl;
 }

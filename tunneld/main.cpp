@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
     tunneld::certs::InitCaOptions init;
     auto* init_ca = certs->add_subcommand("init-ca", "make a private CA: DIR/ca.key (0600) and DIR/ca.crt");
     init_ca->add_option("--out", init.out, "CA directory")->required();
-    init_ca->add_option("--name", init.name, "CA common name")->capture_default_str();
+    init_ca->add_option("--name", init.name, "CA common name (default: \"tunneld CA <date> <random>\", unique)");
     init_ca->add_option("--days", init.days, "validity")->capture_default_str();
     init_ca->add_option("--key-type", init.key_type, "ec-p256 or ed25519")->capture_default_str();
 

@@ -470,3 +470,66 @@ def test_our_probe_to_a_peer_revoked_on_our_crl_goes_down(workdir, cleanup):
     assert cli("certs", "crl", "--ca", ca_dir, "--out", crl).returncode == 0
     pair.client.wait_log(r"probe: peer server-1 is down: the peer's certificate is revoked", timeout=15)
     lab.wait_for(lambda: pair.client.http("/readiness")[0] == 503, timeout=10, what="readiness 503")
+
+
+def test_readme_ca_rollover_works_with_tls_crl_set(workdir, cleanup):
+    """The README's rollover steps with revocation on: two CAs made with default
+    names (unique now) and both CRLs in tls.crl; no handshake refused at any step."""
+    pki1, pki2 = os.path.join(workdir, "pki"), os.path.join(workdir, "pki-2")
+    assert cli("certs", "init-ca", "--out", pki1).returncode == 0
+    files = {"ca": os.path.join(workdir, "ca.crt")}
+    shutil.copy(os.path.join(pki1, "ca.crt"), files["ca"])
+    for node in ("server-1", "client-1"):
+        assert cli("certs", "issue", "--ca", pki1, "--name", node, "--out", os.path.join(workdir, node)).returncode == 0
+    files["server"] = (os.path.join(workdir, "server-1", "server-1.crt"), os.path.join(workdir, "server-1", "server-1.key"))
+    files["client"] = (os.path.join(workdir, "client-1", "client-1.crt"), os.path.join(workdir, "client-1", "client-1.key"))
+    crl = os.path.join(workdir, "ca.crl")
+    assert cli("certs", "crl", "--ca", pki1, "--out", crl).returncode == 0
+    pair = echo_pair(workdir, files, cleanup, start=False)
+    for t, node in ((pair.server, "server"), (pair.client, "client")):
+        key = files[node][1]
+        text = open(t.config_path).read().replace(f"  key: {key}\n", f"  key: {key}\n  crl: {crl}\n")
+        open(t.config_path, "w").write(text)
+    pair.server.start()
+    pair.client.start()
+
+    def works():
+        with pair.connect(timeout=5) as c:
+            c.sendall(b"ping")
+            assert c.recv(4) == b"ping"
+
+    def replace(path, text):
+        with open(path + ".tmp", "w") as f:
+            f.write(text)
+        os.rename(path + ".tmp", path)
+
+    def reloads(count):
+        for t in (pair.server, pair.client):
+            t.wait_log(r"reload \(files changed\): TLS material replaced", count=count, timeout=15)
+
+    works()
+    # 1. The new CA, trusted next to the old one; its CRL next to the old CRL.
+    assert cli("certs", "init-ca", "--out", pki2).returncode == 0
+    crl2 = os.path.join(workdir, "ca-2.crl")
+    assert cli("certs", "crl", "--ca", pki2, "--out", crl2).returncode == 0
+    replace(crl, open(crl).read() + open(crl2).read())
+    replace(files["ca"], open(files["ca"]).read() + open(os.path.join(pki2, "ca.crt")).read())
+    reloads(1)  # both files changed together: one settled reload
+    works()
+    # 2. Reissue every node from the new CA.
+    for t in (pair.server, pair.client):
+        r = cli("certs", "rotate", "--peer", t.config_path, "--ca", pki2)
+        assert r.returncode == 0, r.stdout + r.stderr
+        works()
+    reloads(2)
+    # 3. Only the new CA (and its CRL) remain.
+    replace(files["ca"], open(os.path.join(pki2, "ca.crt")).read())
+    replace(crl, open(crl2).read())
+    reloads(3)
+    works()
+    for t in (pair.server, pair.client):
+        assert not t.log_lines(r"handshake failed"), t.read_log()
+    shown = cli("certs", "show", crl).stdout
+    assert "revoked serial(s)" in shown
+    text = subprocess.run(["openssl", "crl", "-noout", "-text", "-in", crl2], capture_output=True, text=True).stdout
+    assert "X509v3 Authority Key Identifier" in text and "X509v3 CRL Number" in text, text
