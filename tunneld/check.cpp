@@ -4,6 +4,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <filesystem>
 #include <fstream>
 #include <vector>
 
@@ -12,6 +13,7 @@
 #include "tunneld/error.hpp"
 #include "tunneld/key_file.hpp"
 #include "tunneld/pg_check.hpp"
+#include "tunneld/port_owner.hpp"
 #include "tunneld/tls_context.hpp"
 
 namespace tunneld {
@@ -59,6 +61,33 @@ void check_reachability(const Config& cfg, Report& report) {
     }
 }
 
+// Every address the daemon will listen on must be free, or held by this very
+// node's running tunneld (check is run on live nodes too).
+void check_listen_addresses(const Config& cfg, const std::string& config_path, Report& report) {
+    std::vector<std::pair<std::string, Endpoint>> wanted;
+    if (cfg.inbound)
+        for (const auto& l : cfg.inbound->listen) wanted.push_back({"inbound.listen", l});
+    for (const auto& p : cfg.peers) wanted.push_back({"peers[" + p.name + "].local", p.local});
+    if (cfg.health.enabled)
+        for (const auto& l : cfg.health.listen) wanted.push_back({"health.listen", l});
+    for (const auto& [key, ep] : wanted) {
+        auto owner = listen_address_taken(ep);
+        if (!owner) continue;
+        auto absolute = std::filesystem::absolute(config_path).lexically_normal().string();
+        bool ours = owner->command == "tunneld" && (owner->cmdline.find(" " + config_path) != std::string::npos ||
+                                                    owner->cmdline.find(" " + absolute) != std::string::npos);
+        if (ours) {
+            report.ok(key + " " + ep.to_string() + " is held by this node's running tunneld (pid " +
+                      std::to_string(owner->pid) + ")");
+            continue;
+        }
+        std::string who = owner->pid ? owner->command + " (pid " + std::to_string(owner->pid) + ": " +
+                                           owner->cmdline + ")"
+                                     : std::string("another process (not visible to this user)");
+        report.fail(key + " " + ep.to_string() + " is already in use by " + who + "; choose another address");
+    }
+}
+
 // The health endpoint's address, and one status query with health.postgres.
 void check_health(const Config& cfg, Report& report) {
     if (!cfg.health.enabled) {
@@ -67,7 +96,10 @@ void check_health(const Config& cfg, Report& report) {
     }
     std::string where;
     for (const auto& l : cfg.health.listen) where += (where.empty() ? "http://" : ", http://") + l.to_string() + "/";
-    report.ok("health endpoint on " + where);
+    if (where.empty())
+        report.ok("health endpoint: no TCP listener (set health.listen, e.g. 127.0.0.1:8766, for monitors)");
+    else
+        report.ok("health endpoint on " + where);
     if (cfg.health.postgres.empty()) {
         report.ok("health.postgres not set: /primary and /replica will answer 503 (role unknown)");
         return;
@@ -148,6 +180,7 @@ int run_check(const std::string& config_path, std::ostream& out, const ExtraChec
         }
     }
     check_reachability(cfg, report);
+    check_listen_addresses(cfg, config_path, report);
     check_health(cfg, report);
     if (extra)
         for (const auto& line : extra(cfg)) {

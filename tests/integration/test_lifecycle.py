@@ -349,3 +349,45 @@ def test_ipv6_listener_and_peer(workdir, cleanup):
     with pair.connect() as c:
         assert echo_once(c, b"v6") == b"v6"
     pair.server.wait_log(r"inbound open peer=client-1 remote=\[::1\]:")
+
+
+def test_two_instances_with_default_health_settings_both_start(workdir, cleanup, ca):
+    """tunneld@a and tunneld@b on one host: no default TCP port to collide on."""
+    daemons = []
+    for name in ("a", "b"):
+        cert, key, _ = ca.issue(name, os.path.join(workdir, name))
+        text = lab.node_config(name, ca.cert_path, cert, key,
+                               peers=[{"name": "peer-" + name, "connect": "127.0.0.1:9",
+                                       "local": f"127.0.0.1:{lab.free_port()}"}],
+                               extra="health:\n  probe_interval: 500ms\n")
+        assert "listen" not in text.split("health:")[1]
+        t = lab.Tunneld(workdir, name, text).start()
+        cleanup.append(t.stop)
+        daemons.append(t)
+    for t in daemons:
+        assert t.proc.poll() is None, t.read_log()
+        assert not t.log_lines("health: listening"), "a TCP health listener without health.listen"
+
+
+def test_check_names_the_process_holding_a_listen_address(workdir, cleanup, ca):
+    backend = lab.Backend("echo")
+    cleanup.append(backend.close)
+    pair = lab.Pair(workdir, backend.address)
+    cleanup.append(pair.stop)
+    # On the running node: its own listeners are not a problem.
+    r = lab.tunneld_cli("check", "--peer", pair.client.config_path)
+    assert f"ok    peers[server-1].local 127.0.0.1:{pair.local_port} is held by this node's running tunneld (pid " \
+        f"{pair.client.proc.pid})" in r.stdout, r.stdout
+    # A config whose local port another program holds.
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen(1)
+    cleanup.append(squatter.close)
+    port = squatter.getsockname()[1]
+    text = open(pair.client.config_path).read().replace(f"127.0.0.1:{pair.local_port}", f"127.0.0.1:{port}")
+    other = os.path.join(workdir, "other.yaml")
+    open(other, "w").write(text)
+    r = lab.tunneld_cli("check", "--peer", other)
+    assert r.returncode == 1
+    assert f"FAIL  peers[server-1].local 127.0.0.1:{port} is already in use by python3 (pid {os.getpid()}: " \
+        in r.stdout, r.stdout
