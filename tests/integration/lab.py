@@ -596,6 +596,7 @@ def presented_serial(port, ca_path, cert, key, host="127.0.0.1", server_name="se
     ctx.check_hostname = False
     ctx.load_verify_locations(ca_path)
     ctx.load_cert_chain(cert, key)
+    ctx.set_alpn_protocols(["tunneld-probe"])  # a look at the certificate, not a data connection
     with socket.create_connection((host, port), timeout=5) as raw:
         with ctx.wrap_socket(raw, server_hostname=server_name) as s:
             der = s.getpeercert(binary_form=True)

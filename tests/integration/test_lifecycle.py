@@ -261,7 +261,7 @@ def test_connection_limit_refuses_extra_connections_and_logs_it(workdir, cleanup
     with pair.connect() as third:
         third.settimeout(5)
         assert third.recv(10) == b""
-    pair.server.wait_log(r"inbound close .*reason=limit detail=limits.max_connections=2")
+    pair.server.wait_log(r"inbound: refused 1 connection\(s\) from peer client-1: limits.max_connections=2 reached")
     assert backend.accepted == 2
     for c in held:
         c.close()
