@@ -224,35 +224,46 @@ std::vector<TableEvents::Change> TableEvents::read() {
             if (errno == EINTR) continue;
             return changes;  // EAGAIN: all read
         }
-        auto* nlh = reinterpret_cast<const nlmsghdr*>(buf.data());
-        int len = static_cast<int>(n);
-        for (; mnl_nlmsg_ok(nlh, len); nlh = mnl_nlmsg_next(nlh, &len)) {
-            if ((nlh->nlmsg_type >> 8) != NFNL_SUBSYS_NFTABLES) continue;
-            int type = nlh->nlmsg_type & 0xff;
-            auto* gen = static_cast<const nfgenmsg*>(mnl_nlmsg_get_payload(nlh));
-            auto* attr = static_cast<const nlattr*>(mnl_nlmsg_get_payload_offset(nlh, sizeof(nfgenmsg)));
-            auto* tail = static_cast<const char*>(mnl_nlmsg_get_payload_tail(nlh));
-            auto room = [&] { return static_cast<int>(tail - reinterpret_cast<const char*>(attr)); };
-            if (type == NFT_MSG_NEWGEN) {  // the end of one transaction
-                Change c;
-                for (; mnl_attr_ok(attr, room()); attr = mnl_attr_next(attr)) {
-                    if (mnl_attr_get_type(attr) == NFTA_GEN_PROC_PID) c.pid = ntohl(mnl_attr_get_u32(attr));
-                    if (mnl_attr_get_type(attr) == NFTA_GEN_PROC_NAME) c.process = mnl_attr_get_str(attr);
-                }
-                if (touched_ && !own_ports().contains(nlh->nlmsg_pid)) changes.push_back(c);
-                touched_ = false;
-                continue;
+        parse_table_events(buf.data(), static_cast<std::size_t>(n), table_, touched_,
+                           [](std::uint32_t port) { return own_ports().contains(port); }, changes);
+    }
+}
+
+void parse_table_events(const void* data, std::size_t size, const std::string& table, bool& touched,
+                        const std::function<bool(std::uint32_t)>& own, std::vector<TableEvents::Change>& out) {
+    auto* nlh = static_cast<const nlmsghdr*>(data);
+    int len = static_cast<int>(std::min<std::size_t>(size, INT32_MAX));
+    for (; mnl_nlmsg_ok(nlh, len); nlh = mnl_nlmsg_next(nlh, &len)) {
+        if ((nlh->nlmsg_type >> 8) != NFNL_SUBSYS_NFTABLES) continue;
+        if (nlh->nlmsg_len < MNL_NLMSG_HDRLEN + MNL_ALIGN(sizeof(nfgenmsg))) continue;  // too short for its header
+        int type = nlh->nlmsg_type & 0xff;
+        auto* gen = static_cast<const nfgenmsg*>(mnl_nlmsg_get_payload(nlh));
+        auto* attr = static_cast<const nlattr*>(mnl_nlmsg_get_payload_offset(nlh, sizeof(nfgenmsg)));
+        auto* tail = static_cast<const char*>(mnl_nlmsg_get_payload_tail(nlh));
+        auto room = [&] { return static_cast<int>(tail - reinterpret_cast<const char*>(attr)); };
+        if (type == NFT_MSG_NEWGEN) {  // the end of one transaction
+            TableEvents::Change c;
+            for (; mnl_attr_ok(attr, room()); attr = mnl_attr_next(attr)) {
+                if (mnl_attr_get_type(attr) == NFTA_GEN_PROC_PID && mnl_attr_get_payload_len(attr) >= 4)
+                    c.pid = ntohl(mnl_attr_get_u32(attr));
+                if (mnl_attr_get_type(attr) == NFTA_GEN_PROC_NAME)
+                    c.process.assign(static_cast<const char*>(mnl_attr_get_payload(attr)),
+                                     strnlen(static_cast<const char*>(mnl_attr_get_payload(attr)),
+                                             mnl_attr_get_payload_len(attr)));
             }
-            if (gen->nfgen_family != NFPROTO_INET) continue;
-            // Table, chain, rule, set and element messages all carry the table's
-            // name as attribute 1 (NFTA_TABLE_NAME, NFTA_CHAIN_TABLE, ...).
-            for (; mnl_attr_ok(attr, room()); attr = mnl_attr_next(attr))
-                if (mnl_attr_get_type(attr) == 1 && mnl_attr_get_payload_len(attr) > 0 &&
-                    table_ == std::string(static_cast<const char*>(mnl_attr_get_payload(attr)),
-                                          strnlen(static_cast<const char*>(mnl_attr_get_payload(attr)),
-                                                  mnl_attr_get_payload_len(attr))))
-                    touched_ = true;
+            if (touched && !own(nlh->nlmsg_pid)) out.push_back(c);
+            touched = false;
+            continue;
         }
+        if (gen->nfgen_family != NFPROTO_INET) continue;
+        // Table, chain, rule, set and element messages all carry the table's
+        // name as attribute 1 (NFTA_TABLE_NAME, NFTA_CHAIN_TABLE, ...).
+        for (; mnl_attr_ok(attr, room()); attr = mnl_attr_next(attr))
+            if (mnl_attr_get_type(attr) == 1 && mnl_attr_get_payload_len(attr) > 0 &&
+                table == std::string(static_cast<const char*>(mnl_attr_get_payload(attr)),
+                                     strnlen(static_cast<const char*>(mnl_attr_get_payload(attr)),
+                                             mnl_attr_get_payload_len(attr))))
+                touched = true;
     }
 }
 

@@ -2,6 +2,7 @@
 // stale reply from an earlier one can be mistaken for an answer.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -58,6 +59,14 @@ class TableEvents {
     ::mnl_socket* nl_;
     bool touched_ = false;  // an event of the current transaction named our table
 };
+
+// Reads one buffer of nf_tables event messages (as received from the event
+// group): sets `touched` when a message names `table`, and at each NEWGEN (the
+// end of a transaction) appends a Change when the transaction touched it and
+// `own(port id)` says it was not ours. Bytes from the kernel, but parsed
+// defensively (fuzzed): malformed messages are skipped.
+void parse_table_events(const void* data, std::size_t size, const std::string& table, bool& touched,
+                        const std::function<bool(std::uint32_t)>& own, std::vector<TableEvents::Change>& out);
 
 // A sequence number for the next batch (unique within this process).
 std::uint32_t next_seq(std::uint32_t messages);

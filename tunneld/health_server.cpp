@@ -14,6 +14,7 @@
 #include <boost/beast/http/write.hpp>
 #include <algorithm>
 #include <list>
+#include <sstream>
 
 #include "tunneld/health_routes.hpp"
 #include "tunneld/listener.hpp"
@@ -65,7 +66,44 @@ http::response<http::string_body> refuse(http::status status, std::string text) 
     return res;
 }
 
+// The status a parse error earns (431 for oversized headers, 413 for a body, 400).
+http::status status_for(const error_code& ec) {
+    return ec == http::error::header_limit      ? http::status::request_header_fields_too_large
+           : ec == http::error::body_limit      ? http::status::payload_too_large
+           : ec == http::error::buffer_overflow ? http::status::request_header_fields_too_large
+                                                : http::status::bad_request;
+}
+
+void limit(http::request_parser<http::string_body>& parser) {
+    parser.header_limit(8 * 1024);
+    parser.body_limit(4 * 1024);
+}
+
 }  // namespace
+
+std::string http_answer(std::string_view request, const std::function<Snapshot(bool)>& snapshot) {
+    http::request_parser<http::string_body> parser;
+    limit(parser);
+    parser.eager(true);
+    error_code ec;
+    std::size_t used = 0;
+    while (!ec && used < request.size() && !parser.is_done()) {
+        auto n = parser.put(asio::buffer(request.data() + used, request.size() - used), ec);
+        if (ec == http::error::need_more) {
+            ec = {};
+            if (n == 0) break;
+        }
+        used += n;
+    }
+    std::ostringstream out;
+    if (ec) {
+        out << refuse(status_for(ec), "bad request: " + ec.message());
+        return out.str();
+    }
+    if (!parser.is_done()) return "";
+    out << respond(parser.get(), snapshot);
+    return out.str();
+}
 
 struct HealthServer::Impl {
     IoPool pool{1};
@@ -90,8 +128,7 @@ struct HealthServer::Impl {
         beast::flat_buffer buffer(16 * 1024);
         for (bool first = true;; first = false) {
             http::request_parser<http::string_body> parser;
-            parser.header_limit(8 * 1024);
-            parser.body_limit(4 * 1024);
+            limit(parser);
             stream->expires_after(first ? std::chrono::seconds(kRequestTimeout) : std::chrono::seconds(kKeepAliveIdle));
             self->idle = true;
             auto [ec, n] = co_await http::async_read(*stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
@@ -99,10 +136,7 @@ struct HealthServer::Impl {
             if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::operation_aborted)
                 break;
             if (ec) {
-                auto status = ec == http::error::header_limit   ? http::status::request_header_fields_too_large
-                              : ec == http::error::body_limit   ? http::status::payload_too_large
-                              : ec == http::error::buffer_overflow ? http::status::request_header_fields_too_large
-                                                                 : http::status::bad_request;
+                auto status = status_for(ec);
                 if (ec.category() == http::make_error_code(http::error::bad_target).category()) {
                     auto res = refuse(status, "bad request: " + ec.message());
                     stream->expires_after(kRequestTimeout);

@@ -11,6 +11,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <functional>
 #include <memory>
+#include <string_view>
 #include <vector>
 
 #include "tunneld/endpoint.hpp"
@@ -18,6 +19,12 @@
 #include "tunneld/runtime.hpp"
 
 namespace tunneld {
+
+// What the server answers to `request` (the bytes of one HTTP request, as a
+// client sent them), as response bytes, without a socket: the same limits,
+// parser and routes as a session. "" when the bytes are an incomplete request
+// (a session would wait for more). For tests and the fuzzer.
+std::string http_answer(std::string_view request, const std::function<Snapshot(bool)>& snapshot);
 
 class HealthServer {
 public:

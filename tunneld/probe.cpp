@@ -15,6 +15,7 @@
 #include <boost/json.hpp>
 
 #include "tunneld/dial.hpp"
+#include "tunneld/probe_messages.hpp"
 #include "tunneld/socket_options.hpp"
 
 namespace tunneld {
@@ -26,19 +27,13 @@ using namespace asio::experimental::awaitable_operators;
 
 namespace {
 
-constexpr std::size_t kMaxLine = 16 * 1024;
-
 // Reads one '\n'-terminated line into `line` (without the '\n'), keeping what
 // follows in `pending`. Returns "" on success or what went wrong.
 asio::awaitable<std::string> read_line(TlsStream& tls, std::string& pending, std::string& line) {
     char buf[4096];
     for (;;) {
-        if (auto nl = pending.find('\n'); nl != std::string::npos) {
-            line = pending.substr(0, nl);
-            pending.erase(0, nl + 1);
-            co_return "";
-        }
-        if (pending.size() > kMaxLine) co_return "line longer than 16 KiB";
+        if (take_line(pending, line)) co_return "";
+        if (pending.size() > kMaxProbeLine) co_return "line longer than 16 KiB";
         auto [ec, n] = co_await tls.read_some(asio::buffer(buf));
         if (ec == asio::error::eof) co_return "closed by the peer";
         if (ec) co_return ec.message();
@@ -143,26 +138,21 @@ struct PeerProbe::Loop {
         auto answer_within = std::max<Duration>(2 * cfg.health.probe_interval, std::chrono::seconds(1));
         std::string pending, line;
         for (std::uint64_t seq = 1;; ++seq) {
-            std::string ping = json::serialize(json::object{{"ping", seq}}) + "\n";
+            std::string ping = make_ping(static_cast<std::int64_t>(seq));
             auto sent_at = std::chrono::steady_clock::now();
             st.pings++;
             if (auto wec = co_await tls.write_all(asio::buffer(ping))) co_return "sending a ping: " + wec.message();
             if (auto err = co_await read_line_within(tls, pending, line, answer_within); !err.empty())
                 co_return err;
             double rtt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - sent_at).count();
-            json::error_code jec;
-            auto pong = json::parse(line, jec);
-            auto* o = pong.if_object();
-            auto* n = o ? o->if_contains("pong") : nullptr;
-            if (jec || !n || !n->is_int64() || n->get_int64() != static_cast<std::int64_t>(seq))
-                co_return "the peer answered something that is not pong " + std::to_string(seq);
+            auto pong = parse_pong(line, static_cast<std::int64_t>(seq));
+            if (!pong) co_return "the peer answered something that is not pong " + std::to_string(seq);
             // The CRL may have changed since the handshake (reload): a peer revoked
             // since then is not "up", and its connection ends like a data connection's.
             if (is_revoked(SSL_get0_peer_certificate(tls.native()),
                            SSL_CTX_get_cert_store(rt.tls.load()->client.get())))
                 co_return "the peer's certificate is revoked (tls.crl); probe closed";
-            auto* backend = o->if_contains("backend");
-            got_pong(rtt, backend ? backend_state_from_json(*backend) : BackendState{});
+            got_pong(rtt, std::move(*pong));
             sleep.expires_after(cfg.health.probe_interval);
             auto [sec] = co_await sleep.async_wait(asio::as_tuple(asio::use_awaitable));
             if (sec || stopped) co_return "stopping";
@@ -208,16 +198,12 @@ asio::awaitable<void> serve_probe(Runtime& rt, TlsStream& tls, const ConnInfo& i
             if (answered) spdlog::debug("conn={} probe from {} ended after {} ping(s): {}", info.id, info.peer, answered, err);
             co_return;
         }
-        json::error_code jec;
-        auto ping = json::parse(line, jec);
-        auto* o = ping.if_object();
-        auto* seq = o ? o->if_contains("ping") : nullptr;
-        if (jec || !seq || !seq->is_int64()) {
+        auto seq = parse_ping(line);
+        if (!seq) {
             spdlog::warn("conn={} probe from {} sent something that is not a ping; closing", info.id, info.peer);
             co_return;
         }
-        json::object pong{{"pong", seq->get_int64()}, {"node", rt.config.node}, {"backend", to_json(rt.backend.get())}};
-        std::string out = json::serialize(pong) + "\n";
+        std::string out = make_pong(*seq, rt.config.node, rt.backend.get());
         if (co_await tls.write_all(asio::buffer(out))) co_return;
         ++answered;
     }

@@ -1,0 +1,18 @@
+// The YAML config loader: any bytes give a Config or one StartupError, never a
+// crash, a hang or another exception type.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "tunneld/config.hpp"
+#include "tunneld/error.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+    std::string text(reinterpret_cast<const char*>(data), size);
+    try {
+        auto cfg = tunneld::parse_config(text, "/etc/tunneld/fuzz.yaml");
+        (void)cfg;
+    } catch (const tunneld::StartupError&) {
+    }
+    return 0;
+}
