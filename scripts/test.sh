@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# Runs every test: GoogleTest unit tests (ctest) and the integration tests
-# (real tunneld processes, real TLS clients, PostgreSQL 15 in network
-# namespaces). Installs what it needs and builds first. As root nothing is
-# skipped; as another user the tests that need root say so and skip.
+# Runs every test: GoogleTest unit tests (ctest), the integration tests (real
+# tunneld processes, real TLS clients, PostgreSQL 15 in network namespaces, the
+# packaged unit under a booted systemd), then the sanitizer and fuzzing stage
+# (scripts/sanitize.sh: ASan+UBSan, TSan, libFuzzer corpus replay). Installs what
+# it needs and builds first. As root nothing is skipped; as another user the
+# tests that need root say so and skip. Arguments go to the integration pytest
+# run; TUNNELD_SKIP_SANITIZE=1 leaves the sanitizer stage out (local iteration).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ]; then bash scripts/deps.sh; fi
+started=$(date +%s)
 bash scripts/build.sh
 echo "== unit tests"
 (cd build && ctest --output-on-failure -j2)
 echo "== integration tests"
-exec /usr/bin/python3 -m pytest -p no:cacheprovider -v tests/integration "$@"
+/usr/bin/python3 -m pytest -p no:cacheprovider -v tests/integration "$@"
+if [ "${TUNNELD_SKIP_SANITIZE:-0}" != 1 ]; then
+  bash scripts/sanitize.sh
+fi
+echo "== all stages passed in $(( $(date +%s) - started )) s"

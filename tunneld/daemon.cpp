@@ -319,7 +319,12 @@ struct Daemon::Impl {
             // Two daemons given the same firewall.table would undo each other forever:
             // after 5 repairs in 10 s, say so and pause repairs for a minute.
             auto now = std::chrono::steady_clock::now();
-            if (now < guard_paused_until) continue;
+            if (now < guard_paused_until) {
+                spdlog::warn("firewall: table inet {} changed by {} while repairs are paused; left as it is "
+                             "until the pause ends",
+                             config.firewall->table, who);
+                continue;
+            }
             std::erase_if(guard_recent, [&](auto t) { return now - t > std::chrono::seconds(10); });
             if (guard_recent.size() >= 5) {
                 guard_paused_until = now + std::chrono::minutes(1);

@@ -1,5 +1,6 @@
 #include "tunneld/file_watch.hpp"
 
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
 namespace tunneld {
@@ -16,9 +17,24 @@ TlsFileWatch::Stamp TlsFileWatch::stamp_of(const std::string& path) {
             st.st_ctim.tv_sec * 1'000'000'000LL + st.st_ctim.tv_nsec};
 }
 
+SettleRule::Verdict SettleRule::observe(const std::vector<FileStamp>& now) {
+    if (now == loaded_) {
+        pending_.clear();
+        return Verdict::unchanged;
+    }
+    if (now == pending_) {  // unchanged since the last poll
+        loaded_ = now;
+        pending_.clear();
+        return Verdict::settled;
+    }
+    pending_ = now;
+    return Verdict::changing;
+}
+
 void TlsFileWatch::start() {
-    loaded_.clear();
-    for (const auto& p : paths_) loaded_.push_back(stamp_of(p));
+    std::vector<Stamp> loaded;
+    for (const auto& p : paths_) loaded.push_back(stamp_of(p));
+    rule_.emplace(std::move(loaded));
     stopped_ = false;
     arm();
 }
@@ -38,14 +54,12 @@ void TlsFileWatch::arm() {
 void TlsFileWatch::poll() {
     std::vector<Stamp> now;
     for (const auto& p : paths_) now.push_back(stamp_of(p));
-    if (now == loaded_) {
-        pending_.clear();
-    } else if (now == pending_) {  // settled: unchanged since the last poll
-        loaded_ = now;
-        pending_.clear();
-        on_change_();
-    } else {
-        pending_ = now;
+    switch (rule_->observe(now)) {
+        case SettleRule::Verdict::unchanged: break;
+        case SettleRule::Verdict::changing:
+            spdlog::info("TLS files changed; reloading once they stop changing");
+            break;
+        case SettleRule::Verdict::settled: on_change_(); break;
     }
     arm();
 }

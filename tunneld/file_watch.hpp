@@ -9,12 +9,35 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "tunneld/duration.hpp"
 
 namespace tunneld {
+
+// What stat() says of a file, as compared between polls.
+struct FileStamp {
+    bool exists = false;
+    long long mtime_ns = 0, size = 0, inode = 0, ctime_ns = 0;
+    bool operator==(const FileStamp&) const = default;
+};
+
+// The settle rule alone, without clock or filesystem: fed the stamps of every
+// poll, it says when a change has settled (the same stamps on two polls in a
+// row, and not those of the loaded files).
+class SettleRule {
+public:
+    enum class Verdict { unchanged, changing, settled };
+    explicit SettleRule(std::vector<FileStamp> loaded) : loaded_(std::move(loaded)) {}
+    // One poll's stamps. `settled` means: read the files now (they become the loaded ones).
+    Verdict observe(const std::vector<FileStamp>& now);
+
+private:
+    std::vector<FileStamp> loaded_;   // what the current material was read from
+    std::vector<FileStamp> pending_;  // a change seen on the last poll, not yet settled
+};
 
 class TlsFileWatch {
 public:
@@ -24,12 +47,7 @@ public:
     void start();
     void stop();
 
-    // What stat() says of a file, as compared between polls.
-    struct Stamp {
-        bool exists = false;
-        long long mtime_ns = 0, size = 0, inode = 0, ctime_ns = 0;
-        bool operator==(const Stamp&) const = default;
-    };
+    using Stamp = FileStamp;
     static Stamp stamp_of(const std::string& path);
 
 private:
@@ -40,8 +58,7 @@ private:
     std::vector<std::string> paths_;
     Duration interval_;
     std::function<void()> on_change_;
-    std::vector<Stamp> loaded_;   // what the current material was read from
-    std::vector<Stamp> pending_;  // a change seen on the last poll, not yet settled
+    std::optional<SettleRule> rule_;
     bool stopped_ = false;
 };
 

@@ -261,6 +261,11 @@ class Tunneld:
             self.log.close()
             self.notify.close()
             print(f"----- {self.name} log ({self.log_path}) -----\n{self.read_log()}")
+            # Under a sanitizer build (scripts/sanitize.sh) a report in the daemon's log fails the test.
+            report = re.search(r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error: |"
+                               r"WARNING: ThreadSanitizer", self.read_log())
+            if report:
+                raise AssertionError(f"{self.name}: sanitizer report in {self.log_path}")
         return self.proc.returncode if self.proc else None
 
 

@@ -251,8 +251,11 @@ def test_invalid_new_material_is_refused_and_old_keeps_serving(workdir, cleanup,
         with open(cert, "w") as f:
             f.write(data[: len(data) // 2])
             f.flush()
-            time.sleep(0.3)
+            # The watcher has seen the half-written file (the settle path, not a timing guess) ...
+            pair.server.wait_log(r"TLS files changed; reloading once they stop changing", timeout=15)
             f.write(data[len(data) // 2:])
+        # ... and the new certificate is served in the end (a poll may have caught the half file
+        # twice in a row: then that reload was refused and the old material kept serving meanwhile).
         pair.server.wait_log(r"reload \(files changed\): TLS material replaced", timeout=15)
         assert lab.presented_serial(pair.tls_port, files["ca"], *files["client"]) != old
     with pair.connect() as c:

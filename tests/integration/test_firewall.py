@@ -299,8 +299,11 @@ def test_a_table_changed_or_deleted_from_outside_is_put_back_at_once(site, workd
     site.host.exec(["nft", "add", "table", "inet", "other"])
     daemon.signal(signal.SIGHUP)
     daemon.wait_log(r"reload \(SIGHUP\)", count=1)
-    time.sleep(0.5)
-    assert len(daemon.log_lines(r"was changed by")) == 2
+    # A sentinel change by hand: events are handled in order, so when its repair
+    # is logged, anything the two above had set off would have been logged first.
+    site.host.exec(["nft", "add", "element", "inet", "tunneld", "allow_v4_5432", "{ 10.88.1.3 }"])
+    daemon.wait_log(r"was changed by nft \(pid \d+\); put back .*\(3 time", timeout=2)
+    assert len(daemon.log_lines(r"was changed by")) == 3
 
 
 def test_two_daemons_sharing_one_table_stop_fighting_and_say_why(site, workdir, ca, cleanup):
@@ -313,10 +316,16 @@ def test_two_daemons_sharing_one_table_stop_fighting_and_say_why(site, workdir, 
     cleanup.append(second.stop)
     rx = r"keeps being changed by tunneld \(pid \d+\) \(5 times in 10 s\); is another tunneld using the same " \
          r"firewall.table\? Repairs paused for 1 minute"
-    lab.wait_for(lambda: first.log_lines(rx) or second.log_lines(rx), timeout=10, what="the fight to be noticed")
-    time.sleep(1)
+    lab.wait_for(lambda: first.log_lines(rx) and second.log_lines(rx), timeout=10,
+                 what="both daemons to notice the fight and pause")
     repairs = len(first.log_lines("was changed by")) + len(second.log_lines("was changed by"))
-    time.sleep(2)
+    # While paused, a change is said but not undone: a sentinel change shows both
+    # have seen it, and neither repaired anything since.
+    paused = r"firewall: table inet tunneld changed by nft \(pid \d+\) while repairs are paused"
+    seen = [len(d.log_lines(paused)) for d in (first, second)]
+    site.host.exec(["nft", "add", "element", "inet", "tunneld", "allow_v4_5432", "{ 10.88.7.7 }"])
+    for d, n in zip((first, second), seen):
+        d.wait_log(paused, timeout=5, count=n + 1)
     assert len(first.log_lines("was changed by")) + len(second.log_lines("was changed by")) == repairs, \
         "the two daemons are still undoing each other"
 
@@ -426,10 +435,10 @@ def test_own_transactions_are_recognised_inside_a_pid_namespace(site, workdir, c
     child = int(open(f"/proc/{pid}/task/{pid}/children").read().split()[0])
     os.kill(child, signal.SIGHUP)  # a refresh commit of our own, too
     daemon.wait_log(r"reload \(SIGHUP\)")
-    site.host.exec(["nft", "add", "table", "inet", "unrelated"])  # wakes the watcher: events are read
-    time.sleep(0.5)
-    assert not daemon.log_lines(r"was changed by|keeps being changed"), daemon.read_log()
+    site.host.exec(["nft", "add", "table", "inet", "unrelated"])
+    # A sentinel tampering: handled after the events above, and it must be the first repair.
     site.host.exec(["nft", "add", "element", "inet", "tunneld", "allow_v4_5432", "{ 10.88.1.2 }"])
     daemon.wait_log(r"firewall: table inet tunneld was changed by nft \(pid \d+\); put back .*\(1 time", timeout=2)
+    assert len(daemon.log_lines(r"was changed by|keeps being changed")) == 1, daemon.read_log()
     os.kill(child, signal.SIGTERM)  # unshare does not pass signals on; it exits with its child
     daemon.proc.wait(timeout=15)

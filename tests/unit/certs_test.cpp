@@ -178,23 +178,43 @@ TEST_F(Files, PemRoundTripAndErrorsNameTheFile) {
     }
 }
 
-TEST_F(Files, WatchReportsOnlySettledChanges) {
-    boost::asio::io_context io;
-    int changes = 0;
+TEST(SettleRule, AChangeIsReportedOnceItLooksTheSameOnTwoPollsInARow) {
+    FileStamp v1{true, 1, 10, 7, 1}, half{true, 2, 5, 8, 2}, v2{true, 3, 10, 8, 3}, gone{};
+    SettleRule rule({v1});
+    using V = SettleRule::Verdict;
+    EXPECT_EQ(rule.observe({v1}), V::unchanged);
+    // A certificate written in two steps: never read half-written.
+    EXPECT_EQ(rule.observe({half}), V::changing);
+    EXPECT_EQ(rule.observe({v2}), V::changing);
+    EXPECT_EQ(rule.observe({v2}), V::settled);
+    EXPECT_EQ(rule.observe({v2}), V::unchanged);  // reported once
+    // A change that is undone before it settles is no change.
+    EXPECT_EQ(rule.observe({half}), V::changing);
+    EXPECT_EQ(rule.observe({v2}), V::unchanged);
+    // A file that disappears is a change too (and is then reported, once settled).
+    EXPECT_EQ(rule.observe({gone}), V::changing);
+    EXPECT_EQ(rule.observe({gone}), V::settled);
+}
+
+TEST(SettleRule, SeveralFilesSettleTogether) {
+    FileStamp k1{true, 1, 1, 1, 1}, c1{true, 1, 1, 2, 1}, k2{true, 2, 1, 3, 2}, c2{true, 2, 1, 4, 2};
+    SettleRule rule({k1, c1});
+    using V = SettleRule::Verdict;
+    EXPECT_EQ(rule.observe({k2, c1}), V::changing);  // key first: not read with the old certificate
+    EXPECT_EQ(rule.observe({k2, c2}), V::changing);
+    EXPECT_EQ(rule.observe({k2, c2}), V::settled);
+}
+
+TEST_F(Files, WatchStampsWhatStatSays) {
     write_file_atomic(path("cert"), "v1", 0644, false);
-    TlsFileWatch watch(io, {path("cert")}, std::chrono::milliseconds(30), [&] { ++changes; });
-    watch.start();
-    io.run_for(std::chrono::milliseconds(100));
-    EXPECT_EQ(changes, 0);  // nothing changed
-    write_file_atomic(path("cert"), "v2", 0644, false);
-    io.run_for(std::chrono::milliseconds(150));
-    EXPECT_EQ(changes, 1);  // one change, reported once it settled
-    io.run_for(std::chrono::milliseconds(100));
-    EXPECT_EQ(changes, 1);
-    std::filesystem::remove(path("cert"));  // a disappearing file is a change too
-    io.run_for(std::chrono::milliseconds(150));
-    EXPECT_EQ(changes, 2);
-    watch.stop();
+    auto a = TlsFileWatch::stamp_of(path("cert"));
+    EXPECT_TRUE(a.exists);
+    EXPECT_EQ(a.size, 2);
+    write_file_atomic(path("cert"), "v22", 0644, false);
+    auto b = TlsFileWatch::stamp_of(path("cert"));
+    EXPECT_NE(a, b);  // a rename over the file: another inode, size
+    std::filesystem::remove(path("cert"));
+    EXPECT_FALSE(TlsFileWatch::stamp_of(path("cert")).exists);
 }
 
 }  // namespace

@@ -1,0 +1,144 @@
+"""A Debian 12 root booted with systemd as PID 1 in a container
+(systemd-nspawn --register=no --keep-unit -b), in a network namespace of its
+own, driven with nsenter into the container's PID 1 namespaces. The root is
+made once with debootstrap (systemd, systemd-sysv, dbus, python3 and nftables
+included, since the container has no route to a mirror), cached as a tarball
+under /var/cache/tunneld-tests, and unpacked fresh for every boot. Packages are
+installed into the root with chroot before it boots."""
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+import debroot
+import lab
+
+TARBALL = os.path.join(debroot.CACHE, "bookworm-systemd.tar")
+INCLUDE = "systemd,systemd-sysv,dbus,python3,nftables,iproute2"
+
+
+def ensure_tarball():
+    if os.path.exists(TARBALL):
+        return TARBALL
+    os.makedirs(debroot.CACHE, exist_ok=True)
+    build = tempfile.mkdtemp(prefix="sysroot-", dir=debroot.CACHE)
+    try:
+        subprocess.run(["debootstrap", "--variant=minbase", f"--include={INCLUDE}", "bookworm", build,
+                        debroot.apt_mirror()], check=True, capture_output=True, text=True)
+        subprocess.run(["tar", "-C", build, "-cf", TARBALL + ".tmp", "."], check=True)
+        os.rename(TARBALL + ".tmp", TARBALL)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+    return TARBALL
+
+
+class BootedRoot:
+    """unpack() -> chroot installs -> boot() -> sh() inside -> delete()."""
+
+    def __init__(self, netns):
+        ensure_tarball()
+        self.path = tempfile.mkdtemp(prefix="sysroot-", dir=debroot.CACHE)
+        subprocess.run(["tar", "-C", self.path, "-xf", TARBALL], check=True)
+        shutil.copy("/etc/resolv.conf", os.path.join(self.path, "etc/resolv.conf"))
+        self.netns = netns
+        self.nspawn = None
+        self.pid1 = None
+        self.mounts = []
+
+    def chroot(self, script):
+        """Runs `script` in the (not yet booted) root with chroot: for installing packages."""
+        for src, dst in (("proc", "proc"), (os.path.join(debroot.ARCHIVES), "var/cache/apt/archives")):
+            target = os.path.join(self.path, dst)
+            os.makedirs(target, exist_ok=True)
+            if src == "proc":
+                subprocess.run(["mount", "-t", "proc", "proc", target], check=True)
+            else:
+                os.makedirs(os.path.join(src, "partial"), exist_ok=True)
+                subprocess.run(["mount", "--bind", src, target], check=True)
+            self.mounts.append(target)
+        try:
+            r = subprocess.run(["chroot", self.path, "/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+                                "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C.UTF-8", "/bin/sh", "-ec", script],
+                               capture_output=True, text=True)
+        finally:
+            for target in reversed(self.mounts):
+                subprocess.run(["umount", "-l", target], check=True)
+            self.mounts = []
+        if r.returncode != 0:
+            raise AssertionError(f"chroot: {script}\n{r.stdout}\n{r.stderr}")
+        return r
+
+    def boot(self, timeout=60):
+        self.console = open(os.path.join(self.path, "..", os.path.basename(self.path) + ".console"), "wb")
+        self.nspawn = subprocess.Popen(
+            ["ip", "netns", "exec", self.netns.name, "systemd-nspawn", "--register=no", "--keep-unit", "--quiet",
+             "-D", self.path, "-b"], stdin=subprocess.DEVNULL, stdout=self.console, stderr=subprocess.STDOUT)
+
+        def container_init():
+            if self.nspawn.poll() is not None:
+                raise RuntimeError(f"systemd-nspawn exited with {self.nspawn.returncode}: {self.console_text()}")
+            # nspawn's child is the container's PID 1 (systemd).
+            for child in self._children(self.nspawn.pid):
+                comm = open(f"/proc/{child}/comm").read().strip()
+                if comm == "ip":
+                    for c in self._children(child):
+                        if open(f"/proc/{c}/comm").read().strip() in ("systemd", "init"):
+                            return c
+                        for cc in self._children(c):
+                            if open(f"/proc/{cc}/comm").read().strip() in ("systemd", "init"):
+                                return cc
+                if comm in ("systemd", "init"):
+                    return child
+                for c in self._children(child):
+                    if open(f"/proc/{c}/comm").read().strip() in ("systemd", "init"):
+                        return c
+            return None
+
+        self.pid1 = lab.wait_for(container_init, timeout=timeout, interval=0.1, what="the container's systemd")
+        lab.wait_for(lambda: self.sh("systemctl is-system-running", check=False).stdout.strip()
+                     in ("running", "degraded"), timeout=timeout, interval=0.3, what="multi-user.target")
+
+    @staticmethod
+    def _children(pid):
+        out = []
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                out += [int(x) for x in open(f"/proc/{pid}/task/{tid}/children").read().split()]
+        except FileNotFoundError:
+            pass
+        return out
+
+    def console_text(self):
+        try:
+            return open(self.console.name, errors="replace").read()[-3000:]
+        except OSError:
+            return ""
+
+    def sh(self, script, check=True, timeout=60):
+        """Runs `script` inside the booted container (all of PID 1's namespaces)."""
+        r = subprocess.run(["nsenter", "-t", str(self.pid1), "-m", "-u", "-i", "-n", "-p", "--",
+                            "/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C.UTF-8",
+                            "SYSTEMD_PAGER=", "/bin/sh", "-ec", script],
+                           capture_output=True, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise AssertionError(f"in the container: {script}\nexit {r.returncode}\n{r.stdout}\n{r.stderr}")
+        return r
+
+    def delete(self):
+        if self.nspawn and self.nspawn.poll() is None:
+            if self.pid1:
+                self.sh("systemctl poweroff --no-block", check=False)
+            try:
+                self.nspawn.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.nspawn.kill()  # by the PID we started
+                self.nspawn.wait()
+        for target in reversed(self.mounts):
+            subprocess.run(["umount", "-l", target], check=False)
+        shutil.rmtree(self.path, ignore_errors=True)
+        try:
+            os.unlink(self.console.name)
+        except (OSError, AttributeError):
+            pass
