@@ -1,6 +1,7 @@
 #include "firewall/nft_socket.hpp"
 
 #include <charconv>
+#include <fstream>
 #include <algorithm>
 #include <mutex>
 #include <deque>
@@ -34,7 +35,23 @@ namespace {
 using Socket = CPtr<mnl_socket, mnl_socket_close>;
 using RulePtr = CPtr<nftnl_rule, nftnl_rule_free>;
 
+// Whether CAP_NET_ADMIN (bit 12) is in this process's capability bounding set:
+// a container that does not grant it cannot be fixed from inside.
+bool bounding_set_has_net_admin() {
+    std::ifstream status("/proc/self/status");
+    std::string line;
+    while (std::getline(status, line))
+        if (line.rfind("CapBnd:", 0) == 0) return (std::stoull(line.substr(7), nullptr, 16) >> 12) & 1;
+    return true;
+}
+
 std::string privilege_hint(int err) {
+    if ((err == EPERM || err == EACCES) && !bounding_set_has_net_admin())
+        return " (changing nftables needs CAP_NET_ADMIN, and this process's bounding set (CapBnd in "
+               "/proc/self/status) does not contain it: the container or VPS this runs in does not grant it, "
+               "and nothing inside can add it. Ask the provider / container config to keep CAP_NET_ADMIN "
+               "(LXC: lxc.cap.keep; systemd-nspawn: --capability=CAP_NET_ADMIN), or set firewall.enabled: "
+               "false and guard the ports elsewhere)";
     if (err == EPERM || err == EACCES)
         return " (changing nftables needs CAP_NET_ADMIN: run tunneld as root, or give it "
                "AmbientCapabilities=CAP_NET_ADMIN in its systemd unit)";

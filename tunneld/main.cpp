@@ -3,6 +3,8 @@
 // one line on stderr with exit code 1.
 #include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
+#include <cstdlib>
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/spdlog.h>
 
 #include <csignal>
@@ -17,6 +19,37 @@
 #include "tunneld/error.hpp"
 
 namespace {
+
+// "<3>" ... "<7>": the priority prefix journald reads from a service's stderr
+// (sd-daemon(3)), so `journalctl -p warning` shows warnings and errors.
+class JournalPriority final : public spdlog::custom_flag_formatter {
+public:
+    void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
+        const char* p = "<6>";
+        switch (msg.level) {
+            case spdlog::level::critical: p = "<2>"; break;
+            case spdlog::level::err: p = "<3>"; break;
+            case spdlog::level::warn: p = "<4>"; break;
+            case spdlog::level::info: p = "<6>"; break;
+            default: p = "<7>"; break;
+        }
+        dest.append(p, p + 3);
+    }
+    std::unique_ptr<custom_flag_formatter> clone() const override { return std::make_unique<JournalPriority>(); }
+};
+
+// Under systemd (stderr connected to the journal: $JOURNAL_STREAM) every line
+// carries its priority and no time stamp (the journal has its own); elsewhere
+// plain text with a time stamp.
+void set_log_format() {
+    if (std::getenv("JOURNAL_STREAM")) {
+        auto f = std::make_unique<spdlog::pattern_formatter>();
+        f->add_flag<JournalPriority>('*').set_pattern("%*%v");
+        spdlog::set_formatter(std::move(f));
+    } else {
+        spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+    }
+}
 
 int run_daemon(const std::string& path) {
     auto config = tunneld::load_config(path);
@@ -33,7 +66,7 @@ int main(int argc, char** argv) {
     std::signal(SIGPIPE, SIG_IGN);
     auto logger = spdlog::stderr_color_mt("tunneld");
     spdlog::set_default_logger(logger);
-    spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+    set_log_format();
 
     CLI::App app{
         "tunneld: a mutual-TLS tunnel pair for PostgreSQL streaming replication.\n"

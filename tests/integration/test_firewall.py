@@ -442,3 +442,13 @@ def test_own_transactions_are_recognised_inside_a_pid_namespace(site, workdir, c
     assert len(daemon.log_lines(r"was changed by|keeps being changed")) == 1, daemon.read_log()
     os.kill(child, signal.SIGTERM)  # unshare does not pass signals on; it exits with its child
     daemon.proc.wait(timeout=15)
+
+
+def test_missing_cap_net_admin_in_the_bounding_set_is_named_as_such(site, workdir, ca):
+    """A container VPS that does not grant CAP_NET_ADMIN: the advice is not the
+    unit's AmbientCapabilities= (which it has) but the container's bounding set."""
+    cfg = guard_config(workdir, ca, [(5432, [])])
+    r = site.host.exec(["setpriv", "--bounding-set", "-net_admin", lab.TUNNELD, "--peer", cfg], check=False, timeout=30)
+    assert r.returncode == 1
+    assert "bounding set (CapBnd in /proc/self/status) does not contain it" in r.stderr, r.stderr
+    assert "AmbientCapabilities" not in r.stderr

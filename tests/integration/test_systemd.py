@@ -124,6 +124,20 @@ def test_packaged_unit_under_a_booted_systemd(debs):
         # Reload: SIGHUP through ExecReload, with no procps in this root.
         root.sh("systemctl reload tunneld@primary")
         lab.wait_for(lambda: "reload (SIGHUP)" in journal(root, "tunneld@primary"), timeout=10, what="reload")
+        # A failed reload is an error in the journal, at its priority (not everything at info).
+        root.sh("chmod 0644 /etc/tunneld/primary-1.key && systemctl reload tunneld@primary")
+        lab.wait_for(lambda: "failed" in root.sh("journalctl -q -o cat -p warning -u tunneld@primary --no-pager",
+                                                 check=False).stdout, timeout=10, what="the failed reload at -p warning")
+        warnings = root.sh("journalctl -q -o cat -p warning -u tunneld@primary --no-pager").stdout
+        assert "reload (SIGHUP) failed, still serving" in warnings and "chmod 600" in warnings, warnings
+        assert "ready" not in warnings  # info lines stay out of -p warning
+        print("journalctl -p warning after a failed reload:\n" + warnings)
+        root.sh("chmod 0600 /etc/tunneld/primary-1.key")
+        # A unit name that is not a config file's fails loudly, naming the file.
+        r = root.sh("systemctl start tunneld@primary-1", check=False)
+        assert r.returncode != 0
+        status = root.sh("systemctl status tunneld@primary-1 --no-pager", check=False).stdout
+        assert "AssertPathExists=/etc/tunneld/primary-1.yaml" in status, status
 
         # Watchdog: a stopped daemon stops pinging; systemd kills and restarts it.
         root.sh(f"kill -STOP {pid}")
