@@ -41,6 +41,7 @@ class BootedRoot:
         ensure_tarball()
         self.path = tempfile.mkdtemp(prefix="sysroot-", dir=debroot.CACHE)
         subprocess.run(["tar", "-C", self.path, "-xf", TARBALL], check=True)
+        os.chmod(self.path, 0o755)  # mkdtemp's 0700 would be the container's "/": no user could enter it
         shutil.copy("/etc/resolv.conf", os.path.join(self.path, "etc/resolv.conf"))
         self.netns = netns
         self.nspawn = None
@@ -73,8 +74,9 @@ class BootedRoot:
     def boot(self, timeout=60):
         self.console = open(os.path.join(self.path, "..", os.path.basename(self.path) + ".console"), "wb")
         self.nspawn = subprocess.Popen(
-            ["ip", "netns", "exec", self.netns.name, "systemd-nspawn", "--register=no", "--keep-unit", "--quiet",
-             "-D", self.path, "-b"], stdin=subprocess.DEVNULL, stdout=self.console, stderr=subprocess.STDOUT)
+            # (not under `ip netns exec`: it remounts /sys, and with it the cgroup tree nspawn needs)
+            ["systemd-nspawn", "--register=no", "--keep-unit", "--quiet", "--capability=CAP_NET_ADMIN",
+             f"--network-namespace-path=/run/netns/{self.netns.name}", "-D", self.path, "-b"], stdin=subprocess.DEVNULL, stdout=self.console, stderr=subprocess.STDOUT)
 
         def container_init():
             if self.nspawn.poll() is not None:

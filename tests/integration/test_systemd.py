@@ -84,10 +84,10 @@ def test_packaged_unit_under_a_booted_systemd(debs):
     ns = lab.Netns("sysd")
     root = systemd_root.BootedRoot(ns)
     try:
-        for deb in debs.values():
-            shutil.copy(deb, os.path.join(root.path, "tmp"))
+        for deb in debs.values():  # in /root: the booted container mounts a fresh tmpfs on /tmp
+            shutil.copy(deb, os.path.join(root.path, "root"))
         root.chroot("apt-get update -qq && apt-get install -y -qq --no-install-recommends "
-                    "/tmp/tunneld_0.1.0_amd64.deb >/dev/null")
+                    "/root/tunneld_0.1.0_amd64.deb >/dev/null")
         root.chroot("tunneld certs init-ca --out /root/ca >/dev/null && cp /root/ca/ca.crt /etc/tunneld/ && "
                     "for n in primary-1 standby-1; do tunneld certs issue --ca /root/ca --name $n --out /etc/tunneld "
                     ">/dev/null; chown tunneld:tunneld /etc/tunneld/$n.key; done")
@@ -137,7 +137,8 @@ def test_packaged_unit_under_a_booted_systemd(debs):
         r = root.sh("systemctl start tunneld@primary-1", check=False)
         assert r.returncode != 0
         status = root.sh("systemctl status tunneld@primary-1 --no-pager", check=False).stdout
-        assert "AssertPathExists=/etc/tunneld/primary-1.yaml" in status, status
+        assert "Assertion failed for tunneld@primary-1.service - tunneld mutual-TLS replication tunnel for " \
+               "/etc/tunneld/primary-1.yaml" in status, status
 
         # Watchdog: a stopped daemon stops pinging; systemd kills and restarts it.
         root.sh(f"kill -STOP {pid}")
@@ -166,13 +167,16 @@ def test_packaged_unit_under_a_booted_systemd(debs):
         # Upgrade 0.1.0 -> 0.1.1 while tunneld@primary runs: restarted, edited conffile kept.
         before = main_pid(root, "tunneld@primary")
         root.sh("DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "
-                "-o Dpkg::Options::=--force-confold /tmp/tunneld_0.1.1_amd64.deb >/dev/null", timeout=120)
+                "-o Dpkg::Options::=--force-confold /root/tunneld_0.1.1_amd64.deb >/dev/null", timeout=120)
         assert root.sh("dpkg-query -W -f='${Version}' tunneld").stdout == "0.1.1"
         after = main_pid(root, "tunneld@primary")
         assert after not in (0, before), "the running instance was not restarted by the upgrade"
         assert root.sh("systemctl is-active tunneld@primary").stdout.strip() == "active"
         assert "# edited by the operator" in root.sh("cat /etc/tunneld/primary.yaml").stdout
     finally:
+        if root.pid1:
+            print("----- container journal (tunneld) -----\n" +
+                  root.sh("journalctl -q --no-pager -u 'tunneld@*' | tail -80", check=False).stdout)
         print("----- container console -----\n" + root.console_text())
         root.delete()
         ns.delete()
