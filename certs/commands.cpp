@@ -66,6 +66,7 @@ std::string name_text(X509_NAME* name) {
 }
 
 std::string key_description(EVP_PKEY* key) {
+    if (!key) return "unreadable public key";  // a certificate whose key OpenSSL cannot decode (found by fuzz_pem)
     if (auto t = key_type_of(key)) return to_string(*t);
     return std::string(EVP_PKEY_get0_type_name(key) ? EVP_PKEY_get0_type_name(key) : "unknown") +
            " " + std::to_string(EVP_PKEY_get_bits(key)) + " bits";

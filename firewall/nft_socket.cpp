@@ -84,7 +84,8 @@ void receive(mnl_socket* nl, OnMessage on_message) {
         }
         auto* nlh = reinterpret_cast<const nlmsghdr*>(buf.data());
         int len = static_cast<int>(n);
-        while (mnl_nlmsg_ok(nlh, len)) {
+        while (len >= static_cast<int>(sizeof(nlmsghdr)) && nlh->nlmsg_len <= static_cast<std::uint32_t>(len) &&
+               mnl_nlmsg_ok(nlh, len)) {  // see parse_table_events for why the first two checks
             if (!on_message(nlh)) return;
             nlh = mnl_nlmsg_next(nlh, &len);
         }
@@ -250,7 +251,10 @@ void parse_table_events(const void* data, std::size_t size, const std::string& t
                         const std::function<bool(std::uint32_t)>& own, std::vector<TableEvents::Change>& out) {
     auto* nlh = static_cast<const nlmsghdr*>(data);
     int len = static_cast<int>(std::min<std::size_t>(size, INT32_MAX));
-    for (; mnl_nlmsg_ok(nlh, len); nlh = mnl_nlmsg_next(nlh, &len)) {
+    // mnl_nlmsg_ok compares (int)nlmsg_len: a length of 2^31 or more passes it and
+    // mnl_nlmsg_next then jumps outside the buffer (found by fuzz_nft_events).
+    auto fits = [&] { return len >= static_cast<int>(sizeof(nlmsghdr)) && nlh->nlmsg_len <= static_cast<std::uint32_t>(len); };
+    for (; fits() && mnl_nlmsg_ok(nlh, len); nlh = mnl_nlmsg_next(nlh, &len)) {
         if ((nlh->nlmsg_type >> 8) != NFNL_SUBSYS_NFTABLES) continue;
         if (nlh->nlmsg_len < MNL_NLMSG_HDRLEN + MNL_ALIGN(sizeof(nfgenmsg))) continue;  // too short for its header
         int type = nlh->nlmsg_type & 0xff;
