@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <deque>
 #include <charconv>
 #include <cstring>
 #include <filesystem>
@@ -83,7 +84,7 @@ private:
     std::string where_;
     const std::string& file_;
     std::set<std::string> known_;
-    std::vector<YAML::Node> stash_;
+    std::deque<YAML::Node> stash_;  // a deque: pointers from find() stay valid as more are stashed
 };
 
 std::string scalar(MapReader& r, const YAML::Node& n, const std::string& key) {

@@ -35,6 +35,7 @@ bool ConnectionTable::count(LiveConnection& c) {
 void ConnectionTable::release(const std::shared_ptr<LiveConnection>& c) {
     c->alive = false;
     c->close = nullptr;
+    c->quiesce = nullptr;
     std::lock_guard lock(mutex_);
     if (c->probe) --probes_;
     if (c->counted) --counted_;
@@ -63,6 +64,18 @@ void ConnectionTable::close_all(bool probes_only) {
     for (auto& c : all)
         boost::asio::post(c->executor, [c, probes_only] {
             if (c->alive && c->close && (c->probe || !probes_only)) c->close();
+        });
+}
+
+void ConnectionTable::quiesce_all() {
+    std::vector<std::shared_ptr<LiveConnection>> all;
+    {
+        std::lock_guard lock(mutex_);
+        for (auto& [id, c] : live_) all.push_back(c);
+    }
+    for (auto& c : all)
+        boost::asio::post(c->executor, [c] {
+            if (c->alive && c->quiesce) c->quiesce();
         });
 }
 

@@ -20,6 +20,10 @@ namespace tunneld {
 struct LiveConnection {
     boost::asio::any_io_executor executor;
     std::function<void()> close;
+    // Set while bytes are relayed: stops reading the plaintext side (as if it
+    // had sent EOF), so the relay passes the half-close on, flushes what is in
+    // flight both ways, and ends when the other end closes too.
+    std::function<void()> quiesce;
     bool alive = true;
     std::uint64_t id = 0;
     X509Ptr peer_cert;     // set after the handshake; checked when a new CRL arrives
@@ -31,7 +35,10 @@ struct LiveConnection {
 // Clears c.close when a scope that the hook references ends.
 struct CloseHook {
     LiveConnection& c;
-    ~CloseHook() { c.close = nullptr; }
+    ~CloseHook() {
+        c.close = nullptr;
+        c.quiesce = nullptr;
+    }
 };
 
 class ConnectionTable;
@@ -75,6 +82,8 @@ public:
     // Posts close() to every live connection's executor; with probes_only,
     // only to peer probe connections.
     void close_all(bool probes_only = false);
+    // Posts quiesce() to every relayed connection: the graceful start of a stop.
+    void quiesce_all();
     // Posts to every live connection a check of its peer certificate against
     // `store`; revoked ones are marked and closed. `keep_alive` holds the store.
     void close_revoked(std::shared_ptr<const void> keep_alive, X509_STORE* store);

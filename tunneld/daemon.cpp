@@ -441,6 +441,22 @@ struct Daemon::Impl {
         asio::steady_timer timer(io);
         spdlog::info("stopping: no new connections; draining {} live connection(s) for up to {}",
                      rt.connections.size(), format_duration(config.timeouts.shutdown));
+        // A second for what ends by itself (a query finishing); then the rest,
+        // replication connections that never end by themselves, are ended
+        // gracefully: the plaintext side is no longer read, the half-close
+        // travels through both tunnels to postgres and back, so the drain takes
+        // a round trip, not timeouts.shutdown. Their clients reconnect and resume.
+        auto grace = std::chrono::steady_clock::now() + std::min<Duration>(config.timeouts.shutdown, std::chrono::seconds(1));
+        while (rt.connections.size() > 0 && std::chrono::steady_clock::now() < grace) {
+            timer.expires_after(std::chrono::milliseconds(50));
+            co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+        }
+        if (auto left = rt.connections.size()) {
+            spdlog::info("stopping: ending {} connection(s) gracefully: no more reading from the local side, what "
+                         "is in flight is delivered, then both ends see a clean close",
+                         left);
+            rt.connections.quiesce_all();
+        }
         while (rt.connections.size() > 0 && std::chrono::steady_clock::now() < deadline) {
             timer.expires_after(std::chrono::milliseconds(50));
             co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));

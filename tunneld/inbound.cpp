@@ -58,6 +58,10 @@ asio::awaitable<void> relay_to_backend(Runtime& rt, LiveConnection& live, ConnIn
         co_return;
     }
     log_open(info, tls.resumed());
+    live.quiesce = [&] {
+        error_code ignored;
+        backend.shutdown(asio::socket_base::shutdown_receive, ignored);
+    };
     auto& traffic = rt.stats.traffic(Direction::inbound, info.peer);
     RelayResult result;
     {

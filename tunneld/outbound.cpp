@@ -91,6 +91,10 @@ asio::awaitable<void> serve(Runtime& rt, const PeerConfig& peer, SessionSlot& se
     traffic.last_handshake = unix_now();
     live->peer_cert.reset(SSL_get1_peer_certificate(tls.native()));
     log_open(info, tls.resumed());
+    live->quiesce = [&] {
+        error_code ignored;
+        local.shutdown(asio::socket_base::shutdown_receive, ignored);
+    };
     RelayResult result;
     {
         ActiveGuard active(traffic);
