@@ -124,3 +124,39 @@ def test_certificate_rotation_under_streaming_replication_keeps_the_stream(repli
     assert len(rl.standby_tunnel.log_lines(r"outbound open")) == opens_before
     assert len(rl.standby_tunnel.log_lines(r"outbound close")) == closes_before
     assert rl.streaming() == [("127.0.0.1", "streaming")]
+
+
+@pytest.mark.parametrize("side", ["standby", "primary"])
+def test_stop_with_live_replication_takes_seconds_and_loses_nothing(replication, side):
+    """A walsender connection never ends by itself; a stop (systemctl stop or
+    restart, a package upgrade) used to wait all of timeouts.shutdown (30 s) for
+    it. Now the connection is ended gracefully after a second; the walreceiver
+    reconnects when tunneld is back, and the data are equal."""
+    import threading
+    rl = replication
+    tunnel = rl.standby_tunnel if side == "standby" else rl.primary_tunnel
+    rl.primary.pgbench("-i", "-q", "-s", "5", "postgres")
+    result = {}
+    load = threading.Thread(target=lambda: result.update(
+        out=rl.primary.pgbench("-T", "8", "-c", "4", "-n", "postgres")))
+    load.start()
+    try:
+        lab.wait_for(lambda: rl.streaming(), timeout=10, what="streaming before the stop")
+        started = time.monotonic()
+        assert tunnel.stop(timeout=30) == 0
+        stop_s = time.monotonic() - started
+        tunnel.start()
+        restarted = time.monotonic()
+        lab.wait_for(lambda: rl.streaming(), timeout=30, interval=0.05, what="streaming again")
+        resume_s = time.monotonic() - restarted
+    finally:
+        load.join()
+    print(f"{side} tunneld: stop with live replication under pgbench {stop_s:.2f} s; "
+          f"streaming again {resume_s:.2f} s after the restart")
+    assert stop_s < 3, f"stop took {stop_s:.2f}s"
+    assert resume_s < 5, f"streaming resumed {resume_s:.2f}s after the restart"
+    assert "number of failed transactions: 0" in result["out"].stdout
+    lab.wait_for(rl.caught_up, timeout=30, what="standby caught up")
+    assert rl.fingerprint(rl.primary) == rl.fingerprint(rl.standby)
+    assert tunnel.log_lines(r"stopping: ending 1 connection\(s\) gracefully")
+    assert not tunnel.log_lines(r"still open after"), "the drain ran into timeouts.shutdown"
