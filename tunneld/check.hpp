@@ -19,6 +19,9 @@ struct CheckLine {
     std::string text;
 };
 using ExtraCheck = std::function<std::vector<CheckLine>(const Config&)>;
-int run_check(const std::string& config_path, std::ostream& out, const ExtraCheck& extra = {});
+// `as_user`: judge key ownership for that user ("" = the packaged unit's
+// User=tunneld when it exists and this runs as root, else this process's user).
+int run_check(const std::string& config_path, std::ostream& out, const ExtraCheck& extra = {},
+              const std::string& as_user = "");
 
 }  // namespace tunneld

@@ -89,6 +89,9 @@ int main(int argc, char** argv) {
                  "backend and peers; exit 0 when all pass");
     std::string check_file;
     check->add_option("--peer", check_file, "node config (YAML)")->required();
+    std::string check_user;
+    check->add_option("--as-user", check_user,
+                      "judge key ownership for this user (default: tunneld, the unit's User=, when run as root)");
     auto* certs = app.add_subcommand("certs", "private CA and certificate operations");
     certs->require_subcommand(1);
     tunneld::certs::InitCaOptions init;
@@ -177,7 +180,7 @@ int main(int argc, char** argv) {
 
     try {
         if (*health) return tunneld::run_health(health_peer, health_path, std::cout, std::cerr);
-        if (*check) return tunneld::run_check(check_file, std::cout, tunneld::firewall::check_lines);
+        if (*check) return tunneld::run_check(check_file, std::cout, tunneld::firewall::check_lines, check_user);
         if (*fw_show) return tunneld::firewall::show(fw_peer, std::cout);
         if (*fw_apply) return tunneld::firewall::apply(fw_peer, std::cout);
         if (*fw_remove) return tunneld::firewall::remove(fw_peer, std::cout);

@@ -391,3 +391,27 @@ def test_check_names_the_process_holding_a_listen_address(workdir, cleanup, ca):
     assert r.returncode == 1
     assert f"FAIL  peers[server-1].local 127.0.0.1:{port} is already in use by python3 (pid {os.getpid()}: " \
         in r.stdout, r.stdout
+
+
+def test_check_judges_the_key_for_the_daemons_user_and_a_missing_peer_is_not_a_failure(workdir, cleanup, ca):
+    """`tunneld check` as root for a daemon that runs as another user: the key
+    advice is the one that works for that user, the certificate lines still come,
+    and a peer that is not up yet (a first install) is a warning, not a failure."""
+    if not lab.is_root():
+        pytest.skip("needs root: chown")
+    cert, key, _ = ca.issue("client-1", os.path.join(workdir, "c"))
+    cfg = os.path.join(workdir, "c.yaml")
+    with open(cfg, "w") as f:
+        f.write(lab.node_config("client-1", ca.cert_path, cert, key,
+                                peers=[{"name": "server-1", "connect": f"127.0.0.1:{lab.free_port()}",
+                                        "local": f"127.0.0.1:{lab.free_port()}"}]))
+    r = lab.tunneld_cli("check", "--peer", cfg, "--as-user", "nobody")
+    assert f"FAIL  tls.key {key} is owned by root, so nobody (the user tunneld runs as) cannot read it: " \
+           f"run chown nobody {key}" in r.stdout, r.stdout
+    assert "ok    certificate serial " in r.stdout and "certificate expires in 29 days" in r.stdout, r.stdout
+    assert r.returncode == 1
+    os.chown(key, 65534, 65534)
+    r = lab.tunneld_cli("check", "--peer", cfg, "--as-user", "nobody")
+    assert f"ok    tls.key {key} is private to nobody" in r.stdout, r.stdout
+    assert "warn  peer server-1 (peers[].connect) 127.0.0.1:" in r.stdout and "not reachable yet" in r.stdout
+    assert r.returncode == 0, r.stdout
