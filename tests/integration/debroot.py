@@ -32,20 +32,21 @@ def apt_mirror():
     raise RuntimeError("no bookworm source in this machine's apt configuration")
 
 
-def ensure_tarball(log=print):
-    if os.path.exists(TARBALL):
-        return TARBALL
+def ensure_tarball(log=print, tarball=TARBALL, include=""):
+    """The cached minbase root (with the `include` packages, comma-separated), made once."""
+    if os.path.exists(tarball):
+        return tarball
     os.makedirs(CACHE, exist_ok=True)
     build = tempfile.mkdtemp(prefix="debroot-", dir=CACHE)
     try:
-        log(f"debootstrap --variant=minbase bookworm (cached in {TARBALL} afterwards)")
-        subprocess.run(["debootstrap", "--variant=minbase", "bookworm", build, apt_mirror()],
-                       check=True, capture_output=True, text=True)
-        subprocess.run(["tar", "-C", build, "-cf", TARBALL + ".tmp", "."], check=True)
-        os.rename(TARBALL + ".tmp", TARBALL)
+        log(f"debootstrap --variant=minbase {include} bookworm (cached in {tarball} afterwards)")
+        subprocess.run(["debootstrap", "--variant=minbase"] + ([f"--include={include}"] if include else []) +
+                       ["bookworm", build, apt_mirror()], check=True, capture_output=True, text=True)
+        subprocess.run(["tar", "-C", build, "-cf", tarball + ".tmp", "."], check=True)
+        os.rename(tarball + ".tmp", tarball)
     finally:
         shutil.rmtree(build, ignore_errors=True)
-    return TARBALL
+    return tarball
 
 
 class DebianRoot:

@@ -20,18 +20,7 @@ INCLUDE = "systemd,systemd-sysv,dbus,python3,nftables,iproute2"
 
 
 def ensure_tarball():
-    if os.path.exists(TARBALL):
-        return TARBALL
-    os.makedirs(debroot.CACHE, exist_ok=True)
-    build = tempfile.mkdtemp(prefix="sysroot-", dir=debroot.CACHE)
-    try:
-        subprocess.run(["debootstrap", "--variant=minbase", f"--include={INCLUDE}", "bookworm", build,
-                        debroot.apt_mirror()], check=True, capture_output=True, text=True)
-        subprocess.run(["tar", "-C", build, "-cf", TARBALL + ".tmp", "."], check=True)
-        os.rename(TARBALL + ".tmp", TARBALL)
-    finally:
-        shutil.rmtree(build, ignore_errors=True)
-    return TARBALL
+    return debroot.ensure_tarball(log=lambda *_: None, tarball=TARBALL, include=INCLUDE)
 
 
 class BootedRoot:

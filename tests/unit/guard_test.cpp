@@ -54,6 +54,15 @@ firewall:
                         "/x.yaml");
 }
 
+// Two peers whose names resolve to 192.0.2.1 and 192.0.2.2, a scripted kernel.
+struct GuardTest : ::testing::Test {
+    Config cfg = config();
+    FakeResolver dns;
+    FakeNetlink nl;
+    Guard g{cfg, dns, nl};
+    GuardTest() { dns.answers = {{"primary.example.net", {"192.0.2.1"}}, {"standby2.example.net", {"192.0.2.2"}}}; }
+};
+
 std::vector<std::string> allowed(const Guard& g, std::uint16_t port) {
     std::vector<std::string> out;
     for (const auto& p : g.spec().ports)
@@ -63,12 +72,7 @@ std::vector<std::string> allowed(const Guard& g, std::uint16_t port) {
     return out;
 }
 
-TEST(Guard, ADnsBlipKeepsTheLastKnownAddresses) {
-    auto cfg = config();
-    FakeResolver dns;
-    FakeNetlink nl;
-    dns.answers = {{"primary.example.net", {"192.0.2.1"}}, {"standby2.example.net", {"192.0.2.2"}}};
-    Guard g(cfg, dns, nl);
+TEST_F(GuardTest, ADnsBlipKeepsTheLastKnownAddresses) {
     g.apply();
     EXPECT_EQ(allowed(g, 5432), (std::vector<std::string>{"192.0.2.1/32", "192.0.2.2/32"}));
     dns.answers.erase("primary.example.net");  // the resolver stops answering for one peer
@@ -85,12 +89,7 @@ TEST(Guard, ADnsBlipKeepsTheLastKnownAddresses) {
     EXPECT_EQ(g.resolve_failures(), 3u);
 }
 
-TEST(Guard, AnAddressGoesOnlyAfterASuccessfulLookupNoLongerReturnsIt) {
-    auto cfg = config();
-    FakeResolver dns;
-    FakeNetlink nl;
-    dns.answers = {{"primary.example.net", {"192.0.2.1"}}, {"standby2.example.net", {"192.0.2.2"}}};
-    Guard g(cfg, dns, nl);
+TEST_F(GuardTest, AnAddressGoesOnlyAfterASuccessfulLookupNoLongerReturnsIt) {
     g.apply();
     dns.answers["primary.example.net"] = {"198.51.100.9"};  // the primary moved
     EXPECT_EQ(g.refresh(), "peer addresses are now 198.51.100.9/32, 192.0.2.2/32");
@@ -101,12 +100,7 @@ TEST(Guard, AnAddressGoesOnlyAfterASuccessfulLookupNoLongerReturnsIt) {
     EXPECT_EQ(allowed(g, 5432), (std::vector<std::string>{"192.0.2.2/32", "198.51.100.9/32"}));
 }
 
-TEST(Guard, AFailedCommitRecordsNothingAndIsRetried) {
-    auto cfg = config();
-    FakeResolver dns;
-    FakeNetlink nl;
-    dns.answers = {{"primary.example.net", {"192.0.2.1"}}, {"standby2.example.net", {"192.0.2.2"}}};
-    Guard g(cfg, dns, nl);
+TEST_F(GuardTest, AFailedCommitRecordsNothingAndIsRetried) {
     g.apply();
     dns.answers["primary.example.net"] = {"198.51.100.9"};
     nl.fail_next = 1;
@@ -119,12 +113,7 @@ TEST(Guard, AFailedCommitRecordsNothingAndIsRetried) {
     EXPECT_EQ(allowed(g, 5432), (std::vector<std::string>{"192.0.2.2/32", "198.51.100.9/32"}));
 }
 
-TEST(Guard, AFailedFirstApplyLeavesNoSpecAndHealPutsBackOnlyAMissingTable) {
-    auto cfg = config();
-    FakeResolver dns;
-    FakeNetlink nl;
-    dns.answers = {{"primary.example.net", {"192.0.2.1"}}, {"standby2.example.net", {"192.0.2.2"}}};
-    Guard g(cfg, dns, nl);
+TEST_F(GuardTest, AFailedFirstApplyLeavesNoSpecAndHealPutsBackOnlyAMissingTable) {
     nl.fail_next = 1;
     EXPECT_THROW(g.apply(), StartupError);
     EXPECT_TRUE(g.spec().ports.empty());

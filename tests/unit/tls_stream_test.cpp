@@ -61,6 +61,20 @@ std::pair<asio::ip::tcp::socket, asio::ip::tcp::socket> socket_pair(asio::io_con
     return {std::move(x), std::move(y)};
 }
 
+// Node "a" (server) and node "b" (client) over one socketpair, each allowing the other.
+struct Connected : ::testing::Test {
+    Pki pki;
+    asio::io_context io;
+    std::pair<asio::ip::tcp::socket, asio::ip::tcp::socket> sockets = socket_pair(io);
+    TlsStream server{std::move(sockets.first), *pki.a, TlsStream::Role::server};
+    TlsStream client{std::move(sockets.second), *pki.b, TlsStream::Role::client};
+    Connected() {
+        server.peer_check().allow = {"b"};
+        client.peer_check().allow = {"a"};
+        client.set_client_params("a", kAlpnData, nullptr, 1);
+    }
+};
+
 template <class F>
 void run(asio::io_context& io, F f) {
     bool done = false;
@@ -70,15 +84,7 @@ void run(asio::io_context& io, F f) {
     ASSERT_TRUE(done);
 }
 
-TEST(TlsStream, HandshakeThenClosedStreamNeverTouchesAReusedFd) {
-    Pki pki;
-    asio::io_context io;
-    auto [x, y] = socket_pair(io);
-    TlsStream server(std::move(x), *pki.a, TlsStream::Role::server);
-    TlsStream client(std::move(y), *pki.b, TlsStream::Role::client);
-    server.peer_check().allow = {"b"};
-    client.peer_check().allow = {"a"};
-    client.set_client_params("a", kAlpnData, nullptr, 1);
+TEST_F(Connected, HandshakeThenClosedStreamNeverTouchesAReusedFd) {
     HandshakeResult hs_server, hs_client;
     asio::co_spawn(io, [&]() -> asio::awaitable<void> { hs_server = co_await server.handshake(); }, asio::detached);
     asio::co_spawn(io, [&]() -> asio::awaitable<void> { hs_client = co_await client.handshake(); }, asio::detached);
@@ -111,15 +117,7 @@ TEST(TlsStream, HandshakeThenClosedStreamNeverTouchesAReusedFd) {
     ::close(reuse[1]);
 }
 
-TEST(TlsStream, HalfCloseDeliversEofAndDataBothWays) {
-    Pki pki;
-    asio::io_context io;
-    auto [x, y] = socket_pair(io);
-    TlsStream server(std::move(x), *pki.a, TlsStream::Role::server);
-    TlsStream client(std::move(y), *pki.b, TlsStream::Role::client);
-    server.peer_check().allow = {"b"};
-    client.peer_check().allow = {"a"};
-    client.set_client_params("a", kAlpnData, nullptr, 1);
+TEST_F(Connected, HalfCloseDeliversEofAndDataBothWays) {
     std::string got_by_server, got_by_client;
     asio::co_spawn(io, [&]() -> asio::awaitable<void> {
         EXPECT_TRUE((co_await server.handshake()).ok());
