@@ -46,10 +46,19 @@ def serial_hex(n):
 
 
 def free_port(host="127.0.0.1"):
+    """A port to listen on, free now, chosen below the kernel's ephemeral range
+    (ip_local_port_range starts at 32768): a port the kernel hands out itself could
+    be taken by an outgoing connection before the daemon binds it."""
+    import random
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    while True:
+        port = random.randint(20000, 32000)
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
 
 
 # --------------------------------------------------------------------------- certs
