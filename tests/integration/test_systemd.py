@@ -156,8 +156,10 @@ def test_packaged_unit_under_a_booted_systemd(debs):
         try:
             assert holder.stdout.readline().strip() == "held"
             root.sh("systemctl stop tunneld@standby", timeout=30)
+            # journald takes the last lines of a stream asynchronously: wait for them.
+            lab.wait_for(lambda: "\nstopped" in journal(root, "tunneld@standby"), timeout=10, what="'stopped'")
             log = journal(root, "tunneld@standby")
-            assert "draining 1 live connection(s)" in log and "stopped" in log, log
+            assert "draining 1 live connection(s)" in log, log
             result = root.sh("systemctl show -p Result --value tunneld@standby").stdout.strip()
             assert result == "success", result
         finally:
