@@ -194,6 +194,7 @@ class Tunneld:
         # Drained continuously, as systemd does: the kernel queues only
         # net.unix.max_dgram_qlen (10) datagrams, and sd_notify blocks beyond that.
         threading.Thread(target=self._drain_notifications, args=(self.notify,), daemon=True).start()
+        extra_env = env
         env = dict(os.environ, NOTIFY_SOCKET=notify_path, **(env or {}))
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
@@ -201,7 +202,19 @@ class Tunneld:
             wait_for(lambda: self.proc.poll() is not None or "READY=1" in self.poll_notifications(),
                      timeout=15, what=f"{self.name} READY=1")
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.read_log()}")
+                log = self.read_log()
+                m = re.search(r"health\.listen: cannot listen on 127\.0\.0\.1:(\d+): Address already in use", log)
+                if m and not getattr(self, "_retried_port", False):
+                    # Another process took the port free_port() chose: choose again, once.
+                    self._retried_port = True
+                    text = open(self.config_path).read().replace(f"127.0.0.1:{m.group(1)}",
+                                                                 f"127.0.0.1:{free_port()}")
+                    with open(self.config_path, "w") as f:
+                        f.write(text)
+                    self.log.close()
+                    self.notify.close()
+                    return self.start(wait_ready, extra_env)
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{log}")
         return self
 
     def _drain_notifications(self, sock):
