@@ -96,7 +96,8 @@ struct Pair {
     TlsStream& tls;
     RelayResult result;
     bool failed = false;
-    bool tls_eof = false;  // the peer sent close_notify: it has nothing more to say
+    bool tls_eof = false;    // the peer sent close_notify: it has nothing more to say
+    bool local_eof = false;  // the local side half-closed: it has nothing more to say
     ByteCounters* counters = nullptr;
 
     // Records the first failure and closes both sides, ending the other loop.
@@ -127,15 +128,35 @@ struct Pair {
     }
 };
 
+// The socket's other end is gone: it closed with data unread, or reset.
+bool is_gone(const error_code& ec) {
+    return ec == asio::error::connection_reset || ec == asio::error::broken_pipe;
+}
+
+// How PostgreSQL sessions end: the client sends Terminate and closes; the server
+// exits, and either end may close with bytes unread (a walsender keepalive, the
+// rest of a COPY), which the kernel turns into a reset. Once one side has said it
+// is done (its half-close went through) and then the other end is gone, nothing
+// anybody still wanted was lost: the connection finished. Without an earlier
+// half-close a reset is a failure, as before.
+template <class Plain>
+bool ended_normally(const Pair<Plain>& p, const error_code& ec) {
+    return is_gone(ec) && (p.tls_eof || p.local_eof);
+}
+
 template <class Plain>
 asio::awaitable<void> local_to_tls(Pair<Plain>& p, std::span<char> buf) {
     bool full = false;
     for (;;) {
         auto [ec, n] = co_await read_plain(p.local, buf, full);
-        if (ec == asio::error::eof) {
+        if (ec == asio::error::eof || (ec && p.tls_eof && is_gone(ec))) {
+            // A reset after the peer's close_notify is how a postgres backend
+            // ends after Terminate: pass on a clean close, not a truncation.
+            p.local_eof = ec == asio::error::eof;
             // If the peer already closed its side cleanly and then its socket, our
             // close_notify cannot be delivered; nothing is lost, so that is no error.
             if (auto sec = co_await p.tls.shutdown_send(); sec && !p.tls_eof) p.fail(true, sec);
+            if (!p.local_eof) p.close();  // the local socket is dead: stop the other loop too
             co_return;
         }
         if (ec) {
@@ -143,6 +164,10 @@ asio::awaitable<void> local_to_tls(Pair<Plain>& p, std::span<char> buf) {
             co_return;
         }
         if (auto wec = co_await p.tls.write_all(asio::buffer(buf.data(), n))) {
+            if (ended_normally(p, wec)) {  // the peer said it was done and left
+                p.close();
+                co_return;
+            }
             p.fail(true, wec);
             co_return;
         }
@@ -166,6 +191,10 @@ asio::awaitable<void> tls_to_local(Pair<Plain>& p, std::span<char> buf) {
             co_return;
         }
         if (auto wec = co_await write_plain(p.local, buf.data(), n)) {
+            if (ended_normally(p, wec)) {  // the local client said it was done and left
+                p.close();
+                co_return;
+            }
             p.fail(false, wec);
             co_return;
         }

@@ -47,7 +47,11 @@ struct ByteCounters {
 // Relays until both directions have ended. EOF in one direction is passed on
 // as a half-close (TCP shutdown(SHUT_WR) locally, close_notify + SHUT_WR on
 // the TLS side) and the other direction keeps flowing. An error in either
-// direction closes both sockets at once, so the other loop ends immediately.
+// direction closes both sockets at once, so the other loop ends immediately,
+// except a reset or broken pipe from an end that follows the other side's
+// half-close: that is how PostgreSQL sessions end (Terminate, then the server
+// exits with a keepalive unread), so it is `finished` and the TLS side still
+// gets its close_notify.
 // `buf_out` and `buf_in` are the two reused buffers (one per direction).
 // Every chunk relayed is also added to `counters` (when not null) as it goes.
 // Both streams are closed when this returns. Never throws for I/O errors.

@@ -33,6 +33,10 @@ def test_streaming_replication_through_tunnel_under_load(replication):
     assert rl.standby.sql("SELECT pg_is_in_recovery()") == "t"
     rl.standby_tunnel.wait_log(r"outbound open peer=primary-1 remote=10\.77\.0\.1:8765")
     rl.primary_tunnel.wait_log(r"inbound open peer=standby-1 remote=10\.77\.0\.2:")
+    # pg_basebackup's two connections ended the way postgres ends them: finished, at info
+    for t in (rl.primary_tunnel, rl.standby_tunnel):
+        closes = t.log_lines(r" close peer=")
+        assert len(closes) >= 2 and all(" info " in l and "reason=finished" in l for l in closes), closes
 
 
 def test_direct_replication_over_the_network_is_refused(replication):

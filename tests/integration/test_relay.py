@@ -164,3 +164,130 @@ def test_no_fd_leak_after_many_connections(workdir, cleanup):
     lab.wait_for(lambda: len(pair.server.log_lines("inbound close")) == 101, what="all closed")
     lab.wait_for(lambda: pair.client.fd_count() == base_client and pair.server.fd_count() == base_server,
                  timeout=5, what=f"fd counts back to {base_client}/{base_server}")
+
+
+class ScriptedBackend:
+    """A one-connection TCP server running `script(conn)` on its thread."""
+
+    def __init__(self, script):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.error = None
+        self.thread = threading.Thread(target=self._run, args=(script,), daemon=True)
+        self.thread.start()
+
+    def _run(self, script):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            # tunneld's backend check connects and closes without a byte: skip those.
+            conn.settimeout(10)
+            try:
+                first = conn.recv(1)
+            except OSError:
+                first = b""
+            if not first:
+                conn.close()
+                continue
+            try:
+                script(conn, first)
+            except Exception as e:  # reported by the test
+                self.error = e
+            return
+
+    def close(self):
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def reset(conn):
+    """close() with SO_LINGER 0: the kernel sends RST instead of FIN."""
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    conn.close()
+
+
+def close_lines(pair):
+    return pair.server.log_lines(r" close peer=") + pair.client.log_lines(r" close peer=")
+
+
+def test_server_exiting_with_a_reset_after_the_clients_terminate_is_a_clean_finish(workdir, cleanup):
+    """A postgres backend that reads Terminate, sees EOF and exits, resetting the
+    socket (bytes unread): both tunnels log `finished` at info, and the client
+    gets a clean EOF, not a truncation or a reset."""
+
+    def backend_script(conn, first):
+        while conn.recv(65536):
+            pass
+        conn.sendall(b"keepalive")  # unread by anyone: the client has gone
+        reset(conn)
+
+    backend = ScriptedBackend(backend_script)
+    cleanup.append(backend.close)
+    pair = lab.Pair(workdir, backend.address)
+    cleanup.append(pair.stop)
+    with pair.connect() as c:
+        c.sendall(b"X\x00\x00\x00\x04")  # Terminate
+        c.shutdown(socket.SHUT_WR)
+        c.settimeout(10)
+        while c.recv(65536):  # a reset here would raise
+            pass
+    pair.server.wait_log(r"inbound close peer=client-1 .*reason=finished")
+    pair.client.wait_log(r"outbound close peer=server-1 .*reason=finished")
+    assert backend.error is None
+    lines = close_lines(pair)
+    assert all(" info " in l and "reason=finished" in l for l in lines), lines
+
+
+def test_client_leaving_with_bytes_in_flight_after_its_half_close_is_a_clean_finish(workdir, cleanup):
+    """pg_basebackup's end: the client half-closes, the server keeps sending
+    (a walsender's keepalives), the client closes with bytes unread. Both tunnels
+    log `finished` at info."""
+    stop = threading.Event()
+
+    def backend_script(conn, first):
+        try:
+            while not stop.is_set():
+                conn.sendall(b"k" * 16384)
+        except OSError:
+            pass  # tunneld closed: the client is gone
+        conn.close()
+
+    backend = ScriptedBackend(backend_script)
+    cleanup.append(backend.close)
+    cleanup.append(stop.set)
+    pair = lab.Pair(workdir, backend.address)
+    cleanup.append(pair.stop)
+    c = pair.connect()
+    c.settimeout(10)
+    c.sendall(b"X\x00\x00\x00\x04")
+    c.shutdown(socket.SHUT_WR)
+    assert len(c.recv(65536)) > 0
+    lab.wait_for(lambda: len(c.recv(65536, socket.MSG_PEEK)) > 0, what="more data queued")
+    reset(c)  # unread bytes: RST
+    pair.client.wait_log(r"outbound close peer=server-1 .*reason=finished")
+    pair.server.wait_log(r"inbound close peer=client-1 .*reason=finished")
+    lines = close_lines(pair)
+    assert all(" info " in l for l in lines), lines
+
+
+def test_a_reset_without_an_earlier_half_close_is_still_a_local_error(workdir, cleanup):
+    """The rule above is narrow: a backend that resets mid-conversation is a failure."""
+
+    def backend_script(conn, first):
+        reset(conn)
+
+    backend = ScriptedBackend(backend_script)
+    cleanup.append(backend.close)
+    pair = lab.Pair(workdir, backend.address)
+    cleanup.append(pair.stop)
+    with pair.connect() as c:
+        c.sendall(b"Q")
+        lab.assert_closed_by_peer(c, timeout=10)
+    pair.server.wait_log(r"warning .*inbound close peer=client-1 .*reason=local_error detail=Connection reset by peer")
