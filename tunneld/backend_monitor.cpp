@@ -49,8 +49,10 @@ asio::awaitable<BackendState> BackendMonitor::check_once() {
     }
     if (pg_) {
         s.postgres = co_await pg_->run(timeout);
-        s.reachable = s.postgres->up;
-        s.error = s.postgres->error;
+        // A postgres that answers but refuses the check (no such role) is up:
+        // the problem is the check's, and it is reported as such.
+        s.reachable = s.postgres->up || s.postgres->answered;
+        if (!s.reachable) s.error = s.postgres->error;
     }
     s.checked = true;
     s.checked_at = unix_now();
@@ -66,6 +68,8 @@ void BackendMonitor::log_changes(const BackendState& before, const BackendState&
     }
     if (!now.postgres) return;
     const auto& p = *now.postgres;
+    if (p.answered && !p.up && (!before.postgres || before.postgres->error != p.error))
+        spdlog::warn("{}", p.error);
     bool was_up = before.postgres && before.postgres->up;
     if (p.up && (!was_up || before.postgres->in_recovery != p.in_recovery))
         spdlog::info("health: postgres is {} ({})", p.in_recovery ? "a standby" : "the primary",

@@ -33,6 +33,7 @@ json::value to_json(const BackendState& s) {
         const auto& p = *s.postgres;
         o["postgres"] = json::object{{"up", p.up},
                                      {"error", p.error},
+                                     {"answered", p.answered},
                                      {"in_recovery", p.in_recovery},
                                      {"current_lsn", p.current_lsn},
                                      {"receive_lsn", p.receive_lsn},
@@ -57,6 +58,7 @@ BackendState backend_state_from_json(const json::value& v) {
         PostgresState pg;
         pg.up = field(p, "up", false);
         pg.error = field<std::string>(p, "error", "");
+        pg.answered = field(p, "answered", false);
         pg.in_recovery = field(p, "in_recovery", false);
         pg.current_lsn = field<std::string>(p, "current_lsn", "");
         pg.receive_lsn = field<std::string>(p, "receive_lsn", "");

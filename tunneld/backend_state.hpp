@@ -15,6 +15,8 @@ namespace tunneld {
 struct PostgresState {
     bool up = false;                // connected and answered the status query
     std::string error;              // why not, when !up
+    bool answered = false;          // the server took the connection (then maybe refused us:
+                                    // unknown role, pg_hba); error then starts "health.postgres: "
     bool in_recovery = false;       // a standby
     std::string current_lsn;        // primary: pg_current_wal_lsn()
     std::string receive_lsn;        // standby: pg_last_wal_receive_lsn()

@@ -117,7 +117,7 @@ void check_health(const Config& cfg, Report& report) {
                           boost::asio::detached);
     io.run();
     if (!st.up) {
-        report.fail("health.postgres: " + st.error);
+        report.fail(st.answered ? st.error : "health.postgres: " + st.error);
         return;
     }
     std::string role = st.in_recovery ? "a standby (WAL receiver " +

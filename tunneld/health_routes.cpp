@@ -18,10 +18,18 @@ const PostgresState* local_postgres(const Snapshot& s) {
     return s.backend.postgres && s.backend.postgres->up ? &*s.backend.postgres : nullptr;
 }
 
+// "postgres: connection refused", or the check's own problem as it stands
+// ("health.postgres: role tunneld does not exist: ...").
+std::string postgres_problem(const Snapshot& s) {
+    if (!s.backend.postgres) return "postgres: not checked yet";
+    const auto& p = *s.backend.postgres;
+    return p.answered ? p.error : "postgres: " + p.error;
+}
+
 std::string role_of(const Snapshot& s) {
     if (!s.postgres_configured) return "unknown";
     auto* pg = local_postgres(s);
-    if (!pg) return "down";
+    if (!pg) return s.backend.postgres && s.backend.postgres->answered ? "unknown" : "down";
     return pg->in_recovery ? "replica" : "primary";
 }
 
@@ -63,7 +71,7 @@ HealthResponse check(const Snapshot& s, std::string_view name, std::vector<std::
 std::vector<std::string> primary_problems(const Snapshot& s) {
     if (!s.postgres_configured) return {"health.postgres is not set: the role of the local postgres is unknown"};
     auto* pg = local_postgres(s);
-    if (!pg) return {"postgres: " + (s.backend.postgres ? s.backend.postgres->error : std::string("not checked yet"))};
+    if (!pg) return {postgres_problem(s)};
     if (pg->in_recovery) return {"postgres is in recovery (a standby)"};
     return {};
 }
@@ -72,7 +80,7 @@ std::vector<std::string> replica_problems(const Snapshot& s, std::optional<std::
                                           std::optional<double> max_lag_seconds) {
     if (!s.postgres_configured) return {"health.postgres is not set: the role of the local postgres is unknown"};
     auto* pg = local_postgres(s);
-    if (!pg) return {"postgres: " + (s.backend.postgres ? s.backend.postgres->error : std::string("not checked yet"))};
+    if (!pg) return {postgres_problem(s)};
     if (!pg->in_recovery) return {"postgres is not in recovery (it is a primary)"};
     std::vector<std::string> out;
     if (pg->receiver_status != "streaming")
@@ -202,7 +210,7 @@ std::vector<std::string> readiness_problems(const Snapshot& s, bool with_backend
         else if (!s.backend.reachable)
             out.push_back("backend does not accept connections: " + s.backend.error);
         else if (s.backend.postgres && !s.backend.postgres->up)
-            out.push_back("postgres: " + s.backend.postgres->error);
+            out.push_back(postgres_problem(s));
     }
     return out;
 }
@@ -352,6 +360,7 @@ std::string render_status(const Snapshot& s) {
             const auto& p = *s.backend.postgres;
             pg["up"] = p.up;
             pg["error"] = p.error;
+            pg["answered"] = p.answered;
             pg["in_recovery"] = p.in_recovery;
             pg["current_lsn"] = p.current_lsn;
             pg["receive_lsn"] = p.receive_lsn;

@@ -5,6 +5,7 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <regex>
 #include <sstream>
 
 namespace tunneld {
@@ -56,6 +57,25 @@ asio::awaitable<bool> wait_socket(asio::any_io_executor ex, int fd, Want want, a
 
 }  // namespace
 
+std::string server_refusal(const std::string& msg) {
+    // libpq: 'connection to server on socket "..." failed: FATAL:  role "x" does not exist'
+    std::string text = msg;
+    if (auto at = text.find("FATAL:"); at != std::string::npos) {
+        text = text.substr(at + 6);
+        text.erase(0, text.find_first_not_of(' '));
+    }
+    static const std::regex role_missing(R"re(^role "([^"]+)" does not exist)re");
+    static const std::regex peer_failed(R"re(^Peer authentication failed for user "([^"]+)")re");
+    std::smatch m;
+    if (std::regex_search(text, m, role_missing))
+        return "health.postgres: role " + m[1].str() + " does not exist: on the primary run CREATE ROLE " +
+               m[1].str() + " LOGIN IN ROLE pg_monitor (it replicates to standbys), or remove health.postgres";
+    if (std::regex_search(text, m, peer_failed))
+        return "health.postgres: peer authentication failed for role " + m[1].str() +
+               ": connect as the OS user of the same name (tunneld), or allow it in pg_hba.conf";
+    return "health.postgres: postgres refused the check: " + text;
+}
+
 std::string conninfo_error(const std::string& conninfo) {
     char* err = nullptr;
     PQconninfoOption* opts = PQconninfoParse(conninfo.c_str(), &err);
@@ -78,6 +98,14 @@ asio::awaitable<PostgresState> PostgresCheck::run(Duration timeout) {
         st.error = std::move(why);
         return st;
     };
+    // Once libpq's socket connected, the server is there: a refusal after that is
+    // postgres turning the check away (role, pg_hba, permissions), not a backend
+    // that is down.
+    auto refused = [&](const std::string& why) {
+        fail(server_refusal(why));
+        st.answered = true;
+        return st;
+    };
     auto timed_out = [&](const char* during) {
         return fail("timed out after " + format_duration(timeout) + " " + during);
     };
@@ -90,12 +118,18 @@ asio::awaitable<PostgresState> PostgresCheck::run(Duration timeout) {
         if (!conn_) co_return fail("libpq: out of memory");
         if (PQstatus(conn_.get()) == CONNECTION_BAD) co_return fail(one_line(PQerrorMessage(conn_.get())));
         auto poll = PGRES_POLLING_WRITING;
+        bool reached = false;
         while (poll != PGRES_POLLING_OK) {
-            if (poll == PGRES_POLLING_FAILED) co_return fail(one_line(PQerrorMessage(conn_.get())));
+            if (poll == PGRES_POLLING_FAILED) {
+                auto why = one_line(PQerrorMessage(conn_.get()));
+                co_return reached ? refused(why) : fail(why);
+            }
             if (!co_await wait_socket(ex_, PQsocket(conn_.get()),
                                       poll == PGRES_POLLING_READING ? Want::read : Want::write, deadline))
                 co_return timed_out("connecting");
             poll = PQconnectPoll(conn_.get());
+            auto status = PQstatus(conn_.get());
+            if (status != CONNECTION_STARTED && status != CONNECTION_BAD && status != CONNECTION_NEEDED) reached = true;
         }
         PQsetnonblocking(conn_.get(), 1);
     }
@@ -134,7 +168,7 @@ asio::awaitable<PostgresState> PostgresCheck::run(Duration timeout) {
         }
         got_row = true;
     }
-    if (!got_row) co_return fail(query_error.empty() ? "status query returned no row" : query_error);
+    if (!got_row) co_return refused(query_error.empty() ? "status query returned no row" : query_error);
     st.up = true;
     co_return st;
 }

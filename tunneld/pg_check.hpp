@@ -19,6 +19,11 @@ namespace tunneld {
 // complaint, or "" when it is fine.
 std::string conninfo_error(const std::string& conninfo);
 
+// What to tell the operator when postgres took the connection and then refused
+// it (libpq's one-line message): "health.postgres: role tunneld does not exist:
+// ..." with the fix, rather than a "backend down" that sends them to the wrong place.
+std::string server_refusal(const std::string& libpq_message);
+
 class PostgresCheck {
 public:
     PostgresCheck(boost::asio::any_io_executor ex, std::string conninfo);

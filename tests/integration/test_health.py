@@ -407,6 +407,44 @@ def test_pg_peer_postgres_stopped_and_local_postgres_stopped(pg):
 
 
 @needs_root
+def test_pg_missing_health_role_is_named_and_the_backend_counts_as_up(pg):
+    """health.postgres with a role that does not exist yet (the README's order
+    once put CREATE ROLE tunneld last): the endpoint names the role and the fix,
+    the backend is up (postgres answered), and `tunneld check` says the same."""
+    role = "tunneld_health"
+    pg.primary.sql(f"DROP ROLE IF EXISTS {role}")
+    ca_path = os.path.join(pg.ca_dir, "ca.crt")
+    cert, key = (os.path.join(pg.workdir, "primary-tls", "primary-1" + ext) for ext in (".crt", ".key"))
+    t = lab.Tunneld(pg.workdir, "tunneld-norole", lab.node_config(
+        "primary-1", ca_path, cert, key,
+        inbound={"listen": f"127.0.0.1:{lab.free_port()}", "backend": "127.0.0.1:5432", "allow": ["standby-1"]},
+        extra=f'health:\n  listen: "127.0.0.1:{lab.free_port()}"\n  probe_interval: 500ms\n'
+              f'  postgres: "host={pg.primary.dir} port=5432 user={role} dbname=postgres"\n'),
+        netns=pg.primary_ns.name)
+    t.start()
+    try:
+        want = (f"health.postgres: role {role} does not exist: on the primary run "
+                f"CREATE ROLE {role} LOGIN IN ROLE pg_monitor")
+        lab.wait_for(lambda: t.status()["backend"]["checked"], what="first backend check")
+        s = t.status()
+        assert s["backend"]["reachable"] is True, s["backend"]  # postgres is up; only the role is missing
+        assert s["postgres"]["role"] == "unknown" and s["postgres"]["error"].startswith(want), s["postgres"]
+        assert problems(t, "/health")[0].startswith(want)
+        assert problems(t, "/primary")[0].startswith(want)
+        t.wait_log(r"warning " + re.escape(want))
+        assert not t.log_lines(r"backend does not accept connections")
+        r = lab.tunneld_cli("check", "--peer", t.config_path, netns=pg.primary_ns)
+        assert r.returncode == 1 and f"FAIL  {want}" in r.stdout, r.stdout
+        # The fix the message gives works without touching tunneld.
+        pg.primary.sql(f"CREATE ROLE {role} LOGIN IN ROLE pg_monitor")
+        lab.wait_for(lambda: code(t, "/primary") == 200, timeout=10, what="/primary 200 once the role exists")
+        t.wait_log(r"info health: postgres is the primary")
+    finally:
+        t.stop()
+        pg.primary.sql(f"DROP ROLE IF EXISTS {role}")
+
+
+@needs_root
 def test_pg_haproxy_routes_to_the_primary_across_a_failover(pg):
     cfg = os.path.join(pg.workdir, "haproxy.cfg")
     with open(cfg, "w") as f:

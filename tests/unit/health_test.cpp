@@ -12,6 +12,7 @@
 #include "tunneld/config.hpp"
 #include "tunneld/error.hpp"
 #include "tunneld/health_routes.hpp"
+#include "tunneld/pg_check.hpp"
 
 namespace tunneld {
 namespace {
@@ -119,6 +120,38 @@ TEST(Health, LocalBackendDownFailsHealthOnly) {
     EXPECT_NE(r.body.find("backend does not accept connections"), std::string::npos);
     EXPECT_EQ(status_of(s, "/replica"), 503u);
     EXPECT_EQ(status_of(s, "/primary"), 503u);
+}
+
+TEST(Health, PostgresRefusingTheCheckIsNotABackendDown) {
+    // postgres answered but the health role does not exist: the problem names
+    // the role and the fix; nothing says "backend down".
+    auto s = healthy();
+    s.backend.postgres = PostgresState{};
+    s.backend.postgres->answered = true;
+    s.backend.postgres->error = server_refusal(
+        R"(connection to server on socket "/run/postgresql/.s.PGSQL.5432" failed: FATAL:  role "tunneld" does not exist)");
+    auto r = handle_request(s, "/health");
+    EXPECT_EQ(r.status, 503u);
+    auto body = json::parse(r.body);
+    EXPECT_EQ(body.at("problems").at(0).as_string().subview().substr(0, 48),
+              "health.postgres: role tunneld does not exist: on");
+    EXPECT_EQ(body.at("role"), "unknown");
+    EXPECT_EQ(r.body.find("backend"), std::string::npos) << r.body;
+    EXPECT_EQ(status_of(s, "/replica"), 503u);
+    EXPECT_NE(one_line_summary(s).find(": health.postgres: role tunneld does not exist"), std::string::npos);
+    auto back = backend_state_from_json(to_json(s.backend));
+    EXPECT_TRUE(back.postgres->answered);
+}
+
+TEST(Health, ServerRefusalsSayWhatToDo) {
+    EXPECT_EQ(server_refusal(R"(connection to server at "127.0.0.1", port 5432 failed: FATAL:  role "mon" does not exist)"),
+              "health.postgres: role mon does not exist: on the primary run CREATE ROLE mon LOGIN IN ROLE pg_monitor "
+              "(it replicates to standbys), or remove health.postgres");
+    EXPECT_EQ(server_refusal(R"(connection to server on socket "/s" failed: FATAL:  Peer authentication failed for user "tunneld")"),
+              "health.postgres: peer authentication failed for role tunneld: connect as the OS user of the same name "
+              "(tunneld), or allow it in pg_hba.conf");
+    EXPECT_EQ(server_refusal("ERROR:  permission denied for function pg_current_wal_lsn"),
+              "health.postgres: postgres refused the check: ERROR:  permission denied for function pg_current_wal_lsn");
 }
 
 TEST(Health, ReadinessFailsOnExpiredCertFirewallStoppingAndWedgedLoops) {
