@@ -105,7 +105,7 @@ struct Daemon::Impl {
         : config(std::move(c)),
           pool(worker_count(config)),
           rt(config, pool, initial_tls()),
-          watch(side, tls_paths(config), std::chrono::seconds(1), [this] { reload("files changed"); }) {
+          watch(side, tls_paths(config), std::chrono::seconds(1), [this] { rt.stats.count_reload(reload("files changed")); }) {
         if (config.inbound) inbound.emplace(rt, io);
         if (!config.peers.empty()) outbound.emplace(rt, io);
         for (const auto& peer : config.peers) probes.push_back(std::make_unique<PeerProbe>(rt, peer));
@@ -169,6 +169,7 @@ struct Daemon::Impl {
         s.version = TUNNELD_VERSION;
         s.now = unix_now();
         s.started_at = started_at;
+        s.pid = ::getpid();
         s.workers_alive = loops_alive();
         s.stopping = stopping;
         s.listeners_up = listeners_up;
@@ -379,12 +380,13 @@ struct Daemon::Impl {
 
     // Builds new material off to the side; on success new handshakes use it,
     // live connections keep theirs, and any whose peer is now revoked is closed.
-    void reload(const char* why) {
+    // Returns "" or why it failed; the caller counts it (after READY=1 for a
+    // SIGHUP, so `tunneld reload` sees the count move only when all is done).
+    std::string reload(const char* why) {
         auto old = rt.tls.load();
         try {
             auto fresh = load_tls_material(config.tls, config.node, old->generation + 1);
             rt.tls.store(fresh);
-            rt.stats.count_reload("");
             spdlog::info("reload ({}): TLS material replaced (cert serial {} -> {}, {} days left); "
                          "live connections keep theirs",
                          why, old->serial_hex, fresh->serial_hex, fresh->days_left());
@@ -392,10 +394,11 @@ struct Daemon::Impl {
                 rt.connections.close_revoked(fresh, SSL_CTX_get_cert_store(fresh->server.get()));
             warned_threshold = warned_crl_threshold = 1 << 30;
             warn_expiry();
+            return "";
         } catch (const StartupError& e) {
-            rt.stats.count_reload(e.what());
             spdlog::error("reload ({}) failed, still serving cert serial {}: {}", why, old->serial_hex,
                           e.what());
+            return std::string(e.what()) + " (still serving cert serial " + old->serial_hex + ")";
         }
     }
 
@@ -486,9 +489,10 @@ struct Daemon::Impl {
             if (signo == SIGHUP) {
                 sd_notify(0, "RELOADING=1");
                 asio::post(side, [this] {
-                    reload("SIGHUP");
+                    auto failure = reload("SIGHUP");
                     refresh_firewall("SIGHUP");
                     sd_notify(0, ("READY=1\nSTATUS=" + one_line_summary(snapshot(false))).c_str());
+                    rt.stats.count_reload(failure);
                 });
                 continue;
             }

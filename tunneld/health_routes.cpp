@@ -378,6 +378,7 @@ std::string render_status(const Snapshot& s) {
                      {"version", s.version},
                      {"time", s.now},
                      {"started_at", s.started_at},
+                     {"pid", s.pid},
                      {"uptime_seconds", s.now - s.started_at},
                      {"ready", problems.empty()},
                      {"problems", std::move(prob)},

@@ -49,6 +49,7 @@ struct Snapshot {
     std::string version;
     std::int64_t now = 0;         // unix seconds
     std::int64_t started_at = 0;  // unix seconds
+    std::int64_t pid = 0;         // the daemon's process id (in its own PID namespace)
     bool workers_alive = true;    // every I/O thread answered its last heartbeat in time
     bool stopping = false;        // SIGTERM received: draining
     bool listeners_up = false;

@@ -9,6 +9,7 @@
 
 #include <csignal>
 #include <iostream>
+#include <sstream>
 
 #include "certs/commands.hpp"
 #include "firewall/commands.hpp"
@@ -170,6 +171,20 @@ int main(int argc, char** argv) {
     health->add_option("--path", health_path,
                        "/liveness /readiness /health /primary /replica[?lag=16MB] /read-only /status /metrics")
         ->capture_default_str();
+    auto* reload = app.add_subcommand(
+        "reload",
+        "reload the running daemon's TLS files (SIGHUP) and wait for the result; exit 0 when it succeeded, "
+        "1 with the reason when not (the unit's ExecReload: systemctl reload is truthful)");
+    std::string reload_peer;
+    std::int64_t reload_pid = 0;
+    int reload_timeout_s = 30;
+    reload->add_option("--peer", reload_peer, "node config (YAML); its health.listen confirms the reload")
+        ->required()
+        ->check(CLI::ExistingFile);
+    reload->add_option("--pid", reload_pid, "the daemon's pid (default: $MAINPID, else what its /status reports)");
+    reload->add_option("--timeout", reload_timeout_s, "seconds to wait for the reload to finish")
+        ->capture_default_str()
+        ->check(CLI::Range(1, 600));
     app.require_subcommand(0, 1);
 
     try {
@@ -180,6 +195,18 @@ int main(int argc, char** argv) {
 
     try {
         if (*health) return tunneld::run_health(health_peer, health_path, std::cout, std::cerr);
+        if (*reload) {
+            if (reload_pid == 0)
+                if (const char* m = std::getenv("MAINPID"); m && *m) reload_pid = std::atoll(m);
+            // Under systemd (ExecReload) its complaint is an error in the journal.
+            std::ostringstream err;
+            int rc = tunneld::run_reload(reload_peer, reload_pid, std::chrono::seconds(reload_timeout_s), std::cout,
+                                         err);
+            std::istringstream lines(err.str());
+            for (std::string line; std::getline(lines, line);)
+                std::cerr << (std::getenv("JOURNAL_STREAM") ? "<3>" : "") << line << "\n";
+            return rc;
+        }
         if (*check) return tunneld::run_check(check_file, std::cout, tunneld::firewall::check_lines, check_user);
         if (*fw_show) return tunneld::firewall::show(fw_peer, std::cout);
         if (*fw_apply) return tunneld::firewall::apply(fw_peer, std::cout);

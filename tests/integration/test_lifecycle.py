@@ -1,6 +1,7 @@
 """Reload, drain, start-up refusals and `tunneld check`, with real processes."""
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -79,6 +80,46 @@ def test_invalid_reload_keeps_old_material(workdir, cleanup):
     with pair.connect() as c:
         assert echo_once(c, b"still served") == b"still served"
     assert presented_serial(pair.tls_port, pair.ca.cert_path, *pair.client_cert[:2]) == old_serial
+
+
+def test_reload_command_waits_for_the_daemon_and_fails_with_its_reason(workdir, cleanup):
+    """`tunneld reload` (the unit's ExecReload): SIGHUP, then the daemon's own
+    answer through its health endpoint, after its RELOADING=1 / READY=1."""
+    backend = lab.Backend("echo")
+    cleanup.append(backend.close)
+    pair = lab.Pair(workdir, backend.address, start=False)
+    cleanup.append(pair.stop)
+    pair.server.start()
+    serial = pair.server_cert[2]
+    r = lab.tunneld_cli("reload", "--peer", pair.server.config_path)
+    assert r.returncode == 0 and r.stdout == f"reloaded: serving cert serial {serial}\n", r.stdout + r.stderr
+    notes = pair.server.poll_notifications()
+    assert notes.rindex("RELOADING=1") < notes.rindex("READY=1"), notes  # the round trip ended first
+    pair.server.wait_log(r"reload \(SIGHUP\): TLS material replaced")
+
+    # A bad file: exit 1 with the daemon's reason; the old material keeps serving.
+    with open(pair.server_cert[0], "w") as f:
+        f.write("-----BEGIN CERTIFICATE-----\nMIIB")
+    r = lab.tunneld_cli("reload", "--peer", pair.server.config_path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stderr.startswith("tunneld reload: reload failed: ") and "no PEM certificate" in r.stderr, r.stderr
+    assert f"still serving cert serial {serial}" in r.stderr, r.stderr
+    pair.client.start()
+    with pair.connect() as c:
+        assert echo_once(c, b"still served") == b"still served"
+
+    # The daemon gone: said so, exit 1.
+    pair.server.stop()
+    r = lab.tunneld_cli("reload", "--peer", pair.server.config_path)
+    assert r.returncode == 1 and "is tunneld running with --peer" in r.stderr, r.stderr
+    # No health endpoint to confirm with: refused, not a silent success.
+    cfg = os.path.join(workdir, "nohealth.yaml")
+    with open(pair.server.config_path) as f:
+        text = f.read()
+    with open(cfg, "w") as f:
+        f.write(re.sub(r"health:\n(  .*\n)*", "", text))
+    r = lab.tunneld_cli("reload", "--peer", cfg)
+    assert r.returncode == 1 and "has no health.listen" in r.stderr and "cannot confirm" in r.stderr, r.stderr
 
 
 def test_sigterm_stops_accepting_and_drains_live_connection(workdir, cleanup):
