@@ -89,7 +89,7 @@ HttpAnswer http_get(const Endpoint& ep, const std::string& path, const std::stri
         },
         asio::detached);
     io.run();
-    answer.status = res.result_int();
+    answer.status = answer.failure.empty() ? res.result_int() : 0;
     answer.body = std::move(res.body());
     return answer;
 }
@@ -105,7 +105,8 @@ std::optional<Config> load_for(const std::string& who, const std::string& config
 
 }  // namespace
 
-int run_health(const std::string& config_path, const std::string& path, std::ostream& out, std::ostream& err) {
+int run_health(const std::string& config_path, const std::string& path, std::ostream& out, std::ostream& err,
+               Duration wait) {
     auto cfg = load_for("tunneld health", config_path, err);
     if (!cfg) return 1;
     if (path.empty() || path.front() != '/') {
@@ -116,6 +117,13 @@ int run_health(const std::string& config_path, const std::string& path, std::ost
     if (!ep) return 1;
     const std::string url = "http://" + ep->to_string() + path;
     auto res = http_get(*ep, path, config_path);
+    // --wait: ask again every half second until 200 or the time is up; the last
+    // answer is the one reported.
+    for (auto deadline = std::chrono::steady_clock::now() + wait;
+         res.status != 200 && std::chrono::steady_clock::now() + std::chrono::milliseconds(500) < deadline;) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        res = http_get(*ep, path, config_path);
+    }
     if (!res.failure.empty()) {
         err << "tunneld health: " << url << ": " << res.failure << "\n";
         return 1;

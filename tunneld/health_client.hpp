@@ -13,7 +13,10 @@ namespace tunneld {
 // "readiness: ok" or "readiness: FAILED (503): <problems>"; for /status and
 // /metrics the body as served. Returns 0 for HTTP 200, 1 for anything else,
 // including a daemon that cannot be reached (then says so and how to start it).
-int run_health(const std::string& config_path, const std::string& path, std::ostream& out, std::ostream& err);
+// With `wait` > 0 it asks again until the answer is 200 or `wait` has passed
+// (for scripts: `--wait 30` after starting a standby).
+int run_health(const std::string& config_path, const std::string& path, std::ostream& out, std::ostream& err,
+               Duration wait = Duration(0));
 
 // `tunneld reload --peer FILE [--pid N]`: sends SIGHUP to the daemon (pid from
 // --pid, else the one its /status reports) and waits, through the health

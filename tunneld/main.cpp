@@ -171,6 +171,9 @@ int main(int argc, char** argv) {
     health->add_option("--path", health_path,
                        "/liveness /readiness /health /primary /replica[?lag=16MB] /read-only /status /metrics")
         ->capture_default_str();
+    int health_wait_s = 0;
+    health->add_option("--wait", health_wait_s, "seconds to keep asking until the answer is 200 (default: ask once)")
+        ->check(CLI::Range(0, 3600));
     auto* reload = app.add_subcommand(
         "reload",
         "reload the running daemon's TLS files (SIGHUP) and wait for the result; exit 0 when it succeeded, "
@@ -194,7 +197,9 @@ int main(int argc, char** argv) {
     }
 
     try {
-        if (*health) return tunneld::run_health(health_peer, health_path, std::cout, std::cerr);
+        if (*health)
+            return tunneld::run_health(health_peer, health_path, std::cout, std::cerr,
+                                       std::chrono::seconds(health_wait_s));
         if (*reload) {
             if (reload_pid == 0)
                 if (const char* m = std::getenv("MAINPID"); m && *m) reload_pid = std::atoll(m);

@@ -287,6 +287,25 @@ def test_health_command_exit_codes_and_output(echo_pair):
     r = lab.tunneld_cli("health", "--peer", pair.client.config_path)
     assert r.returncode == 1
     assert "Connection refused (is tunneld running with --peer" in r.stderr, r.stderr
+    # --wait keeps asking until 200: the daemon starting meanwhile is waited for.
+    starter = threading.Timer(1.5, pair.client.start)
+    starter.start()
+    try:
+        r = lab.tunneld_cli("health", "--peer", pair.client.config_path, "--wait", "30")
+    finally:
+        starter.join()
+    assert r.returncode == 0 and r.stdout.strip() == "readiness: ok", r
+    t0 = time.monotonic()
+    r = lab.tunneld_cli("health", "--peer", pair.client.config_path, "--path", "/primary", "--wait", "2")
+    assert r.returncode == 1 and 1.4 < time.monotonic() - t0 < 10, r  # never 200: the last answer, after ~2 s
+    # A config without health.listen: said so (this used to read past an empty list).
+    cfg = pair.client.config_path + ".nohealth.yaml"
+    with open(pair.client.config_path) as f:
+        text = f.read()
+    with open(cfg, "w") as f:
+        f.write(re.sub(r"health:\n(  .*\n)*", "", text))
+    r = lab.tunneld_cli("health", "--peer", cfg)
+    assert r.returncode == 1 and "has no health.listen; set one" in r.stderr, r
 
 
 def test_metrics_pass_promtool_and_count_what_happened(echo_pair):

@@ -164,7 +164,7 @@ def test_lintian_and_rpmlint_report_nothing(packages):
 
 def test_systemd_accepts_the_unit_and_its_hardening(packages, tmp_path):
     unit_text = open(os.path.join(lab.ROOT, "packaging", "tunneld@.service")).read()
-    for line in ("Type=notify", "Restart=on-failure", "ExecReload=/bin/sh -c 'kill -HUP $MAINPID'", "User=tunneld",
+    for line in ("Type=notify", "Restart=on-failure", "ExecReload=/usr/bin/tunneld reload --peer /etc/tunneld/%i.yaml", "User=tunneld",
                  "AmbientCapabilities=CAP_NET_ADMIN CAP_NET_BIND_SERVICE",
                  "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_BIND_SERVICE", "NoNewPrivileges=yes",
                  "ProtectSystem=strict", "ReadOnlyPaths=/etc/tunneld", "ExecStartPre=+/usr/bin/tunneld firewall apply --peer /etc/tunneld/%i.yaml", "ProtectHome=yes", "PrivateTmp=yes",
