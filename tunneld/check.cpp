@@ -63,7 +63,9 @@ void check_reachability(const Config& cfg, Report& report) {
         else if (t.label.rfind("peer ", 0) == 0)  // on a first install the other host is not up yet
             report.warn(t.label + " " + t.ep.to_string() + " not reachable yet (" + t.result +
                         "): fine while the other host is not set up; the probe keeps trying");
-        else report.fail(t.label + " " + t.ep.to_string() + ": " + t.result);
+        else  // tunneld runs without it (a new standby's postgres comes after its base backup)
+            report.warn(t.label + " " + t.ep.to_string() + " not accepting connections yet (" + t.result +
+                        "): fine until postgres is set up; /health reports it meanwhile");
     }
 }
 
@@ -117,7 +119,8 @@ void check_health(const Config& cfg, Report& report) {
                           boost::asio::detached);
     io.run();
     if (!st.up) {
-        report.fail(st.answered ? st.error : "health.postgres: " + st.error);
+        // Like the backend: tunneld runs without it; /primary and /replica answer 503 meanwhile.
+        report.warn(st.answered ? st.error : "health.postgres: " + st.error);
         return;
     }
     std::string role = st.in_recovery ? "a standby (WAL receiver " +

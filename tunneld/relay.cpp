@@ -3,6 +3,8 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ssl/error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -98,6 +100,10 @@ struct Pair {
     bool failed = false;
     bool tls_eof = false;    // the peer sent close_notify: it has nothing more to say
     bool local_eof = false;  // the local side half-closed: it has nothing more to say
+    bool tls_done = false;   // tls_to_local has ended (EOF or failure)
+    bool local_gone = false; // the local end reset / closed under us before any half-close
+    error_code gone_ec;      // how it went
+    asio::steady_timer* tls_done_signal = nullptr;  // cancelled when tls_done is set
     ByteCounters* counters = nullptr;
 
     // Records the first failure and closes both sides, ending the other loop.
@@ -128,6 +134,9 @@ struct Pair {
     }
 };
 
+// How long a local reset waits for the peer's half-close (see local_to_tls).
+constexpr auto kHalfCloseGrace = std::chrono::milliseconds(500);
+
 // The socket's other end is gone: it closed with data unread, or reset.
 bool is_gone(const error_code& ec) {
     return ec == asio::error::connection_reset || ec == asio::error::broken_pipe;
@@ -149,14 +158,39 @@ asio::awaitable<void> local_to_tls(Pair<Plain>& p, std::span<char> buf) {
     bool full = false;
     for (;;) {
         auto [ec, n] = co_await read_plain(p.local, buf, full);
-        if (ec == asio::error::eof || (ec && p.tls_eof && is_gone(ec))) {
-            // A reset after the peer's close_notify is how a postgres backend
-            // ends after Terminate: pass on a clean close, not a truncation.
-            p.local_eof = ec == asio::error::eof;
+        // The local end is gone (reset, or a write of the other loop found it
+        // dead and this read then sees the closed socket as EOF).
+        if ((ec && is_gone(ec)) || (ec == asio::error::eof && p.local_gone)) {
+            if (!p.local_gone) p.gone_ec = ec;
+            p.local_gone = true;
+            // Nothing more will come from here: say so at once with our
+            // close_notify. If the far end's local side went away too (both
+            // postgres ends closed with bytes unread), each tunnel then sees the
+            // other's clean close instead of waiting for it.
+            (void)co_await p.tls.shutdown_send();
+            if (!p.tls_eof && !p.tls_done) {
+                // Gone before the peer's half-close arrived. A postgres server over
+                // SSL does that after Terminate: it exits with the client's
+                // close_notify alert unread. Those bytes, and our peer's
+                // close_notify, are right behind on the same stream: give them a
+                // moment (tls_to_local drops what can no longer be delivered). If
+                // the peer keeps talking instead, it is a failure.
+                p.tls_done_signal->expires_after(kHalfCloseGrace);
+                co_await p.tls_done_signal->async_wait(as_tuple(use_awaitable));
+            }
+            if (!p.tls_eof) {
+                p.fail(false, p.gone_ec);
+                co_return;
+            }
+            p.close();  // the peer had said it was done: a clean end on both sides
+            p.result.detail = "local end closed with bytes unread (" + p.gone_ec.message() + ")";
+            co_return;
+        }
+        if (ec == asio::error::eof) {
+            p.local_eof = true;
             // If the peer already closed its side cleanly and then its socket, our
             // close_notify cannot be delivered; nothing is lost, so that is no error.
             if (auto sec = co_await p.tls.shutdown_send(); sec && !p.tls_eof) p.fail(true, sec);
-            if (!p.local_eof) p.close();  // the local socket is dead: stop the other loop too
             co_return;
         }
         if (ec) {
@@ -178,6 +212,13 @@ asio::awaitable<void> local_to_tls(Pair<Plain>& p, std::span<char> buf) {
 
 template <class Plain>
 asio::awaitable<void> tls_to_local(Pair<Plain>& p, std::span<char> buf) {
+    struct Done {
+        Pair<Plain>& p;
+        ~Done() {
+            p.tls_done = true;
+            p.tls_done_signal->cancel();
+        }
+    } done{p};
     for (;;) {
         auto [ec, n] = co_await p.tls.read_some(asio::buffer(buf));
         if (ec == asio::error::eof) {
@@ -190,10 +231,16 @@ asio::awaitable<void> tls_to_local(Pair<Plain>& p, std::span<char> buf) {
             p.fail(true, ec);
             co_return;
         }
+        if (p.local_gone) continue;  // undeliverable; local_to_tls decides how this ends
         if (auto wec = co_await write_plain(p.local, buf.data(), n)) {
             if (ended_normally(p, wec)) {  // the local client said it was done and left
                 p.close();
                 co_return;
+            }
+            if (is_gone(wec)) {  // local_to_tls wakes on the dead socket and waits for the peer
+                p.local_gone = true;
+                p.gone_ec = wec;
+                continue;
             }
             p.fail(false, wec);
             co_return;
@@ -212,6 +259,8 @@ asio::awaitable<RelayResult> relay(Plain& local, TlsStream& tls, std::span<char>
     local.non_blocking(true, ignored);
     Pair<Plain> p{local, tls, {}};
     p.counters = counters;
+    asio::steady_timer tls_done_signal(co_await asio::this_coro::executor);
+    p.tls_done_signal = &tls_done_signal;
     co_await (local_to_tls(p, buf_out) && tls_to_local(p, buf_in));
     p.close();
     co_return p.result;

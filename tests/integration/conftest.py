@@ -1,6 +1,8 @@
 import os
 import shutil
+import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -30,3 +32,19 @@ def cleanup():
             fn()
         except Exception:  # noqa: BLE001 - teardown must go on
             pass
+
+
+@pytest.fixture(scope="session")
+def debs():
+    """The .deb of this build as versions 0.1.0 and 0.1.1 (for upgrades), by cpack."""
+    build = os.path.join(lab.ROOT, "build")
+    out = tempfile.mkdtemp(prefix="tunneld-debs-")
+    made = {}
+    for version in ("0.1.0", "0.1.1"):
+        r = subprocess.run(["cpack", "-G", "DEB", "-B", os.path.join(out, version), "-D",
+                            f"CPACK_PACKAGE_VERSION={version}"], cwd=build, capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+        made[version] = os.path.join(out, version, f"tunneld_{version}_amd64.deb")
+        assert os.path.exists(made[version]), os.listdir(os.path.join(out, version))
+    yield made
+    shutil.rmtree(out, ignore_errors=True)

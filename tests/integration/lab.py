@@ -557,6 +557,17 @@ class Postgres:
     def initdb(self):
         as_postgres([f"{PG_BIN}/initdb", "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync"])
         self._configure()
+        # ssl = on with a self-signed certificate, as Debian's clusters have it: libpq
+        # clients (pg_basebackup, walreceivers) then speak SSL inside the tunnel, and
+        # end their sessions the way SSL sessions end (close_notify left unread).
+        key, crt = os.path.join(self.data, "server.key"), os.path.join(self.data, "server.crt")
+        run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+             "-days", "2", "-subj", "/CN=postgres", "-keyout", key, "-out", crt])
+        os.chmod(key, 0o600)
+        shutil.chown(key, "postgres", "postgres")
+        shutil.chown(crt, "postgres", "postgres")
+        with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
+            f.write("ssl = on\n")
 
     def _configure(self):
         with open(os.path.join(self.data, "postgresql.conf"), "a") as f:

@@ -17,19 +17,37 @@ import lab
 
 TARBALL = os.path.join(debroot.CACHE, "bookworm-systemd.tar")
 INCLUDE = "systemd,systemd-sysv,dbus,python3,nftables,iproute2"
+# The same root with PostgreSQL 15 installed (Debian's cluster 15/main made, not
+# started) and apt's package lists, for the README walkthrough.
+PG_TARBALL = os.path.join(debroot.CACHE, "bookworm-systemd-postgres.tar")
+PG_PACKAGES = "postgresql postgresql-15 postgresql-client-15"
 
 
 def ensure_tarball():
     return debroot.ensure_tarball(log=lambda *_: None, tarball=TARBALL, include=INCLUDE)
 
 
+def ensure_postgres_tarball():
+    if os.path.exists(PG_TARBALL):
+        return PG_TARBALL
+    root = BootedRoot(None)
+    try:
+        root.install(f"apt-get update -qq && apt-get install -y -qq --no-install-recommends {PG_PACKAGES} >/dev/null")
+        subprocess.run(["tar", "-C", root.path, "-cf", PG_TARBALL + ".tmp", "."], check=True)
+        os.rename(PG_TARBALL + ".tmp", PG_TARBALL)
+    finally:
+        root.delete()
+    return PG_TARBALL
+
+
 class BootedRoot:
     """unpack() -> chroot installs -> boot() -> sh() inside -> delete()."""
 
-    def __init__(self, netns):
-        ensure_tarball()
+    def __init__(self, netns, tarball=TARBALL):
+        if tarball == TARBALL:
+            ensure_tarball()
         self.path = tempfile.mkdtemp(prefix="sysroot-", dir=debroot.CACHE)
-        subprocess.run(["tar", "-C", self.path, "-xf", TARBALL], check=True)
+        subprocess.run(["tar", "-C", self.path, "-xf", tarball], check=True)
         os.chmod(self.path, 0o755)  # mkdtemp's 0700 would be the container's "/": no user could enter it
         shutil.copy("/etc/resolv.conf", os.path.join(self.path, "etc/resolv.conf"))
         self.netns = netns
@@ -59,6 +77,18 @@ class BootedRoot:
         if r.returncode != 0:
             raise AssertionError(f"chroot: {script}\n{r.stdout}\n{r.stderr}")
         return r
+
+    def install(self, script):
+        """chroot(script) with every service start refused (policy-rc.d): a package's
+        postinst must not start its daemon in the host's namespaces."""
+        policy = os.path.join(self.path, "usr/sbin/policy-rc.d")
+        with open(policy, "w") as f:
+            f.write("#!/bin/sh\nexit 101\n")
+        os.chmod(policy, 0o755)
+        try:
+            return self.chroot(script)
+        finally:
+            os.unlink(policy)
 
     def boot(self, timeout=60):
         self.console = open(os.path.join(self.path, "..", os.path.basename(self.path) + ".console"), "wb")

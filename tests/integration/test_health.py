@@ -453,7 +453,7 @@ def test_pg_missing_health_role_is_named_and_the_backend_counts_as_up(pg):
         t.wait_log(r"warning " + re.escape(want))
         assert not t.log_lines(r"backend does not accept connections")
         r = lab.tunneld_cli("check", "--peer", t.config_path, netns=pg.primary_ns)
-        assert r.returncode == 1 and f"FAIL  {want}" in r.stdout, r.stdout
+        assert r.returncode == 0 and f"warn  {want}" in r.stdout, r.stdout  # tunneld runs; /primary says why
         # The fix the message gives works without touching tunneld.
         pg.primary.sql(f"CREATE ROLE {role} LOGIN IN ROLE pg_monitor")
         lab.wait_for(lambda: code(t, "/primary") == 200, timeout=10, what="/primary 200 once the role exists")

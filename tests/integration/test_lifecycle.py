@@ -246,8 +246,9 @@ def test_check_passes_for_a_working_pair_and_fails_with_reasons(workdir, cleanup
     bad = run_tunneld("check", "--peer", pair.server.config_path)
     assert bad.returncode == 1
     assert f"FAIL  tls.key {pair.server_cert[1]} is group/world accessible" in bad.stdout
-    assert "FAIL  backend (inbound.backend)" in bad.stdout and "refused" in bad.stdout
-    assert "2 problem(s) found" in bad.stdout
+    # postgres not up is a warning: tunneld runs without it (a new standby's comes later)
+    assert "warn  backend (inbound.backend)" in bad.stdout and "refused" in bad.stdout
+    assert "1 problem(s) found" in bad.stdout
 
 
 def test_version_and_help():

@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 
 import pytest
 
@@ -54,20 +53,6 @@ WantedBy=multi-user.target
 ECHO = "python3 -c \"import socket;c=socket.create_connection(('127.0.0.1',6432),5);c.sendall(b'through');" \
        "assert c.recv(7)==b'through';print('echoed')\""
 HTTP = "python3 -c \"import urllib.request,sys;print(urllib.request.urlopen('http://127.0.0.1:{port}{path}',timeout=5).status)\""
-
-
-@pytest.fixture(scope="module")
-def debs():
-    out = tempfile.mkdtemp(prefix="tunneld-sysd-")
-    debs = {}
-    for version in ("0.1.0", "0.1.1"):
-        r = subprocess.run(["cpack", "-G", "DEB", "-B", os.path.join(out, version), "-D",
-                            f"CPACK_PACKAGE_VERSION={version}"], cwd=BUILD, capture_output=True, text=True)
-        assert r.returncode == 0, r.stdout + r.stderr
-        debs[version] = os.path.join(out, version, f"tunneld_{version}_amd64.deb")
-        assert os.path.exists(debs[version]), os.listdir(os.path.join(out, version))
-    yield debs
-    shutil.rmtree(out, ignore_errors=True)
 
 
 def main_pid(root, unit):
