@@ -7,8 +7,12 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <grp.h>
 #include <pwd.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <boost/json.hpp>
 #include <vector>
 
 #include "tunneld/config.hpp"
@@ -96,8 +100,66 @@ void check_listen_addresses(const Config& cfg, const std::string& config_path, R
     }
 }
 
-// The health endpoint's address, and one status query with health.postgres.
-void check_health(const Config& cfg, Report& report) {
+PostgresState query_postgres_here(const Config& cfg) {
+    boost::asio::io_context io;
+    PostgresCheck pg(io.get_executor(), cfg.health.postgres);
+    PostgresState st;
+    boost::asio::co_spawn(io, [&]() -> boost::asio::awaitable<void> { st = co_await pg.run(cfg.health.check_timeout); },
+                          boost::asio::detached);
+    io.run();
+    return st;
+}
+
+// health.postgres as the daemon will see it: peer authentication (Debian's
+// `local all all peer`) depends on the OS user, so when check runs as root for
+// a daemon that runs as another user, the query runs in a child process with
+// that user's identity.
+PostgresState query_postgres(const Config& cfg, std::optional<uid_t> daemon_uid) {
+    if (::geteuid() != 0 || !daemon_uid || *daemon_uid == 0) return query_postgres_here(cfg);
+    const passwd* pw = ::getpwuid(*daemon_uid);
+    if (!pw) return query_postgres_here(cfg);
+    std::string user = pw->pw_name;
+    gid_t gid = pw->pw_gid;
+    int fds[2];
+    if (::pipe(fds) != 0) return query_postgres_here(cfg);
+    pid_t pid = ::fork();
+    if (pid < 0) {
+        ::close(fds[0]);
+        ::close(fds[1]);
+        return query_postgres_here(cfg);
+    }
+    if (pid == 0) {
+        ::close(fds[0]);
+        if (::initgroups(user.c_str(), gid) != 0 || ::setgid(gid) != 0 || ::setuid(*daemon_uid) != 0) _exit(2);
+        BackendState b;
+        b.postgres = query_postgres_here(cfg);
+        auto text = boost::json::serialize(to_json(b));
+        for (std::size_t off = 0; off < text.size();) {
+            auto n = ::write(fds[1], text.data() + off, text.size() - off);
+            if (n <= 0) break;
+            off += static_cast<std::size_t>(n);
+        }
+        _exit(0);
+    }
+    ::close(fds[1]);
+    std::string text;
+    char buf[4096];
+    for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) text.append(buf, static_cast<std::size_t>(n));
+    ::close(fds[0]);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    boost::json::error_code ec;
+    auto v = boost::json::parse(text, ec);
+    auto b = ec ? BackendState{} : backend_state_from_json(v);
+    if (b.postgres) return *b.postgres;
+    PostgresState st;
+    st.error = "could not run the check as " + user;
+    return st;
+}
+
+// The health endpoint's address, and one status query with health.postgres,
+// as the daemon's user.
+void check_health(const Config& cfg, Report& report, std::optional<uid_t> daemon_uid) {
     if (!cfg.health.enabled) {
         report.ok("health endpoint off (health.enabled: false)");
         return;
@@ -112,12 +174,7 @@ void check_health(const Config& cfg, Report& report) {
         report.ok("health.postgres not set: /primary and /replica will answer 503 (role unknown)");
         return;
     }
-    boost::asio::io_context io;
-    PostgresCheck pg(io.get_executor(), cfg.health.postgres);
-    PostgresState st;
-    boost::asio::co_spawn(io, [&]() -> boost::asio::awaitable<void> { st = co_await pg.run(cfg.health.check_timeout); },
-                          boost::asio::detached);
-    io.run();
+    auto st = query_postgres(cfg, daemon_uid);
     if (!st.up) {
         // Like the backend: tunneld runs without it; /primary and /replica answer 503 meanwhile.
         report.warn(st.answered ? st.error : "health.postgres: " + st.error);
@@ -214,7 +271,7 @@ int run_check(const std::string& config_path, std::ostream& out, const ExtraChec
     }
     check_reachability(cfg, report);
     check_listen_addresses(cfg, config_path, report);
-    check_health(cfg, report);
+    check_health(cfg, report, user);
     if (extra)
         for (const auto& line : extra(cfg)) {
             if (line.kind == CheckLine::ok) report.ok(line.text);

@@ -1,5 +1,5 @@
 """The README walkthrough, run as written: its command blocks are extracted from
-README.md and run verbatim, as root in /root, inside two Debian 12 containers
+README.md and run verbatim, as root in /tmp, inside two Debian 12 containers
 booted with systemd (systemd-nspawn -b), each in a network namespace of its own
 joined by a veth. The roots have PostgreSQL 15 and tunneld's dependencies
 installed beforehand (the containers have no route to a mirror); the README's own
@@ -72,7 +72,7 @@ class Host:
         self.name, self.netns, self.root = name, netns, root
 
     def run(self, command, timeout=180):
-        r = self.root.sh("cd /root && " + command, check=False, timeout=timeout)
+        r = self.root.sh("cd /tmp && " + command, check=False, timeout=timeout)
         return r
 
     def journal(self):
@@ -100,6 +100,8 @@ def scp(hosts, src_host, command):
 
 
 def run_blocks(hosts, kind, transcript):
+    """Runs the blocks; returns {(host, step number or command): output}."""
+    outputs = {}
     for host_name, commands in readme_blocks(kind):
         host = hosts[host_name]
         for command in commands:
@@ -109,10 +111,13 @@ def run_blocks(hosts, kind, transcript):
                 transcript.append(f"{host_name}# {command}  (copied between the roots)")
                 continue
             r = host.run(command)
+            m = re.search(r"#\s*(\d+)\s*$", command)
+            outputs[(host_name, int(m.group(1)) if m else command)] = r.stdout + r.stderr
             transcript.append(f"{host_name}# {command}  ({time.monotonic() - t0:.1f}s, exit {r.returncode})\n"
                               + (r.stdout + r.stderr).rstrip())
             assert r.returncode == 0, (f"README command failed on {host_name}: {command}\nexit {r.returncode}\n"
                                        f"{r.stdout}\n{r.stderr}\n--- journal ---\n{host.journal()}")
+    return outputs
 
 
 def psql(host, sql):
@@ -134,7 +139,7 @@ def test_readme_walkthrough_in_two_booted_containers(debs):
         for name, ns in zip(("primary", "standby"), nss):
             root = systemd_root.BootedRoot(ns, tarball=systemd_root.PG_TARBALL)
             hosts[name] = Host(name, ns, root)
-            shutil.copy(debs["0.1.0"], os.path.join(root.path, "root"))
+            shutil.copy(debs["0.1.0"], os.path.join(root.path, "root"))  # for the dependencies, below
             # tunneld's dependencies (the README installs tunneld itself, offline).
             root.install("deps=$(dpkg-deb -f /root/tunneld_0.1.0_amd64.deb Depends | tr ',' '\\n' | "
                          "sed 's/(.*)//; s/|.*//' | xargs) && "
@@ -143,10 +148,25 @@ def test_readme_walkthrough_in_two_booted_containers(debs):
                 f.write(HOSTS)
         for h in hosts.values():
             h.root.boot()
+            # The operator copies the .deb to /tmp (a tmpfs of the booted system).
+            shutil.copy(debs["0.1.0"], f"/proc/{h.root.pid1}/root/tmp/")
             lab.wait_for(lambda h=h: h.root.sh("systemctl is-active postgresql@15-main", check=False)
                          .stdout.strip() == "active", timeout=60, what=f"postgres on {h.name}")
 
-        run_blocks(hosts, "walkthrough", transcript)
+        steps = run_blocks(hosts, "walkthrough", transcript)
+        # What the README says each step shows.
+        check_primary = steps[("primary", 8)]
+        assert "ok    health.postgres answers: postgres is the primary" in check_primary, check_primary
+        assert re.search(r"warn  peer standby-1 .* not reachable yet", check_primary), check_primary
+        assert "FAIL" not in check_primary and "all checks passed" in check_primary
+        check_standby = steps[("standby", 5)]
+        assert "warn  backend (inbound.backend) 127.0.0.1:5432 not accepting connections yet" in check_standby
+        assert "ok    peer primary-1 (peers[].connect) primary.example.net:8765 accepts connections" in check_standby
+        assert "FAIL" not in check_standby, check_standby
+        assert steps[("standby", 10)].strip() == "replica: ok", steps[("standby", 10)]
+        assert re.search(r"127\.0\.0\.1 +\| streaming", steps[("primary", 10)]), steps[("primary", 10)]
+        for (host, step), out in steps.items():  # nothing a new operator would wonder about
+            assert "could not change directory" not in out and "Permission denied" not in out, (host, step, out)
 
         primary, standby = hosts["primary"], hosts["standby"]
         rows = psql(primary, "SELECT client_addr, state FROM pg_stat_replication")
