@@ -212,3 +212,16 @@ def test_readme_walkthrough_in_two_booted_containers(debs):
             h.root.delete()
         for ns in nss:
             ns.delete()
+
+
+def test_the_man_page_examples_are_the_readme_walkthrough():
+    """tunneld(8) repeats the walkthrough; this keeps the two from drifting."""
+    man = open(os.path.join(lab.ROOT, "packaging", "tunneld.8")).read()
+    examples = man[man.index(".SH EXAMPLES"):man.index(".SH SEE ALSO")]
+    text = (examples.replace("\\e\n    ", "").replace("\\-", "-").replace("\\(aq", "'"))
+    lines = {re.sub(r"^(primary|standby)# ", "", l.strip()) for l in text.splitlines()}
+    for kind in ("walkthrough", "rotation"):
+        for host, commands in readme_blocks(kind):
+            for c in commands:
+                bare = re.sub(r"\s+#.*$", "", c).strip()
+                assert bare in lines, f"README {kind} command missing from tunneld(8) EXAMPLES: {bare}"
