@@ -366,18 +366,25 @@ class Backend:
                     conn.sendall(data)
                 conn.shutdown(socket.SHUT_WR)
             else:
+                # A reply starts with the first byte received: tunneld's backend
+                # check connects and closes without one, and a reply racing that
+                # close would only meet a reset. (No reply: half-close at once.)
                 sender = threading.Thread(target=send_pattern, args=(conn, self.reply_bytes))
-                sender.start()
+                if not self.reply_bytes:
+                    sender.start()
                 buf = bytearray(1 << 20)
                 view = memoryview(buf)
                 while True:
                     n = conn.recv_into(buf)
                     if not n:
                         break
+                    if not received and self.reply_bytes:
+                        sender.start()
                     self._count(received, n)
                     received += n
                     h.update(view[:n])
-                sender.join()
+                if sender.is_alive() or received:
+                    sender.join()
         except OSError:
             pass
         finally:
