@@ -3,8 +3,8 @@
 //
 //   tunnel_bench server PORT                 backend: first byte 'S' = sink (reads to EOF,
 //                                            replies with the 8-byte count), 'E' = echo
-//   tunnel_bench throughput PORT STREAMS MIB each stream sends MIB MiB to a sink; prints MiB/s total
-//   tunnel_bench pingpong PORT SIZE COUNT    one connection, COUNT round trips of SIZE bytes;
+//   tunnel_bench throughput PORT STREAMS MIB each stream sends MIB MiB to a sink; prints MiB/s
+//   total tunnel_bench pingpong PORT SIZE COUNT    one connection, COUNT round trips of SIZE bytes;
 //                                            prints p50 and p99 in microseconds
 //   tunnel_bench connect PORT SECONDS        new connection + 1-byte echo + close, repeatedly;
 //                                            prints connections per second
@@ -136,7 +136,8 @@ int throughput(int port, int streams, long mib) {
             }
             shutdown(fd, SHUT_WR);
             uint64_t got = 0;
-            if (!read_exact(fd, reinterpret_cast<char*>(&got), sizeof got) || got != want - 1) ok = false;
+            if (!read_exact(fd, reinterpret_cast<char*>(&got), sizeof got) || got != want - 1)
+                ok = false;
             close(fd);
         });
     }
@@ -158,7 +159,8 @@ int pingpong(int port, size_t size, int count) {
     for (int i = 0; i < count + 50; ++i) {
         auto t0 = Clock::now();
         if (!write_all(fd, buf.data(), size) || !read_exact(fd, buf.data(), size)) die("pingpong");
-        if (i >= 50) us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+        if (i >= 50)
+            us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
     }
     close(fd);
     std::sort(us.begin(), us.end());
@@ -177,7 +179,8 @@ int connect_rate(int port, double seconds) {
         close(fd);
         ++n;
     }
-    std::printf("%.1f\n", static_cast<double>(n) / std::chrono::duration<double>(Clock::now() - start).count());
+    std::printf("%.1f\n", static_cast<double>(n) /
+                              std::chrono::duration<double>(Clock::now() - start).count());
     return 0;
 }
 
@@ -212,7 +215,8 @@ int handshake_rate(int port, double seconds, const char* ca, const char* cert, c
         ++n;
     }
     SSL_CTX_free(ctx);
-    std::printf("%.1f\n", static_cast<double>(n) / std::chrono::duration<double>(Clock::now() - start).count());
+    std::printf("%.1f\n", static_cast<double>(n) /
+                              std::chrono::duration<double>(Clock::now() - start).count());
     return 0;
 }
 
@@ -246,11 +250,15 @@ int main(int argc, char** argv) {
     need(2);
     int port = std::atoi(a[1].c_str());
     if (a[0] == "server") return server(port);
-    if (a[0] == "throughput") return need(4), throughput(port, std::atoi(a[2].c_str()), std::atol(a[3].c_str()));
-    if (a[0] == "pingpong") return need(4), pingpong(port, std::strtoul(a[2].c_str(), nullptr, 10), std::atoi(a[3].c_str()));
+    if (a[0] == "throughput")
+        return need(4), throughput(port, std::atoi(a[2].c_str()), std::atol(a[3].c_str()));
+    if (a[0] == "pingpong")
+        return need(4),
+               pingpong(port, std::strtoul(a[2].c_str(), nullptr, 10), std::atoi(a[3].c_str()));
     if (a[0] == "connect") return need(3), connect_rate(port, std::atof(a[2].c_str()));
     if (a[0] == "handshake")
-        return need(7), handshake_rate(port, std::atof(a[2].c_str()), a[3].c_str(), a[4].c_str(), a[5].c_str(), a[6].c_str());
+        return need(7), handshake_rate(port, std::atof(a[2].c_str()), a[3].c_str(), a[4].c_str(),
+                                       a[5].c_str(), a[6].c_str());
     if (a[0] == "idle") return need(3), idle(port, std::atoi(a[2].c_str()));
     need(99);
 }

@@ -19,7 +19,8 @@ CaDir load_ca_dir(const std::string& dir) {
     ca.dir = dir;
     while (ca.dir.size() > 1 && ca.dir.back() == '/') ca.dir.pop_back();
     if (auto problem = key_file_problem(ca.key_path()); !problem.empty())
-        throw StartupError(problem + " (is " + ca.dir + " a directory made by `tunneld certs init-ca`?)");
+        throw StartupError(problem + " (is " + ca.dir +
+                           " a directory made by `tunneld certs init-ca`?)");
     ca.cert = read_cert(ca.cert_path());
     ca.key = read_key(ca.key_path());
     if (X509_check_private_key(ca.cert.get(), ca.key.get()) != 1)
@@ -58,7 +59,8 @@ bool add_revoked(const CaDir& ca, const std::string& serial_hex) {
         if (existing == serial) return false;
     }
     list.push_back({serial_hex, static_cast<std::int64_t>(std::time(nullptr))});
-    std::string text = "# serials revoked by `tunneld certs revoke`; `tunneld certs crl` turns them into a CRL\n";
+    std::string text =
+        "# serials revoked by `tunneld certs revoke`; `tunneld certs crl` turns them into a CRL\n";
     for (const auto& r : list) text += r.serial_hex + " " + std::to_string(r.revoked_at) + "\n";
     write_file_atomic(ca.revoked_path(), text, 0644, false);
     return true;

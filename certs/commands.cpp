@@ -1,8 +1,8 @@
 #include "certs/commands.hpp"
 
+#include <arpa/inet.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
-#include <arpa/inet.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,8 +10,8 @@
 #include <cstring>
 
 #include <filesystem>
-#include <set>
 #include <fstream>
+#include <set>
 
 #include "certs/ca_dir.hpp"
 #include "certs/pem_files.hpp"
@@ -29,7 +29,8 @@ namespace {
 
 void require_node_name(const std::string& name) {
     if (!is_valid_identity(name) || name.find("://") != std::string::npos)
-        throw StartupError("'" + name + "' is not a valid node name: use letters, digits, '-' and '.' "
+        throw StartupError("'" + name +
+                           "' is not a valid node name: use letters, digits, '-' and '.' "
                            "(it becomes the certificate's SAN DNS entry)");
 }
 
@@ -66,7 +67,9 @@ std::string name_text(X509_NAME* name) {
 }
 
 std::string key_description(EVP_PKEY* key) {
-    if (!key) return "unreadable public key";  // a certificate whose key OpenSSL cannot decode (found by fuzz_pem)
+    if (!key)
+        return "unreadable public key";  // a certificate whose key OpenSSL cannot decode (found by
+                                         // fuzz_pem)
     if (auto t = key_type_of(key)) return to_string(*t);
     return std::string(EVP_PKEY_get0_type_name(key) ? EVP_PKEY_get0_type_name(key) : "unknown") +
            " " + std::to_string(EVP_PKEY_get_bits(key)) + " bits";
@@ -113,7 +116,8 @@ int init_ca(const InitCaOptions& o, std::ostream& out) {
     ensure_dir(o.out);
     std::string key_path = o.out + "/ca.key", cert_path = o.out + "/ca.crt";
     if (fs::exists(key_path) || fs::exists(cert_path))
-        throw StartupError(o.out + " already holds a CA (ca.key/ca.crt); refusing to replace it. "
+        throw StartupError(o.out +
+                           " already holds a CA (ca.key/ca.crt); refusing to replace it. "
                            "For a new CA use another directory (see CA rollover in the README)");
     auto key = generate_key(*type);
     auto cert = make_ca_cert(name, o.days, key.get());
@@ -141,7 +145,8 @@ int issue(const IssueOptions& o, std::ostream& out) {
     if (!type) throw StartupError("--key-type must be ec-p256 or ed25519");
     ensure_dir(o.out);
     auto key = generate_key(*type);
-    auto cert = issue_node_cert({o.name, o.dns, o.ips}, key.get(), o.days, ca.cert.get(), ca.key.get());
+    auto cert =
+        issue_node_cert({o.name, o.dns, o.ips}, key.get(), o.days, ca.cert.get(), ca.key.get());
     std::string key_path = o.out + "/" + o.name + ".key", cert_path = o.out + "/" + o.name + ".crt";
     write_file_atomic(key_path, to_pem(key.get()), 0600, true);
     write_file_atomic(cert_path, to_pem(cert.get()), 0644, true);
@@ -163,14 +168,16 @@ int issue(const IssueOptions& o, std::ostream& out) {
 static int issue_from_csr(const IssueOptions& o, std::ostream& out) {
     require_days(o.days);
     if (o.name.empty())
-        throw StartupError("certs issue --csr: give --name NODE (and --dns/--ip for extra names): only the names "
-                           "you ask for are signed, never the ones a CSR asks for");
+        throw StartupError(
+            "certs issue --csr: give --name NODE (and --dns/--ip for extra names): only the names "
+            "you ask for are signed, never the ones a CSR asks for");
     NodeRequest want{o.name, o.dns, o.ips};
     validate_request(want);
     auto request = read_csr(o.csr);
     auto asked = read_csr_contents(request.get());
     if (lower(asked.cn) != lower(o.name))
-        throw StartupError(o.csr + " is for '" + asked.cn + "', not '" + o.name + "'; nothing signed");
+        throw StartupError(o.csr + " is for '" + asked.cn + "', not '" + o.name +
+                           "'; nothing signed");
 
     std::set<std::string> wanted_sans, csr_sans;
     for (const auto& d : request_dns(want)) wanted_sans.insert("DNS:" + lower(d));
@@ -191,21 +198,23 @@ static int issue_from_csr(const IssueOptions& o, std::ostream& out) {
                            (!extra.empty() && !missing.empty() ? "; " : "") +
                            (missing.empty() ? "" : "the CSR does not ask for " + missing);
         if (!o.accept_csr_sans)
-            throw StartupError(o.csr + ": its subjectAltNames differ from what you asked for (" + diff +
-                               "); nothing signed. Check where this CSR came from; to sign exactly the names you "
-                               "gave (--name/--dns/--ip) anyway, add --accept-csr-sans");
+            throw StartupError(
+                o.csr + ": its subjectAltNames differ from what you asked for (" + diff +
+                "); nothing signed. Check where this CSR came from; to sign exactly the names you "
+                "gave (--name/--dns/--ip) anyway, add --accept-csr-sans");
         out << "--accept-csr-sans: " << diff << "; signing only the names asked for\n";
     }
 
     auto ca = load_ca_dir(o.ca);
     ensure_dir(o.out);
-    auto cert = issue_node_cert(want, X509_REQ_get0_pubkey(request.get()), o.days, ca.cert.get(), ca.key.get());
+    auto cert = issue_node_cert(want, X509_REQ_get0_pubkey(request.get()), o.days, ca.cert.get(),
+                                ca.key.get());
     std::string cert_path = o.out + "/" + o.name + ".crt";
     write_file_atomic(cert_path, to_pem(cert.get()), 0644, true);
     if (fs::absolute(o.out) != fs::absolute(ca.dir))
         write_file_atomic(o.out + "/ca.crt", to_pem(ca.cert.get()), 0644, false);
-    out << "signed the CSR of " << o.name << " (serial " << serial_hex(cert.get()) << ", valid " << o.days
-        << " days): " << cert_path << "\n  SANs: " << san_list(cert.get())
+    out << "signed the CSR of " << o.name << " (serial " << serial_hex(cert.get()) << ", valid "
+        << o.days << " days): " << cert_path << "\n  SANs: " << san_list(cert.get())
         << "\n  on the node: tunneld certs install --peer FILE --cert " << o.name << ".crt\n";
     return 0;
 }
@@ -234,7 +243,8 @@ int show(const std::vector<std::string>& files, std::ostream& out) {
             out << file << ": CRL issued by " << name_text(X509_CRL_get_issuer(c.get())) << ", "
                 << sk_X509_REVOKED_num(revoked) << " revoked serial(s)\n";
             for (int i = 0; i < sk_X509_REVOKED_num(revoked); ++i) {
-                BignumPtr bn(ASN1_INTEGER_to_BN(X509_REVOKED_get0_serialNumber(sk_X509_REVOKED_value(revoked, i)), nullptr));
+                BignumPtr bn(ASN1_INTEGER_to_BN(
+                    X509_REVOKED_get0_serialNumber(sk_X509_REVOKED_value(revoked, i)), nullptr));
                 OpensslString hex(BN_bn2hex(bn.get()));
                 out << "  revoked  " << hex.get() << "\n";
             }
@@ -251,7 +261,8 @@ int show(const std::vector<std::string>& files, std::ostream& out) {
         auto ids = extract_identities(c);
         out << e.file << ": " << (is_ca(c) ? "CA certificate" : "certificate") << "\n"
             << "  subject   " << name_text(X509_get_subject_name(c)) << "\n"
-            << "  SANs      " << (ids.dns.empty() && ids.uris.empty() ? "(none)" : describe_identities(ids));
+            << "  SANs      "
+            << (ids.dns.empty() && ids.uris.empty() ? "(none)" : describe_identities(ids));
         for (const auto& ip : ids.ips) out << " ip:" << ip;
         out << "\n"
             << "  issuer    " << name_text(X509_get_issuer_name(c)) << "\n"
@@ -284,10 +295,12 @@ int show(const std::vector<std::string>& files, std::ostream& out) {
 int revoke(const std::string& ca_dir, const std::string& serial, std::ostream& out) {
     auto ca = load_ca_dir(ca_dir);
     if (serial.empty() || !std::all_of(serial.begin(), serial.end(), ::isxdigit))
-        throw StartupError("--serial must be the certificate's serial in hex (see `tunneld certs show`)");
+        throw StartupError(
+            "--serial must be the certificate's serial in hex (see `tunneld certs show`)");
     bool added = add_revoked(ca, serial);
     out << (added ? "revoked " : "already revoked ") << serial << " in " << ca.revoked_path()
-        << "; publish it with `tunneld certs crl --ca " << ca.dir << " --out FILE` and install FILE as tls.crl\n";
+        << "; publish it with `tunneld certs crl --ca " << ca.dir
+        << " --out FILE` and install FILE as tls.crl\n";
     return 0;
 }
 
@@ -297,8 +310,8 @@ int crl(const std::string& ca_dir, const std::string& out_path, int days, std::o
     auto revoked = read_revoked(ca);
     auto list = make_crl(ca.cert.get(), ca.key.get(), revoked, days);
     write_file_atomic(out_path, to_pem(list.get()), 0644, false);
-    out << "CRL with " << revoked.size() << " revoked serial(s), valid " << days << " days: " << out_path
-        << "\n";
+    out << "CRL with " << revoked.size() << " revoked serial(s), valid " << days
+        << " days: " << out_path << "\n";
     return 0;
 }
 

@@ -1,9 +1,9 @@
 #include "certs/pem_files.hpp"
 
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -61,7 +61,8 @@ std::vector<X509Ptr> read_certs(const std::string& path) {
 EvpPkeyPtr read_key(const std::string& path) {
     auto bio = open_for_read(path, "private key");
     EvpPkeyPtr key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
-    if (!key) throw StartupError(path + ": no unencrypted PEM private key found: " + openssl_errors());
+    if (!key)
+        throw StartupError(path + ": no unencrypted PEM private key found: " + openssl_errors());
     return key;
 }
 
@@ -72,7 +73,9 @@ X509ReqPtr read_csr(const std::string& path) {
     return csr;
 }
 
-std::string to_pem(X509* cert) { return pem_of([&](BIO* b) { return PEM_write_bio_X509(b, cert); }); }
+std::string to_pem(X509* cert) {
+    return pem_of([&](BIO* b) { return PEM_write_bio_X509(b, cert); });
+}
 std::string to_pem(X509_REQ* csr) {
     return pem_of([&](BIO* b) { return PEM_write_bio_X509_REQ(b, csr); });
 }
@@ -97,7 +100,8 @@ void write_file_atomic(const std::string& path, const std::string& data, mode_t 
     // A replaced file keeps its owner: a key rotated by root stays readable by
     // the user the daemon runs as.
     struct stat old {};
-    if (ok && ::stat(path.c_str(), &old) == 0 && (old.st_uid != ::geteuid() || old.st_gid != ::getegid()))
+    if (ok && ::stat(path.c_str(), &old) == 0 &&
+        (old.st_uid != ::geteuid() || old.st_gid != ::getegid()))
         ok = ::fchown(fd, old.st_uid, old.st_gid) == 0;
     const char* p = data.data();
     std::size_t left = data.size();

@@ -29,7 +29,8 @@ void random_serial(X509* cert) {
     bytes[0] &= 0x7f;  // positive
     bytes[0] |= 0x01;  // full 128 bits, no leading zero byte
     BignumPtr bn(BN_bin2bn(bytes, sizeof bytes, nullptr));
-    if (!bn || !BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert))) fail("cannot set serial");
+    if (!bn || !BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert)))
+        fail("cannot set serial");
 }
 
 void add_ext(X509* cert, X509* issuer, int nid, const std::string& value) {
@@ -104,7 +105,8 @@ std::vector<std::string> request_dns(const NodeRequest& req) {
 void validate_request(const NodeRequest& req) {
     for (const auto& d : request_dns(req))
         if (!is_valid_identity(d) || d.find("://") != std::string::npos)
-            throw StartupError("'" + d + "' is not a valid node name: use letters, digits, '-' and '.' "
+            throw StartupError("'" + d +
+                               "' is not a valid node name: use letters, digits, '-' and '.' "
                                "(it becomes a SAN DNS entry)");
     for (const auto& ip : req.ips) {
         Asn1OctetStringPtr bytes(a2i_IPADDRESS(ip.c_str()));
@@ -146,7 +148,9 @@ X509Ptr make_ca_cert(const std::string& name, int days, EVP_PKEY* key) {
     random_serial(cert.get());
     X509NamePtr subject = cn_name(name);
     if (X509_set_subject_name(cert.get(), subject.get()) != 1 ||
-        X509_set_issuer_name(cert.get(), subject.get()) != 1 || X509_set_pubkey(cert.get(), key) != 1) fail("cannot set CA subject");
+        X509_set_issuer_name(cert.get(), subject.get()) != 1 ||
+        X509_set_pubkey(cert.get(), key) != 1)
+        fail("cannot set CA subject");
     set_validity(cert.get(), days);
     add_ext(cert.get(), cert.get(), NID_basic_constraints, "critical,CA:TRUE,pathlen:0");
     add_ext(cert.get(), cert.get(), NID_key_usage, "critical,keyCertSign,cRLSign");
@@ -182,13 +186,17 @@ X509ReqPtr make_csr(const NodeRequest& req, EVP_PKEY* key) {
     X509ReqPtr csr(X509_REQ_new());
     if (!csr || X509_REQ_set_version(csr.get(), 0) != 1) fail("cannot create CSR");
     if (X509_REQ_set_subject_name(csr.get(), cn_name(req.name).get()) != 1 ||
-        X509_REQ_set_pubkey(csr.get(), key) != 1) fail("cannot set CSR subject");
+        X509_REQ_set_pubkey(csr.get(), key) != 1)
+        fail("cannot set CSR subject");
     auto sans = san_names(req);
     ExtensionStack exts(sk_X509_EXTENSION_new_null());
     STACK_OF(X509_EXTENSION)* raw = exts.get();
-    if (!exts || X509V3_add1_i2d(&raw, NID_subject_alt_name, sans.get(), 0, X509V3_ADD_DEFAULT) != 1)
+    if (!exts ||
+        X509V3_add1_i2d(&raw, NID_subject_alt_name, sans.get(), 0, X509V3_ADD_DEFAULT) != 1)
         fail("cannot build CSR extensions");
-    if (X509_REQ_add_extensions(csr.get(), exts.get()) != 1 || X509_REQ_sign(csr.get(), key, digest_for(key)) <= 0) fail("cannot sign CSR");
+    if (X509_REQ_add_extensions(csr.get(), exts.get()) != 1 ||
+        X509_REQ_sign(csr.get(), key, digest_for(key)) <= 0)
+        fail("cannot sign CSR");
     return csr;
 }
 
@@ -211,17 +219,21 @@ CsrContents read_csr_contents(X509_REQ* csr) {
         for (int j = 0; j < sk_GENERAL_NAME_num(names.get()); ++j) {
             const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names.get(), j);
             if (gn->type == GEN_DNS) {
-                c.dns.emplace_back(reinterpret_cast<const char*>(ASN1_STRING_get0_data(gn->d.dNSName)),
-                                   static_cast<std::size_t>(ASN1_STRING_length(gn->d.dNSName)));
+                c.dns.emplace_back(
+                    reinterpret_cast<const char*>(ASN1_STRING_get0_data(gn->d.dNSName)),
+                    static_cast<std::size_t>(ASN1_STRING_length(gn->d.dNSName)));
             } else if (gn->type == GEN_IPADD) {
                 auto text = ip_text(gn->d.iPAddress);
-                if (text.empty()) c.other.push_back("IP:(malformed)");
-                else c.ips.push_back(text);
+                if (text.empty())
+                    c.other.push_back("IP:(malformed)");
+                else
+                    c.ips.push_back(text);
             } else if (gn->type == GEN_URI) {
-                c.other.emplace_back("URI:" + std::string(reinterpret_cast<const char*>(
-                                                             ASN1_STRING_get0_data(gn->d.uniformResourceIdentifier)),
-                                                         static_cast<std::size_t>(ASN1_STRING_length(
-                                                             gn->d.uniformResourceIdentifier))));
+                c.other.emplace_back(
+                    "URI:" + std::string(reinterpret_cast<const char*>(ASN1_STRING_get0_data(
+                                             gn->d.uniformResourceIdentifier)),
+                                         static_cast<std::size_t>(
+                                             ASN1_STRING_length(gn->d.uniformResourceIdentifier))));
             } else {
                 c.other.push_back("type " + std::to_string(gn->type));
             }
@@ -230,7 +242,8 @@ CsrContents read_csr_contents(X509_REQ* csr) {
     return c;
 }
 
-X509CrlPtr make_crl(X509* ca_cert, EVP_PKEY* ca_key, const std::vector<Revoked>& revoked, int days) {
+X509CrlPtr make_crl(X509* ca_cert, EVP_PKEY* ca_key, const std::vector<Revoked>& revoked,
+                    int days) {
     X509CrlPtr crl(X509_CRL_new());
     if (!crl || X509_CRL_set_version(crl.get(), 1) != 1 ||
         X509_CRL_set_issuer_name(crl.get(), X509_get_subject_name(ca_cert)) != 1)
@@ -247,7 +260,8 @@ X509CrlPtr make_crl(X509* ca_cert, EVP_PKEY* ca_key, const std::vector<Revoked>&
         Asn1IntegerPtr serial(BN_to_ASN1_INTEGER(bn.get(), nullptr));
         Asn1TimePtr when(ASN1_TIME_set(nullptr, static_cast<time_t>(r.revoked_at)));
         X509RevokedPtr entry(X509_REVOKED_new());
-        if (!serial || !when || !entry || X509_REVOKED_set_serialNumber(entry.get(), serial.get()) != 1 ||
+        if (!serial || !when || !entry ||
+            X509_REVOKED_set_serialNumber(entry.get(), serial.get()) != 1 ||
             X509_REVOKED_set_revocationDate(entry.get(), when.get()) != 1 ||
             X509_CRL_add0_revoked(crl.get(), entry.get()) != 1)
             fail("cannot add revoked serial " + r.serial_hex);
@@ -259,10 +273,13 @@ X509CrlPtr make_crl(X509* ca_cert, EVP_PKEY* ca_key, const std::vector<Revoked>&
     X509V3_CTX ctx;
     X509V3_set_ctx_nodb(&ctx);
     X509V3_set_ctx(&ctx, ca_cert, nullptr, nullptr, crl.get(), 0);
-    X509ExtPtr aki(X509V3_EXT_conf_nid(nullptr, &ctx, NID_authority_key_identifier, "keyid:always"));
-    if (!aki || X509_CRL_add_ext(crl.get(), aki.get(), -1) != 1) fail("cannot add the CRL's authority key identifier");
+    X509ExtPtr aki(
+        X509V3_EXT_conf_nid(nullptr, &ctx, NID_authority_key_identifier, "keyid:always"));
+    if (!aki || X509_CRL_add_ext(crl.get(), aki.get(), -1) != 1)
+        fail("cannot add the CRL's authority key identifier");
     Asn1IntegerPtr number(ASN1_INTEGER_new());
-    if (!number || ASN1_INTEGER_set_int64(number.get(), static_cast<std::int64_t>(std::time(nullptr))) != 1 ||
+    if (!number ||
+        ASN1_INTEGER_set_int64(number.get(), static_cast<std::int64_t>(std::time(nullptr))) != 1 ||
         X509_CRL_add1_ext_i2d(crl.get(), NID_crl_number, number.get(), 0, X509V3_ADD_DEFAULT) != 1)
         fail("cannot add the CRL number");
     if (X509_CRL_sign(crl.get(), ca_key, digest_for(ca_key)) <= 0) fail("cannot sign CRL");

@@ -6,8 +6,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <filesystem>
 #include <cstring>
+#include <filesystem>
 #include <thread>
 
 #include "certs/ca_dir.hpp"
@@ -46,7 +46,8 @@ void install_pair(const Config& cfg, EVP_PKEY* key, X509* cert) {
     auto cas = read_certs(cfg.tls.ca);
     if (auto err = verify_against(cert, cas); !err.empty())
         throw StartupError("the new certificate does not verify against " + cfg.tls.ca +
-                           " (tls.ca): " + err + "; nothing installed (is it from the CA in tls.ca?)");
+                           " (tls.ca): " + err +
+                           "; nothing installed (is it from the CA in tls.ca?)");
     if (!match_identity(extract_identities(cert), {cfg.node}))
         throw StartupError("the new certificate does not name this node '" + cfg.node +
                            "'; nothing installed");
@@ -105,7 +106,8 @@ std::string presented_serial(const Config& cfg, const std::string& host, std::ui
 }
 
 // Waits until the daemon's inbound listener presents `serial`.
-int confirm_live(const Config& cfg, const std::string& serial, Duration timeout, std::ostream& out) {
+int confirm_live(const Config& cfg, const std::string& serial, Duration timeout,
+                 std::ostream& out) {
     if (!cfg.inbound) {
         out << "installed; this node has no inbound listener to confirm against. The running "
                "daemon reloads by itself within 2 s (it watches its TLS files).\n";
@@ -126,8 +128,8 @@ int confirm_live(const Config& cfg, const std::string& serial, Duration timeout,
     }
     out << "NOT CONFIRMED: after " << format_duration(timeout) << " the daemon on "
         << Endpoint{host, ep.port, {}}.to_string() << " still presents "
-        << (seen.empty() ? "nothing (" + why + ")" : "serial " + seen)
-        << "; is it running with " << cfg.path << "? Its log says why a reload failed.\n";
+        << (seen.empty() ? "nothing (" + why + ")" : "serial " + seen) << "; is it running with "
+        << cfg.path << "? Its log says why a reload failed.\n";
     return 1;
 }
 
@@ -140,7 +142,8 @@ int rotate(const RotateOptions& o, std::ostream& out) {
     auto old_key = read_key(cfg.tls.key);
     auto type = key_type_of(old_key.get()).value_or(KeyType::ec_p256);
     auto key = generate_key(type);
-    auto cert = issue_node_cert(current_request(cfg), key.get(), o.days, ca.cert.get(), ca.key.get());
+    auto cert =
+        issue_node_cert(current_request(cfg), key.get(), o.days, ca.cert.get(), ca.key.get());
     install_pair(cfg, key.get(), cert.get());
     out << "rotated " << cfg.node << ": serial " << serial_hex(old_cert.get()) << " -> "
         << serial_hex(cert.get()) << " (" << o.days << " days); previous pair kept as "
@@ -163,10 +166,11 @@ int csr(const std::string& peer, const std::string& csr_path, std::ostream& out)
         std::string names = " --name " + req.name;
         for (const auto& d : req.dns) names += " --dns " + d;
         for (const auto& ip : req.ips) names += " --ip " + ip;
-        out << "new key " << next << " (stays on this node); CSR for " << cfg.node << " in " << csr_path
-            << "\n  on the CA machine: tunneld certs issue --ca DIR --csr " << csr_path << names
-            << " --out DIR\n  then bring DIR/" << cfg.node << ".crt back here and run: tunneld certs install --peer "
-            << peer << " --cert " << cfg.node << ".crt\n";
+        out << "new key " << next << " (stays on this node); CSR for " << cfg.node << " in "
+            << csr_path << "\n  on the CA machine: tunneld certs issue --ca DIR --csr " << csr_path
+            << names << " --out DIR\n  then bring DIR/" << cfg.node
+            << ".crt back here and run: tunneld certs install --peer " << peer << " --cert "
+            << cfg.node << ".crt\n";
     }
     return 0;
 }

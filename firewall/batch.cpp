@@ -34,7 +34,7 @@ constexpr std::uint32_t kTypeIpv6Addr = 8;
 
 // Accumulates netlink messages into one batch buffer.
 class Builder {
-public:
+  public:
     explicit Builder(std::uint32_t seq) : seq_(seq), buf_(4 << 20) {
         batch_ = mnl_nlmsg_batch_start(buf_.data(), buf_.size());
         nftnl_batch_begin(static_cast<char*>(mnl_nlmsg_batch_current(batch_)), seq_++);
@@ -60,7 +60,7 @@ public:
         return std::move(out_);
     }
 
-private:
+  private:
     std::uint32_t seq_;
     std::vector<char> buf_;
     mnl_nlmsg_batch* batch_;
@@ -199,7 +199,8 @@ Batch replace_table(const GuardSpec& spec, std::uint32_t first_seq) {
         for (bool v6 : {false, true}) {
             auto s = make_set(spec.table, v6, g.port, set_id);
             ids[set_name(v6, g.port)] = set_id++;
-            auto* nlh = b.header(NFT_MSG_NEWSET, NLM_F_CREATE, "create set " + set_name(v6, g.port), set_hdr);
+            auto* nlh = b.header(NFT_MSG_NEWSET, NLM_F_CREATE, "create set " + set_name(v6, g.port),
+                                 set_hdr);
             nftnl_set_nlmsg_build_payload(nlh, s.get());
             b.next();
             auto ranges = merge(v6 ? g.v6 : g.v4, v6);
@@ -218,7 +219,8 @@ Batch replace_table(const GuardSpec& spec, std::uint32_t first_seq) {
     nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_HOOKNUM, NF_INET_PRE_ROUTING);
     nftnl_chain_set_s32(c.get(), NFTNL_CHAIN_PRIO, -300);  // raw: before conntrack and DNAT
     nftnl_chain_set_u32(c.get(), NFTNL_CHAIN_POLICY, NF_ACCEPT);
-    auto* nlh = b.header(NFT_MSG_NEWCHAIN, NLM_F_CREATE, "create chain guard (prerouting, priority raw)", chain_hdr);
+    auto* nlh = b.header(NFT_MSG_NEWCHAIN, NLM_F_CREATE,
+                         "create chain guard (prerouting, priority raw)", chain_hdr);
     nftnl_chain_nlmsg_build_payload(nlh, c.get());
     b.next();
 
@@ -244,7 +246,8 @@ Batch replace_table(const GuardSpec& spec, std::uint32_t first_seq) {
             nftnl_expr_set_u32(lookup, NFTNL_EXPR_LOOKUP_SET_ID, ids[set_name(v6, g.port)]);
             nftnl_rule_add_expr(r.get(), lookup);
             verdict(r.get(), NF_ACCEPT);
-            emit_rule(b, r.get(), "rule: port " + std::to_string(g.port) + " accept @" + set_name(v6, g.port));
+            emit_rule(b, r.get(),
+                      "rule: port " + std::to_string(g.port) + " accept @" + set_name(v6, g.port));
         }
         auto r = rule(spec.table);
         tcp_dport(r.get(), g.port);
@@ -265,7 +268,8 @@ Batch replace_elements(const GuardSpec& spec, std::uint32_t first_seq) {
         for (bool v6 : {false, true}) {
             auto s = make_set(spec.table, v6, g.port, 0);
             nftnl_set_unset(s.get(), NFTNL_SET_ID);
-            auto* nlh = b.header(NFT_MSG_DELSETELEM, 0, "flush set " + set_name(v6, g.port), set_hdr);
+            auto* nlh =
+                b.header(NFT_MSG_DELSETELEM, 0, "flush set " + set_name(v6, g.port), set_hdr);
             nftnl_set_elems_nlmsg_build_payload(nlh, s.get());  // no elements: flush
             b.next();
             auto ranges = merge(v6 ? g.v6 : g.v4, v6);

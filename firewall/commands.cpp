@@ -11,12 +11,14 @@ namespace {
 Config load(const std::string& peer) {
     auto cfg = load_config(peer);
     if (!cfg.firewall)
-        throw StartupError(peer + ": no 'firewall:' block; add one (see configs/) to guard the ports");
+        throw StartupError(peer +
+                           ": no 'firewall:' block; add one (see configs/) to guard the ports");
     return cfg;
 }
 
 void report_resolution(const Guard& g, std::ostream& out) {
-    for (const auto& e : g.resolve_errors()) out << "warn  peer address not resolved: " << e << "\n";
+    for (const auto& e : g.resolve_errors())
+        out << "warn  peer address not resolved: " << e << "\n";
 }
 
 }  // namespace
@@ -32,7 +34,8 @@ int show(const std::string& peer, std::ostream& out) {
         << describe(spec);
     if (present)
         for (const auto& [port, c] : read_drop_counters(spec.table))
-            out << "  drops to " << port << ": " << c.packets << " packets, " << c.bytes << " bytes\n";
+            out << "  drops to " << port << ": " << c.packets << " packets, " << c.bytes
+                << " bytes\n";
     return present ? 0 : 1;
 }
 
@@ -53,8 +56,9 @@ int apply(const std::string& peer, std::ostream& out) {
 std::vector<CheckLine> check_lines(const Config& cfg) {
     std::vector<CheckLine> lines;
     if (!cfg.firewall) {
-        lines.push_back({CheckLine::warn, "firewall: no 'firewall:' block; ports are guarded only by your cloud "
-                                          "firewall (and Docker's published ports bypass ufw/INPUT rules)"});
+        lines.push_back({CheckLine::warn,
+                         "firewall: no 'firewall:' block; ports are guarded only by your cloud "
+                         "firewall (and Docker's published ports bypass ufw/INPUT rules)"});
         return lines;
     }
     if (!cfg.firewall->enabled) {
@@ -64,18 +68,24 @@ std::vector<CheckLine> check_lines(const Config& cfg) {
     std::vector<std::string> errors;
     auto spec = make_spec(cfg, resolve_peers(cfg, errors));
     for (const auto& e : errors)
-        lines.push_back({CheckLine::warn, "firewall: peer address not resolved (its packets would be dropped): " + e});
+        lines.push_back(
+            {CheckLine::warn,
+             "firewall: peer address not resolved (its packets would be dropped): " + e});
     for (const auto& g : spec.ports)
         if (g.v4.empty() && g.v6.empty())
-            lines.push_back({CheckLine::ok, "firewall: port " + std::to_string(g.port) + " open to loopback only"});
+            lines.push_back({CheckLine::ok, "firewall: port " + std::to_string(g.port) +
+                                                " open to loopback only"});
         else
-            lines.push_back({CheckLine::ok, "firewall: port " + std::to_string(g.port) + " open to " +
-                                                std::to_string(g.v4.size() + g.v6.size()) +
-                                                " prefix(es) and loopback; see tunneld firewall show"});
+            lines.push_back(
+                {CheckLine::ok, "firewall: port " + std::to_string(g.port) + " open to " +
+                                    std::to_string(g.v4.size() + g.v6.size()) +
+                                    " prefix(es) and loopback; see tunneld firewall show"});
     try {
         bool present = table_exists(spec.table);
-        lines.push_back({CheckLine::ok, "firewall: nf_tables usable; table inet " + spec.table +
-                                            (present ? " is applied" : " not applied yet (the daemon applies it at start)")});
+        lines.push_back(
+            {CheckLine::ok,
+             "firewall: nf_tables usable; table inet " + spec.table +
+                 (present ? " is applied" : " not applied yet (the daemon applies it at start)")});
     } catch (const StartupError& e) {
         lines.push_back({CheckLine::fail, e.what()});
     }

@@ -16,7 +16,7 @@ namespace {
 using AddrinfoPtr = std::unique_ptr<addrinfo, CFree<addrinfo, freeaddrinfo>>;
 
 class SystemResolver final : public Resolver {
-public:
+  public:
     std::vector<Prefix> resolve(const std::string& host, std::string& error) override {
         addrinfo hints{};
         hints.ai_socktype = SOCK_STREAM;
@@ -46,7 +46,7 @@ public:
 };
 
 class KernelNetlink final : public Netlink {
-public:
+  public:
     void commit(const Batch& batch) override { firewall::commit(batch); }
     bool table_exists(const std::string& table) override { return firewall::table_exists(table); }
 };
@@ -69,7 +69,8 @@ Netlink& kernel_netlink() {
     return n;
 }
 
-std::vector<Prefix> resolve_peers(const Config& cfg, std::vector<std::string>& errors, Resolver& resolver) {
+std::vector<Prefix> resolve_peers(const Config& cfg, std::vector<std::string>& errors,
+                                  Resolver& resolver) {
     std::vector<Prefix> out;
     for (const auto& peer : cfg.peers) {
         std::string error;
@@ -93,7 +94,8 @@ std::vector<Prefix> Guard::resolve(std::map<std::string, std::vector<Prefix>>& k
             auto last = known_.find(host);
             resolve_errors_.push_back(error.empty() ? host + ": no address" : error);
             if (last != known_.end()) {
-                resolve_errors_.back() += "; keeping its last known address(es) " + join(last->second);
+                resolve_errors_.back() +=
+                    "; keeping its last known address(es) " + join(last->second);
                 found = last->second;
             }
         } else {
@@ -139,7 +141,9 @@ bool Guard::heal() {
 
 void Guard::reapply() { netlink_.commit(replace_table(spec_, next_seq(1000))); }
 
-void Guard::remove() { netlink_.commit(delete_table(cfg_.firewall ? cfg_.firewall->table : "tunneld", next_seq(2))); }
+void Guard::remove() {
+    netlink_.commit(delete_table(cfg_.firewall ? cfg_.firewall->table : "tunneld", next_seq(2)));
+}
 
 std::string describe(const GuardSpec& spec) {
     std::string out;

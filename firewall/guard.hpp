@@ -17,7 +17,7 @@ namespace tunneld::firewall {
 
 // Name resolution (A and AAAA) of one host.
 class Resolver {
-public:
+  public:
     virtual ~Resolver() = default;
     // The host's addresses; on failure an empty list and `error` set
     // ("primary.example.net: Name or service not known").
@@ -34,7 +34,7 @@ std::vector<Prefix> resolve_peers(const Config& cfg, std::vector<std::string>& e
 
 // The kernel's nf_tables.
 class Netlink {
-public:
+  public:
     virtual ~Netlink() = default;
     // Sends the batch; returns once the kernel acknowledged every message.
     // Throws StartupError otherwise (the kernel then applied none of it).
@@ -45,8 +45,9 @@ public:
 Netlink& kernel_netlink();
 
 class Guard {
-public:
-    explicit Guard(const Config& cfg, Resolver& resolver = system_resolver(), Netlink& netlink = kernel_netlink())
+  public:
+    explicit Guard(const Config& cfg, Resolver& resolver = system_resolver(),
+                   Netlink& netlink = kernel_netlink())
         : cfg_(cfg), resolver_(resolver), netlink_(netlink) {}
 
     // Resolves the peers, then replaces the whole table in one transaction.
@@ -77,7 +78,7 @@ public:
     const std::vector<std::string>& resolve_errors() const { return resolve_errors_; }
     std::uint64_t resolve_failures() const { return resolve_failures_; }
 
-private:
+  private:
     // Resolves every peer, falling back to the last known addresses of those
     // that fail. Fills `known` with the result per host; records nothing else.
     std::vector<Prefix> resolve(std::map<std::string, std::vector<Prefix>>& known);
@@ -85,9 +86,9 @@ private:
     const Config& cfg_;
     Resolver& resolver_;
     Netlink& netlink_;
-    GuardSpec spec_;                                     // as acknowledged by the kernel
-    std::vector<Prefix> peers_;                          // the peer addresses in spec_
-    std::map<std::string, std::vector<Prefix>> known_;   // last good lookup per host
+    GuardSpec spec_;                                    // as acknowledged by the kernel
+    std::vector<Prefix> peers_;                         // the peer addresses in spec_
+    std::map<std::string, std::vector<Prefix>> known_;  // last good lookup per host
     std::vector<std::string> resolve_errors_;
     std::uint64_t resolve_failures_ = 0;
 };

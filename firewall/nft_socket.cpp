@@ -1,10 +1,5 @@
 #include "firewall/nft_socket.hpp"
 
-#include <charconv>
-#include <fstream>
-#include <algorithm>
-#include <mutex>
-#include <deque>
 #include <arpa/inet.h>
 #include <libmnl/libmnl.h>
 #include <libnftnl/expr.h>
@@ -17,6 +12,11 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
+#include <algorithm>
+#include <charconv>
+#include <deque>
+#include <fstream>
+#include <mutex>
 
 #include <atomic>
 #include <cerrno>
@@ -41,16 +41,21 @@ bool bounding_set_has_net_admin() {
     std::ifstream status("/proc/self/status");
     std::string line;
     while (std::getline(status, line))
-        if (line.rfind("CapBnd:", 0) == 0) return (std::stoull(line.substr(7), nullptr, 16) >> 12) & 1;
+        if (line.rfind("CapBnd:", 0) == 0)
+            return (std::stoull(line.substr(7), nullptr, 16) >> 12) & 1;
     return true;
 }
 
 std::string privilege_hint(int err) {
     if ((err == EPERM || err == EACCES) && !bounding_set_has_net_admin())
-        return " (changing nftables needs CAP_NET_ADMIN, and this process's bounding set (CapBnd in "
-               "/proc/self/status) does not contain it: the container or VPS this runs in does not grant it, "
-               "and nothing inside can add it. Ask the provider / container config to keep CAP_NET_ADMIN "
-               "(LXC: lxc.cap.keep; systemd-nspawn: --capability=CAP_NET_ADMIN), or set firewall.enabled: "
+        return " (changing nftables needs CAP_NET_ADMIN, and this process's bounding set (CapBnd "
+               "in "
+               "/proc/self/status) does not contain it: the container or VPS this runs in does not "
+               "grant it, "
+               "and nothing inside can add it. Ask the provider / container config to keep "
+               "CAP_NET_ADMIN "
+               "(LXC: lxc.cap.keep; systemd-nspawn: --capability=CAP_NET_ADMIN), or set "
+               "firewall.enabled: "
                "false and guard the ports elsewhere)";
     if (err == EPERM || err == EACCES)
         return " (changing nftables needs CAP_NET_ADMIN: run tunneld as root, or give it "
@@ -80,11 +85,13 @@ void receive(mnl_socket* nl, OnMessage on_message) {
         ssize_t n = mnl_socket_recvfrom(nl, buf.data(), buf.size());
         if (n < 0) {
             int err = errno;
-            throw StartupError(std::string("firewall: no answer from nf_tables: ") + std::strerror(err));
+            throw StartupError(std::string("firewall: no answer from nf_tables: ") +
+                               std::strerror(err));
         }
         auto* nlh = reinterpret_cast<const nlmsghdr*>(buf.data());
         int len = static_cast<int>(n);
-        while (len >= static_cast<int>(sizeof(nlmsghdr)) && nlh->nlmsg_len <= static_cast<std::uint32_t>(len) &&
+        while (len >= static_cast<int>(sizeof(nlmsghdr)) &&
+               nlh->nlmsg_len <= static_cast<std::uint32_t>(len) &&
                mnl_nlmsg_ok(nlh, len)) {  // see parse_table_events for why the first two checks
             if (!on_message(nlh)) return;
             nlh = mnl_nlmsg_next(nlh, &len);
@@ -106,7 +113,7 @@ namespace {
 // which (unlike the pid it reports) is the same inside a PID namespace and on
 // every thread, so this is how our own transactions are recognised.
 class OwnPorts {
-public:
+  public:
     void add(std::uint32_t port) {
         std::lock_guard lock(mutex_);
         ports_.push_back(port);
@@ -117,7 +124,7 @@ public:
         return std::find(ports_.begin(), ports_.end(), port) != ports_.end();
     }
 
-private:
+  private:
     std::mutex mutex_;
     std::deque<std::uint32_t> ports_;
 };
@@ -131,11 +138,12 @@ OwnPorts& own_ports() {
 
 void commit(const Batch& batch) {
     auto nl = open_socket();
-    own_ports().add(mnl_socket_get_portid(nl.get()));  // before sending: its events may be read at once
+    own_ports().add(
+        mnl_socket_get_portid(nl.get()));  // before sending: its events may be read at once
     if (mnl_socket_sendto(nl.get(), batch.bytes.data(), batch.bytes.size()) < 0) {
         int err = errno;
-        throw StartupError(std::string("firewall: cannot send to nf_tables: ") + std::strerror(err) +
-                           privilege_hint(err));
+        throw StartupError(std::string("firewall: cannot send to nf_tables: ") +
+                           std::strerror(err) + privilege_hint(err));
     }
     std::size_t pending = batch.acked.size();
     receive(nl.get(), [&](const nlmsghdr* nlh) {
@@ -144,7 +152,8 @@ void commit(const Batch& batch) {
         auto it = batch.acked.find(nlh->nlmsg_seq);
         if (err->error != 0) {
             int e = -err->error;
-            std::string what = it != batch.acked.end() ? it->second : "message " + std::to_string(nlh->nlmsg_seq);
+            std::string what =
+                it != batch.acked.end() ? it->second : "message " + std::to_string(nlh->nlmsg_seq);
             throw StartupError("firewall: nf_tables refused '" + what + "': " + std::strerror(e) +
                                privilege_hint(e) + "; nothing was changed");
         }
@@ -158,7 +167,8 @@ std::map<std::uint16_t, DropCounter> read_drop_counters(const std::string& table
     auto nl = open_socket();
     std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
     std::uint32_t seq = next_seq(1);
-    nlmsghdr* nlh = nftnl_rule_nlmsg_build_hdr(buf.data(), NFT_MSG_GETRULE, NFPROTO_INET, NLM_F_DUMP, seq);
+    nlmsghdr* nlh =
+        nftnl_rule_nlmsg_build_hdr(buf.data(), NFT_MSG_GETRULE, NFPROTO_INET, NLM_F_DUMP, seq);
     RulePtr filter(nftnl_rule_alloc());
     nftnl_rule_set_str(filter.get(), NFTNL_RULE_TABLE, table.c_str());
     nftnl_rule_nlmsg_build_payload(nlh, filter.get());
@@ -172,7 +182,8 @@ std::map<std::uint16_t, DropCounter> read_drop_counters(const std::string& table
         if (m->nlmsg_type == NLMSG_ERROR) {
             int e = -static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(m))->error;
             if (e == ENOENT || e == 0) return false;  // no such table: no counters
-            throw StartupError(std::string("firewall: cannot list rules: ") + std::strerror(e) + privilege_hint(e));
+            throw StartupError(std::string("firewall: cannot list rules: ") + std::strerror(e) +
+                               privilege_hint(e));
         }
         RulePtr r(nftnl_rule_alloc());
         if (nftnl_rule_nlmsg_parse(m, r.get()) < 0) return true;
@@ -186,7 +197,8 @@ std::map<std::uint16_t, DropCounter> read_drop_counters(const std::string& table
             auto* p = static_cast<const unsigned char*>(udata);
             if (len > 2 && p[0] == NFTNL_UDATA_RULE_COMMENT)
                 comment.assign(reinterpret_cast<const char*>(p + 2),
-                               strnlen(reinterpret_cast<const char*>(p + 2), std::min<std::size_t>(p[1], len - 2)));
+                               strnlen(reinterpret_cast<const char*>(p + 2),
+                                       std::min<std::size_t>(p[1], len - 2)));
         }
         const std::string prefix = "tunneld: drop ";
         if (comment.rfind(prefix, 0) != 0) return true;
@@ -195,7 +207,8 @@ std::map<std::uint16_t, DropCounter> read_drop_counters(const std::string& table
         unsigned port = 0;
         auto digits = comment.substr(prefix.size());
         auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
-        if (ec != std::errc() || end != digits.data() + digits.size() || port == 0 || port > 65535) return true;
+        if (ec != std::errc() || end != digits.data() + digits.size() || port == 0 || port > 65535)
+            return true;
         nftnl_expr_iter* it = nftnl_expr_iter_create(r.get());
         while (nftnl_expr* e = nftnl_expr_iter_next(it)) {
             if (std::string(nftnl_expr_get_str(e, NFTNL_EXPR_NAME)) == "counter") {
@@ -209,15 +222,17 @@ std::map<std::uint16_t, DropCounter> read_drop_counters(const std::string& table
     return out;
 }
 
-TableEvents::TableEvents(std::string table) : table_(std::move(table)), nl_(mnl_socket_open2(NETLINK_NETFILTER, SOCK_NONBLOCK | SOCK_CLOEXEC)) {
+TableEvents::TableEvents(std::string table)
+    : table_(std::move(table)),
+      nl_(mnl_socket_open2(NETLINK_NETFILTER, SOCK_NONBLOCK | SOCK_CLOEXEC)) {
     int group = NFNLGRP_NFTABLES;
     int rcvbuf = 1 << 20;
     if (!nl_ || mnl_socket_bind(nl_, 0, MNL_SOCKET_AUTOPID) < 0 ||
         mnl_socket_setsockopt(nl_, NETLINK_ADD_MEMBERSHIP, &group, sizeof group) < 0) {
         int err = errno;
         if (nl_) mnl_socket_close(nl_);
-        throw StartupError(std::string("firewall: cannot subscribe to nf_tables events: ") + std::strerror(err) +
-                           privilege_hint(err));
+        throw StartupError(std::string("firewall: cannot subscribe to nf_tables events: ") +
+                           std::strerror(err) + privilege_hint(err));
     }
     setsockopt(mnl_socket_get_fd(nl_), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
 }
@@ -242,30 +257,38 @@ std::vector<TableEvents::Change> TableEvents::read() {
             if (errno == EINTR) continue;
             return changes;  // EAGAIN: all read
         }
-        parse_table_events(buf.data(), static_cast<std::size_t>(n), table_, touched_,
-                           [](std::uint32_t port) { return own_ports().contains(port); }, changes);
+        parse_table_events(
+            buf.data(), static_cast<std::size_t>(n), table_, touched_,
+            [](std::uint32_t port) { return own_ports().contains(port); }, changes);
     }
 }
 
 void parse_table_events(const void* data, std::size_t size, const std::string& table, bool& touched,
-                        const std::function<bool(std::uint32_t)>& own, std::vector<TableEvents::Change>& out) {
+                        const std::function<bool(std::uint32_t)>& own,
+                        std::vector<TableEvents::Change>& out) {
     auto* nlh = static_cast<const nlmsghdr*>(data);
     int len = static_cast<int>(std::min<std::size_t>(size, INT32_MAX));
     // mnl_nlmsg_ok compares (int)nlmsg_len: a length of 2^31 or more passes it and
     // mnl_nlmsg_next then jumps outside the buffer (found by fuzz_nft_events).
-    auto fits = [&] { return len >= static_cast<int>(sizeof(nlmsghdr)) && nlh->nlmsg_len <= static_cast<std::uint32_t>(len); };
+    auto fits = [&] {
+        return len >= static_cast<int>(sizeof(nlmsghdr)) &&
+               nlh->nlmsg_len <= static_cast<std::uint32_t>(len);
+    };
     for (; fits() && mnl_nlmsg_ok(nlh, len); nlh = mnl_nlmsg_next(nlh, &len)) {
         if ((nlh->nlmsg_type >> 8) != NFNL_SUBSYS_NFTABLES) continue;
-        if (nlh->nlmsg_len < MNL_NLMSG_HDRLEN + MNL_ALIGN(sizeof(nfgenmsg))) continue;  // too short for its header
+        if (nlh->nlmsg_len < MNL_NLMSG_HDRLEN + MNL_ALIGN(sizeof(nfgenmsg)))
+            continue;  // too short for its header
         int type = nlh->nlmsg_type & 0xff;
         auto* gen = static_cast<const nfgenmsg*>(mnl_nlmsg_get_payload(nlh));
-        auto* attr = static_cast<const nlattr*>(mnl_nlmsg_get_payload_offset(nlh, sizeof(nfgenmsg)));
+        auto* attr =
+            static_cast<const nlattr*>(mnl_nlmsg_get_payload_offset(nlh, sizeof(nfgenmsg)));
         auto* tail = static_cast<const char*>(mnl_nlmsg_get_payload_tail(nlh));
         auto room = [&] { return static_cast<int>(tail - reinterpret_cast<const char*>(attr)); };
         if (type == NFT_MSG_NEWGEN) {  // the end of one transaction
             TableEvents::Change c;
             for (; mnl_attr_ok(attr, room()); attr = mnl_attr_next(attr)) {
-                if (mnl_attr_get_type(attr) == NFTA_GEN_PROC_PID && mnl_attr_get_payload_len(attr) >= 4)
+                if (mnl_attr_get_type(attr) == NFTA_GEN_PROC_PID &&
+                    mnl_attr_get_payload_len(attr) >= 4)
                     c.pid = ntohl(mnl_attr_get_u32(attr));
                 if (mnl_attr_get_type(attr) == NFTA_GEN_PROC_NAME)
                     c.process.assign(static_cast<const char*>(mnl_attr_get_payload(attr)),
@@ -292,18 +315,21 @@ bool table_exists(const std::string& table) {
     auto nl = open_socket();
     std::vector<char> buf(MNL_SOCKET_BUFFER_SIZE);
     std::uint32_t seq = next_seq(1);
-    nlmsghdr* nlh = nftnl_table_nlmsg_build_hdr(buf.data(), NFT_MSG_GETTABLE, NFPROTO_INET, NLM_F_ACK, seq);
+    nlmsghdr* nlh =
+        nftnl_table_nlmsg_build_hdr(buf.data(), NFT_MSG_GETTABLE, NFPROTO_INET, NLM_F_ACK, seq);
     mnl_attr_put_strz(nlh, NFTA_TABLE_NAME, table.c_str());
     if (mnl_socket_sendto(nl.get(), nlh, nlh->nlmsg_len) < 0) {
         int err = errno;
-        throw StartupError(std::string("firewall: cannot query nf_tables: ") + std::strerror(err) + privilege_hint(err));
+        throw StartupError(std::string("firewall: cannot query nf_tables: ") + std::strerror(err) +
+                           privilege_hint(err));
     }
     bool exists = false;
     receive(nl.get(), [&](const nlmsghdr* m) {
         if (m->nlmsg_type == NLMSG_ERROR) {
             int e = -static_cast<const nlmsgerr*>(mnl_nlmsg_get_payload(m))->error;
             if (e != 0 && e != ENOENT)
-                throw StartupError(std::string("firewall: cannot query nf_tables: ") + std::strerror(e) + privilege_hint(e));
+                throw StartupError(std::string("firewall: cannot query nf_tables: ") +
+                                   std::strerror(e) + privilege_hint(e));
             return false;
         }
         exists = true;

@@ -66,7 +66,8 @@ class TableEvents {
 // `own(port id)` says it was not ours. Bytes from the kernel, but parsed
 // defensively (fuzzed): malformed messages are skipped.
 void parse_table_events(const void* data, std::size_t size, const std::string& table, bool& touched,
-                        const std::function<bool(std::uint32_t)>& own, std::vector<TableEvents::Change>& out);
+                        const std::function<bool(std::uint32_t)>& own,
+                        std::vector<TableEvents::Change>& out);
 
 // A sequence number for the next batch (unique within this process).
 std::uint32_t next_seq(std::uint32_t messages);

@@ -1,6 +1,5 @@
 #include "firewall/spec.hpp"
 
-
 #include <algorithm>
 #include <map>
 
@@ -27,10 +26,12 @@ std::vector<Interval> merge(const std::vector<Prefix>& prefixes, bool v6) {
         Interval r;
         r.first = p.addr;
         r.last = p.addr;
-        for (int bit = p.length; bit < static_cast<int>(n * 8); ++bit) r.last[bit / 8] |= 0x80 >> (bit % 8);
+        for (int bit = p.length; bit < static_cast<int>(n * 8); ++bit)
+            r.last[bit / 8] |= 0x80 >> (bit % 8);
         ranges.push_back(r);
     }
-    std::sort(ranges.begin(), ranges.end(), [](const Interval& a, const Interval& b) { return a.first < b.first; });
+    std::sort(ranges.begin(), ranges.end(),
+              [](const Interval& a, const Interval& b) { return a.first < b.first; });
     std::vector<Interval> out;
     for (const auto& r : ranges) {
         if (!out.empty()) {
@@ -49,7 +50,8 @@ std::vector<Interval> merge(const std::vector<Prefix>& prefixes, bool v6) {
 GuardSpec make_spec(const Config& cfg, const std::vector<Prefix>& peer_addresses) {
     GuardSpec spec;
     spec.table = cfg.firewall ? cfg.firewall->table : "tunneld";
-    std::map<std::uint16_t, std::pair<bool, std::vector<std::string>>> wanted;  // port -> (peers, prefixes)
+    std::map<std::uint16_t, std::pair<bool, std::vector<std::string>>>
+        wanted;  // port -> (peers, prefixes)
     if (cfg.firewall)
         for (const auto& p : cfg.firewall->protect) wanted[p.port] = {p.peers, p.prefixes};
     if (cfg.inbound)

@@ -1,5 +1,5 @@
-#include "tunneld/spawn.hpp"
 #include "tunneld/backend_monitor.hpp"
+#include "tunneld/spawn.hpp"
 
 #include <spdlog/spdlog.h>
 

@@ -16,7 +16,7 @@ namespace tunneld {
 class PostgresCheck;
 
 class BackendMonitor {
-public:
+  public:
     // Publishes every result to `out`. Nothing runs until start().
     BackendMonitor(const Config& cfg, boost::asio::io_context& io, Latest<BackendState>& out);
     ~BackendMonitor();
@@ -27,7 +27,7 @@ public:
     void start();
     void stop();
 
-private:
+  private:
     boost::asio::awaitable<void> loop();
     boost::asio::awaitable<BackendState> check_once();
     void log_changes(const BackendState& before, const BackendState& now) const;

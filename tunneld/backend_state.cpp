@@ -27,7 +27,9 @@ T field(const json::object& o, std::string_view key, T fallback) {
 }  // namespace
 
 json::value to_json(const BackendState& s) {
-    json::object o{{"checked", s.checked}, {"checked_at", s.checked_at}, {"reachable", s.reachable},
+    json::object o{{"checked", s.checked},
+                   {"checked_at", s.checked_at},
+                   {"reachable", s.reachable},
                    {"error", s.error}};
     if (s.postgres) {
         const auto& p = *s.postgres;
@@ -81,7 +83,8 @@ std::optional<std::uint64_t> parse_lsn(std::string_view text) {
         auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), out, 16);
         return ec == std::errc() && end == part.data() + part.size();
     };
-    if (!parse(text.substr(0, slash), hi) || !parse(text.substr(slash + 1), lo)) return std::nullopt;
+    if (!parse(text.substr(0, slash), hi) || !parse(text.substr(slash + 1), lo))
+        return std::nullopt;
     return (static_cast<std::uint64_t>(hi) << 32) | lo;
 }
 

@@ -13,24 +13,25 @@
 namespace tunneld {
 
 struct PostgresState {
-    bool up = false;                // connected and answered the status query
-    std::string error;              // why not, when !up
-    bool answered = false;          // the server took the connection (then maybe refused us:
-                                    // unknown role, pg_hba); error then starts "health.postgres: "
-    bool in_recovery = false;       // a standby
-    std::string current_lsn;        // primary: pg_current_wal_lsn()
-    std::string receive_lsn;        // standby: pg_last_wal_receive_lsn()
-    std::string replay_lsn;         // standby: pg_last_wal_replay_lsn()
-    std::string receiver_status;    // standby: pg_stat_wal_receiver.status ("streaming"), "" if none
-    bool replay_paused = false;     // standby: pg_is_wal_replay_paused()
-    double replay_delay_seconds = 0;  // standby: age of the last replayed transaction while behind, else 0
+    bool up = false;              // connected and answered the status query
+    std::string error;            // why not, when !up
+    bool answered = false;        // the server took the connection (then maybe refused us:
+                                  // unknown role, pg_hba); error then starts "health.postgres: "
+    bool in_recovery = false;     // a standby
+    std::string current_lsn;      // primary: pg_current_wal_lsn()
+    std::string receive_lsn;      // standby: pg_last_wal_receive_lsn()
+    std::string replay_lsn;       // standby: pg_last_wal_replay_lsn()
+    std::string receiver_status;  // standby: pg_stat_wal_receiver.status ("streaming"), "" if none
+    bool replay_paused = false;   // standby: pg_is_wal_replay_paused()
+    double replay_delay_seconds =
+        0;  // standby: age of the last replayed transaction while behind, else 0
 };
 
 struct BackendState {
-    bool checked = false;        // a first check has finished
-    std::int64_t checked_at = 0; // unix seconds
-    bool reachable = false;      // accepts connections (inbound.backend, or postgres when no inbound)
-    std::string error;           // why not, when !reachable
+    bool checked = false;         // a first check has finished
+    std::int64_t checked_at = 0;  // unix seconds
+    bool reachable = false;  // accepts connections (inbound.backend, or postgres when no inbound)
+    std::string error;       // why not, when !reachable
     std::optional<PostgresState> postgres;  // when health.postgres is set
 };
 
@@ -45,7 +46,7 @@ std::optional<std::uint64_t> parse_lsn(std::string_view text);
 // The latest value of T, set by one thread and read by others.
 template <class T>
 class Latest {
-public:
+  public:
     void set(T v) {
         std::lock_guard lock(mutex_);
         value_ = std::move(v);
@@ -55,7 +56,7 @@ public:
         return value_;
     }
 
-private:
+  private:
     mutable std::mutex mutex_;
     T value_{};
 };

@@ -1,5 +1,9 @@
 #include "tunneld/check.hpp"
 
+#include <grp.h>
+#include <pwd.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -7,10 +11,6 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
-#include <grp.h>
-#include <pwd.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <boost/json.hpp>
 #include <vector>
@@ -49,26 +49,32 @@ void check_reachability(const Config& cfg, Report& report) {
     };
     std::vector<Target> targets;
     if (cfg.inbound) targets.push_back({"backend (inbound.backend)", cfg.inbound->backend});
-    for (const auto& p : cfg.peers) targets.push_back({"peer " + p.name + " (peers[].connect)", p.connect});
+    for (const auto& p : cfg.peers)
+        targets.push_back({"peer " + p.name + " (peers[].connect)", p.connect});
     for (auto& t : targets) {
-        asio::co_spawn(io, [&t, &io, timeout = cfg.timeouts.connect]() -> asio::awaitable<void> {
-            if (t.ep.is_unix()) {
-                asio::local::stream_protocol::socket s(io);
-                t.result = co_await dial(s, t.ep.unix_path, timeout);
-            } else {
-                asio::ip::tcp::socket s(io);
-                t.result = co_await dial(s, t.ep, timeout);
-            }
-        }, asio::detached);
+        asio::co_spawn(
+            io,
+            [&t, &io, timeout = cfg.timeouts.connect]() -> asio::awaitable<void> {
+                if (t.ep.is_unix()) {
+                    asio::local::stream_protocol::socket s(io);
+                    t.result = co_await dial(s, t.ep.unix_path, timeout);
+                } else {
+                    asio::ip::tcp::socket s(io);
+                    t.result = co_await dial(s, t.ep, timeout);
+                }
+            },
+            asio::detached);
     }
     io.run();
     for (auto& t : targets) {
-        if (t.result.empty()) report.ok(t.label + " " + t.ep.to_string() + " accepts connections");
+        if (t.result.empty())
+            report.ok(t.label + " " + t.ep.to_string() + " accepts connections");
         else if (t.label.rfind("peer ", 0) == 0)  // on a first install the other host is not up yet
             report.warn(t.label + " " + t.ep.to_string() + " not reachable yet (" + t.result +
                         "): fine while the other host is not set up; the probe keeps trying");
         else  // tunneld runs without it (a new standby's postgres comes after its base backup)
-            report.warn(t.label + " " + t.ep.to_string() + " not accepting connections yet (" + t.result +
+            report.warn(t.label + " " + t.ep.to_string() + " not accepting connections yet (" +
+                        t.result +
                         "): fine until postgres is set up; /health reports it meanwhile");
     }
 }
@@ -86,17 +92,19 @@ void check_listen_addresses(const Config& cfg, const std::string& config_path, R
         auto owner = listen_address_taken(ep);
         if (!owner) continue;
         auto absolute = std::filesystem::absolute(config_path).lexically_normal().string();
-        bool ours = owner->command == "tunneld" && (owner->cmdline.find(" " + config_path) != std::string::npos ||
-                                                    owner->cmdline.find(" " + absolute) != std::string::npos);
+        bool ours = owner->command == "tunneld" &&
+                    (owner->cmdline.find(" " + config_path) != std::string::npos ||
+                     owner->cmdline.find(" " + absolute) != std::string::npos);
         if (ours) {
             report.ok(key + " " + ep.to_string() + " is held by this node's running tunneld (pid " +
                       std::to_string(owner->pid) + ")");
             continue;
         }
-        std::string who = owner->pid ? owner->command + " (pid " + std::to_string(owner->pid) + ": " +
-                                           owner->cmdline + ")"
+        std::string who = owner->pid ? owner->command + " (pid " + std::to_string(owner->pid) +
+                                           ": " + owner->cmdline + ")"
                                      : std::string("another process (not visible to this user)");
-        report.fail(key + " " + ep.to_string() + " is already in use by " + who + "; choose another address");
+        report.fail(key + " " + ep.to_string() + " is already in use by " + who +
+                    "; choose another address");
     }
 }
 
@@ -104,8 +112,10 @@ PostgresState query_postgres_here(const Config& cfg) {
     boost::asio::io_context io;
     PostgresCheck pg(io.get_executor(), cfg.health.postgres);
     PostgresState st;
-    boost::asio::co_spawn(io, [&]() -> boost::asio::awaitable<void> { st = co_await pg.run(cfg.health.check_timeout); },
-                          boost::asio::detached);
+    boost::asio::co_spawn(
+        io,
+        [&]() -> boost::asio::awaitable<void> { st = co_await pg.run(cfg.health.check_timeout); },
+        boost::asio::detached);
     io.run();
     return st;
 }
@@ -130,7 +140,9 @@ PostgresState query_postgres(const Config& cfg, std::optional<uid_t> daemon_uid)
     }
     if (pid == 0) {
         ::close(fds[0]);
-        if (::initgroups(user.c_str(), gid) != 0 || ::setgid(gid) != 0 || ::setuid(*daemon_uid) != 0) _exit(2);
+        if (::initgroups(user.c_str(), gid) != 0 || ::setgid(gid) != 0 ||
+            ::setuid(*daemon_uid) != 0)
+            _exit(2);
         BackendState b;
         b.postgres = query_postgres_here(cfg);
         auto text = boost::json::serialize(to_json(b));
@@ -144,7 +156,8 @@ PostgresState query_postgres(const Config& cfg, std::optional<uid_t> daemon_uid)
     ::close(fds[1]);
     std::string text;
     char buf[4096];
-    for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) text.append(buf, static_cast<std::size_t>(n));
+    for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;)
+        text.append(buf, static_cast<std::size_t>(n));
     ::close(fds[0]);
     int status = 0;
     ::waitpid(pid, &status, 0);
@@ -165,9 +178,12 @@ void check_health(const Config& cfg, Report& report, std::optional<uid_t> daemon
         return;
     }
     std::string where;
-    for (const auto& l : cfg.health.listen) where += (where.empty() ? "http://" : ", http://") + l.to_string() + "/";
+    for (const auto& l : cfg.health.listen)
+        where += (where.empty() ? "http://" : ", http://") + l.to_string() + "/";
     if (where.empty())
-        report.ok("health endpoint: no TCP listener (set health.listen, e.g. 127.0.0.1:8766, for monitors)");
+        report.ok(
+            "health endpoint: no TCP listener (set health.listen, e.g. 127.0.0.1:8766, for "
+            "monitors)");
     else
         report.ok("health endpoint on " + where);
     if (cfg.health.postgres.empty()) {
@@ -181,9 +197,11 @@ void check_health(const Config& cfg, Report& report, std::optional<uid_t> daemon
         return;
     }
     std::string role = st.in_recovery ? "a standby (WAL receiver " +
-                                            (st.receiver_status.empty() ? std::string("not running or not visible: "
-                                                                                      "GRANT pg_monitor to this role")
-                                                                        : st.receiver_status) + ")"
+                                            (st.receiver_status.empty()
+                                                 ? std::string("not running or not visible: "
+                                                               "GRANT pg_monitor to this role")
+                                                 : st.receiver_status) +
+                                            ")"
                                       : "the primary";
     report.ok("health.postgres answers: postgres is " + role);
 }
@@ -250,15 +268,20 @@ int run_check(const std::string& config_path, std::ostream& out, const ExtraChec
     if (files_ok) {
         try {
             auto m = load_tls_material(cfg.tls, cfg.node, 1);
-            report.ok("certificate serial " + m->serial_hex + ": key matches, chains to tls.ca, names " +
-                      cfg.node);
+            report.ok("certificate serial " + m->serial_hex +
+                      ": key matches, chains to tls.ca, names " + cfg.node);
             int days = m->days_left();
-            if (days < 7) report.warn("certificate expires in " + std::to_string(days) + " day(s): rotate it now");
-            else if (days < 30) report.warn("certificate expires in " + std::to_string(days) + " days");
-            else report.ok("certificate valid for " + std::to_string(days) + " more days");
+            if (days < 7)
+                report.warn("certificate expires in " + std::to_string(days) +
+                            " day(s): rotate it now");
+            else if (days < 30)
+                report.warn("certificate expires in " + std::to_string(days) + " days");
+            else
+                report.ok("certificate valid for " + std::to_string(days) + " more days");
             if (m->crl_next_update) {
                 auto left = *m->crl_next_update - std::chrono::system_clock::now();
-                int crl_days = static_cast<int>(std::chrono::floor<std::chrono::hours>(left).count() / 24);
+                int crl_days =
+                    static_cast<int>(std::chrono::floor<std::chrono::hours>(left).count() / 24);
                 if (crl_days < 7)
                     report.warn("tls.crl reaches its nextUpdate in " + std::to_string(crl_days) +
                                 " day(s): publish a fresh CRL before then");
@@ -274,9 +297,12 @@ int run_check(const std::string& config_path, std::ostream& out, const ExtraChec
     check_health(cfg, report, user);
     if (extra)
         for (const auto& line : extra(cfg)) {
-            if (line.kind == CheckLine::ok) report.ok(line.text);
-            else if (line.kind == CheckLine::warn) report.warn(line.text);
-            else report.fail(line.text);
+            if (line.kind == CheckLine::ok)
+                report.ok(line.text);
+            else if (line.kind == CheckLine::warn)
+                report.warn(line.text);
+            else
+                report.fail(line.text);
         }
     out << (report.failures ? std::to_string(report.failures) + " problem(s) found\n"
                             : std::string("all checks passed\n"));

@@ -6,9 +6,9 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
-#include <deque>
 #include <charconv>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -24,7 +24,7 @@ namespace {
 // Reads one YAML mapping and remembers which keys were consumed, so that
 // every key not read is reported as unknown (with its position).
 class MapReader {
-public:
+  public:
     MapReader(const YAML::Node& node, std::string where, const std::string& file)
         : node_(node), where_(std::move(where)), file_(file) {
         if (!node_.IsMap()) fail(node_, where_ + " must be a mapping");
@@ -60,8 +60,8 @@ public:
             if (!known_.count(key)) {
                 std::string expected;
                 for (auto& k : known_) expected += (expected.empty() ? "" : ", ") + k;
-                fail(it->first, "unknown key '" + qualified(key) + "' (expected one of: " +
-                                    expected + ")");
+                fail(it->first,
+                     "unknown key '" + qualified(key) + "' (expected one of: " + expected + ")");
             }
         }
     }
@@ -79,7 +79,7 @@ public:
         throw StartupError(out.str());
     }
 
-private:
+  private:
     YAML::Node node_;
     std::string where_;
     const std::string& file_;
@@ -111,7 +111,8 @@ Duration duration_value(MapReader& r, const YAML::Node& n, const std::string& ke
 
 // Every duration has a ceiling: a value like 99999999h would overflow timers
 // (and a keepalive or timeout that long is a typo, not a setting).
-void read_duration(MapReader& r, const std::string& key, Duration& out, Duration min, Duration max = 24h) {
+void read_duration(MapReader& r, const std::string& key, Duration& out, Duration min,
+                   Duration max = 24h) {
     if (auto* n = r.find(key)) {
         out = duration_value(r, *n, key);
         if (out < min || out > max)
@@ -125,7 +126,8 @@ bool is_loopback(const Endpoint& ep) {
     auto p = parse_prefix(ep.host, why);
     if (!p) return ep.host == "localhost";
     if (p->v6) {
-        static const std::array<std::uint8_t, 16> one{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+        static const std::array<std::uint8_t, 16> one{0, 0, 0, 0, 0, 0, 0, 0,
+                                                      0, 0, 0, 0, 0, 0, 0, 1};
         return std::equal(one.begin(), one.end(), p->addr.begin());
     }
     return p->addr[0] == 127;
@@ -189,8 +191,9 @@ std::vector<std::string> identity_list(MapReader& r, const YAML::Node& n, const 
     for (const auto& item : n) {
         if (!item.IsScalar()) r.fail(item, "'" + r.qualified(key) + "' entries must be strings");
         if (!is_valid_identity(item.Scalar()))
-            r.fail(item, "'" + r.qualified(key) + "': '" + item.Scalar() +
-                             "' is not a valid identity (a DNS name or URI; wildcards are refused)");
+            r.fail(item,
+                   "'" + r.qualified(key) + "': '" + item.Scalar() +
+                       "' is not a valid identity (a DNS name or URI; wildcards are refused)");
         out.push_back(item.Scalar());
     }
     return out;
@@ -239,8 +242,8 @@ Config parse_config(const std::string& text, const std::string& path) {
 
     cfg.node = require_string(top, root, "node");
     if (!is_valid_identity(cfg.node))
-        top.fail(*top.find("node"), "'node': '" + cfg.node +
-                                        "' is not a valid identity (letters, digits, '-', '.')");
+        top.fail(*top.find("node"),
+                 "'node': '" + cfg.node + "' is not a valid identity (letters, digits, '-', '.')");
 
     auto* tls = top.find("tls");
     if (!tls) top.fail(root, "missing required key 'tls' (ca, cert, key)");
@@ -256,8 +259,9 @@ Config parse_config(const std::string& text, const std::string& path) {
             cfg.tls.groups.clear();
             for (const auto& g : *n) {
                 if (!g.IsScalar() || !allowed_groups().count(g.Scalar()))
-                    r.fail(g, "'tls.groups': '" + (g.IsScalar() ? g.Scalar() : std::string("?")) +
-                                  "' is not allowed (choose from X25519, X448, P-256, P-384, P-521)");
+                    r.fail(g,
+                           "'tls.groups': '" + (g.IsScalar() ? g.Scalar() : std::string("?")) +
+                               "' is not allowed (choose from X25519, X448, P-256, P-384, P-521)");
                 cfg.tls.groups.push_back(g.Scalar());
             }
         }
@@ -274,7 +278,8 @@ Config parse_config(const std::string& text, const std::string& path) {
         if (!backend) r.fail(*in, "missing required key 'inbound.backend'");
         ic.backend = endpoint_value(r, *backend, "backend", true);
         auto* allow = r.find("allow");
-        if (!allow) r.fail(*in, "missing required key 'inbound.allow' (peer identities allowed in)");
+        if (!allow)
+            r.fail(*in, "missing required key 'inbound.allow' (peer identities allowed in)");
         ic.allow = identity_list(r, *allow, "allow");
         if (ic.allow.empty())
             r.fail(*allow, "'inbound.allow' is empty: no peer could ever connect");
@@ -305,10 +310,13 @@ Config parse_config(const std::string& text, const std::string& path) {
                 r.fail(*local, "local address " + pc.local.to_string() + " is used twice");
             if (auto* n = r.find("public")) pc.public_local = bool_value(r, *n, "peers[].public");
             if (!pc.public_local && !is_loopback(pc.local))
-                r.fail(*local, "'peers[].local' " + pc.local.to_string() +
-                                   " is not a loopback address: anyone who reaches it gets a connection "
-                                   "to " + pc.name + " with this node's identity. Use 127.0.0.1, or add "
-                                   "'public: true' to this peer if that is really intended");
+                r.fail(*local,
+                       "'peers[].local' " + pc.local.to_string() +
+                           " is not a loopback address: anyone who reaches it gets a connection "
+                           "to " +
+                           pc.name +
+                           " with this node's identity. Use 127.0.0.1, or add "
+                           "'public: true' to this peer if that is really intended");
             r.finish();
             cfg.peers.push_back(std::move(pc));
         }
@@ -355,17 +363,20 @@ Config parse_config(const std::string& text, const std::string& path) {
         if (auto* n = r.find("table")) {
             fc.table = scalar(r, *n, "table");
             bool ok = !fc.table.empty() && fc.table.size() <= 32;
-            for (char c : fc.table) ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-');
+            for (char c : fc.table)
+                ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-');
             if (!ok) r.fail(*n, "'firewall.table' must be 1-32 letters, digits, '_' or '-'");
         }
         if (auto* n = r.find("on_exit")) {
             auto v = scalar(r, *n, "on_exit");
-            if (v != "keep" && v != "remove") r.fail(*n, "'firewall.on_exit' must be keep or remove");
+            if (v != "keep" && v != "remove")
+                r.fail(*n, "'firewall.on_exit' must be keep or remove");
             fc.remove_on_exit = v == "remove";
         }
         read_duration(r, "resolve_interval", fc.resolve_interval, 1s);
         if (auto* list = r.find("protect")) {
-            if (!list->IsSequence()) r.fail(*list, "'firewall.protect' must be a list of {port, allow}");
+            if (!list->IsSequence())
+                r.fail(*list, "'firewall.protect' must be a list of {port, allow}");
             std::set<int> ports;
             for (const auto& item : *list) {
                 MapReader pr(item, "firewall.protect[]", path);
@@ -374,11 +385,15 @@ Config parse_config(const std::string& text, const std::string& path) {
                 auto* pn = pr.find("port");
                 if (!pn) pr.fail(item, "missing required key 'firewall.protect[].port'");
                 read_int(pr, "port", port, 1, 65535);
-                if (!ports.insert(port).second) pr.fail(*pn, "port " + std::to_string(port) + " is listed twice");
+                if (!ports.insert(port).second)
+                    pr.fail(*pn, "port " + std::to_string(port) + " is listed twice");
                 fp.port = static_cast<std::uint16_t>(port);
                 auto* allow = pr.find("allow");
-                if (!allow) pr.fail(item, "missing required key 'firewall.protect[].allow' ([] = loopback only)");
-                if (!allow->IsSequence()) pr.fail(*allow, "'firewall.protect[].allow' must be a list");
+                if (!allow)
+                    pr.fail(item,
+                            "missing required key 'firewall.protect[].allow' ([] = loopback only)");
+                if (!allow->IsSequence())
+                    pr.fail(*allow, "'firewall.protect[].allow' must be a list");
                 for (const auto& a : *allow) {
                     if (!a.IsScalar()) pr.fail(a, "allow entries must be strings");
                     if (a.Scalar() == "peers") {
@@ -386,7 +401,8 @@ Config parse_config(const std::string& text, const std::string& path) {
                         continue;
                     }
                     std::string why;
-                    if (!parse_prefix(a.Scalar(), why)) pr.fail(a, "'firewall.protect[].allow': " + why);
+                    if (!parse_prefix(a.Scalar(), why))
+                        pr.fail(a, "'firewall.protect[].allow': " + why);
                     fp.prefixes.push_back(a.Scalar());
                 }
                 pr.finish();
@@ -401,17 +417,21 @@ Config parse_config(const std::string& text, const std::string& path) {
         if (auto* n = r.find("enabled")) cfg.health.enabled = bool_value(r, *n, "health.enabled");
         auto* listen = r.find("listen");
         if (listen) cfg.health.listen = endpoint_list(r, *listen, "health.listen");
-        if (auto* n = r.find("public")) cfg.health.public_listen = bool_value(r, *n, "health.public");
+        if (auto* n = r.find("public"))
+            cfg.health.public_listen = bool_value(r, *n, "health.public");
         for (const auto& ep : cfg.health.listen)
             if (!cfg.health.public_listen && !is_loopback(ep))
-                r.fail(*listen, "'health.listen' " + ep.to_string() +
-                                    " is not a loopback address: the endpoint has no authentication and shows "
-                                    "the node's peers and addresses. Keep it on 127.0.0.1 (and protect it with "
-                                    "the firewall guard), or add 'health.public: true' if that is intended");
+                r.fail(
+                    *listen,
+                    "'health.listen' " + ep.to_string() +
+                        " is not a loopback address: the endpoint has no authentication and shows "
+                        "the node's peers and addresses. Keep it on 127.0.0.1 (and protect it with "
+                        "the firewall guard), or add 'health.public: true' if that is intended");
         if (auto* n = r.find("postgres")) {
             cfg.health.postgres = scalar(r, *n, "postgres");
             if (cfg.health.postgres.empty())
-                r.fail(*n, "'health.postgres' is empty: give a libpq conninfo or leave the key out");
+                r.fail(*n,
+                       "'health.postgres' is empty: give a libpq conninfo or leave the key out");
             if (auto why = conninfo_error(cfg.health.postgres); !why.empty())
                 r.fail(*n, "'health.postgres' is not a libpq connection string: " + why);
         }

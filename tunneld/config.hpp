@@ -30,17 +30,17 @@ struct InboundConfig {
 };
 
 struct PeerConfig {
-    std::string name;  // expected identity in the peer's certificate; also sent as SNI
-    Endpoint connect;  // the peer's inbound listener (host may be a DNS name)
-    Endpoint local;    // local plaintext listener for postgres clients
+    std::string name;           // expected identity in the peer's certificate; also sent as SNI
+    Endpoint connect;           // the peer's inbound listener (host may be a DNS name)
+    Endpoint local;             // local plaintext listener for postgres clients
     bool public_local = false;  // peers[].public: `local` may be a non-loopback address
 };
 
 struct KeepaliveConfig {
-    Duration idle = 30s;           // TCP_KEEPIDLE
-    Duration interval = 10s;       // TCP_KEEPINTVL
-    int count = 3;                 // TCP_KEEPCNT
-    Duration user_timeout = 60s;   // TCP_USER_TIMEOUT; 0 = kernel default
+    Duration idle = 30s;          // TCP_KEEPIDLE
+    Duration interval = 10s;      // TCP_KEEPINTVL
+    int count = 3;                // TCP_KEEPCNT
+    Duration user_timeout = 60s;  // TCP_USER_TIMEOUT; 0 = kernel default
 };
 
 struct TimeoutConfig {
@@ -50,9 +50,9 @@ struct TimeoutConfig {
 };
 
 struct LimitConfig {
-    int max_connections = 256;          // live relayed connections, both directions together
-    int max_handshakes_per_source = 16; // TLS handshakes in progress from one source address
-    int max_handshakes = 64;            // TLS handshakes in progress in total (unauthenticated connections)
+    int max_connections = 256;           // live relayed connections, both directions together
+    int max_handshakes_per_source = 16;  // TLS handshakes in progress from one source address
+    int max_handshakes = 64;  // TLS handshakes in progress in total (unauthenticated connections)
 };
 
 struct FirewallProtect {
@@ -70,14 +70,14 @@ struct FirewallConfig {
 };
 
 struct HealthConfig {
-    bool enabled = true;                                        // the HTTP endpoint (on unless enabled: false)
+    bool enabled = true;  // the HTTP endpoint (on unless enabled: false)
     // No TCP listener unless health.listen is given: two instances on one host
     // (tunneld@a, tunneld@b) must never collide on a default port.
     std::vector<Endpoint> listen;
-    bool public_listen = false;        // health.public: listen may be a non-loopback address
-    std::string postgres;              // libpq conninfo for role and lag; empty = no postgres checks
-    Duration probe_interval = 2s;      // peer probe ping period; a peer is down after 2 missed pongs
-    Duration check_timeout = 3s;       // each backend / postgres check (connect + query)
+    bool public_listen = false;    // health.public: listen may be a non-loopback address
+    std::string postgres;          // libpq conninfo for role and lag; empty = no postgres checks
+    Duration probe_interval = 2s;  // peer probe ping period; a peer is down after 2 missed pongs
+    Duration check_timeout = 3s;   // each backend / postgres check (connect + query)
 };
 
 struct Config {

@@ -22,9 +22,9 @@ struct ConnInfo {
 // "conn=7 inbound open peer=standby-1 remote=10.0.0.2:40112 local=127.0.0.1:5432 resumed=no"
 void log_open(const ConnInfo& c, bool resumed);
 
-// "conn=7 inbound close peer=... remote=... local=... rx=123 tx=456 duration=1.234s reason=finished"
-// rx = bytes received from the TLS side, tx = bytes sent to it.
-// Logged at info for clean closes, warn otherwise.
+// "conn=7 inbound close peer=... remote=... local=... rx=123 tx=456 duration=1.234s
+// reason=finished" rx = bytes received from the TLS side, tx = bytes sent to it. Logged at info for
+// clean closes, warn otherwise.
 void log_close(const ConnInfo& c, const RelayResult& r);
 
 // "conn=7 inbound handshake failed remote=... reason=unknown_ca detail=..."
@@ -36,12 +36,12 @@ void log_handshake_failure(const ConnInfo& c, const HandshakeResult& h);
 // most one line per `interval` with the count since the last line. Thread-safe;
 // remembers at most 4096 sources (beyond that they share one entry).
 class RefusalLog {
-public:
+  public:
     explicit RefusalLog(std::chrono::steady_clock::duration interval) : interval_(interval) {}
-    std::uint64_t note(const std::string& source,
-                       std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
+    std::uint64_t note(const std::string& source, std::chrono::steady_clock::time_point now =
+                                                      std::chrono::steady_clock::now());
 
-private:
+  private:
     std::uint64_t note_locked(const std::string& source, std::chrono::steady_clock::time_point now);
     struct Entry {
         std::chrono::steady_clock::time_point logged_at;

@@ -11,7 +11,8 @@ Admission::~Admission() {
     if (c_) table_.release(c_);
 }
 
-Admission ConnectionTable::admit(boost::asio::any_io_executor executor, std::uint64_t id, bool counted) {
+Admission ConnectionTable::admit(boost::asio::any_io_executor executor, std::uint64_t id,
+                                 bool counted) {
     std::lock_guard lock(mutex_);
     if (counted && counted_ >= max_) return Admission(*this, nullptr);
     auto c = std::make_shared<LiveConnection>();
@@ -94,7 +95,8 @@ void ConnectionTable::close_revoked(std::shared_ptr<const void> keep_alive, X509
         });
 }
 
-ConnectionTable::Refusal ConnectionTable::begin_handshake(const std::string& source, int per_source, int total) {
+ConnectionTable::Refusal ConnectionTable::begin_handshake(const std::string& source, int per_source,
+                                                          int total) {
     std::lock_guard lock(mutex_);
     if (handshakes_total_ >= total) return Refusal::total;
     auto [it, fresh] = handshakes_.try_emplace(source, 0);

@@ -46,7 +46,7 @@ class ConnectionTable;
 // A connection's place in the table: released when this handle is destroyed
 // (on the connection's executor). Empty when the table was full.
 class Admission {
-public:
+  public:
     Admission(ConnectionTable& table, std::shared_ptr<LiveConnection> c)
         : table_(table), c_(std::move(c)) {}
     Admission(const Admission&) = delete;
@@ -56,13 +56,13 @@ public:
     LiveConnection* operator->() const { return c_.get(); }
     LiveConnection& operator*() const { return *c_; }
 
-private:
+  private:
     ConnectionTable& table_;
     std::shared_ptr<LiveConnection> c_;
 };
 
 class ConnectionTable {
-public:
+  public:
     explicit ConnectionTable(std::size_t max_connections) : max_(max_connections) {}
 
     // Admits a connection, or returns an empty Admission when max_connections
@@ -97,7 +97,7 @@ public:
     Refusal begin_handshake(const std::string& source, int per_source, int total);
     void end_handshake(const std::string& source);
 
-private:
+  private:
     mutable std::mutex mutex_;
     std::size_t max_;
     std::map<std::uint64_t, std::shared_ptr<LiveConnection>> live_;

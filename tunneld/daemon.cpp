@@ -3,15 +3,15 @@
 #include <spdlog/spdlog.h>
 #include <systemd/sd-daemon.h>
 
+#include <openssl/ssl.h>
+#include <unistd.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/post.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <openssl/ssl.h>
-#include <unistd.h>
 
 #include <optional>
 
@@ -19,12 +19,12 @@
 #include "firewall/nft_socket.hpp"
 #include "tunneld/backend_monitor.hpp"
 #include "tunneld/error.hpp"
+#include "tunneld/file_watch.hpp"
 #include "tunneld/health_routes.hpp"
 #include "tunneld/health_server.hpp"
-#include "tunneld/probe.hpp"
-#include "tunneld/file_watch.hpp"
 #include "tunneld/inbound.hpp"
 #include "tunneld/outbound.hpp"
+#include "tunneld/probe.hpp"
 #include "tunneld/runtime.hpp"
 #include "tunneld/spawn.hpp"
 
@@ -48,7 +48,8 @@ std::string summary(const Config& cfg, const TlsMaterial& m) {
 }
 
 std::int64_t steady_ms() {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
         .count();
 }
 
@@ -105,14 +106,17 @@ struct Daemon::Impl {
         : config(std::move(c)),
           pool(worker_count(config)),
           rt(config, pool, initial_tls()),
-          watch(side, tls_paths(config), std::chrono::seconds(1), [this] { rt.stats.count_reload(reload("files changed")); }) {
+          watch(side, tls_paths(config), std::chrono::seconds(1),
+                [this] { rt.stats.count_reload(reload("files changed")); }) {
         if (config.inbound) inbound.emplace(rt, io);
         if (!config.peers.empty()) outbound.emplace(rt, io);
-        for (const auto& peer : config.peers) probes.push_back(std::make_unique<PeerProbe>(rt, peer));
+        for (const auto& peer : config.peers)
+            probes.push_back(std::make_unique<PeerProbe>(rt, peer));
         if (BackendMonitor::wanted(config)) backend_monitor.emplace(config, io, rt.backend);
         heartbeats.reset(new std::atomic<std::int64_t>[pool.size() + 1]);
         for (std::size_t i = 0; i <= pool.size(); ++i) heartbeats[i] = steady_ms();
-        if (config.health.enabled && !config.health.listen.empty()) health.emplace(config.health.listen, [this](bool full) { return snapshot(full); });
+        if (config.health.enabled && !config.health.listen.empty())
+            health.emplace(config.health.listen, [this](bool full) { return snapshot(full); });
     }
 
     // Applies the guard (when configured) before anything else can fail;
@@ -126,8 +130,8 @@ struct Daemon::Impl {
         for (const auto& e : guard->resolve_errors())
             spdlog::warn("firewall: peer address not resolved (retried every {}): {}",
                          format_duration(config.firewall->resolve_interval), e);
-        spdlog::info("firewall: table inet {} applied (prerouting, priority raw):\n{}", config.firewall->table,
-                     firewall::describe(guard->spec()));
+        spdlog::info("firewall: table inet {} applied (prerouting, priority raw):\n{}",
+                     config.firewall->table, firewall::describe(guard->spec()));
         return true;
     }
 
@@ -138,8 +142,10 @@ struct Daemon::Impl {
             return load_tls_material(config.tls, config.node, 1);
         } catch (const StartupError& e) {
             if (!guard) throw;
-            throw StartupError(std::string(e.what()) + " (the firewall guard, table inet " + config.firewall->table +
-                               ", stays in place: postgres and the tunnel port remain closed to outsiders)");
+            throw StartupError(
+                std::string(e.what()) + " (the firewall guard, table inet " +
+                config.firewall->table +
+                ", stays in place: postgres and the tunnel port remain closed to outsiders)");
         }
     }
 
@@ -183,18 +189,26 @@ struct Daemon::Impl {
             s.inbound_backend = config.inbound->backend.to_string();
         }
         for (const auto& p : probes)
-            s.peers.push_back(PeerView{p->peer().name, p->peer().connect.to_string(), p->peer().local.to_string(),
-                                       p->state()});
+            s.peers.push_back(PeerView{p->peer().name, p->peer().connect.to_string(),
+                                       p->peer().local.to_string(), p->state()});
         for (const auto& [dir, peer, t] : rt.stats.all_traffic()) {
-            TrafficView v{dir, peer, t->active.load(), t->opened.load(), t->bytes.from_tls.load(),
-                          t->bytes.to_tls.load(), t->last_handshake.load(), {}, 0};
+            TrafficView v{dir,
+                          peer,
+                          t->active.load(),
+                          t->opened.load(),
+                          t->bytes.from_tls.load(),
+                          t->bytes.to_tls.load(),
+                          t->last_handshake.load(),
+                          {},
+                          0};
             std::tie(v.last_error, v.last_error_at) = t->last_error();
             s.traffic.push_back(std::move(v));
         }
         for (auto dir : {Direction::inbound, Direction::outbound}) {
             for (std::size_t i = 0; i < kHandshakeFailureCount; ++i) {
                 auto f = static_cast<HandshakeFailure>(i);
-                s.handshakes[{dir, f == HandshakeFailure::none ? "ok" : to_string(f)}] = rt.stats.handshakes(dir, f);
+                s.handshakes[{dir, f == HandshakeFailure::none ? "ok" : to_string(f)}] =
+                    rt.stats.handshakes(dir, f);
             }
             for (std::size_t i = 0; i < kCloseReasonCount; ++i) {
                 auto r = static_cast<CloseReason>(i);
@@ -210,7 +224,8 @@ struct Daemon::Impl {
             s.firewall.resolve_failures = resolve_failures;
             if (full) {
                 try {
-                    for (const auto& [port, d] : firewall::read_drop_counters(config.firewall->table))
+                    for (const auto& [port, d] :
+                         firewall::read_drop_counters(config.firewall->table))
                         s.firewall.drops[port] = {d.packets, d.bytes};
                 } catch (const StartupError& e) {
                     s.firewall.error = std::string("cannot read the drop counters: ") + e.what();
@@ -229,10 +244,12 @@ struct Daemon::Impl {
     // timeouts.connect + timeouts.handshake (at most 10 s) at the latest.
     asio::awaitable<void> announce_ready() {
         auto deadline = std::chrono::steady_clock::now() +
-                        std::min<Duration>(config.timeouts.connect + config.timeouts.handshake, std::chrono::seconds(10));
+                        std::min<Duration>(config.timeouts.connect + config.timeouts.handshake,
+                                           std::chrono::seconds(10));
         asio::steady_timer timer(io);
         for (;;) {
-            bool all = std::all_of(probes.begin(), probes.end(), [](auto& p) { return p->state().probed; }) &&
+            bool all = std::all_of(probes.begin(), probes.end(),
+                                   [](auto& p) { return p->state().probed; }) &&
                        (!backend_monitor || rt.backend.get().checked);
             if (all || std::chrono::steady_clock::now() >= deadline || stopping) break;
             timer.expires_after(std::chrono::milliseconds(20));
@@ -240,7 +257,8 @@ struct Daemon::Impl {
         }
         if (stopping) co_return;
         auto line = one_line_summary(snapshot(false));
-        spdlog::info("tunneld {} ready: {}; {}", TUNNELD_VERSION, summary(config, *rt.tls.load()), line);
+        spdlog::info("tunneld {} ready: {}; {}", TUNNELD_VERSION, summary(config, *rt.tls.load()),
+                     line);
         sd_notify(0, ("READY=1\nSTATUS=" + line).c_str());
         co_await notify_loop(line);
     }
@@ -252,7 +270,8 @@ struct Daemon::Impl {
         bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0;
         Duration period = std::chrono::seconds(2);
         if (watchdog)
-            period = std::min(period, std::chrono::duration_cast<Duration>(std::chrono::microseconds(watchdog_usec / 2)));
+            period = std::min(period, std::chrono::duration_cast<Duration>(
+                                          std::chrono::microseconds(watchdog_usec / 2)));
         while (!stopping) {
             if (watchdog && loops_alive()) sd_notify(0, "WATCHDOG=1");
             auto line = one_line_summary(snapshot(false));
@@ -273,14 +292,16 @@ struct Daemon::Impl {
         if (!guard) return true;
         try {
             if (auto change = guard->refresh(); !change.empty())
-                spdlog::info("firewall ({}): {}; allow sets swapped in one transaction", why, change);
+                spdlog::info("firewall ({}): {}; allow sets swapped in one transaction", why,
+                             change);
             for (const auto& e : guard->resolve_errors())
                 spdlog::warn("firewall ({}): peer address not resolved: {}", why, e);
             resolve_failures = guard->resolve_failures();
             return true;
         } catch (const StartupError& e) {
             resolve_failures = guard->resolve_failures();
-            spdlog::error("firewall ({}): update failed, the previous guard stays (retrying): {}", why, e.what());
+            spdlog::error("firewall ({}): update failed, the previous guard stays (retrying): {}",
+                          why, e.what());
             return false;
         }
     }
@@ -321,24 +342,28 @@ struct Daemon::Impl {
             // after 5 repairs in 10 s, say so and pause repairs for a minute.
             auto now = std::chrono::steady_clock::now();
             if (now < guard_paused_until) {
-                spdlog::warn("firewall: table inet {} changed by {} while repairs are paused; left as it is "
-                             "until the pause ends",
-                             config.firewall->table, who);
+                spdlog::warn(
+                    "firewall: table inet {} changed by {} while repairs are paused; left as it is "
+                    "until the pause ends",
+                    config.firewall->table, who);
                 continue;
             }
             std::erase_if(guard_recent, [&](auto t) { return now - t > std::chrono::seconds(10); });
             if (guard_recent.size() >= 5) {
                 guard_paused_until = now + std::chrono::minutes(1);
                 guard_recent.clear();
-                spdlog::error("firewall: table inet {} keeps being changed by {} (5 times in 10 s); is another "
-                              "tunneld using the same firewall.table? Repairs paused for 1 minute",
-                              config.firewall->table, who);
+                spdlog::error(
+                    "firewall: table inet {} keeps being changed by {} (5 times in 10 s); is "
+                    "another "
+                    "tunneld using the same firewall.table? Repairs paused for 1 minute",
+                    config.firewall->table, who);
                 continue;
             }
             guard_recent.push_back(now);
             try {
                 if (c.pid == 0 && !c.overrun) {
-                    if (!guard->heal()) continue;  // cannot tell our own changes apart: act only on a missing table
+                    if (!guard->heal())
+                        continue;  // cannot tell our own changes apart: act only on a missing table
                 } else {
                     guard->reapply();
                 }
@@ -346,14 +371,18 @@ struct Daemon::Impl {
                 firewall_repairs = guard_repairs;
                 firewall_applied = true;
                 firewall_error.set("");
-                spdlog::warn("firewall: table inet {} was changed by {}; put back as configured in one transaction "
-                             "({} time(s) since start)",
-                             config.firewall->table, who, guard_repairs);
+                spdlog::warn(
+                    "firewall: table inet {} was changed by {}; put back as configured in one "
+                    "transaction "
+                    "({} time(s) since start)",
+                    config.firewall->table, who, guard_repairs);
             } catch (const StartupError& e) {
                 firewall_applied = false;
-                firewall_error.set(std::string("changed by ") + who + " and could not be put back: " + e.what());
-                spdlog::error("firewall: table inet {} was changed by {} and could not be put back: {}",
-                              config.firewall->table, who, e.what());
+                firewall_error.set(std::string("changed by ") + who +
+                                   " and could not be put back: " + e.what());
+                spdlog::error(
+                    "firewall: table inet {} was changed by {} and could not be put back: {}",
+                    config.firewall->table, who, e.what());
             }
         }
     }
@@ -366,7 +395,8 @@ struct Daemon::Impl {
         }
         try {
             guard->remove();
-            spdlog::info("firewall: table inet {} removed (on_exit: remove)", config.firewall->table);
+            spdlog::info("firewall: table inet {} removed (on_exit: remove)",
+                         config.firewall->table);
         } catch (const StartupError& e) {
             spdlog::error("firewall: {}", e.what());
         }
@@ -387,17 +417,18 @@ struct Daemon::Impl {
         try {
             auto fresh = load_tls_material(config.tls, config.node, old->generation + 1);
             rt.tls.store(fresh);
-            spdlog::info("reload ({}): TLS material replaced (cert serial {} -> {}, {} days left); "
-                         "live connections keep theirs",
-                         why, old->serial_hex, fresh->serial_hex, fresh->days_left());
+            spdlog::info(
+                "reload ({}): TLS material replaced (cert serial {} -> {}, {} days left); "
+                "live connections keep theirs",
+                why, old->serial_hex, fresh->serial_hex, fresh->days_left());
             if (!config.tls.crl.empty())
                 rt.connections.close_revoked(fresh, SSL_CTX_get_cert_store(fresh->server.get()));
             warned_threshold = warned_crl_threshold = 1 << 30;
             warn_expiry();
             return "";
         } catch (const StartupError& e) {
-            spdlog::error("reload ({}) failed, still serving cert serial {}: {}", why, old->serial_hex,
-                          e.what());
+            spdlog::error("reload ({}) failed, still serving cert serial {}: {}", why,
+                          old->serial_hex, e.what());
             return std::string(e.what()) + " (still serving cert serial " + old->serial_hex + ")";
         }
     }
@@ -409,9 +440,10 @@ struct Daemon::Impl {
         int days = m->days_left();
         for (int threshold : {1, 7, 30}) {
             if (days < threshold && threshold < warned_threshold) {
-                spdlog::warn("certificate {} (serial {}) expires in {} day(s): rotate it "
-                             "(tunneld certs rotate --peer {} --ca DIR)",
-                             config.tls.cert, m->serial_hex, days, config.path);
+                spdlog::warn(
+                    "certificate {} (serial {}) expires in {} day(s): rotate it "
+                    "(tunneld certs rotate --peer {} --ca DIR)",
+                    config.tls.cert, m->serial_hex, days, config.path);
                 warned_threshold = threshold;
                 break;
             }
@@ -421,9 +453,10 @@ struct Daemon::Impl {
         int crl_days = static_cast<int>(std::chrono::floor<std::chrono::hours>(left).count() / 24);
         for (int threshold : {1, 7}) {
             if (crl_days < threshold && threshold < warned_crl_threshold) {
-                spdlog::warn("CRL {} reaches its nextUpdate in {} day(s); after that every peer is "
-                             "refused: publish a fresh one (tunneld certs crl --ca DIR --out {})",
-                             config.tls.crl, crl_days, config.tls.crl);
+                spdlog::warn(
+                    "CRL {} reaches its nextUpdate in {} day(s); after that every peer is "
+                    "refused: publish a fresh one (tunneld certs crl --ca DIR --out {})",
+                    config.tls.crl, crl_days, config.tls.crl);
                 warned_crl_threshold = threshold;
                 break;
             }
@@ -449,15 +482,18 @@ struct Daemon::Impl {
         // gracefully: the plaintext side is no longer read, the half-close
         // travels through both tunnels to postgres and back, so the drain takes
         // a round trip, not timeouts.shutdown. Their clients reconnect and resume.
-        auto grace = std::chrono::steady_clock::now() + std::min<Duration>(config.timeouts.shutdown, std::chrono::seconds(1));
+        auto grace = std::chrono::steady_clock::now() +
+                     std::min<Duration>(config.timeouts.shutdown, std::chrono::seconds(1));
         while (rt.connections.size() > 0 && std::chrono::steady_clock::now() < grace) {
             timer.expires_after(std::chrono::milliseconds(50));
             co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
         }
         if (auto left = rt.connections.size()) {
-            spdlog::info("stopping: ending {} connection(s) gracefully: no more reading from the local side, what "
-                         "is in flight is delivered, then both ends see a clean close",
-                         left);
+            spdlog::info(
+                "stopping: ending {} connection(s) gracefully: no more reading from the local "
+                "side, what "
+                "is in flight is delivered, then both ends see a clean close",
+                left);
             rt.connections.quiesce_all();
         }
         while (rt.connections.size() > 0 && std::chrono::steady_clock::now() < deadline) {
@@ -535,7 +571,8 @@ int Daemon::run() {
     }
     asio::post(d.side, [&d] { d.watch.start(); });
     spawn(d.io, d.heartbeat(0), "a heartbeat");
-    for (std::size_t i = 0; i < d.pool.size(); ++i) spawn(d.pool.at(i), d.heartbeat(i + 1), "a heartbeat");
+    for (std::size_t i = 0; i < d.pool.size(); ++i)
+        spawn(d.pool.at(i), d.heartbeat(i + 1), "a heartbeat");
     if (d.backend_monitor) d.backend_monitor->start();
     for (auto& p : d.probes) p->start();
     if (d.health) d.health->start();

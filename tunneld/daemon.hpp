@@ -8,7 +8,7 @@
 namespace tunneld {
 
 class Daemon {
-public:
+  public:
     // Loads and validates the TLS material and binds all listeners.
     // Throws StartupError on any problem; nothing is listening then.
     explicit Daemon(Config config);
@@ -21,7 +21,7 @@ public:
     // old material stays and the error is logged.
     int run();
 
-private:
+  private:
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };

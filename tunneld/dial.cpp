@@ -20,12 +20,13 @@ asio::awaitable<std::string> resolve_and_connect(tcp::socket& socket, const Endp
     boost::system::error_code not_literal;
     auto literal = asio::ip::make_address(ep.host, not_literal);
     if (!not_literal) {  // no resolver round trip (a thread hop in Asio) for an address
-        auto [ec] = co_await socket.async_connect(tcp::endpoint(literal, ep.port), as_tuple(use_awaitable));
+        auto [ec] =
+            co_await socket.async_connect(tcp::endpoint(literal, ep.port), as_tuple(use_awaitable));
         co_return ec ? ec.message() : std::string();
     }
     tcp::resolver resolver(socket.get_executor());
-    auto [rec, results] = co_await resolver.async_resolve(ep.host, std::to_string(ep.port),
-                                                          as_tuple(use_awaitable));
+    auto [rec, results] =
+        co_await resolver.async_resolve(ep.host, std::to_string(ep.port), as_tuple(use_awaitable));
     if (rec) co_return "cannot resolve " + ep.host + ": " + rec.message();
     auto [cec, endpoint] = co_await asio::async_connect(socket, results, as_tuple(use_awaitable));
     if (cec) co_return cec.message();

@@ -14,11 +14,16 @@ std::optional<Duration> parse_duration(std::string_view text) {
     if (ec != std::errc() || ptr != text.data() + digits) return std::nullopt;
     std::string_view unit = text.substr(digits);
     std::int64_t scale = 0;
-    if (unit == "ms") scale = 1;
-    else if (unit == "s") scale = 1000;
-    else if (unit == "m") scale = 60'000;
-    else if (unit == "h") scale = 3'600'000;
-    else return std::nullopt;
+    if (unit == "ms")
+        scale = 1;
+    else if (unit == "s")
+        scale = 1000;
+    else if (unit == "m")
+        scale = 60'000;
+    else if (unit == "h")
+        scale = 3'600'000;
+    else
+        return std::nullopt;
     if (value > std::numeric_limits<std::int64_t>::max() / scale) return std::nullopt;
     return Duration(value * scale);
 }

@@ -10,7 +10,7 @@
 namespace tunneld {
 
 struct Endpoint {
-    std::string host;       // literal address or DNS name, without brackets; empty for unix
+    std::string host;  // literal address or DNS name, without brackets; empty for unix
     std::uint16_t port = 0;
     std::string unix_path;  // non-empty for a unix socket
 

@@ -55,11 +55,14 @@ void TlsFileWatch::poll() {
     std::vector<Stamp> now;
     for (const auto& p : paths_) now.push_back(stamp_of(p));
     switch (rule_->observe(now)) {
-        case SettleRule::Verdict::unchanged: break;
+        case SettleRule::Verdict::unchanged:
+            break;
         case SettleRule::Verdict::changing:
             spdlog::info("TLS files changed; reloading once they stop changing");
             break;
-        case SettleRule::Verdict::settled: on_change_(); break;
+        case SettleRule::Verdict::settled:
+            on_change_();
+            break;
     }
     arm();
 }

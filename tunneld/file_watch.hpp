@@ -28,19 +28,19 @@ struct FileStamp {
 // poll, it says when a change has settled (the same stamps on two polls in a
 // row, and not those of the loaded files).
 class SettleRule {
-public:
+  public:
     enum class Verdict { unchanged, changing, settled };
     explicit SettleRule(std::vector<FileStamp> loaded) : loaded_(std::move(loaded)) {}
     // One poll's stamps. `settled` means: read the files now (they become the loaded ones).
     Verdict observe(const std::vector<FileStamp>& now);
 
-private:
+  private:
     std::vector<FileStamp> loaded_;   // what the current material was read from
     std::vector<FileStamp> pending_;  // a change seen on the last poll, not yet settled
 };
 
 class TlsFileWatch {
-public:
+  public:
     // `on_change` runs on `io`'s thread.
     TlsFileWatch(boost::asio::io_context& io, std::vector<std::string> paths, Duration interval,
                  std::function<void()> on_change);
@@ -50,7 +50,7 @@ public:
     using Stamp = FileStamp;
     static Stamp stamp_of(const std::string& path);
 
-private:
+  private:
     void arm();
     void poll();
 

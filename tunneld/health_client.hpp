@@ -15,8 +15,8 @@ namespace tunneld {
 // including a daemon that cannot be reached (then says so and how to start it).
 // With `wait` > 0 it asks again until the answer is 200 or `wait` has passed
 // (for scripts: `--wait 30` after starting a standby).
-int run_health(const std::string& config_path, const std::string& path, std::ostream& out, std::ostream& err,
-               Duration wait = Duration(0));
+int run_health(const std::string& config_path, const std::string& path, std::ostream& out,
+               std::ostream& err, Duration wait = Duration(0));
 
 // `tunneld reload --peer FILE [--pid N]`: sends SIGHUP to the daemon (pid from
 // --pid, else the one its /status reports) and waits, through the health
@@ -24,7 +24,7 @@ int run_health(const std::string& config_path, const std::string& path, std::ost
 // 0 when it succeeded; 1 with the daemon's reason when it failed, when nothing
 // finished within `timeout`, or when there is no health endpoint to confirm with.
 // It is the unit's ExecReload, so `systemctl reload` is truthful.
-int run_reload(const std::string& config_path, std::int64_t pid, Duration timeout, std::ostream& out,
-               std::ostream& err);
+int run_reload(const std::string& config_path, std::int64_t pid, Duration timeout,
+               std::ostream& out, std::ostream& err);
 
 }  // namespace tunneld

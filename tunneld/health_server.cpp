@@ -1,8 +1,9 @@
-#include "tunneld/spawn.hpp"
 #include "tunneld/health_server.hpp"
+#include "tunneld/spawn.hpp"
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -12,7 +13,6 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
-#include <algorithm>
 #include <list>
 #include <sstream>
 
@@ -119,7 +119,8 @@ struct HealthServer::Impl {
     std::list<Open> open;
     std::uint64_t next_id = 0;
 
-    asio::awaitable<void> session(std::shared_ptr<beast::tcp_stream> stream, std::list<Open>::iterator self) {
+    asio::awaitable<void> session(std::shared_ptr<beast::tcp_stream> stream,
+                                  std::list<Open>::iterator self) {
         struct Forget {  // the entry goes when the session ends, however it ends
             std::list<Open>& l;
             std::list<Open>::iterator it;
@@ -129,11 +130,14 @@ struct HealthServer::Impl {
         for (bool first = true;; first = false) {
             http::request_parser<http::string_body> parser;
             limit(parser);
-            stream->expires_after(first ? std::chrono::seconds(kRequestTimeout) : std::chrono::seconds(kKeepAliveIdle));
+            stream->expires_after(first ? std::chrono::seconds(kRequestTimeout)
+                                        : std::chrono::seconds(kKeepAliveIdle));
             self->idle = true;
-            auto [ec, n] = co_await http::async_read(*stream, buffer, parser, asio::as_tuple(asio::use_awaitable));
+            auto [ec, n] = co_await http::async_read(*stream, buffer, parser,
+                                                     asio::as_tuple(asio::use_awaitable));
             self->idle = false;
-            if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::operation_aborted)
+            if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
+                ec == asio::error::operation_aborted)
                 break;
             if (ec) {
                 auto status = status_for(ec);
@@ -146,7 +150,8 @@ struct HealthServer::Impl {
             }
             auto res = respond(parser.get(), snapshot);
             stream->expires_after(kRequestTimeout);
-            auto [wec, wn] = co_await http::async_write(*stream, res, asio::as_tuple(asio::use_awaitable));
+            auto [wec, wn] =
+                co_await http::async_write(*stream, res, asio::as_tuple(asio::use_awaitable));
             if (wec || !res.keep_alive()) break;
         }
         error_code ignored;
@@ -173,14 +178,16 @@ struct HealthServer::Impl {
         auto remote = socket.remote_endpoint(ec);
         if (ec) return;
         std::string source = remote.address().to_string();
-        auto from_source = std::count_if(open.begin(), open.end(), [&](const Open& o) { return o.source == source; });
+        auto from_source = std::count_if(open.begin(), open.end(),
+                                         [&](const Open& o) { return o.source == source; });
         bool room = true;
         if (from_source >= kMaxSessionsPerSource)
             room = evict_oldest_idle([&](const Open& o) { return o.source == source; });
         else if (static_cast<int>(open.size()) >= kMaxSessions)
             room = evict_oldest_idle([](const Open&) { return true; });
         if (!room) {
-            socket.close(ec);  // every session busy answering: no more work for a flood than an accept and a close
+            socket.close(ec);  // every session busy answering: no more work for a flood than an
+                               // accept and a close
             return;
         }
         auto stream = std::make_shared<beast::tcp_stream>(std::move(socket));
@@ -189,9 +196,11 @@ struct HealthServer::Impl {
     }
 };
 
-HealthServer::HealthServer(const std::vector<Endpoint>& listen, SnapshotFn snapshot) : impl_(std::make_unique<Impl>()) {
+HealthServer::HealthServer(const std::vector<Endpoint>& listen, SnapshotFn snapshot)
+    : impl_(std::make_unique<Impl>()) {
     impl_->snapshot = std::move(snapshot);
-    for (const auto& ep : listen) impl_->acceptors.push_back(open_listener(impl_->pool.next(), ep, "health.listen"));
+    for (const auto& ep : listen)
+        impl_->acceptors.push_back(open_listener(impl_->pool.next(), ep, "health.listen"));
 }
 
 HealthServer::~HealthServer() { stop(); }
@@ -199,9 +208,13 @@ HealthServer::~HealthServer() { stop(); }
 void HealthServer::start() {
     auto& io = impl_->pool.next();
     for (auto& a : impl_->acceptors) {
-        spdlog::info("health: listening on http://{}/ (/liveness /readiness /health /primary /replica /status /metrics)",
-                     Endpoint{a.local_endpoint().address().to_string(), a.local_endpoint().port(), {}}.to_string());
-        spawn(io, accept_loop(a, impl_->pool, [this](tcp::socket s) { impl_->accepted(std::move(s)); }),
+        spdlog::info(
+            "health: listening on http://{}/ (/liveness /readiness /health /primary /replica "
+            "/status /metrics)",
+            Endpoint{a.local_endpoint().address().to_string(), a.local_endpoint().port(), {}}
+                .to_string());
+        spawn(io,
+              accept_loop(a, impl_->pool, [this](tcp::socket s) { impl_->accepted(std::move(s)); }),
               "the health accept loop");
     }
     impl_->pool.start();

@@ -27,7 +27,7 @@ namespace tunneld {
 std::string http_answer(std::string_view request, const std::function<Snapshot(bool)>& snapshot);
 
 class HealthServer {
-public:
+  public:
     // Builds the snapshot for one request; `full` asks for the costly parts
     // (firewall counters) that only /status and /metrics show. Called on the
     // server's thread.
@@ -44,7 +44,7 @@ public:
     static constexpr int kMaxSessions = 64;
     static constexpr int kMaxSessionsPerSource = 8;
 
-private:
+  private:
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };

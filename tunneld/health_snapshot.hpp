@@ -35,7 +35,7 @@ struct FirewallView {
     bool enabled = false;
     bool applied = false;  // in place as configured (false after a failed repair)
     std::string table;
-    std::string error;     // why not applied / last repair failure
+    std::string error;  // why not applied / last repair failure
     std::uint64_t repairs = 0;
     std::uint64_t resolve_failures = 0;  // peer name lookups that failed (last addresses kept)
     struct Drops {
@@ -58,7 +58,8 @@ struct Snapshot {
     std::string cert_serial;
     std::int64_t cert_not_after = 0;  // unix seconds
     Stats::Reloads reloads;
-    std::uint64_t internal_errors = 0;  // exceptions that escaped a task (logged; the daemon went on)
+    std::uint64_t internal_errors =
+        0;  // exceptions that escaped a task (logged; the daemon went on)
 
     std::vector<std::string> inbound_listen;  // empty: no inbound side
     std::string inbound_backend;

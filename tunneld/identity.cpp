@@ -6,8 +6,8 @@
 
 #include <memory>
 
-#include "tunneld/openssl_ptr.hpp"
 #include <strings.h>
+#include "tunneld/openssl_ptr.hpp"
 
 namespace tunneld {
 namespace {
@@ -42,7 +42,8 @@ CertIdentities extract_identities(X509* cert) {
         for (int i = 0; i < sk_GENERAL_NAME_num(names.get()); ++i) {
             const GENERAL_NAME* gn = sk_GENERAL_NAME_value(names.get(), i);
             if (gn->type == GEN_DNS) ids.dns.push_back(asn1_string(gn->d.dNSName));
-            if (gn->type == GEN_URI) ids.uris.push_back(asn1_string(gn->d.uniformResourceIdentifier));
+            if (gn->type == GEN_URI)
+                ids.uris.push_back(asn1_string(gn->d.uniformResourceIdentifier));
             if (gn->type == GEN_IPADD) ids.ips.push_back(ip_text(gn->d.iPAddress));
         }
     }
@@ -84,7 +85,8 @@ std::string describe_identities(const CertIdentities& ids) {
     };
     add("dns:", ids.dns);
     add("uri:", ids.uris);
-    if (out.empty()) out = "cn:" + (ids.common_name.empty() ? std::string("(none)") : ids.common_name);
+    if (out.empty())
+        out = "cn:" + (ids.common_name.empty() ? std::string("(none)") : ids.common_name);
     return out;
 }
 

@@ -1,15 +1,15 @@
-#include "tunneld/spawn.hpp"
 #include "tunneld/inbound.hpp"
+#include "tunneld/spawn.hpp"
 
 #include <spdlog/spdlog.h>
 
+#include <openssl/ssl.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
-#include <openssl/ssl.h>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
 #include "tunneld/conn_log.hpp"
 #include "tunneld/dial.hpp"
@@ -30,8 +30,9 @@ void finish(Runtime& rt, const ConnInfo& info, const RelayResult& r) {
     log_close(info, r);
     rt.stats.count_close(Direction::inbound, r.reason);
     if (r.reason != CloseReason::finished && !info.peer.empty())
-        rt.stats.traffic(Direction::inbound, info.peer).set_error(std::string(to_string(r.reason)) +
-                                                                  (r.detail.empty() ? "" : ": " + r.detail));
+        rt.stats.traffic(Direction::inbound, info.peer)
+            .set_error(std::string(to_string(r.reason)) +
+                       (r.detail.empty() ? "" : ": " + r.detail));
 }
 
 // Connects to the backend (TCP or unix) and relays; logs the close line.
@@ -54,7 +55,9 @@ asio::awaitable<void> relay_to_backend(Runtime& rt, LiveConnection& live, ConnIn
     }
     if (!err.empty()) {
         tls.close();
-        finish(rt, info, RelayResult{0, 0, CloseReason::backend_unreachable, in.backend.to_string() + ": " + err});
+        finish(rt, info,
+               RelayResult{0, 0, CloseReason::backend_unreachable,
+                           in.backend.to_string() + ": " + err});
         co_return;
     }
     log_open(info, tls.resumed());
@@ -108,10 +111,12 @@ asio::awaitable<void> serve(Runtime& rt, tcp::socket socket) {
     // Strangers first spend their own budget (per source, and in total), before
     // anything else and never from max_connections; over it they are refused at
     // once, holding nothing.
-    switch (rt.connections.begin_handshake(source, cfg.limits.max_handshakes_per_source, cfg.limits.max_handshakes)) {
+    switch (rt.connections.begin_handshake(source, cfg.limits.max_handshakes_per_source,
+                                           cfg.limits.max_handshakes)) {
         case ConnectionTable::Refusal::per_source:
             refuse(rt, source,
-                   "limits.max_handshakes_per_source=" + std::to_string(cfg.limits.max_handshakes_per_source) +
+                   "limits.max_handshakes_per_source=" +
+                       std::to_string(cfg.limits.max_handshakes_per_source) +
                        " unauthenticated connections from this address already");
             co_return;
         case ConnectionTable::Refusal::total:
@@ -119,7 +124,8 @@ asio::awaitable<void> serve(Runtime& rt, tcp::socket socket) {
                    "limits.max_handshakes=" + std::to_string(cfg.limits.max_handshakes) +
                        " unauthenticated connections in progress already");
             co_return;
-        case ConnectionTable::Refusal::none: break;
+        case ConnectionTable::Refusal::none:
+            break;
     }
     HandshakeSlot slot{rt.connections, source};
     // Closable (SIGTERM, revocation) from the start, but it takes a
@@ -139,7 +145,8 @@ asio::awaitable<void> serve(Runtime& rt, tcp::socket socket) {
     if (hs.ok() && tls.alpn().empty())
         // Peers always send ALPN ("postgresql" or "tunneld-probe"); a client
         // without it is not a tunneld peer and gets nothing relayed.
-        hs = HandshakeResult{HandshakeFailure::no_alpn, "the client sent no ALPN; tunneld peers send 'postgresql'"};
+        hs = HandshakeResult{HandshakeFailure::no_alpn,
+                             "the client sent no ALPN; tunneld peers send 'postgresql'"};
     rt.stats.count_handshake(Direction::inbound, hs.failure);
     if (!hs.ok()) {
         log_handshake_failure(info, hs);
@@ -153,13 +160,14 @@ asio::awaitable<void> serve(Runtime& rt, tcp::socket socket) {
         // backend state (see probe.hpp); `certs rotate` only looks at the serial
         // we present and closes.
         spdlog::log(self ? spdlog::level::info : spdlog::level::debug,
-                    "conn={} inbound probe from {} ({}): handshake ok, serial {}", info.id, info.peer,
-                    info.remote, material->serial_hex);
+                    "conn={} inbound probe from {} ({}): handshake ok, serial {}", info.id,
+                    info.peer, info.remote, material->serial_hex);
         rt.connections.mark_probe(*live);
         co_await serve_probe(rt, tls, info);
         if (live->revoked) {
-            spdlog::warn("conn={} inbound probe from {} closed: its certificate is now revoked (tls.crl)", info.id,
-                         info.peer);
+            spdlog::warn(
+                "conn={} inbound probe from {} closed: its certificate is now revoked (tls.crl)",
+                info.id, info.peer);
             co_return;  // the stream is closed: nothing more is written to it
         }
         co_await tls.shutdown_send();
@@ -174,8 +182,10 @@ asio::awaitable<void> serve(Runtime& rt, tcp::socket socket) {
     if (!rt.connections.count(*live)) {
         rt.stats.count_close(Direction::inbound, CloseReason::limit);
         if (auto n = rt.refusals.note(info.peer))
-            spdlog::warn("conn={} inbound: refused {} connection(s) from peer {}: limits.max_connections={} reached",
-                         info.id, n, info.peer, cfg.limits.max_connections);
+            spdlog::warn(
+                "conn={} inbound: refused {} connection(s) from peer {}: limits.max_connections={} "
+                "reached",
+                info.id, n, info.peer, cfg.limits.max_connections);
         co_return;
     }
     auto ex = tls.socket().get_executor();
@@ -196,12 +206,17 @@ void InboundListener::start() {
     for (auto& acceptor : acceptors_) {
         spdlog::info("inbound: listening on {} -> backend {} (allow: {})",
                      Endpoint{acceptor.local_endpoint().address().to_string(),
-                              acceptor.local_endpoint().port(), {}}.to_string(),
-                     rt_.config.inbound->backend.to_string(), fmt::join(rt_.config.inbound->allow, ", "));
-        spawn(io_, accept_loop(acceptor, rt_.pool, [this](tcp::socket s) {
-                  auto ex = s.get_executor();
-                  spawn(ex, serve(rt_, std::move(s)), "an inbound connection");
-              }),
+                              acceptor.local_endpoint().port(),
+                              {}}
+                         .to_string(),
+                     rt_.config.inbound->backend.to_string(),
+                     fmt::join(rt_.config.inbound->allow, ", "));
+        spawn(io_,
+              accept_loop(acceptor, rt_.pool,
+                          [this](tcp::socket s) {
+                              auto ex = s.get_executor();
+                              spawn(ex, serve(rt_, std::move(s)), "an inbound connection");
+                          }),
               "the inbound accept loop");
     }
 }

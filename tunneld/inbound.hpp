@@ -8,7 +8,7 @@
 namespace tunneld {
 
 class InboundListener {
-public:
+  public:
     // Binds every inbound.listen address on `io` (the acceptor thread).
     // Throws StartupError when one cannot be bound.
     InboundListener(Runtime& rt, boost::asio::io_context& io);
@@ -25,7 +25,7 @@ public:
     // Stops accepting (closes the listening sockets); live connections go on.
     void stop();
 
-private:
+  private:
     Runtime& rt_;
     boost::asio::io_context& io_;
     std::vector<boost::asio::ip::tcp::acceptor> acceptors_;

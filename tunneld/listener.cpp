@@ -23,11 +23,10 @@ tcp::acceptor open_listener(asio::io_context& io, const Endpoint& ep, const std:
     tcp::acceptor acceptor(io);
     auto check = [&](const char* step) {
         if (ec)
-            throw StartupError(what + ": cannot " + step + " " + ep.to_string() + ": " +
-                               ec.message() +
-                               (ec == asio::error::access_denied
-                                    ? " (ports below 1024 need CAP_NET_BIND_SERVICE)"
-                                    : ""));
+            throw StartupError(
+                what + ": cannot " + step + " " + ep.to_string() + ": " + ec.message() +
+                (ec == asio::error::access_denied ? " (ports below 1024 need CAP_NET_BIND_SERVICE)"
+                                                  : ""));
     };
     acceptor.open(endpoint.protocol(), ec);
     check("open");
@@ -45,12 +44,11 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, IoPool& pool,
     auto backoff = std::chrono::milliseconds(5);
     for (;;) {
         auto& io = pool.next();
-        auto [ec, socket] =
-            co_await acceptor.async_accept(io, asio::as_tuple(asio::use_awaitable));
+        auto [ec, socket] = co_await acceptor.async_accept(io, asio::as_tuple(asio::use_awaitable));
         if (ec == asio::error::operation_aborted || !acceptor.is_open()) co_return;
         if (ec) {
-            spdlog::warn("accept on {}: {}; retrying in {} ms",
-                         acceptor.local_endpoint(ec).port(), ec.message(), backoff.count());
+            spdlog::warn("accept on {}: {}; retrying in {} ms", acceptor.local_endpoint(ec).port(),
+                         ec.message(), backoff.count());
             asio::steady_timer timer(acceptor.get_executor(), backoff);
             co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
             backoff = std::min(backoff * 2, std::chrono::milliseconds(1000));

@@ -20,7 +20,8 @@ boost::asio::ip::tcp::acceptor open_listener(boost::asio::io_context& io, const 
 // io_context of `pool`, and hands the socket to `on_accept` (called on the
 // acceptor's executor). Accept errors back off from 5 ms doubling to 1 s
 // rather than spinning (EMFILE, ENOBUFS).
-boost::asio::awaitable<void> accept_loop(boost::asio::ip::tcp::acceptor& acceptor, IoPool& pool,
-                                         std::function<void(boost::asio::ip::tcp::socket)> on_accept);
+boost::asio::awaitable<void> accept_loop(
+    boost::asio::ip::tcp::acceptor& acceptor, IoPool& pool,
+    std::function<void(boost::asio::ip::tcp::socket)> on_accept);
 
 }  // namespace tunneld

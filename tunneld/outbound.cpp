@@ -1,11 +1,11 @@
-#include "tunneld/spawn.hpp"
 #include "tunneld/outbound.hpp"
+#include "tunneld/spawn.hpp"
 
 #include <spdlog/spdlog.h>
 
+#include <openssl/ssl.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
-#include <openssl/ssl.h>
 
 #include "tunneld/conn_log.hpp"
 #include "tunneld/dial.hpp"
@@ -47,7 +47,8 @@ asio::awaitable<void> serve(Runtime& rt, const PeerConfig& peer, SessionSlot& se
     auto live = rt.connections.admit(local.get_executor(), info.id);
     if (!live) {
         log_close(info, RelayResult{0, 0, CloseReason::limit,
-                                    "limits.max_connections=" + std::to_string(cfg.limits.max_connections)});
+                                    "limits.max_connections=" +
+                                        std::to_string(cfg.limits.max_connections)});
         co_return;
     }
     apply_local_options(local.native_handle());
@@ -62,7 +63,8 @@ asio::awaitable<void> serve(Runtime& rt, const PeerConfig& peer, SessionSlot& se
         log_close(info, r);
         rt.stats.count_close(Direction::outbound, r.reason);
         if (r.reason != CloseReason::finished)
-            traffic.set_error(std::string(to_string(r.reason)) + (r.detail.empty() ? "" : ": " + r.detail));
+            traffic.set_error(std::string(to_string(r.reason)) +
+                              (r.detail.empty() ? "" : ": " + r.detail));
     };
     if (auto err = co_await dial(pub, peer.connect, cfg.timeouts.connect); !err.empty()) {
         finish(RelayResult{0, 0, CloseReason::peer_unreachable, err});
@@ -120,10 +122,13 @@ void OutboundListener::start() {
         spdlog::info("outbound: {} -> peer {} at {}", address_of(link->acceptor.local_endpoint()),
                      link->peer.name, link->peer.connect.to_string());
         Link* l = link.get();
-        spawn(io_, accept_loop(l->acceptor, rt_.pool, [this, l](tcp::socket s) {
-                  auto ex = s.get_executor();
-                  spawn(ex, serve(rt_, l->peer, l->session, std::move(s)), "an outbound connection");
-              }),
+        spawn(io_,
+              accept_loop(l->acceptor, rt_.pool,
+                          [this, l](tcp::socket s) {
+                              auto ex = s.get_executor();
+                              spawn(ex, serve(rt_, l->peer, l->session, std::move(s)),
+                                    "an outbound connection");
+                          }),
               "the outbound accept loop");
     }
 }

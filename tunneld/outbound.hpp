@@ -10,7 +10,7 @@
 namespace tunneld {
 
 class OutboundListener {
-public:
+  public:
     // Binds peers[].local for every peer on `io`. Throws StartupError when one
     // cannot be bound.
     OutboundListener(Runtime& rt, boost::asio::io_context& io);
@@ -26,7 +26,7 @@ public:
     // Stops accepting; live connections go on.
     void stop();
 
-private:
+  private:
     struct Link;
     Runtime& rt_;
     boost::asio::io_context& io_;

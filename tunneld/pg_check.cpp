@@ -24,7 +24,8 @@ constexpr const char* kStatusQuery =
     " coalesce(pg_last_wal_replay_lsn()::text, ''),"
     " coalesce((SELECT status FROM pg_stat_wal_receiver), ''),"
     " CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END,"
-    " CASE WHEN pg_is_in_recovery() AND pg_last_wal_receive_lsn() IS DISTINCT FROM pg_last_wal_replay_lsn()"
+    " CASE WHEN pg_is_in_recovery() AND pg_last_wal_receive_lsn() IS DISTINCT FROM "
+    "pg_last_wal_replay_lsn()"
     "  THEN coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) ELSE 0 END";
 
 // libpq's multi-line messages as one line: "...failed: No such file or
@@ -43,13 +44,15 @@ std::string one_line(const char* text) {
 enum class Want { read, write };
 
 // Waits until libpq's socket is ready, or the deadline passes (false).
-asio::awaitable<bool> wait_socket(asio::any_io_executor ex, int fd, Want want, asio::steady_timer& deadline) {
+asio::awaitable<bool> wait_socket(asio::any_io_executor ex, int fd, Want want,
+                                  asio::steady_timer& deadline) {
     asio::posix::stream_descriptor sd(ex, fd);
     struct Release {  // the fd belongs to libpq: never close it
         asio::posix::stream_descriptor& s;
         ~Release() { s.release(); }
     } release{sd};
-    auto w = want == Want::read ? asio::posix::descriptor_base::wait_read : asio::posix::descriptor_base::wait_write;
+    auto w = want == Want::read ? asio::posix::descriptor_base::wait_read
+                                : asio::posix::descriptor_base::wait_write;
     auto r = co_await (sd.async_wait(w, asio::as_tuple(asio::use_awaitable)) ||
                        deadline.async_wait(asio::as_tuple(asio::use_awaitable)));
     co_return r.index() == 0;
@@ -68,8 +71,9 @@ std::string server_refusal(const std::string& msg) {
     static const std::regex peer_failed(R"re(^Peer authentication failed for user "([^"]+)")re");
     std::smatch m;
     if (std::regex_search(text, m, role_missing))
-        return "health.postgres: role " + m[1].str() + " does not exist: on the primary run CREATE ROLE " +
-               m[1].str() + " LOGIN IN ROLE pg_monitor (it replicates to standbys), or remove health.postgres";
+        return "health.postgres: role " + m[1].str() +
+               " does not exist: on the primary run CREATE ROLE " + m[1].str() +
+               " LOGIN IN ROLE pg_monitor (it replicates to standbys), or remove health.postgres";
     if (std::regex_search(text, m, peer_failed))
         return "health.postgres: peer authentication failed for role " + m[1].str() +
                ": connect as the OS user of the same name (tunneld), or allow it in pg_hba.conf";
@@ -116,7 +120,8 @@ asio::awaitable<PostgresState> PostgresCheck::run(Duration timeout) {
         const char* values[] = {conninfo_.c_str(), "tunneld health", nullptr};
         conn_.reset(PQconnectStartParams(keys, values, 1));
         if (!conn_) co_return fail("libpq: out of memory");
-        if (PQstatus(conn_.get()) == CONNECTION_BAD) co_return fail(one_line(PQerrorMessage(conn_.get())));
+        if (PQstatus(conn_.get()) == CONNECTION_BAD)
+            co_return fail(one_line(PQerrorMessage(conn_.get())));
         auto poll = PGRES_POLLING_WRITING;
         bool reached = false;
         while (poll != PGRES_POLLING_OK) {
@@ -125,11 +130,14 @@ asio::awaitable<PostgresState> PostgresCheck::run(Duration timeout) {
                 co_return reached ? refused(why) : fail(why);
             }
             if (!co_await wait_socket(ex_, PQsocket(conn_.get()),
-                                      poll == PGRES_POLLING_READING ? Want::read : Want::write, deadline))
+                                      poll == PGRES_POLLING_READING ? Want::read : Want::write,
+                                      deadline))
                 co_return timed_out("connecting");
             poll = PQconnectPoll(conn_.get());
             auto status = PQstatus(conn_.get());
-            if (status != CONNECTION_STARTED && status != CONNECTION_BAD && status != CONNECTION_NEEDED) reached = true;
+            if (status != CONNECTION_STARTED && status != CONNECTION_BAD &&
+                status != CONNECTION_NEEDED)
+                reached = true;
         }
         PQsetnonblocking(conn_.get(), 1);
     }
@@ -137,7 +145,8 @@ asio::awaitable<PostgresState> PostgresCheck::run(Duration timeout) {
     if (!PQsendQuery(c, kStatusQuery)) co_return fail(one_line(PQerrorMessage(c)));
     for (int f; (f = PQflush(c)) != 0;) {
         if (f < 0) co_return fail(one_line(PQerrorMessage(c)));
-        if (!co_await wait_socket(ex_, PQsocket(c), Want::write, deadline)) co_return timed_out("sending the query");
+        if (!co_await wait_socket(ex_, PQsocket(c), Want::write, deadline))
+            co_return timed_out("sending the query");
     }
     bool got_row = false;
     std::string query_error;
@@ -168,7 +177,8 @@ asio::awaitable<PostgresState> PostgresCheck::run(Duration timeout) {
         }
         got_row = true;
     }
-    if (!got_row) co_return refused(query_error.empty() ? "status query returned no row" : query_error);
+    if (!got_row)
+        co_return refused(query_error.empty() ? "status query returned no row" : query_error);
     st.up = true;
     co_return st;
 }

@@ -25,7 +25,7 @@ std::string conninfo_error(const std::string& conninfo);
 std::string server_refusal(const std::string& libpq_message);
 
 class PostgresCheck {
-public:
+  public:
     PostgresCheck(boost::asio::any_io_executor ex, std::string conninfo);
 
     // Connects if needed and runs the status query; everything (connect and
@@ -36,7 +36,7 @@ public:
     // Closes the connection (next run() connects again).
     void reset() { conn_.reset(); }
 
-private:
+  private:
     boost::asio::any_io_executor ex_;
     std::string conninfo_;
     CPtr<PGconn, PQfinish> conn_;

@@ -25,7 +25,8 @@ std::set<std::string> listening_inodes(std::uint16_t port) {
         while (std::getline(in, line)) {
             std::istringstream f(line);
             std::string sl, local, remote, state, queues, timer, retr, uid, timeout, inode;
-            f >> sl >> local >> remote >> state >> queues >> timer >> retr >> uid >> timeout >> inode;
+            f >> sl >> local >> remote >> state >> queues >> timer >> retr >> uid >> timeout >>
+                inode;
             auto colon = local.rfind(':');
             if (state != "0A" || colon == std::string::npos) continue;  // 0A = LISTEN
             if (std::stoul(local.substr(colon + 1), nullptr, 16) == port) out.insert(inode);
@@ -52,7 +53,8 @@ std::optional<PortOwner> owner_of(const std::set<std::string>& inodes) {
         if (!dir) continue;
         while (dirent* fd = readdir(dir.get())) {
             char target[64] = {};
-            if (readlink((fds + "/" + fd->d_name).c_str(), target, sizeof target - 1) <= 0) continue;
+            if (readlink((fds + "/" + fd->d_name).c_str(), target, sizeof target - 1) <= 0)
+                continue;
             std::string t(target);
             if (t.rfind("socket:[", 0) != 0 || !inodes.count(t.substr(8, t.size() - 9))) continue;
             PortOwner o;

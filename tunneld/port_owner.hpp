@@ -9,9 +9,9 @@
 namespace tunneld {
 
 struct PortOwner {
-    int pid = 0;              // 0 when /proc does not tell (another user's process, a container)
-    std::string command;      // /proc/PID/comm
-    std::string cmdline;      // /proc/PID/cmdline, NULs as spaces
+    int pid = 0;          // 0 when /proc does not tell (another user's process, a container)
+    std::string command;  // /proc/PID/comm
+    std::string cmdline;  // /proc/PID/cmdline, NULs as spaces
 };
 
 // Tries to bind a TCP socket to `ep` (SO_REUSEADDR, like the daemon). Returns

@@ -47,7 +47,8 @@ std::optional<Prefix> parse_prefix(std::string_view text, std::string& why) {
     Prefix network = p;
     for (int bit = p.length; bit < max; ++bit) network.addr[bit / 8] &= ~(0x80 >> (bit % 8));
     if (network.addr != p.addr) {
-        why = "'" + std::string(text) + "' has host bits set; did you mean " + network.to_string() + "?";
+        why = "'" + std::string(text) + "' has host bits set; did you mean " + network.to_string() +
+              "?";
         return std::nullopt;
     }
     return p;

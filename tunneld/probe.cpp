@@ -1,5 +1,5 @@
-#include "tunneld/spawn.hpp"
 #include "tunneld/probe.hpp"
+#include "tunneld/spawn.hpp"
 
 #include <openssl/ssl.h>
 
@@ -42,10 +42,11 @@ asio::awaitable<std::string> read_line(TlsStream& tls, std::string& pending, std
 }
 
 // read_line, giving up after `timeout` (the stream is closed then).
-asio::awaitable<std::string> read_line_within(TlsStream& tls, std::string& pending, std::string& line,
-                                              Duration timeout) {
+asio::awaitable<std::string> read_line_within(TlsStream& tls, std::string& pending,
+                                              std::string& line, Duration timeout) {
     asio::steady_timer timer(tls.socket().get_executor(), timeout);
-    auto r = co_await (read_line(tls, pending, line) || timer.async_wait(asio::as_tuple(asio::use_awaitable)));
+    auto r = co_await (read_line(tls, pending, line) ||
+                       timer.async_wait(asio::as_tuple(asio::use_awaitable)));
     if (r.index() == 1) {
         tls.close();
         co_return "no answer within " + format_duration(timeout);
@@ -54,7 +55,8 @@ asio::awaitable<std::string> read_line_within(TlsStream& tls, std::string& pendi
 }
 
 std::string probe_error(const HandshakeResult& hs) {
-    return std::string("TLS handshake failed: ") + to_string(hs.failure) + (hs.detail.empty() ? "" : " (" + hs.detail + ")");
+    return std::string("TLS handshake failed: ") + to_string(hs.failure) +
+           (hs.detail.empty() ? "" : " (" + hs.detail + ")");
 }
 
 }  // namespace
@@ -103,7 +105,8 @@ struct PeerProbe::Loop {
         st.pongs++;
         st.rtt_last_ms = rtt_ms;
         st.rtt_min_ms = st.rtt_min_ms == 0 ? rtt_ms : std::min(st.rtt_min_ms, rtt_ms);
-        st.rtt_smoothed_ms = st.rtt_smoothed_ms == 0 ? rtt_ms : st.rtt_smoothed_ms * 7 / 8 + rtt_ms / 8;
+        st.rtt_smoothed_ms =
+            st.rtt_smoothed_ms == 0 ? rtt_ms : st.rtt_smoothed_ms * 7 / 8 + rtt_ms / 8;
         st.peer_backend = std::move(backend);
         publish();
     }
@@ -132,21 +135,28 @@ struct PeerProbe::Loop {
         auto hs = co_await handshake_within(tls, cfg.timeouts.handshake);
         rt.stats.count_handshake(Direction::outbound, hs.failure);
         if (!hs.ok()) co_return probe_error(hs);
-        if (tls.alpn() != kAlpnProbe) co_return "the peer does not speak tunneld-probe (ALPN '" + tls.alpn() + "')";
+        if (tls.alpn() != kAlpnProbe)
+            co_return "the peer does not speak tunneld-probe (ALPN '" + tls.alpn() + "')";
         st.last_handshake = unix_now();
         // A pong must come back before the next ping would be due twice over.
-        auto answer_within = std::max<Duration>(2 * cfg.health.probe_interval, std::chrono::seconds(1));
+        auto answer_within =
+            std::max<Duration>(2 * cfg.health.probe_interval, std::chrono::seconds(1));
         std::string pending, line;
         for (std::uint64_t seq = 1;; ++seq) {
             std::string ping = make_ping(static_cast<std::int64_t>(seq));
             auto sent_at = std::chrono::steady_clock::now();
             st.pings++;
-            if (auto wec = co_await tls.write_all(asio::buffer(ping))) co_return "sending a ping: " + wec.message();
-            if (auto err = co_await read_line_within(tls, pending, line, answer_within); !err.empty())
+            if (auto wec = co_await tls.write_all(asio::buffer(ping)))
+                co_return "sending a ping: " + wec.message();
+            if (auto err = co_await read_line_within(tls, pending, line, answer_within);
+                !err.empty())
                 co_return err;
-            double rtt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - sent_at).count();
+            double rtt = std::chrono::duration<double, std::milli>(
+                             std::chrono::steady_clock::now() - sent_at)
+                             .count();
             auto pong = parse_pong(line, static_cast<std::int64_t>(seq));
-            if (!pong) co_return "the peer answered something that is not pong " + std::to_string(seq);
+            if (!pong)
+                co_return "the peer answered something that is not pong " + std::to_string(seq);
             // The CRL may have changed since the handshake (reload): a peer revoked
             // since then is not "up", and its connection ends like a data connection's.
             if (is_revoked(SSL_get0_peer_certificate(tls.native()),
@@ -170,13 +180,15 @@ struct PeerProbe::Loop {
     }
 };
 
-PeerProbe::PeerProbe(Runtime& rt, const PeerConfig& peer) : rt_(rt), peer_(peer), io_(rt.pool.next()) {}
+PeerProbe::PeerProbe(Runtime& rt, const PeerConfig& peer)
+    : rt_(rt), peer_(peer), io_(rt.pool.next()) {}
 
 PeerProbe::~PeerProbe() = default;
 
 void PeerProbe::start() {
     loop_ = std::shared_ptr<Loop>(new Loop(rt_, peer_, state_, io_.get_executor()));
-    spawn(io_, [l = loop_]() { return l->run(); }, "a peer probe");
+    spawn(
+        io_, [l = loop_]() { return l->run(); }, "a peer probe");
 }
 
 void PeerProbe::stop() {
@@ -195,12 +207,15 @@ asio::awaitable<void> serve_probe(Runtime& rt, TlsStream& tls, const ConnInfo& i
     for (;;) {
         auto err = co_await read_line_within(tls, pending, line, idle);
         if (!err.empty()) {
-            if (answered) spdlog::debug("conn={} probe from {} ended after {} ping(s): {}", info.id, info.peer, answered, err);
+            if (answered)
+                spdlog::debug("conn={} probe from {} ended after {} ping(s): {}", info.id,
+                              info.peer, answered, err);
             co_return;
         }
         auto seq = parse_ping(line);
         if (!seq) {
-            spdlog::warn("conn={} probe from {} sent something that is not a ping; closing", info.id, info.peer);
+            spdlog::warn("conn={} probe from {} sent something that is not a ping; closing",
+                         info.id, info.peer);
             co_return;
         }
         std::string out = make_pong(*seq, rt.config.node, rt.backend.get());

@@ -8,9 +8,9 @@
 //   client -> {"ping":7}
 //   server <- {"pong":7,"node":"primary-1","backend":{...BackendState...}}
 #pragma once
+#include <atomic>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
-#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -22,11 +22,11 @@
 namespace tunneld {
 
 struct ProbeState {
-    bool probed = false;          // a first attempt has finished (up, or failed)
-    bool up = false;              // the last ping was answered in time
-    std::int64_t since = 0;       // unix seconds when `up` last changed (or of the first result)
-    std::string last_error;       // why the probe is (or last was) down; "" if never
-    std::string address;          // the address the probe connection reached
+    bool probed = false;     // a first attempt has finished (up, or failed)
+    bool up = false;         // the last ping was answered in time
+    std::int64_t since = 0;  // unix seconds when `up` last changed (or of the first result)
+    std::string last_error;  // why the probe is (or last was) down; "" if never
+    std::string address;     // the address the probe connection reached
     std::int64_t last_handshake = 0;  // unix seconds of the probe's last TLS handshake
     double rtt_last_ms = 0, rtt_min_ms = 0, rtt_smoothed_ms = 0;  // smoothed: RFC 6298 SRTT
     std::uint64_t pings = 0, pongs = 0, failures = 0;  // failures: attempts that ended in "down"
@@ -34,7 +34,7 @@ struct ProbeState {
 };
 
 class PeerProbe {
-public:
+  public:
     // Probes `peer` from one of rt's I/O threads once started.
     PeerProbe(Runtime& rt, const PeerConfig& peer);
     ~PeerProbe();
@@ -47,7 +47,7 @@ public:
     const PeerConfig& peer() const { return peer_; }
     ProbeState state() const { return state_.get(); }
 
-private:
+  private:
     struct Loop;
     Runtime& rt_;
     const PeerConfig& peer_;

@@ -37,7 +37,9 @@ std::optional<std::int64_t> parse_ping(std::string_view line) {
     return seq->get_int64();
 }
 
-std::string make_ping(std::int64_t seq) { return json::serialize(json::object{{"ping", seq}}) + "\n"; }
+std::string make_ping(std::int64_t seq) {
+    return json::serialize(json::object{{"ping", seq}}) + "\n";
+}
 
 std::optional<BackendState> parse_pong(std::string_view line, std::int64_t seq) {
     auto o = object_of(line);
@@ -49,7 +51,9 @@ std::optional<BackendState> parse_pong(std::string_view line, std::int64_t seq) 
 }
 
 std::string make_pong(std::int64_t seq, const std::string& node, const BackendState& backend) {
-    return json::serialize(json::object{{"pong", seq}, {"node", node}, {"backend", to_json(backend)}}) + "\n";
+    return json::serialize(
+               json::object{{"pong", seq}, {"node", node}, {"backend", to_json(backend)}}) +
+           "\n";
 }
 
 }  // namespace tunneld

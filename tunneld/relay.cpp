@@ -1,14 +1,14 @@
 #include "tunneld/relay.hpp"
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <sys/socket.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <sys/socket.h>
 
 #include <cerrno>
 
@@ -20,19 +20,32 @@ using namespace asio::experimental::awaitable_operators;
 
 const char* to_string(CloseReason r) {
     switch (r) {
-        case CloseReason::finished: return "finished";
-        case CloseReason::local_error: return "local_error";
-        case CloseReason::peer_error: return "peer_error";
-        case CloseReason::peer_rejected: return "peer_rejected";
-        case CloseReason::peer_truncated: return "peer_truncated";
-        case CloseReason::peer_timeout: return "peer_timeout";
-        case CloseReason::shutdown: return "shutdown";
-        case CloseReason::revoked: return "revoked";
-        case CloseReason::handshake_failed: return "handshake_failed";
-        case CloseReason::backend_unreachable: return "backend_unreachable";
-        case CloseReason::peer_unreachable: return "peer_unreachable";
-        case CloseReason::limit: return "limit";
-        case CloseReason::protocol: return "protocol";
+        case CloseReason::finished:
+            return "finished";
+        case CloseReason::local_error:
+            return "local_error";
+        case CloseReason::peer_error:
+            return "peer_error";
+        case CloseReason::peer_rejected:
+            return "peer_rejected";
+        case CloseReason::peer_truncated:
+            return "peer_truncated";
+        case CloseReason::peer_timeout:
+            return "peer_timeout";
+        case CloseReason::shutdown:
+            return "shutdown";
+        case CloseReason::revoked:
+            return "revoked";
+        case CloseReason::handshake_failed:
+            return "handshake_failed";
+        case CloseReason::backend_unreachable:
+            return "backend_unreachable";
+        case CloseReason::peer_unreachable:
+            return "peer_unreachable";
+        case CloseReason::limit:
+            return "limit";
+        case CloseReason::protocol:
+            return "protocol";
     }
     return "unknown";
 }
@@ -46,7 +59,8 @@ namespace {
 // no epoll_ctl as async_wait needs), and performs it from the reactor when the
 // edge arrives. Per small message that is epoll_wait + recv, nothing more.
 template <class Socket>
-asio::awaitable<std::tuple<error_code, std::size_t>> read_plain(Socket& s, std::span<char> buf, bool& full) {
+asio::awaitable<std::tuple<error_code, std::size_t>> read_plain(Socket& s, std::span<char> buf,
+                                                                bool& full) {
     while (full) {
         ssize_t n = ::recv(s.native_handle(), buf.data(), buf.size(), 0);
         if (n > 0) {
@@ -56,10 +70,12 @@ asio::awaitable<std::tuple<error_code, std::size_t>> read_plain(Socket& s, std::
         if (n == 0) co_return std::tuple{error_code(asio::error::eof), std::size_t{0}};
         if (errno == EINTR) continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK)
-            co_return std::tuple{error_code(errno, asio::error::get_system_category()), std::size_t{0}};
+            co_return std::tuple{error_code(errno, asio::error::get_system_category()),
+                                 std::size_t{0}};
         full = false;
     }
-    auto [ec, n] = co_await s.async_read_some(asio::buffer(buf.data(), buf.size()), as_tuple(use_awaitable));
+    auto [ec, n] =
+        co_await s.async_read_some(asio::buffer(buf.data(), buf.size()), as_tuple(use_awaitable));
     full = !ec && n == buf.size();
     co_return std::tuple{ec, n};
 }
@@ -98,11 +114,11 @@ struct Pair {
     TlsStream& tls;
     RelayResult result;
     bool failed = false;
-    bool tls_eof = false;    // the peer sent close_notify: it has nothing more to say
-    bool local_eof = false;  // the local side half-closed: it has nothing more to say
-    bool tls_done = false;   // tls_to_local has ended (EOF or failure)
-    bool local_gone = false; // the local end reset / closed under us before any half-close
-    error_code gone_ec;      // how it went
+    bool tls_eof = false;     // the peer sent close_notify: it has nothing more to say
+    bool local_eof = false;   // the local side half-closed: it has nothing more to say
+    bool tls_done = false;    // tls_to_local has ended (EOF or failure)
+    bool local_gone = false;  // the local end reset / closed under us before any half-close
+    error_code gone_ec;       // how it went
     asio::steady_timer* tls_done_signal = nullptr;  // cancelled when tls_done is set
     ByteCounters* counters = nullptr;
 

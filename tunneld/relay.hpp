@@ -1,10 +1,10 @@
 // The relay: bytes between a plaintext local socket and a TLS stream, as two
 // directional loops (local -> tls, tls -> local) started and ended together.
 #pragma once
+#include <atomic>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
-#include <atomic>
 #include <cstdint>
 #include <span>
 #include <string>

@@ -7,13 +7,13 @@
 namespace tunneld {
 
 class RelayBuffers {
-public:
+  public:
     static constexpr std::size_t kSize = 64 * 1024;  // per direction
     RelayBuffers() : data_(new char[2 * kSize]) {}
     std::span<char> out() { return {data_.get(), kSize}; }
     std::span<char> in() { return {data_.get() + kSize, kSize}; }
 
-private:
+  private:
     std::unique_ptr<char[]> data_;
 };
 

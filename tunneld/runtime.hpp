@@ -2,8 +2,8 @@
 // the I/O threads, the current TLS material and the live-connection table.
 // Owned by Daemon; outlives every connection.
 #pragma once
-#include <boost/asio/io_context.hpp>
 #include <atomic>
+#include <boost/asio/io_context.hpp>
 #include <deque>
 #include <memory>
 #include <thread>
@@ -20,7 +20,7 @@ namespace tunneld {
 
 // One io_context per worker thread; a connection lives on one of them.
 class IoPool {
-public:
+  public:
     explicit IoPool(unsigned threads);
     boost::asio::io_context& next();  // round robin
     void start();                     // starts the threads
@@ -29,7 +29,7 @@ public:
     std::size_t size() const { return contexts_.size(); }
     boost::asio::io_context& at(std::size_t i) { return contexts_[i]; }
 
-private:
+  private:
     std::deque<boost::asio::io_context> contexts_;
     std::vector<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> guards_;
     std::vector<std::thread> threads_;
@@ -47,7 +47,9 @@ struct Runtime {
     Latest<BackendState> backend;  // this node's database, as BackendMonitor saw it last
 
     Runtime(const Config& c, IoPool& p, std::shared_ptr<const TlsMaterial> material)
-        : config(c), pool(p), connections(static_cast<std::size_t>(c.limits.max_connections)),
+        : config(c),
+          pool(p),
+          connections(static_cast<std::size_t>(c.limits.max_connections)),
           tls(std::move(material)) {}
 };
 

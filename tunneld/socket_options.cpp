@@ -22,7 +22,9 @@ int seconds(Duration d) {
 
 }  // namespace
 
-std::string apply_local_options(int fd) { return set(fd, IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY"); }
+std::string apply_local_options(int fd) {
+    return set(fd, IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY");
+}
 
 std::string apply_public_options(int fd, const KeepaliveConfig& k) {
     for (auto err : {set(fd, IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY"),

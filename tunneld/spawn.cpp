@@ -16,9 +16,11 @@ void report_internal_error(const char* what, std::exception_ptr e) {
     try {
         std::rethrow_exception(e);
     } catch (const std::exception& x) {
-        spdlog::error("internal error in {}: {}; {} ended, the daemon goes on", what, x.what(), what);
+        spdlog::error("internal error in {}: {}; {} ended, the daemon goes on", what, x.what(),
+                      what);
     } catch (...) {
-        spdlog::error("internal error in {}: unknown exception; {} ended, the daemon goes on", what, what);
+        spdlog::error("internal error in {}: unknown exception; {} ended, the daemon goes on", what,
+                      what);
     }
 }
 

@@ -3,8 +3,8 @@
 // it, so one bad input or bug ends that one task (a connection, a probe
 // round), never the process and its other connections.
 #pragma once
-#include <boost/asio/co_spawn.hpp>
 #include <atomic>
+#include <boost/asio/co_spawn.hpp>
 #include <cstdint>
 #include <exception>
 #include <utility>
@@ -28,7 +28,8 @@ struct ReportFailure {
 // co_spawn(ex, awaitable<void>) with a ReportFailure completion handler.
 template <class Executor, class Awaitable>
 void spawn(Executor&& ex, Awaitable&& aw, const char* what) {
-    boost::asio::co_spawn(std::forward<Executor>(ex), std::forward<Awaitable>(aw), ReportFailure{what});
+    boost::asio::co_spawn(std::forward<Executor>(ex), std::forward<Awaitable>(aw),
+                          ReportFailure{what});
 }
 
 }  // namespace tunneld

@@ -5,7 +5,8 @@ namespace tunneld {
 const char* to_string(Direction d) { return d == Direction::inbound ? "inbound" : "outbound"; }
 
 std::int64_t unix_now() {
-    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+    return std::chrono::duration_cast<std::chrono::seconds>(
+               std::chrono::system_clock::now().time_since_epoch())
         .count();
 }
 

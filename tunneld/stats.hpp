@@ -22,26 +22,28 @@ const char* to_string(Direction d);
 // Traffic with one peer in one direction: live connections and bytes, kept up
 // to date while connections run (a replication stream lives for days).
 struct Traffic {
-    std::atomic<std::int64_t> active{0};      // relayed connections open now
-    std::atomic<std::uint64_t> opened{0};     // relayed connections ever opened
-    ByteCounters bytes;                       // from_tls = received from the peer, to_tls = sent
-    std::atomic<std::int64_t> last_handshake{0};  // unix seconds of the last successful handshake, 0 = never
+    std::atomic<std::int64_t> active{0};   // relayed connections open now
+    std::atomic<std::uint64_t> opened{0};  // relayed connections ever opened
+    ByteCounters bytes;                    // from_tls = received from the peer, to_tls = sent
+    std::atomic<std::int64_t> last_handshake{
+        0};  // unix seconds of the last successful handshake, 0 = never
 
     // The last failure seen with this peer ("" = none) and when (unix seconds).
     void set_error(std::string e);
     std::pair<std::string, std::int64_t> last_error() const;
 
-private:
+  private:
     mutable std::mutex mutex_;
     std::string last_error_;
     std::int64_t last_error_at_ = 0;
 };
 
-constexpr std::size_t kHandshakeFailureCount = static_cast<std::size_t>(HandshakeFailure::io_error) + 1;
+constexpr std::size_t kHandshakeFailureCount =
+    static_cast<std::size_t>(HandshakeFailure::io_error) + 1;
 constexpr std::size_t kCloseReasonCount = static_cast<std::size_t>(CloseReason::protocol) + 1;
 
 class Stats {
-public:
+  public:
     // The counters for (direction, peer), created on first use. The pointer
     // stays valid for the life of Stats.
     Traffic& traffic(Direction d, const std::string& peer);
@@ -65,7 +67,7 @@ public:
     };
     Reloads reloads() const;
 
-private:
+  private:
     mutable std::mutex mutex_;
     std::map<std::pair<Direction, std::string>, std::unique_ptr<Traffic>> traffic_;
     std::array<std::array<std::atomic<std::uint64_t>, kHandshakeFailureCount>, 2> handshakes_{};

@@ -20,7 +20,6 @@ void SslCtxFree::operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
 
 namespace {
 
-
 constexpr const char* kCipherSuites =
     "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
 
@@ -58,8 +57,8 @@ void require_readable(const std::string& path, const char* key) {
 int verify_callback(int preverify_ok, X509_STORE_CTX* store) {
     if (!preverify_ok) return 0;
     if (X509_STORE_CTX_get_error_depth(store) != 0) return 1;
-    auto* ssl = static_cast<SSL*>(
-        X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
+    auto* ssl =
+        static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
     auto* check = ssl ? static_cast<PeerCheck*>(SSL_get_ex_data(ssl, peer_check_index())) : nullptr;
     if (!check) {  // fail closed: no policy attached means nobody is allowed
         X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
@@ -90,8 +89,8 @@ int alpn_select(SSL*, const unsigned char** out, unsigned char* outlen, const un
 int new_session(SSL* ssl, SSL_SESSION* session) {
     auto* slot = static_cast<SessionSlot*>(SSL_get_ex_data(ssl, session_slot_index()));
     if (!slot) return 0;
-    auto* gen = static_cast<std::uint64_t*>(
-        SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), generation_index()));
+    auto* gen =
+        static_cast<std::uint64_t*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), generation_index()));
     slot->store(session, gen ? *gen : 0);
     return 1;
 }
@@ -115,8 +114,11 @@ std::chrono::system_clock::time_point load_crls(X509_STORE* store, const std::st
         if (!crl) break;
         const ASN1_TIME* next = X509_CRL_get0_nextUpdate(crl.get());
         if (next && X509_cmp_current_time(next) <= 0)
-            throw StartupError(path + " (tls.crl): this CRL expired (nextUpdate passed); with it every "
-                               "peer would be refused. Publish a fresh one: tunneld certs crl --ca DIR --out " + path);
+            throw StartupError(
+                path +
+                " (tls.crl): this CRL expired (nextUpdate passed); with it every "
+                "peer would be refused. Publish a fresh one: tunneld certs crl --ca DIR --out " +
+                path);
         if (next) earliest = std::min(earliest, to_time_point(next));
         if (X509_STORE_add_crl(store, crl.get()) != 1) fail(path + " (tls.crl): cannot add CRL");
         ++count;
@@ -203,7 +205,8 @@ bool is_revoked(X509* cert, X509_STORE* store) {
     STACK_OF(X509_OBJECT)* objects = X509_STORE_get0_objects(store);
     for (int i = 0; i < sk_X509_OBJECT_num(objects); ++i) {
         X509_CRL* crl = X509_OBJECT_get0_X509_CRL(sk_X509_OBJECT_value(objects, i));
-        if (!crl || X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_issuer_name(cert)) != 0) continue;
+        if (!crl || X509_NAME_cmp(X509_CRL_get_issuer(crl), X509_get_issuer_name(cert)) != 0)
+            continue;
         X509_REVOKED* entry = nullptr;
         if (X509_CRL_get0_by_cert(crl, &entry, cert) == 1) return true;
     }

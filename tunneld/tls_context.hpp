@@ -26,9 +26,9 @@ struct SslCtxFree {
 using SslCtxPtr = std::unique_ptr<SSL_CTX, SslCtxFree>;
 
 struct TlsMaterial {
-    SslCtxPtr server;  // inbound: requires and verifies a client certificate
-    SslCtxPtr client;  // outbound: presents our cert, verifies the server's
-    std::string serial_hex;                           // of this node's certificate
+    SslCtxPtr server;        // inbound: requires and verifies a client certificate
+    SslCtxPtr client;        // outbound: presents our cert, verifies the server's
+    std::string serial_hex;  // of this node's certificate
     std::chrono::system_clock::time_point not_after;  // of this node's certificate
     std::uint64_t generation = 0;                     // increases with every reload
     // Earliest nextUpdate of the loaded CRLs; unset without tls.crl. Past it,
@@ -76,7 +76,7 @@ bool confirm_peer_identity(SSL* ssl, PeerCheck& check);
 // The newest TLS session for one outbound peer, for resumption. Thread-safe.
 // A session from an older TlsMaterial generation is never offered.
 class SessionSlot {
-public:
+  public:
     SessionSlot() = default;
     SessionSlot(const SessionSlot&) = delete;
     SessionSlot& operator=(const SessionSlot&) = delete;
@@ -85,7 +85,7 @@ public:
     // Sets the stored session (if any, and of `generation`) on `ssl`.
     void offer(SSL* ssl, std::uint64_t generation);
 
-private:
+  private:
     std::mutex mutex_;
     SSL_SESSION* session_ = nullptr;
     std::uint64_t generation_ = 0;

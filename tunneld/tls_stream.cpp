@@ -15,23 +15,40 @@ using asio::use_awaitable;
 
 const char* to_string(HandshakeFailure f) {
     switch (f) {
-        case HandshakeFailure::none: return "ok";
-        case HandshakeFailure::timeout: return "handshake_timeout";
-        case HandshakeFailure::not_tls: return "not_tls";
-        case HandshakeFailure::protocol_version: return "protocol_version";
-        case HandshakeFailure::no_certificate: return "no_certificate";
-        case HandshakeFailure::unknown_ca: return "unknown_ca";
-        case HandshakeFailure::expired: return "expired";
-        case HandshakeFailure::not_yet_valid: return "not_yet_valid";
-        case HandshakeFailure::revoked: return "revoked";
-        case HandshakeFailure::crl_expired: return "crl_expired";
-        case HandshakeFailure::identity_not_allowed: return "identity_not_allowed";
-        case HandshakeFailure::bad_certificate: return "bad_certificate";
-        case HandshakeFailure::peer_rejected: return "peer_rejected";
-        case HandshakeFailure::no_alpn: return "no_alpn";
-        case HandshakeFailure::no_shared_group: return "no_shared_group";
-        case HandshakeFailure::closed: return "closed";
-        case HandshakeFailure::io_error: return "io_error";
+        case HandshakeFailure::none:
+            return "ok";
+        case HandshakeFailure::timeout:
+            return "handshake_timeout";
+        case HandshakeFailure::not_tls:
+            return "not_tls";
+        case HandshakeFailure::protocol_version:
+            return "protocol_version";
+        case HandshakeFailure::no_certificate:
+            return "no_certificate";
+        case HandshakeFailure::unknown_ca:
+            return "unknown_ca";
+        case HandshakeFailure::expired:
+            return "expired";
+        case HandshakeFailure::not_yet_valid:
+            return "not_yet_valid";
+        case HandshakeFailure::revoked:
+            return "revoked";
+        case HandshakeFailure::crl_expired:
+            return "crl_expired";
+        case HandshakeFailure::identity_not_allowed:
+            return "identity_not_allowed";
+        case HandshakeFailure::bad_certificate:
+            return "bad_certificate";
+        case HandshakeFailure::peer_rejected:
+            return "peer_rejected";
+        case HandshakeFailure::no_alpn:
+            return "no_alpn";
+        case HandshakeFailure::no_shared_group:
+            return "no_shared_group";
+        case HandshakeFailure::closed:
+            return "closed";
+        case HandshakeFailure::io_error:
+            return "io_error";
     }
     return "unknown";
 }
@@ -42,28 +59,36 @@ constexpr long kWriteBufferBytes = 4 * (16 * 1024 + 256);  // four full TLS 1.3 
 
 HandshakeFailure classify_verify(long v) {
     switch (v) {
-        case X509_V_ERR_CERT_HAS_EXPIRED: return HandshakeFailure::expired;
-        case X509_V_ERR_CERT_NOT_YET_VALID: return HandshakeFailure::not_yet_valid;
-        case X509_V_ERR_CERT_REVOKED: return HandshakeFailure::revoked;
+        case X509_V_ERR_CERT_HAS_EXPIRED:
+            return HandshakeFailure::expired;
+        case X509_V_ERR_CERT_NOT_YET_VALID:
+            return HandshakeFailure::not_yet_valid;
+        case X509_V_ERR_CERT_REVOKED:
+            return HandshakeFailure::revoked;
         case X509_V_ERR_CRL_HAS_EXPIRED:
-        case X509_V_ERR_CRL_NOT_YET_VALID: return HandshakeFailure::crl_expired;
+        case X509_V_ERR_CRL_NOT_YET_VALID:
+            return HandshakeFailure::crl_expired;
         case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
         case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
         case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
         case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
         case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
-        case X509_V_ERR_CERT_SIGNATURE_FAILURE: return HandshakeFailure::unknown_ca;
-        default: return HandshakeFailure::bad_certificate;
+        case X509_V_ERR_CERT_SIGNATURE_FAILURE:
+            return HandshakeFailure::unknown_ca;
+        default:
+            return HandshakeFailure::bad_certificate;
     }
 }
 
 HandshakeFailure classify_reason(int reason) {
     switch (reason) {
-        case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE: return HandshakeFailure::no_certificate;
+        case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+            return HandshakeFailure::no_certificate;
         case SSL_R_UNSUPPORTED_PROTOCOL:
         case SSL_R_NO_PROTOCOLS_AVAILABLE:
         case SSL_R_TLSV1_ALERT_PROTOCOL_VERSION:
-        case SSL_R_WRONG_SSL_VERSION: return HandshakeFailure::protocol_version;
+        case SSL_R_WRONG_SSL_VERSION:
+            return HandshakeFailure::protocol_version;
         case SSL_R_WRONG_VERSION_NUMBER:
         case SSL_R_HTTP_REQUEST:
         case SSL_R_HTTPS_PROXY_REQUEST:
@@ -71,13 +96,18 @@ HandshakeFailure classify_reason(int reason) {
         case SSL_R_UNKNOWN_PROTOCOL:
         case SSL_R_RECORD_LENGTH_MISMATCH:
         case SSL_R_UNEXPECTED_MESSAGE:
-        case SSL_R_UNEXPECTED_RECORD: return HandshakeFailure::not_tls;
+        case SSL_R_UNEXPECTED_RECORD:
+            return HandshakeFailure::not_tls;
         case SSL_R_NO_APPLICATION_PROTOCOL:
-        case SSL_R_TLSV1_ALERT_NO_APPLICATION_PROTOCOL: return HandshakeFailure::no_alpn;
-        case SSL_R_UNEXPECTED_EOF_WHILE_READING: return HandshakeFailure::closed;
+        case SSL_R_TLSV1_ALERT_NO_APPLICATION_PROTOCOL:
+            return HandshakeFailure::no_alpn;
+        case SSL_R_UNEXPECTED_EOF_WHILE_READING:
+            return HandshakeFailure::closed;
         case SSL_R_NO_SHARED_GROUPS:
-        case SSL_R_NO_SUITABLE_KEY_SHARE: return HandshakeFailure::no_shared_group;
-        default: break;
+        case SSL_R_NO_SUITABLE_KEY_SHARE:
+            return HandshakeFailure::no_shared_group;
+        default:
+            break;
     }
     // Alerts the peer sent us: reason codes are SSL_AD_REASON_OFFSET + alert.
     if (reason >= SSL_AD_REASON_OFFSET && reason < SSL_AD_REASON_OFFSET + 256)
@@ -98,7 +128,8 @@ TlsStream::TlsStream(asio::ip::tcp::socket socket, const TlsMaterial& material, 
     if (ssl_) {
         // Reads go straight to the socket (with read-ahead); writes go through a
         // buffer so the records of one write_all() leave in one write(2).
-        std::unique_ptr<BIO, decltype(&BIO_free)> sock(BIO_new_socket(socket_.native_handle(), BIO_NOCLOSE), BIO_free);
+        std::unique_ptr<BIO, decltype(&BIO_free)> sock(
+            BIO_new_socket(socket_.native_handle(), BIO_NOCLOSE), BIO_free);
         std::unique_ptr<BIO, decltype(&BIO_free)> buffer(BIO_new(BIO_f_buffer()), BIO_free);
         if (!sock || !buffer || BIO_set_write_buffer_size(buffer.get(), kWriteBufferBytes) != 1 ||
             BIO_up_ref(sock.get()) != 1) {
@@ -110,8 +141,10 @@ TlsStream::TlsStream(asio::ip::tcp::socket socket, const TlsMaterial& material, 
         BIO_set_callback_ex(sock.get(), &TlsStream::note_read);
         BIO_push(buffer.get(), sock.get());  // buffer -> sock, holding the second reference
         SSL_set_bio(ssl_, sock.release(), buffer.release());
-        if (role == Role::server) SSL_set_accept_state(ssl_);
-        else SSL_set_connect_state(ssl_);
+        if (role == Role::server)
+            SSL_set_accept_state(ssl_);
+        else
+            SSL_set_connect_state(ssl_);
         attach_peer_check(ssl_, &check_);
     }
     error_code ignored;
@@ -150,9 +183,12 @@ asio::awaitable<std::tuple<int, int>> TlsStream::drive(Op op) {
         if (ret > 0) co_return std::tuple{ret, SSL_ERROR_NONE};
         int err = SSL_get_error(ssl_, ret);
         asio::socket_base::wait_type wait;
-        if (err == SSL_ERROR_WANT_READ) wait = asio::socket_base::wait_read;
-        else if (err == SSL_ERROR_WANT_WRITE) wait = asio::socket_base::wait_write;
-        else co_return std::tuple{ret, err};
+        if (err == SSL_ERROR_WANT_READ)
+            wait = asio::socket_base::wait_read;
+        else if (err == SSL_ERROR_WANT_WRITE)
+            wait = asio::socket_base::wait_write;
+        else
+            co_return std::tuple{ret, err};
         auto [ec] = co_await socket_.async_wait(wait, as_tuple(use_awaitable));
         if (ec) co_return std::tuple{-1, -1};
     }
@@ -169,9 +205,11 @@ asio::awaitable<HandshakeResult> TlsStream::handshake() {
         if (SSL_session_reused(ssl_)) {
             X509* peer = SSL_get0_peer_certificate(ssl_);
             if (!peer || X509_cmp_current_time(X509_get0_notAfter(peer)) <= 0)
-                co_return HandshakeResult{HandshakeFailure::expired, "resumed session of an expired certificate"};
+                co_return HandshakeResult{HandshakeFailure::expired,
+                                          "resumed session of an expired certificate"};
             if (is_revoked(peer, SSL_CTX_get_cert_store(SSL_get_SSL_CTX(ssl_))))
-                co_return HandshakeResult{HandshakeFailure::revoked, "resumed session of a revoked certificate"};
+                co_return HandshakeResult{HandshakeFailure::revoked,
+                                          "resumed session of a revoked certificate"};
         }
         co_return HandshakeResult{};
     }
@@ -184,7 +222,8 @@ asio::awaitable<HandshakeResult> TlsStream::handshake() {
         if (ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED && verify != X509_V_OK) {
             if (verify == X509_V_ERR_APPLICATION_VERIFICATION && check_.identity_rejected)
                 co_return HandshakeResult{HandshakeFailure::identity_not_allowed, check_.presented};
-            co_return HandshakeResult{classify_verify(verify), X509_verify_cert_error_string(verify)};
+            co_return HandshakeResult{classify_verify(verify),
+                                      X509_verify_cert_error_string(verify)};
         }
         co_return HandshakeResult{classify_reason(ERR_GET_REASON(e)), text};
     }
@@ -195,17 +234,21 @@ asio::awaitable<HandshakeResult> TlsStream::handshake() {
     co_return HandshakeResult{HandshakeFailure::io_error, std::strerror(saved)};
 }
 
-long TlsStream::note_read(BIO* b, int oper, const char*, std::size_t len, int, long, int ret, std::size_t* done) {
+long TlsStream::note_read(BIO* b, int oper, const char*, std::size_t len, int, long, int ret,
+                          std::size_t* done) {
     if (oper == (BIO_CB_READ | BIO_CB_RETURN))
-        reinterpret_cast<TlsStream*>(BIO_get_callback_arg(b))->drained_ = ret > 0 && done && *done < len;
+        reinterpret_cast<TlsStream*>(BIO_get_callback_arg(b))->drained_ =
+            ret > 0 && done && *done < len;
     return ret;
 }
 
-asio::awaitable<std::tuple<error_code, std::size_t>> TlsStream::read_some(asio::mutable_buffer buf) {
+asio::awaitable<std::tuple<error_code, std::size_t>> TlsStream::read_some(
+    asio::mutable_buffer buf) {
     if (closed_) co_return std::tuple{error_code(asio::error::operation_aborted), std::size_t{0}};
     if (drained_ && !SSL_has_pending(ssl_)) {
         drained_ = false;
-        auto [ec] = co_await socket_.async_wait(asio::socket_base::wait_read, as_tuple(use_awaitable));
+        auto [ec] =
+            co_await socket_.async_wait(asio::socket_base::wait_read, as_tuple(use_awaitable));
         if (ec) co_return std::tuple{error_code(asio::error::operation_aborted), std::size_t{0}};
     }
     std::size_t n = 0;
@@ -227,7 +270,8 @@ asio::awaitable<std::tuple<error_code, std::size_t>> TlsStream::read_some(asio::
         co_return std::tuple{error_code{}, n};
     }
     if (err == -1) co_return std::tuple{error_code(asio::error::operation_aborted), std::size_t{0}};
-    if (err == SSL_ERROR_ZERO_RETURN) co_return std::tuple{error_code(asio::error::eof), std::size_t{0}};
+    if (err == SSL_ERROR_ZERO_RETURN)
+        co_return std::tuple{error_code(asio::error::eof), std::size_t{0}};
     if (err == SSL_ERROR_SSL) {
         unsigned long e = ERR_peek_last_error();
         ERR_clear_error();
@@ -238,7 +282,8 @@ asio::awaitable<std::tuple<error_code, std::size_t>> TlsStream::read_some(asio::
     }
     int saved = errno;
     ERR_clear_error();
-    if (saved == 0) co_return std::tuple{error_code(asio::ssl::error::stream_truncated), std::size_t{0}};
+    if (saved == 0)
+        co_return std::tuple{error_code(asio::ssl::error::stream_truncated), std::size_t{0}};
     co_return std::tuple{error_code(saved, asio::error::get_system_category()), std::size_t{0}};
 }
 
@@ -272,7 +317,8 @@ asio::awaitable<error_code> TlsStream::flush() {
             ERR_clear_error();
             co_return error_code(saved ? saved : EPIPE, asio::error::get_system_category());
         }
-        auto [ec] = co_await socket_.async_wait(asio::socket_base::wait_write, as_tuple(use_awaitable));
+        auto [ec] =
+            co_await socket_.async_wait(asio::socket_base::wait_write, as_tuple(use_awaitable));
         if (ec) co_return ec;
     }
 }

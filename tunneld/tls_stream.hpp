@@ -22,22 +22,22 @@ using boost::system::error_code;
 // Why a TLS handshake failed; logged and counted by reason.
 enum class HandshakeFailure {
     none,
-    timeout,             // no complete handshake within timeouts.handshake
-    not_tls,             // plaintext or garbage where a ClientHello was expected
-    protocol_version,    // peer cannot do TLS 1.3
-    no_certificate,      // client sent no certificate
-    unknown_ca,          // chain does not lead to a CA in tls.ca
-    expired,             // certificate expired
-    not_yet_valid,       // certificate not valid yet
-    revoked,             // certificate is on the CRL
-    crl_expired,         // our tls.crl is past its nextUpdate: publish a fresh CRL
-    identity_not_allowed,// chain fine, identity not in inbound.allow / peers[].name
-    bad_certificate,     // other certificate problem
-    peer_rejected,       // the peer sent an alert (it refused us)
-    no_alpn,             // no common application protocol
-    no_shared_group,     // the client offers no key-exchange group of tls.groups (e.g. only ffdhe8192)
-    closed,              // the peer closed the connection during the handshake
-    io_error,            // socket error
+    timeout,               // no complete handshake within timeouts.handshake
+    not_tls,               // plaintext or garbage where a ClientHello was expected
+    protocol_version,      // peer cannot do TLS 1.3
+    no_certificate,        // client sent no certificate
+    unknown_ca,            // chain does not lead to a CA in tls.ca
+    expired,               // certificate expired
+    not_yet_valid,         // certificate not valid yet
+    revoked,               // certificate is on the CRL
+    crl_expired,           // our tls.crl is past its nextUpdate: publish a fresh CRL
+    identity_not_allowed,  // chain fine, identity not in inbound.allow / peers[].name
+    bad_certificate,       // other certificate problem
+    peer_rejected,         // the peer sent an alert (it refused us)
+    no_alpn,               // no common application protocol
+    no_shared_group,  // the client offers no key-exchange group of tls.groups (e.g. only ffdhe8192)
+    closed,           // the peer closed the connection during the handshake
+    io_error,         // socket error
 };
 const char* to_string(HandshakeFailure f);
 
@@ -48,7 +48,7 @@ struct HandshakeResult {
 };
 
 class TlsStream {
-public:
+  public:
     enum class Role { server, client };
 
     // Takes the connected socket; the SSL object is made from `material`'s server
@@ -93,7 +93,7 @@ public:
     std::string alpn() const;
     bool resumed() const;
 
-private:
+  private:
     // Writes out what the write buffer holds, waiting for writability as needed.
     asio::awaitable<error_code> flush();
 
@@ -103,7 +103,8 @@ private:
     // Set by a callback on the socket BIO: the last read(2) returned less than
     // OpenSSL asked for, so the socket was empty then. The next read_some waits
     // for readability first instead of a read(2) that would fail with EAGAIN.
-    static long note_read(BIO* b, int oper, const char*, std::size_t len, int, long, int ret, std::size_t* done);
+    static long note_read(BIO* b, int oper, const char*, std::size_t len, int, long, int ret,
+                          std::size_t* done);
 
     asio::ip::tcp::socket socket_;
     SSL* ssl_ = nullptr;

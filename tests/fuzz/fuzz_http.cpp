@@ -17,7 +17,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         s.peers.push_back(p);
         return s;
     };
-    auto out = tunneld::http_answer(std::string_view(reinterpret_cast<const char*>(data), size), snapshot);
-    if (!out.empty() && out.rfind("HTTP/1.", 0) != 0) __builtin_trap();  // always a response, or nothing yet
+    auto out =
+        tunneld::http_answer(std::string_view(reinterpret_cast<const char*>(data), size), snapshot);
+    if (!out.empty() && out.rfind("HTTP/1.", 0) != 0)
+        __builtin_trap();  // always a response, or nothing yet
     return 0;
 }

@@ -13,7 +13,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (size) std::memcpy(aligned.data(), data, size);
     bool touched = false;
     std::vector<tunneld::firewall::TableEvents::Change> changes;
-    tunneld::firewall::parse_table_events(aligned.data(), size, "tunneld", touched,
-                                          [](std::uint32_t port) { return port == 4242; }, changes);
+    tunneld::firewall::parse_table_events(
+        aligned.data(), size, "tunneld", touched, [](std::uint32_t port) { return port == 4242; },
+        changes);
     return 0;
 }

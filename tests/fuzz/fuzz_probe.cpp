@@ -13,7 +13,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     while (tunneld::take_line(pending, line)) {
         if (auto ping = tunneld::parse_ping(line)) {
             auto pong = tunneld::make_pong(*ping, "fuzz", tunneld::BackendState{});
-            if (!tunneld::parse_pong(pong.substr(0, pong.size() - 1), *ping)) __builtin_trap();  // round trip
+            if (!tunneld::parse_pong(pong.substr(0, pong.size() - 1), *ping))
+                __builtin_trap();  // round trip
         }
         if (auto state = tunneld::parse_pong(line, seq)) (void)state;
         ++seq;

@@ -59,7 +59,8 @@ TEST(RefusalLog, OneLinePerSourcePerIntervalWithTheCount) {
     RefusalLog log(std::chrono::seconds(10));
     auto t0 = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
     EXPECT_EQ(log.note("10.0.0.66", t0), 1u);  // first: at once
-    for (int i = 1; i <= 100; ++i) EXPECT_EQ(log.note("10.0.0.66", t0 + std::chrono::milliseconds(i)), 0u);
+    for (int i = 1; i <= 100; ++i)
+        EXPECT_EQ(log.note("10.0.0.66", t0 + std::chrono::milliseconds(i)), 0u);
     EXPECT_EQ(log.note("10.0.0.7", t0), 1u);  // another source has its own line
     EXPECT_EQ(log.note("10.0.0.66", t0 + std::chrono::seconds(11)), 101u);
 }

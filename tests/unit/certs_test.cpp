@@ -41,8 +41,8 @@ TEST(Pki, CaCertificateIsAConstrainedCa) {
 TEST(Pki, NodeCertificateCarriesNameSansAndUsages) {
     auto ca = make_ca();
     auto key = generate_key(KeyType::ec_p256);
-    auto cert = issue_node_cert({"standby-1", {"db2.example.net"}, {"10.0.0.2", "2001:db8::2"}}, key.get(), 90,
-                                ca.cert.get(), ca.key.get());
+    auto cert = issue_node_cert({"standby-1", {"db2.example.net"}, {"10.0.0.2", "2001:db8::2"}},
+                                key.get(), 90, ca.cert.get(), ca.key.get());
     auto ids = extract_identities(cert.get());
     EXPECT_EQ(ids.dns, (std::vector<std::string>{"standby-1", "db2.example.net"}));
     EXPECT_EQ(ids.ips, (std::vector<std::string>{"10.0.0.2", "2001:db8::2"}));
@@ -53,7 +53,10 @@ TEST(Pki, NodeCertificateCarriesNameSansAndUsages) {
     std::vector<X509Ptr> cas;
     cas.emplace_back(X509_dup(ca.cert.get()));
     EXPECT_EQ(verify_against(cert.get(), cas), "");
-    auto days = std::chrono::duration_cast<std::chrono::hours>(not_after(cert.get()) - not_before(cert.get())).count() / 24;
+    auto days = std::chrono::duration_cast<std::chrono::hours>(not_after(cert.get()) -
+                                                               not_before(cert.get()))
+                    .count() /
+                24;
     EXPECT_EQ(days, 90);
 }
 
@@ -89,19 +92,22 @@ TEST(Pki, CsrRoundTripKeepsNameAndSans) {
 TEST(Pki, NamesThatWouldInjectSansAreRefused) {
     auto ca = make_ca();
     auto key = generate_key(KeyType::ec_p256);
-    for (const char* bad : {"y,URI:spiffe://x/admin,DNS:z", "a b", "spiffe://x/admin", "*.example.net", ""})
-        EXPECT_THROW(issue_node_cert({"n1", {bad}, {}}, key.get(), 1, ca.cert.get(), ca.key.get()), StartupError)
+    for (const char* bad :
+         {"y,URI:spiffe://x/admin,DNS:z", "a b", "spiffe://x/admin", "*.example.net", ""})
+        EXPECT_THROW(issue_node_cert({"n1", {bad}, {}}, key.get(), 1, ca.cert.get(), ca.key.get()),
+                     StartupError)
             << bad;
-    EXPECT_THROW(issue_node_cert({"n1", {}, {"1.2.3.4,DNS:x"}}, key.get(), 1, ca.cert.get(), ca.key.get()),
-                 StartupError);
+    EXPECT_THROW(
+        issue_node_cert({"n1", {}, {"1.2.3.4,DNS:x"}}, key.get(), 1, ca.cert.get(), ca.key.get()),
+        StartupError);
     EXPECT_THROW(make_csr({"n1,DNS:primary-1", {}, {}}, key.get()), StartupError);
 }
 
 TEST(Pki, IssuedCertificateHasExactlyTheRequestedSans) {
     auto ca = make_ca();
     auto key = generate_key(KeyType::ec_p256);
-    auto cert = issue_node_cert({"n1", {"n1", "db.example.net"}, {"192.0.2.7", "2001:db8::1"}}, key.get(), 1,
-                                ca.cert.get(), ca.key.get());
+    auto cert = issue_node_cert({"n1", {"n1", "db.example.net"}, {"192.0.2.7", "2001:db8::1"}},
+                                key.get(), 1, ca.cert.get(), ca.key.get());
     auto ids = extract_identities(cert.get());
     EXPECT_EQ(ids.dns, (std::vector<std::string>{"n1", "db.example.net"}));
     EXPECT_TRUE(ids.uris.empty());
@@ -129,7 +135,7 @@ TEST(Pki, CrlRevokesExactlyTheListedSerial) {
 }
 
 class Files : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override {
         dir_ = std::filesystem::temp_directory_path() / ("certs-unit-" + std::to_string(getpid()));
         std::filesystem::create_directories(dir_);
@@ -151,7 +157,8 @@ TEST_F(Files, AtomicWriteSetsModeAndKeepsPrevious) {
     struct stat st {};
     stat(path("k").c_str(), &st);
     EXPECT_EQ(st.st_mode & 0777, 0600u);
-    EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir_), {}), 2);  // no temp file left
+    EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir_), {}),
+              2);  // no temp file left
 }
 
 TEST_F(Files, AtomicWriteIntoMissingDirectoryNamesIt) {
@@ -159,7 +166,8 @@ TEST_F(Files, AtomicWriteIntoMissingDirectoryNamesIt) {
         write_file_atomic(path("missing/k"), "x", 0600, false);
         FAIL() << "no error";
     } catch (const StartupError& e) {
-        EXPECT_NE(std::string(e.what()).find("cannot create a file in " + path("missing")), std::string::npos);
+        EXPECT_NE(std::string(e.what()).find("cannot create a file in " + path("missing")),
+                  std::string::npos);
     }
 }
 
@@ -174,7 +182,8 @@ TEST_F(Files, PemRoundTripAndErrorsNameTheFile) {
         read_cert(path("junk"));
         FAIL() << "no error";
     } catch (const StartupError& e) {
-        EXPECT_NE(std::string(e.what()).find(path("junk") + ": no PEM certificate found"), std::string::npos);
+        EXPECT_NE(std::string(e.what()).find(path("junk") + ": no PEM certificate found"),
+                  std::string::npos);
     }
 }
 
@@ -197,7 +206,8 @@ TEST(SettleRule, AChangeIsReportedOnceItLooksTheSameOnTwoPollsInARow) {
 }
 
 TEST(SettleRule, SeveralFilesSettleTogether) {
-    FileStamp k1{true, 1, 1, 1, 1}, c1{true, 1, 1, 2, 1}, k2{true, 2, 1, 3, 2}, c2{true, 2, 1, 4, 2};
+    FileStamp k1{true, 1, 1, 1, 1}, c1{true, 1, 1, 2, 1}, k2{true, 2, 1, 3, 2},
+        c2{true, 2, 1, 4, 2};
     SettleRule rule({k1, c1});
     using V = SettleRule::Verdict;
     EXPECT_EQ(rule.observe({k2, c1}), V::changing);  // key first: not read with the old certificate

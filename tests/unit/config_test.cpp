@@ -50,7 +50,8 @@ timeouts: {connect: 3s, handshake: 2s, shutdown: 1m}
 limits: {max_connections: 10, max_handshakes_per_source: 2}
 workers: 3
 log_level: debug
-)", "/x.yaml");
+)",
+                          "/x.yaml");
     ASSERT_TRUE(c.inbound);
     ASSERT_EQ(c.inbound->listen.size(), 2u);
     EXPECT_EQ(c.inbound->listen[1].host, "::");
@@ -91,7 +92,8 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"MissingNode", "tls: {ca: a, cert: b, key: c}\npeers: []\n",
                 "t.yaml:1:1: missing required key 'node'"},
         BadCase{"MissingTls", "node: a\n", "missing required key 'tls'"},
-        BadCase{"MissingTlsKey", "node: a\ntls: {ca: a, cert: b}\n", "missing required key 'tls.key'"},
+        BadCase{"MissingTlsKey", "node: a\ntls: {ca: a, cert: b}\n",
+                "missing required key 'tls.key'"},
         BadCase{"NothingToDo", "node: a\ntls: {ca: a, cert: b, key: c}\n",
                 "nothing to do: configure 'inbound', 'peers', or both"},
         BadCase{"DurationWithoutUnit", with("keepalive: {idle: 30}\n"),
@@ -107,36 +109,45 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"NonLoopbackLocalIsAnOpenRelay",
                 with("").replace(std::string(kMinimal).find("127.0.0.1:6432"), 14, "0.0.0.0:6432"),
                 "'peers[].local' 0.0.0.0:6432 is not a loopback address"},
-        BadCase{"FfdheGroupRefused", with("").replace(std::string(kMinimal).find("peers:"), 0,
-                                                      "  groups: [X25519, ffdhe8192]\n"),
+        BadCase{"FfdheGroupRefused",
+                with("").replace(std::string(kMinimal).find("peers:"), 0,
+                                 "  groups: [X25519, ffdhe8192]\n"),
                 "'tls.groups': 'ffdhe8192' is not allowed"},
         BadCase{"CountOutOfRange", with("keepalive: {count: 0}\n"),
                 "'keepalive.count' must be a whole number from 1 to 127"},
         BadCase{"CountNotNumber", with("keepalive: {count: three}\n"), "'keepalive.count' must be"},
-        BadCase{"BadPort", with("timeouts: {connect: 1s}\n").replace(
-                    std::string(kMinimal).find("6432"), 4, "99999"),
+        BadCase{"BadPort",
+                with("timeouts: {connect: 1s}\n")
+                    .replace(std::string(kMinimal).find("6432"), 4, "99999"),
                 "'peers[].local': '127.0.0.1:99999': port must be a number from 1 to 65535"},
-        BadCase{"UnbracketedV6", with("").replace(std::string(kMinimal).find("127.0.0.1:6432"), 14, "::1:6432"),
+        BadCase{"UnbracketedV6",
+                with("").replace(std::string(kMinimal).find("127.0.0.1:6432"), 14, "::1:6432"),
                 "IPv6 addresses must be written in brackets"},
-        BadCase{"UnixLocalRefused", with("").replace(std::string(kMinimal).find("127.0.0.1:6432"), 14,
-                                                     "unix:/tmp/x"),
+        BadCase{"UnixLocalRefused",
+                with("").replace(std::string(kMinimal).find("127.0.0.1:6432"), 14, "unix:/tmp/x"),
                 "'peers[].local': 'unix:/tmp/x': a unix socket is not allowed here"},
-        BadCase{"DuplicatePeer", with("  - name: primary-1\n    connect: b:1\n    local: 127.0.0.1:7000\n"),
+        BadCase{"DuplicatePeer",
+                with("  - name: primary-1\n    connect: b:1\n    local: 127.0.0.1:7000\n"),
                 "peer 'primary-1' is listed twice"},
-        BadCase{"DuplicateLocal", with("  - name: other\n    connect: b:1\n    local: 127.0.0.1:6432\n"),
+        BadCase{"DuplicateLocal",
+                with("  - name: other\n    connect: b:1\n    local: 127.0.0.1:6432\n"),
                 "local address 127.0.0.1:6432 is used twice"},
         BadCase{"WildcardAllow",
-                with("inbound: {listen: 0.0.0.0:1, backend: 127.0.0.1:5432, allow: ['*.example.com']}\n"),
+                with("inbound: {listen: 0.0.0.0:1, backend: 127.0.0.1:5432, allow: "
+                     "['*.example.com']}\n"),
                 "'inbound.allow': '*.example.com' is not a valid identity"},
-        BadCase{"EmptyAllow", with("inbound: {listen: 0.0.0.0:1, backend: 127.0.0.1:5432, allow: []}\n"),
+        BadCase{"EmptyAllow",
+                with("inbound: {listen: 0.0.0.0:1, backend: 127.0.0.1:5432, allow: []}\n"),
                 "'inbound.allow' is empty: no peer could ever connect"},
-        BadCase{"AllowNotList", with("inbound: {listen: 0.0.0.0:1, backend: 127.0.0.1:5432, allow: a}\n"),
+        BadCase{"AllowNotList",
+                with("inbound: {listen: 0.0.0.0:1, backend: 127.0.0.1:5432, allow: a}\n"),
                 "'inbound.allow' must be a list"},
         BadCase{"MissingBackend", with("inbound: {listen: 0.0.0.0:1, allow: [a]}\n"),
                 "missing required key 'inbound.backend'"},
         BadCase{"BadNodeName", "node: 'has space'\ntls: {ca: a, cert: b, key: c}\n",
                 "'node': 'has space' is not a valid identity"},
-        BadCase{"BadWorkers", with("workers: lots\n"), "'workers' must be 'auto' or a whole number"},
+        BadCase{"BadWorkers", with("workers: lots\n"),
+                "'workers' must be 'auto' or a whole number"},
         BadCase{"BadLogLevel", with("log_level: loud\n"), "'log_level' must be one of"},
         BadCase{"TlsNotMapping", "node: a\ntls: [a]\n", "tls must be a mapping"}),
     [](const auto& info) { return std::string(info.param.name); });
@@ -148,8 +159,9 @@ TEST(Config, NonLoopbackLocalNeedsPublicTrue) {
     EXPECT_TRUE(c.peers[0].public_local);
     EXPECT_EQ(parse_config(with(""), "/x.yaml").peers[0].public_local, false);
     // [::1] and 127.x are loopback
-    EXPECT_NO_THROW(parse_config(with("").replace(std::string(kMinimal).find("127.0.0.1:6432"), 14, "\"[::1]:6432\""),
-                                 "/x.yaml"));
+    EXPECT_NO_THROW(parse_config(
+        with("").replace(std::string(kMinimal).find("127.0.0.1:6432"), 14, "\"[::1]:6432\""),
+        "/x.yaml"));
 }
 
 TEST(Config, TlsGroupsDefaultToEllipticCurves) {

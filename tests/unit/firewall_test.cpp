@@ -47,7 +47,8 @@ std::string ip(const std::array<std::uint8_t, 16>& a, bool v6) {
 
 std::string ranges(const std::vector<Interval>& v, bool v6) {
     std::string out;
-    for (const auto& r : v) out += (out.empty() ? "" : " ") + ip(r.first, v6) + "-" + ip(r.last, v6);
+    for (const auto& r : v)
+        out += (out.empty() ? "" : " ") + ip(r.first, v6) + "-" + ip(r.last, v6);
     return out;
 }
 
@@ -71,7 +72,9 @@ TEST(Prefix, RefusesWithAReason) {
 }
 
 TEST(Merge, JoinsOverlappingAndAdjacentKeepsGaps) {
-    auto m = merge({P("10.0.1.0/24"), P("10.0.0.0/24"), P("10.0.0.7"), P("10.0.3.0/24"), P("fd00::/8")}, false);
+    auto m =
+        merge({P("10.0.1.0/24"), P("10.0.0.0/24"), P("10.0.0.7"), P("10.0.3.0/24"), P("fd00::/8")},
+              false);
     EXPECT_EQ(ranges(m, false), "10.0.0.0-10.0.1.255 10.0.3.0-10.0.3.255");
 }
 
@@ -81,13 +84,15 @@ TEST(Merge, ContainedPrefixDisappears) {
 }
 
 TEST(Merge, WholeSpaceAndTopOfRange) {
-    EXPECT_EQ(ranges(merge({P("0.0.0.0/0"), P("1.2.3.4")}, false), false), "0.0.0.0-255.255.255.255");
+    EXPECT_EQ(ranges(merge({P("0.0.0.0/0"), P("1.2.3.4")}, false), false),
+              "0.0.0.0-255.255.255.255");
     EXPECT_EQ(ranges(merge({P("255.255.255.255"), P("255.255.255.254")}, false), false),
               "255.255.255.254-255.255.255.255");
 }
 
 TEST(Merge, Ipv6) {
-    auto m = merge({P("fd88:2::/64"), P("fd88:2:0:1::/64"), P("2001:db8::1"), P("10.0.0.0/8")}, true);
+    auto m =
+        merge({P("fd88:2::/64"), P("fd88:2:0:1::/64"), P("2001:db8::1"), P("10.0.0.0/8")}, true);
     EXPECT_EQ(ranges(m, true), "2001:db8::1-2001:db8::1 fd88:2::-fd88:2:0:1:ffff:ffff:ffff:ffff");
 }
 
@@ -102,7 +107,8 @@ peers:
 )";
 
 TEST(Spec, InboundPortAllowsPeersEvenWhenNotListed) {
-    auto cfg = parse_config(std::string(kNode) + "firewall:\n  protect:\n    - {port: 5432, allow: []}\n", "/x.yaml");
+    auto cfg = parse_config(
+        std::string(kNode) + "firewall:\n  protect:\n    - {port: 5432, allow: []}\n", "/x.yaml");
     auto spec = make_spec(cfg, {P("198.51.100.7"), P("2001:db8::7")});
     EXPECT_EQ(spec.table, "tunneld");
     ASSERT_EQ(spec.ports.size(), 2u);
@@ -149,7 +155,8 @@ peers:
     ASSERT_GE(peers.size(), 3u);
     EXPECT_EQ(peers[0].to_string(), "192.0.2.10/32");
     EXPECT_EQ(peers[1].to_string(), "2001:db8::10/128");
-    EXPECT_EQ(std::count(peers.begin(), peers.end(), P("127.0.0.1")), 1) << "localhost and 127.0.0.1: listed once";
+    EXPECT_EQ(std::count(peers.begin(), peers.end(), P("127.0.0.1")), 1)
+        << "localhost and 127.0.0.1: listed once";
 }
 
 // --- batches, parsed back message by message
@@ -167,18 +174,25 @@ struct Msg {
 void parse_elements(const nlmsghdr* nlh, Msg& m) {
     auto* attr = static_cast<const nlattr*>(mnl_nlmsg_get_payload_offset(nlh, sizeof(nfgenmsg)));
     auto* tail = static_cast<const char*>(mnl_nlmsg_get_payload_tail(nlh));
-    for (; mnl_attr_ok(attr, static_cast<int>(tail - reinterpret_cast<const char*>(attr))); attr = mnl_attr_next(attr)) {
+    for (; mnl_attr_ok(attr, static_cast<int>(tail - reinterpret_cast<const char*>(attr)));
+         attr = mnl_attr_next(attr)) {
         switch (mnl_attr_get_type(attr)) {
-        case NFTA_SET_ELEM_LIST_TABLE: m.table = mnl_attr_get_str(attr); break;
-        case NFTA_SET_ELEM_LIST_SET: m.name = mnl_attr_get_str(attr); break;
-        case NFTA_SET_ELEM_LIST_ELEMENTS: {
-            auto* end = reinterpret_cast<const char*>(attr) + mnl_attr_get_len(attr);
-            auto* e = static_cast<const nlattr*>(mnl_attr_get_payload(attr));
-            for (; mnl_attr_ok(e, static_cast<int>(end - reinterpret_cast<const char*>(e))); e = mnl_attr_next(e))
-                ++m.elements;
-            break;
-        }
-        default: break;
+            case NFTA_SET_ELEM_LIST_TABLE:
+                m.table = mnl_attr_get_str(attr);
+                break;
+            case NFTA_SET_ELEM_LIST_SET:
+                m.name = mnl_attr_get_str(attr);
+                break;
+            case NFTA_SET_ELEM_LIST_ELEMENTS: {
+                auto* end = reinterpret_cast<const char*>(attr) + mnl_attr_get_len(attr);
+                auto* e = static_cast<const nlattr*>(mnl_attr_get_payload(attr));
+                for (; mnl_attr_ok(e, static_cast<int>(end - reinterpret_cast<const char*>(e)));
+                     e = mnl_attr_next(e))
+                    ++m.elements;
+                break;
+            }
+            default:
+                break;
         }
     }
 }
@@ -196,56 +210,59 @@ std::vector<Msg> parse(const Batch& b) {
         }
         EXPECT_EQ(nlh->nlmsg_type >> 8, NFNL_SUBSYS_NFTABLES);
         EXPECT_TRUE(nlh->nlmsg_flags & NLM_F_ACK) << "every change must be acknowledged";
-        EXPECT_TRUE(b.acked.count(nlh->nlmsg_seq)) << "seq " << nlh->nlmsg_seq << " has no description";
+        EXPECT_TRUE(b.acked.count(nlh->nlmsg_seq))
+            << "seq " << nlh->nlmsg_seq << " has no description";
         m.type = nlh->nlmsg_type & 0xff;
         switch (m.type) {
-        case NFT_MSG_NEWTABLE:
-        case NFT_MSG_DELTABLE: {
-            auto* t = nftnl_table_alloc();
-            EXPECT_EQ(nftnl_table_nlmsg_parse(nlh, t), 0);
-            m.name = nftnl_table_get_str(t, NFTNL_TABLE_NAME);
-            nftnl_table_free(t);
-            break;
-        }
-        case NFT_MSG_NEWSET: {
-            auto* s = nftnl_set_alloc();
-            EXPECT_EQ(nftnl_set_nlmsg_parse(nlh, s), 0);
-            m.table = nftnl_set_get_str(s, NFTNL_SET_TABLE);
-            m.name = nftnl_set_get_str(s, NFTNL_SET_NAME);
-            EXPECT_EQ(nftnl_set_get_u32(s, NFTNL_SET_FLAGS) & NFT_SET_INTERVAL, NFT_SET_INTERVAL);
-            nftnl_set_free(s);
-            break;
-        }
-        case NFT_MSG_NEWSETELEM:
-        case NFT_MSG_DELSETELEM:
-            parse_elements(nlh, m);
-            break;
-        case NFT_MSG_NEWCHAIN: {
-            auto* c = nftnl_chain_alloc();
-            EXPECT_EQ(nftnl_chain_nlmsg_parse(nlh, c), 0);
-            m.table = nftnl_chain_get_str(c, NFTNL_CHAIN_TABLE);
-            m.name = nftnl_chain_get_str(c, NFTNL_CHAIN_NAME);
-            m.hook = nftnl_chain_get_u32(c, NFTNL_CHAIN_HOOKNUM);
-            m.prio = nftnl_chain_get_s32(c, NFTNL_CHAIN_PRIO);
-            nftnl_chain_free(c);
-            break;
-        }
-        case NFT_MSG_NEWRULE: {
-            auto* r = nftnl_rule_alloc();
-            EXPECT_EQ(nftnl_rule_nlmsg_parse(nlh, r), 0);
-            m.table = nftnl_rule_get_str(r, NFTNL_RULE_TABLE);
-            m.name = nftnl_rule_get_str(r, NFTNL_RULE_CHAIN);
-            auto* it = nftnl_expr_iter_create(r);
-            while (nftnl_expr_iter_next(it)) ++m.exprs;
-            nftnl_expr_iter_destroy(it);
-            std::uint32_t ulen = 0;
-            if (const auto* u = static_cast<const char*>(nftnl_rule_get_data(r, NFTNL_RULE_USERDATA, &ulen)))
-                m.comment.assign(u + 2, u + ulen - 1);  // one TLV: type, len, "text\0"
-            nftnl_rule_free(r);
-            break;
-        }
-        default:
-            ADD_FAILURE() << "unexpected message type " << m.type;
+            case NFT_MSG_NEWTABLE:
+            case NFT_MSG_DELTABLE: {
+                auto* t = nftnl_table_alloc();
+                EXPECT_EQ(nftnl_table_nlmsg_parse(nlh, t), 0);
+                m.name = nftnl_table_get_str(t, NFTNL_TABLE_NAME);
+                nftnl_table_free(t);
+                break;
+            }
+            case NFT_MSG_NEWSET: {
+                auto* s = nftnl_set_alloc();
+                EXPECT_EQ(nftnl_set_nlmsg_parse(nlh, s), 0);
+                m.table = nftnl_set_get_str(s, NFTNL_SET_TABLE);
+                m.name = nftnl_set_get_str(s, NFTNL_SET_NAME);
+                EXPECT_EQ(nftnl_set_get_u32(s, NFTNL_SET_FLAGS) & NFT_SET_INTERVAL,
+                          NFT_SET_INTERVAL);
+                nftnl_set_free(s);
+                break;
+            }
+            case NFT_MSG_NEWSETELEM:
+            case NFT_MSG_DELSETELEM:
+                parse_elements(nlh, m);
+                break;
+            case NFT_MSG_NEWCHAIN: {
+                auto* c = nftnl_chain_alloc();
+                EXPECT_EQ(nftnl_chain_nlmsg_parse(nlh, c), 0);
+                m.table = nftnl_chain_get_str(c, NFTNL_CHAIN_TABLE);
+                m.name = nftnl_chain_get_str(c, NFTNL_CHAIN_NAME);
+                m.hook = nftnl_chain_get_u32(c, NFTNL_CHAIN_HOOKNUM);
+                m.prio = nftnl_chain_get_s32(c, NFTNL_CHAIN_PRIO);
+                nftnl_chain_free(c);
+                break;
+            }
+            case NFT_MSG_NEWRULE: {
+                auto* r = nftnl_rule_alloc();
+                EXPECT_EQ(nftnl_rule_nlmsg_parse(nlh, r), 0);
+                m.table = nftnl_rule_get_str(r, NFTNL_RULE_TABLE);
+                m.name = nftnl_rule_get_str(r, NFTNL_RULE_CHAIN);
+                auto* it = nftnl_expr_iter_create(r);
+                while (nftnl_expr_iter_next(it)) ++m.exprs;
+                nftnl_expr_iter_destroy(it);
+                std::uint32_t ulen = 0;
+                if (const auto* u = static_cast<const char*>(
+                        nftnl_rule_get_data(r, NFTNL_RULE_USERDATA, &ulen)))
+                    m.comment.assign(u + 2, u + ulen - 1);  // one TLV: type, len, "text\0"
+                nftnl_rule_free(r);
+                break;
+            }
+            default:
+                ADD_FAILURE() << "unexpected message type " << m.type;
         }
         out.push_back(m);
     }
@@ -257,7 +274,8 @@ GuardSpec two_ports() {
     GuardSpec spec;
     spec.table = "tunneld";
     spec.ports.push_back({5432, {}, {}});
-    spec.ports.push_back({8765, {P("10.77.0.2"), P("10.77.0.3"), P("192.0.2.0/24")}, {P("fd77::2")}});
+    spec.ports.push_back(
+        {8765, {P("10.77.0.2"), P("10.77.0.3"), P("192.0.2.0/24")}, {P("fd77::2")}});
     return spec;
 }
 
@@ -310,8 +328,9 @@ TEST(Batch, ReplaceElementsFlushesAndRefillsEverySetInOneTransaction) {
             << "only set contents change; rules and counters stay";
         seen.push_back((m.type == NFT_MSG_DELSETELEM ? "flush " : "add ") + m.name);
     }
-    EXPECT_EQ(seen, (std::vector<std::string>{"flush allow_v4_5432", "flush allow_v6_5432", "flush allow_v4_8765",
-                                              "add allow_v4_8765", "flush allow_v6_8765", "add allow_v6_8765"}));
+    EXPECT_EQ(seen, (std::vector<std::string>{"flush allow_v4_5432", "flush allow_v6_5432",
+                                              "flush allow_v4_8765", "add allow_v4_8765",
+                                              "flush allow_v6_8765", "add allow_v6_8765"}));
     EXPECT_EQ(msgs.front().type, -1);
     EXPECT_EQ(msgs.back().type, -1);
 }
@@ -324,7 +343,9 @@ TEST(Batch, DeleteTableToleratesAMissingTable) {
 }
 
 // --- the firewall: block of the config
-std::string error_of(const std::string& extra) { return test::config_error_of(std::string(kNode) + extra); }
+std::string error_of(const std::string& extra) {
+    return test::config_error_of(std::string(kNode) + extra);
+}
 
 TEST(FirewallConfig, DefaultsWhenTheBlockIsPresent) {
     auto c = parse_config(std::string(kNode) + "firewall: {}\n", "/x.yaml");
@@ -354,27 +375,33 @@ TEST(FirewallConfig, ParsesEveryKey) {
     EXPECT_EQ(c.firewall->resolve_interval, std::chrono::minutes(5));
     ASSERT_EQ(c.firewall->protect.size(), 1u);
     EXPECT_TRUE(c.firewall->protect[0].peers);
-    EXPECT_EQ(c.firewall->protect[0].prefixes, (std::vector<std::string>{"10.0.0.0/8", "2001:db8::/32"}));
+    EXPECT_EQ(c.firewall->protect[0].prefixes,
+              (std::vector<std::string>{"10.0.0.0/8", "2001:db8::/32"}));
 }
 
 TEST(FirewallConfig, ErrorsNamePositionAndFix) {
     const std::pair<const char*, const char*> cases[] = {
         {"firewall:\n  protect:\n    - {port: 5432, allow: [10.0.0.1/8]}\n",
-         "t.yaml:11:28: 'firewall.protect[].allow': '10.0.0.1/8' has host bits set; did you mean 10.0.0.0/8?"},
+         "t.yaml:11:28: 'firewall.protect[].allow': '10.0.0.1/8' has host bits set; did you mean "
+         "10.0.0.0/8?"},
         {"firewall:\n  protect:\n    - {port: 5432}\n",
          "missing required key 'firewall.protect[].allow' ([] = loopback only)"},
-        {"firewall:\n  protect:\n    - {allow: []}\n", "missing required key 'firewall.protect[].port'"},
+        {"firewall:\n  protect:\n    - {allow: []}\n",
+         "missing required key 'firewall.protect[].port'"},
         {"firewall:\n  protect:\n    - {port: 70000, allow: []}\n",
          "'firewall.protect[].port' must be a whole number from 1 to 65535"},
-        {"firewall:\n  protect:\n    - {port: 1, allow: []}\n    - {port: 1, allow: []}\n", "port 1 is listed twice"},
+        {"firewall:\n  protect:\n    - {port: 1, allow: []}\n    - {port: 1, allow: []}\n",
+         "port 1 is listed twice"},
         {"firewall:\n  protect:\n    - {port: 1, allow: [db.example.net]}\n",
          "'db.example.net' is not an IP address or prefix"},
-        {"firewall:\n  protect:\n    - {port: 1, allow: 10.0.0.0/8}\n", "'firewall.protect[].allow' must be a list"},
+        {"firewall:\n  protect:\n    - {port: 1, allow: 10.0.0.0/8}\n",
+         "'firewall.protect[].allow' must be a list"},
         {"firewall:\n  on_exit: delete\n", "'firewall.on_exit' must be keep or remove"},
         {"firewall:\n  enabled: yes\n", "'firewall.enabled' must be true or false"},
         {"firewall:\n  table: 'my table'\n", "'firewall.table' must be 1-32 letters"},
         {"firewall:\n  ports: [5432]\n", "unknown key 'firewall.ports'"},
-        {"firewall:\n  resolve_interval: 100ms\n", "'firewall.resolve_interval' must be from 1s to 24h"},
+        {"firewall:\n  resolve_interval: 100ms\n",
+         "'firewall.resolve_interval' must be from 1s to 24h"},
     };
     for (const auto& [yaml, expected] : cases) {
         auto err = error_of(yaml);

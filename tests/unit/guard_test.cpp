@@ -12,7 +12,8 @@ namespace tunneld::firewall {
 namespace {
 
 struct FakeResolver : Resolver {
-    std::map<std::string, std::vector<std::string>> answers;  // host -> addresses; absent = lookup fails
+    std::map<std::string, std::vector<std::string>>
+        answers;  // host -> addresses; absent = lookup fails
     std::vector<Prefix> resolve(const std::string& host, std::string& error) override {
         auto it = answers.find(host);
         if (it == answers.end()) {
@@ -29,8 +30,8 @@ struct FakeResolver : Resolver {
 };
 
 struct FakeNetlink : Netlink {
-    int commits = 0;           // acknowledged
-    int fail_next = 0;         // how many of the next commits the "kernel" refuses
+    int commits = 0;    // acknowledged
+    int fail_next = 0;  // how many of the next commits the "kernel" refuses
     bool exists = true;
     void commit(const Batch&) override {
         if (fail_next > 0) {
@@ -60,7 +61,10 @@ struct GuardTest : ::testing::Test {
     FakeResolver dns;
     FakeNetlink nl;
     Guard g{cfg, dns, nl};
-    GuardTest() { dns.answers = {{"primary.example.net", {"192.0.2.1"}}, {"standby2.example.net", {"192.0.2.2"}}}; }
+    GuardTest() {
+        dns.answers = {{"primary.example.net", {"192.0.2.1"}},
+                       {"standby2.example.net", {"192.0.2.2"}}};
+    }
 };
 
 std::vector<std::string> allowed(const Guard& g, std::uint16_t port) {
@@ -80,7 +84,8 @@ TEST_F(GuardTest, ADnsBlipKeepsTheLastKnownAddresses) {
     EXPECT_EQ(nl.commits, 1) << "a failed lookup must not change the table";
     EXPECT_EQ(allowed(g, 5432), (std::vector<std::string>{"192.0.2.1/32", "192.0.2.2/32"}));
     ASSERT_EQ(g.resolve_errors().size(), 1u);
-    EXPECT_NE(g.resolve_errors()[0].find("keeping its last known address(es) 192.0.2.1/32"), std::string::npos)
+    EXPECT_NE(g.resolve_errors()[0].find("keeping its last known address(es) 192.0.2.1/32"),
+              std::string::npos)
         << g.resolve_errors()[0];
     EXPECT_EQ(g.resolve_failures(), 1u);
     dns.answers.clear();  // total outage: still nothing removed

@@ -3,11 +3,11 @@
 // probe's backend JSON, and the health: config block.
 #include <gtest/gtest.h>
 
-#include "config_error.hpp"
 #include <boost/json.hpp>
 #include <regex>
 #include <set>
 #include <sstream>
+#include "config_error.hpp"
 
 #include "tunneld/config.hpp"
 #include "tunneld/error.hpp"
@@ -26,7 +26,8 @@ PostgresState primary_pg(std::string lsn = "0/5000000") {
     return p;
 }
 
-PostgresState standby_pg(std::string receive, std::string replay, std::string status = "streaming") {
+PostgresState standby_pg(std::string receive, std::string replay,
+                         std::string status = "streaming") {
     PostgresState p;
     p.up = true;
     p.in_recovery = true;
@@ -63,11 +64,14 @@ Snapshot healthy() {
     return s;
 }
 
-unsigned status_of(const Snapshot& s, std::string_view target) { return handle_request(s, target).status; }
+unsigned status_of(const Snapshot& s, std::string_view target) {
+    return handle_request(s, target).status;
+}
 
 TEST(Health, EveryCheckPassesWhenAllIsUp) {
     auto s = healthy();
-    for (auto path : {"/liveness", "/readiness", "/health", "/replica", "/replica?lag=1MB", "/read-only", "/standby"})
+    for (auto path : {"/liveness", "/readiness", "/health", "/replica", "/replica?lag=1MB",
+                      "/read-only", "/standby"})
         EXPECT_EQ(status_of(s, path), 200u) << path << ": " << handle_request(s, path).body;
     EXPECT_EQ(status_of(s, "/primary"), 503u);
     EXPECT_EQ(status_of(s, "/"), 503u);  // Patroni: / is the primary check
@@ -81,7 +85,8 @@ TEST(Health, PeerUnreachableFailsReadinessNotLiveness) {
     EXPECT_EQ(status_of(s, "/liveness"), 200u);
     auto r = handle_request(s, "/readiness");
     EXPECT_EQ(r.status, 503u);
-    EXPECT_NE(r.body.find("peer primary-1 unreachable for 7s: 10.0.0.1:8765: Connection refused"), std::string::npos)
+    EXPECT_NE(r.body.find("peer primary-1 unreachable for 7s: 10.0.0.1:8765: Connection refused"),
+              std::string::npos)
         << r.body;
     EXPECT_EQ(status_of(s, "/health"), 503u);
     auto st = json::parse(render_status(s));
@@ -98,7 +103,8 @@ TEST(Health, PeerReachableWithItsPostgresDownIsToldApart) {
     const auto& peer = st.at("peers").at(0);
     EXPECT_EQ(peer.at("state"), "up");
     EXPECT_EQ(peer.at("backend_state"), "down");
-    EXPECT_EQ(peer.at("summary"), "reachable, its backend down: 127.0.0.1:5432: Connection refused");
+    EXPECT_EQ(peer.at("summary"),
+              "reachable, its backend down: 127.0.0.1:5432: Connection refused");
 }
 
 TEST(Health, NotYetProbedPeerIsNotReady) {
@@ -138,20 +144,28 @@ TEST(Health, PostgresRefusingTheCheckIsNotABackendDown) {
     EXPECT_EQ(body.at("role"), "unknown");
     EXPECT_EQ(r.body.find("backend"), std::string::npos) << r.body;
     EXPECT_EQ(status_of(s, "/replica"), 503u);
-    EXPECT_NE(one_line_summary(s).find(": health.postgres: role tunneld does not exist"), std::string::npos);
+    EXPECT_NE(one_line_summary(s).find(": health.postgres: role tunneld does not exist"),
+              std::string::npos);
     auto back = backend_state_from_json(to_json(s.backend));
     EXPECT_TRUE(back.postgres->answered);
 }
 
 TEST(Health, ServerRefusalsSayWhatToDo) {
-    EXPECT_EQ(server_refusal(R"(connection to server at "127.0.0.1", port 5432 failed: FATAL:  role "mon" does not exist)"),
-              "health.postgres: role mon does not exist: on the primary run CREATE ROLE mon LOGIN IN ROLE pg_monitor "
-              "(it replicates to standbys), or remove health.postgres");
-    EXPECT_EQ(server_refusal(R"(connection to server on socket "/s" failed: FATAL:  Peer authentication failed for user "tunneld")"),
-              "health.postgres: peer authentication failed for role tunneld: connect as the OS user of the same name "
-              "(tunneld), or allow it in pg_hba.conf");
+    EXPECT_EQ(
+        server_refusal(
+            R"(connection to server at "127.0.0.1", port 5432 failed: FATAL:  role "mon" does not exist)"),
+        "health.postgres: role mon does not exist: on the primary run CREATE ROLE mon LOGIN IN "
+        "ROLE pg_monitor "
+        "(it replicates to standbys), or remove health.postgres");
+    EXPECT_EQ(
+        server_refusal(
+            R"(connection to server on socket "/s" failed: FATAL:  Peer authentication failed for user "tunneld")"),
+        "health.postgres: peer authentication failed for role tunneld: connect as the OS user of "
+        "the same name "
+        "(tunneld), or allow it in pg_hba.conf");
     EXPECT_EQ(server_refusal("ERROR:  permission denied for function pg_current_wal_lsn"),
-              "health.postgres: postgres refused the check: ERROR:  permission denied for function pg_current_wal_lsn");
+              "health.postgres: postgres refused the check: ERROR:  permission denied for function "
+              "pg_current_wal_lsn");
 }
 
 TEST(Health, ReadinessFailsOnExpiredCertFirewallStoppingAndWedgedLoops) {
@@ -176,7 +190,8 @@ TEST(Health, PrimaryAndReplicaFollowTheRole) {
     auto s = healthy();
     s.backend.postgres = primary_pg();
     EXPECT_EQ(status_of(s, "/primary"), 200u);
-    for (auto alias : {"/", "/master", "/leader", "/read-write", "/read-only"}) EXPECT_EQ(status_of(s, alias), 200u) << alias;
+    for (auto alias : {"/", "/master", "/leader", "/read-write", "/read-only"})
+        EXPECT_EQ(status_of(s, alias), 200u) << alias;
     EXPECT_EQ(status_of(s, "/replica"), 503u);
     EXPECT_NE(handle_request(s, "/replica").body.find("not in recovery"), std::string::npos);
 }
@@ -196,7 +211,8 @@ TEST(Health, PrimaryAndReplicaNeedHealthPostgres) {
     s.backend.postgres.reset();
     EXPECT_EQ(status_of(s, "/primary"), 503u);
     EXPECT_EQ(status_of(s, "/replica"), 503u);
-    EXPECT_NE(handle_request(s, "/primary").body.find("health.postgres is not set"), std::string::npos);
+    EXPECT_NE(handle_request(s, "/primary").body.find("health.postgres is not set"),
+              std::string::npos);
 }
 
 TEST(Health, ReplicaLagCountsFromThePrimarysPositionToReplay) {
@@ -208,7 +224,8 @@ TEST(Health, ReplicaLagCountsFromThePrimarysPositionToReplay) {
     EXPECT_EQ(status_of(s, "/replica"), 200u);  // no lag given: no limit
     EXPECT_EQ(status_of(s, "/replica?lag=64MB"), 200u);
     EXPECT_EQ(status_of(s, "/replica?lag=16MB"), 503u);
-    EXPECT_NE(handle_request(s, "/replica?lag=16MB").body.find("replication lag 34603008 bytes > 16777216"),
+    EXPECT_NE(handle_request(s, "/replica?lag=16MB")
+                  .body.find("replication lag 34603008 bytes > 16777216"),
               std::string::npos);
     // The peer's primary position is used only while the peer is up and a primary.
     s.peers[0].probe.up = false;
@@ -252,8 +269,9 @@ TEST(Health, UnknownPathsAndBadTargets) {
     EXPECT_EQ(status_of(s, "/nope"), 404u);
     EXPECT_EQ(status_of(s, "/readiness/extra"), 404u);
     EXPECT_EQ(status_of(s, "http://example.com/readiness"), 400u);  // not origin-form
-    EXPECT_EQ(status_of(s, "/readiness?unknown=1"), 200u);           // unknown parameters are ignored, as Patroni does
-    EXPECT_EQ(status_of(s, "/replica?lag=%31%36MB"), 200u);          // percent-decoded: 16MB
+    EXPECT_EQ(status_of(s, "/readiness?unknown=1"),
+              200u);  // unknown parameters are ignored, as Patroni does
+    EXPECT_EQ(status_of(s, "/replica?lag=%31%36MB"), 200u);  // percent-decoded: 16MB
 }
 
 TEST(Health, StatusJsonHasEverySection) {
@@ -262,11 +280,13 @@ TEST(Health, StatusJsonHasEverySection) {
     s.firewall.table = "tunneld";
     s.firewall.drops[5432] = {3, 180};
     s.inbound_listen = {"0.0.0.0:8765"};
-    s.traffic.push_back(TrafficView{Direction::outbound, "primary-1", 2, 5, 1000, 2000, s.now - 5, "", 0});
+    s.traffic.push_back(
+        TrafficView{Direction::outbound, "primary-1", 2, 5, 1000, 2000, s.now - 5, "", 0});
     s.handshakes[{Direction::inbound, "unknown_ca"}] = 4;
     s.handshakes[{Direction::inbound, "ok"}] = 9;
     auto st = json::parse(render_status(s)).as_object();
-    for (auto key : {"node", "version", "uptime_seconds", "tls", "inbound", "peers", "firewall", "postgres", "backend"})
+    for (auto key : {"node", "version", "uptime_seconds", "tls", "inbound", "peers", "firewall",
+                     "postgres", "backend"})
         EXPECT_TRUE(st.contains(key)) << key;
     EXPECT_EQ(st.at("uptime_seconds"), 60);
     EXPECT_EQ(st.at("tls").at("days_left"), 30);
@@ -288,13 +308,15 @@ TEST(Health, MetricsAreValidExposition) {
     s.firewall.enabled = s.firewall.applied = true;
     s.firewall.table = "tunneld";
     s.firewall.drops[8765] = {1, 60};
-    s.traffic.push_back(TrafficView{Direction::inbound, "we\"ird\\peer\nname", 1, 1, 10, 20, 0, "", 0});
+    s.traffic.push_back(
+        TrafficView{Direction::inbound, "we\"ird\\peer\nname", 1, 1, 10, 20, 0, "", 0});
     s.handshakes[{Direction::outbound, "ok"}] = 3;
     auto text = render_metrics(s);
     std::istringstream in(text);
     std::string line, family;
     std::set<std::string> families, series;
-    std::regex sample(R"re(([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\\n]|\\.)*",?)*\})? (-?[0-9.e+]+|NaN))re");
+    std::regex sample(
+        R"re(([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\\n]|\\.)*",?)*\})? (-?[0-9.e+]+|NaN))re");
     while (std::getline(in, line)) {
         if (line.starts_with("# HELP ")) continue;
         if (line.starts_with("# TYPE ")) {
@@ -309,12 +331,15 @@ TEST(Health, MetricsAreValidExposition) {
         ASSERT_TRUE(std::regex_match(line, m, sample)) << line;
         EXPECT_EQ(m[1].str(), family) << line;
         EXPECT_TRUE(family.starts_with("tunneld_")) << line;
-        EXPECT_TRUE(series.insert(line.substr(0, line.rfind(' '))).second) << "series twice: " << line;
+        EXPECT_TRUE(series.insert(line.substr(0, line.rfind(' '))).second)
+            << "series twice: " << line;
     }
     EXPECT_NE(text.find(R"(peer="we\"ird\\peer\nname")"), std::string::npos);
-    for (auto name : {"tunneld_peer_up{peer=\"primary-1\"} 1", "tunneld_handshakes_total{direction=\"outbound\",reason=\"ok\"} 3",
-                      "tunneld_firewall_dropped_packets_total{port=\"8765\"} 1", "tunneld_postgres_in_recovery 1",
-                      "tunneld_certificate_expiry_seconds 2592000"})
+    for (auto name :
+         {"tunneld_peer_up{peer=\"primary-1\"} 1",
+          "tunneld_handshakes_total{direction=\"outbound\",reason=\"ok\"} 3",
+          "tunneld_firewall_dropped_packets_total{port=\"8765\"} 1",
+          "tunneld_postgres_in_recovery 1", "tunneld_certificate_expiry_seconds 2592000"})
         EXPECT_NE(text.find(name), std::string::npos) << name;
 }
 
@@ -330,7 +355,8 @@ TEST(Health, BackendStateSurvivesTheProbeWireAndToleratesJunk) {
     ASSERT_TRUE(back.postgres.has_value());
     EXPECT_EQ(back.postgres->receive_lsn, "1/2");
     EXPECT_EQ(back.postgres->replay_delay_seconds, 1.5);
-    auto junk = backend_state_from_json(json::parse(R"({"reachable":"yes","postgres":[1,2],"checked":1})"));
+    auto junk =
+        backend_state_from_json(json::parse(R"({"reachable":"yes","postgres":[1,2],"checked":1})"));
     EXPECT_FALSE(junk.reachable);
     EXPECT_FALSE(junk.checked);
     EXPECT_FALSE(junk.postgres.has_value());
@@ -344,7 +370,9 @@ tls: {ca: /c, cert: /n.crt, key: /n.key}
 peers: [{name: primary-1, connect: "10.0.0.1:8765", local: "127.0.0.1:6432"}]
 )";
 
-std::string config_error(const std::string& health) { return test::config_error_of(std::string(kBase) + health); }
+std::string config_error(const std::string& health) {
+    return test::config_error_of(std::string(kBase) + health);
+}
 
 TEST(HealthConfig, DefaultsHaveNoTcpListenerSoTwoInstancesNeverCollide) {
     auto c = parse_config(kBase, "/etc/tunneld/t.yaml");
@@ -355,7 +383,8 @@ TEST(HealthConfig, DefaultsHaveNoTcpListenerSoTwoInstancesNeverCollide) {
 }
 
 TEST(HealthConfig, NonLoopbackListenNeedsPublicTrue) {
-    auto c = parse_config(std::string(kBase) + "health: {listen: \"0.0.0.0:9000\", public: true}\n", "/t.yaml");
+    auto c = parse_config(std::string(kBase) + "health: {listen: \"0.0.0.0:9000\", public: true}\n",
+                          "/t.yaml");
     EXPECT_TRUE(c.health.public_listen);
 }
 
@@ -365,13 +394,15 @@ TEST(HealthConfig, ParsesEveryKey) {
   postgres: "host=/var/run/postgresql dbname=postgres user=tunneld"
   probe_interval: 500ms
   check_timeout: 2s
-)", "/etc/tunneld/t.yaml");
+)",
+                          "/etc/tunneld/t.yaml");
     ASSERT_EQ(c.health.listen.size(), 2u);
     EXPECT_EQ(c.health.listen[1].to_string(), "[::1]:9187");
     EXPECT_EQ(c.health.postgres, "host=/var/run/postgresql dbname=postgres user=tunneld");
     EXPECT_EQ(c.health.probe_interval, std::chrono::milliseconds(500));
     EXPECT_EQ(c.health.check_timeout, std::chrono::seconds(2));
-    EXPECT_FALSE(parse_config(std::string(kBase) + "health: {enabled: false}\n", "/t.yaml").health.enabled);
+    EXPECT_FALSE(
+        parse_config(std::string(kBase) + "health: {enabled: false}\n", "/t.yaml").health.enabled);
 }
 
 TEST(HealthConfig, ErrorsNameTheKeyAndPlace) {
@@ -383,10 +414,12 @@ TEST(HealthConfig, ErrorsNameTheKeyAndPlace) {
         {"health: {listen: \"127.0.0.1\"}\n", "health.listen"},
         {"health: {listen: []}\n", "'health.listen' must not be empty"},
         {"health: {postgres: \"\"}\n", "'health.postgres' is empty"},
-        {"health: {postgres: \"host=x bogus_option=1\"}\n", "not a libpq connection string: invalid connection option \"bogus_option\""},
+        {"health: {postgres: \"host=x bogus_option=1\"}\n",
+         "not a libpq connection string: invalid connection option \"bogus_option\""},
         {"health: {probe_interval: 10ms}\n", "probe_interval"},
         {"health: {enabled: yes please}\n", "'health.enabled' must be true or false"},
-        {"health: {listen: \"0.0.0.0:9000\"}\n", "'health.listen' 0.0.0.0:9000 is not a loopback address"},
+        {"health: {listen: \"0.0.0.0:9000\"}\n",
+         "'health.listen' 0.0.0.0:9000 is not a loopback address"},
     };
     for (const auto& c : cases) {
         auto err = config_error(c.yaml);

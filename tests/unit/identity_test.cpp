@@ -47,12 +47,14 @@ std::optional<std::string> match(const std::string& san, const std::string& cn,
 }
 
 TEST(Identity, ExtractsSanDnsUriAndCn) {
-    auto cert = make_cert("DNS:standby-1,DNS:db.example.net,URI:spiffe://example.org/standby", "standby-1");
+    auto cert =
+        make_cert("DNS:standby-1,DNS:db.example.net,URI:spiffe://example.org/standby", "standby-1");
     auto ids = extract_identities(cert.get());
     EXPECT_EQ(ids.dns, (std::vector<std::string>{"standby-1", "db.example.net"}));
     EXPECT_EQ(ids.uris, (std::vector<std::string>{"spiffe://example.org/standby"}));
     EXPECT_EQ(ids.common_name, "standby-1");
-    EXPECT_EQ(describe_identities(ids), "dns:standby-1,db.example.net uri:spiffe://example.org/standby");
+    EXPECT_EQ(describe_identities(ids),
+              "dns:standby-1,db.example.net uri:spiffe://example.org/standby");
 }
 
 TEST(Identity, MatchesSanDnsCaseInsensitively) {
@@ -61,7 +63,8 @@ TEST(Identity, MatchesSanDnsCaseInsensitively) {
 }
 
 TEST(Identity, MatchesUriExactly) {
-    EXPECT_EQ(match("URI:spiffe://example.org/a", "", {"spiffe://example.org/a"}), "spiffe://example.org/a");
+    EXPECT_EQ(match("URI:spiffe://example.org/a", "", {"spiffe://example.org/a"}),
+              "spiffe://example.org/a");
     EXPECT_FALSE(match("URI:spiffe://example.org/a", "", {"spiffe://example.org/A"}));
 }
 

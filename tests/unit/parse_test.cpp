@@ -15,7 +15,8 @@ TEST(Duration, ParsesEveryUnit) {
 }
 
 TEST(Duration, RefusesAmbiguousOrMalformed) {
-    for (auto bad : {"30", "s", "", "1.5s", "-1s", "10 s", "10S", "5d", "3sec", "99999999999999999999h"})
+    for (auto bad :
+         {"30", "s", "", "1.5s", "-1s", "10 s", "10S", "5d", "3sec", "99999999999999999999h"})
         EXPECT_FALSE(parse_duration(bad).has_value()) << bad;
 }
 

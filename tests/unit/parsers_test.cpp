@@ -46,15 +46,19 @@ TEST(HttpAnswer, OneRequestInOneResponseOut) {
     };
     auto ok = http_answer("GET /liveness HTTP/1.1\r\nHost: x\r\n\r\n", snapshot);
     EXPECT_EQ(ok.rfind("HTTP/1.1 200", 0), 0u) << ok;
-    EXPECT_EQ(http_answer("GET /liveness HTTP/1.1\r\nHo", snapshot), "");  // incomplete: wait for more
+    EXPECT_EQ(http_answer("GET /liveness HTTP/1.1\r\nHo", snapshot),
+              "");  // incomplete: wait for more
     EXPECT_EQ(http_answer("\x16\x03\x01 garbage\r\n\r\n", snapshot).rfind("HTTP/1.1 400", 0), 0u);
-    auto big = http_answer("GET / HTTP/1.1\r\nX: " + std::string(10000, 'a') + "\r\n\r\n", snapshot);
+    auto big =
+        http_answer("GET / HTTP/1.1\r\nX: " + std::string(10000, 'a') + "\r\n\r\n", snapshot);
     EXPECT_EQ(big.rfind("HTTP/1.1 431", 0), 0u) << big.substr(0, 40);
-    EXPECT_EQ(http_answer("DELETE /status HTTP/1.1\r\n\r\n", snapshot).rfind("HTTP/1.1 405", 0), 0u);
+    EXPECT_EQ(http_answer("DELETE /status HTTP/1.1\r\n\r\n", snapshot).rfind("HTTP/1.1 405", 0),
+              0u);
 }
 
 // One nf_tables message: header, nfgenmsg, attributes.
-std::string message(int type, int family, std::uint32_t port, std::vector<std::pair<int, std::string>> attrs) {
+std::string message(int type, int family, std::uint32_t port,
+                    std::vector<std::pair<int, std::string>> attrs) {
     std::string payload(4, '\0');
     payload[0] = static_cast<char>(family);
     for (auto& [t, v] : attrs) {
@@ -72,16 +76,21 @@ TEST(TableEventParser, ForeignChangesCountOwnTransactionsDoNot) {
     std::string name("tunneld\0", 8), pid(4, '\0');
     std::uint32_t be = htonl(1234);
     std::memcpy(pid.data(), &be, 4);
-    auto touch = [&](std::uint32_t port) { return message(NFT_MSG_NEWSETELEM, 1 /* NFPROTO_INET */, port, {{1, name}}); };
+    auto touch = [&](std::uint32_t port) {
+        return message(NFT_MSG_NEWSETELEM, 1 /* NFPROTO_INET */, port, {{1, name}});
+    };
     auto gen = [&](std::uint32_t port) {
-        return message(NFT_MSG_NEWGEN, 0, port, {{NFTA_GEN_PROC_PID, pid}, {NFTA_GEN_PROC_NAME, std::string("nft\0", 4)}});
+        return message(NFT_MSG_NEWGEN, 0, port,
+                       {{NFTA_GEN_PROC_PID, pid}, {NFTA_GEN_PROC_NAME, std::string("nft\0", 4)}});
     };
     auto own = [](std::uint32_t port) { return port == 4242; };
     std::string buf = touch(99) + gen(99) + touch(4242) + gen(4242) + gen(99);
     bool touched = false;
     std::vector<firewall::TableEvents::Change> out;
     firewall::parse_table_events(buf.data(), buf.size(), "tunneld", touched, own, out);
-    ASSERT_EQ(out.size(), 1u);  // only the first: ours, and a transaction that did not touch the table, do not count
+    ASSERT_EQ(
+        out.size(),
+        1u);  // only the first: ours, and a transaction that did not touch the table, do not count
     EXPECT_EQ(out[0].pid, 1234u);
     EXPECT_EQ(out[0].process, "nft");
     // Truncated and lying lengths are skipped, not read past.

@@ -49,11 +49,12 @@ TEST(SocketOptions, LocalSocketGetsNodelayOnly) {
 }
 
 TEST(SocketOptions, ReportsFailureOnBadDescriptor) {
-    EXPECT_NE(apply_public_options(-1, KeepaliveConfig{}).find("setsockopt TCP_NODELAY"), std::string::npos);
+    EXPECT_NE(apply_public_options(-1, KeepaliveConfig{}).find("setsockopt TCP_NODELAY"),
+              std::string::npos);
 }
 
 class KeyFile : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override {
         dir_ = std::filesystem::temp_directory_path() / ("keyfile-" + std::to_string(getpid()));
         std::filesystem::create_directories(dir_);
@@ -82,7 +83,8 @@ TEST_F(KeyFile, MissingKeyNamesPath) {
 }
 
 TEST_F(KeyFile, DirectoryIsNotAKey) {
-    EXPECT_EQ(key_file_problem(dir_.string()), dir_.string() + ": private key is not a regular file");
+    EXPECT_EQ(key_file_problem(dir_.string()),
+              dir_.string() + ": private key is not a regular file");
 }
 
 TEST_F(KeyFile, ForeignOwnerGivesChown) {
@@ -93,7 +95,9 @@ TEST_F(KeyFile, ForeignOwnerGivesChown) {
     EXPECT_EQ(key_file_problem(path_), "");
     // Judged for the user the daemon runs as (tunneld check as root, for User=tunneld).
     auto p = key_file_problem(path_, uid_t{4242});
-    EXPECT_NE(p.find("is owned by nobody, so 4242 (the user tunneld runs as) cannot read it"), std::string::npos) << p;
+    EXPECT_NE(p.find("is owned by nobody, so 4242 (the user tunneld runs as) cannot read it"),
+              std::string::npos)
+        << p;
     EXPECT_NE(p.find("run chown 4242 " + path_), std::string::npos) << p;
     EXPECT_EQ(key_file_problem(path_, uid_t{65534}), "");  // its owner
 }

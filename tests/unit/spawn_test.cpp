@@ -19,15 +19,22 @@ TEST(Spawn, AnExceptionInOneCoroutineIsCountedAndTheLoopGoesOn) {
     auto before = internal_errors().load();
     std::promise<int> other_task;
     // A long-lived task on the same loop, like a relay.
-    spawn(pool.at(0), [&]() -> boost::asio::awaitable<void> {
-        boost::asio::steady_timer t(co_await boost::asio::this_coro::executor, std::chrono::milliseconds(50));
-        co_await t.async_wait(boost::asio::use_awaitable);
-        other_task.set_value(42);
-    }, "a relay");
-    spawn(pool.at(0), []() -> boost::asio::awaitable<void> {
-        throw std::out_of_range("stoi");  // what an unparsable netlink comment used to do
-        co_return;
-    }, "the snapshot");
+    spawn(
+        pool.at(0),
+        [&]() -> boost::asio::awaitable<void> {
+            boost::asio::steady_timer t(co_await boost::asio::this_coro::executor,
+                                        std::chrono::milliseconds(50));
+            co_await t.async_wait(boost::asio::use_awaitable);
+            other_task.set_value(42);
+        },
+        "a relay");
+    spawn(
+        pool.at(0),
+        []() -> boost::asio::awaitable<void> {
+            throw std::out_of_range("stoi");  // what an unparsable netlink comment used to do
+            co_return;
+        },
+        "the snapshot");
     auto f = other_task.get_future();
     ASSERT_EQ(f.wait_for(std::chrono::seconds(5)), std::future_status::ready);
     EXPECT_EQ(f.get(), 42);

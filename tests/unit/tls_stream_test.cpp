@@ -44,9 +44,13 @@ struct Pki {
         auto key = generate_key(KeyType::ec_p256);
         auto cert = issue_node_cert({name, {}, {}}, key.get(), 1, ca, ca_key);
         write(dir / (name + ".crt"), to_pem(cert.get()), fs::perms(0644));
-        write(dir / (name + ".key"), to_pem(key.get()), fs::perms::owner_read | fs::perms::owner_write);
-        TlsFiles files{(dir / "ca.crt").string(), (dir / (name + ".crt")).string(), (dir / (name + ".key")).string(),
-                       "", {"X25519"}};
+        write(dir / (name + ".key"), to_pem(key.get()),
+              fs::perms::owner_read | fs::perms::owner_write);
+        TlsFiles files{(dir / "ca.crt").string(),
+                       (dir / (name + ".crt")).string(),
+                       (dir / (name + ".key")).string(),
+                       "",
+                       {"X25519"}};
         return load_tls_material(files, name, 1);
     }
 };
@@ -78,7 +82,13 @@ struct Connected : ::testing::Test {
 template <class F>
 void run(asio::io_context& io, F f) {
     bool done = false;
-    asio::co_spawn(io, [&]() -> asio::awaitable<void> { co_await f(); done = true; }, asio::detached);
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            co_await f();
+            done = true;
+        },
+        asio::detached);
     io.run();
     io.restart();
     ASSERT_TRUE(done);
@@ -86,8 +96,12 @@ void run(asio::io_context& io, F f) {
 
 TEST_F(Connected, HandshakeThenClosedStreamNeverTouchesAReusedFd) {
     HandshakeResult hs_server, hs_client;
-    asio::co_spawn(io, [&]() -> asio::awaitable<void> { hs_server = co_await server.handshake(); }, asio::detached);
-    asio::co_spawn(io, [&]() -> asio::awaitable<void> { hs_client = co_await client.handshake(); }, asio::detached);
+    asio::co_spawn(
+        io, [&]() -> asio::awaitable<void> { hs_server = co_await server.handshake(); },
+        asio::detached);
+    asio::co_spawn(
+        io, [&]() -> asio::awaitable<void> { hs_client = co_await client.handshake(); },
+        asio::detached);
     io.run();
     io.restart();
     ASSERT_TRUE(hs_server.ok()) << hs_server.detail;
@@ -111,7 +125,8 @@ TEST_F(Connected, HandshakeThenClosedStreamNeverTouchesAReusedFd) {
         EXPECT_EQ(ec, asio::error::operation_aborted);
     });
     char byte;
-    EXPECT_EQ(::recv(other, &byte, 1, MSG_DONTWAIT), -1) << "a closed TlsStream wrote into a reused fd";
+    EXPECT_EQ(::recv(other, &byte, 1, MSG_DONTWAIT), -1)
+        << "a closed TlsStream wrote into a reused fd";
     EXPECT_EQ(errno, EAGAIN);
     ::close(reuse[0]);
     ::close(reuse[1]);
@@ -119,35 +134,41 @@ TEST_F(Connected, HandshakeThenClosedStreamNeverTouchesAReusedFd) {
 
 TEST_F(Connected, HalfCloseDeliversEofAndDataBothWays) {
     std::string got_by_server, got_by_client;
-    asio::co_spawn(io, [&]() -> asio::awaitable<void> {
-        EXPECT_TRUE((co_await server.handshake()).ok());
-        char buf[64];
-        for (;;) {
-            auto [ec, n] = co_await server.read_some(asio::buffer(buf));
-            if (ec) {
-                EXPECT_EQ(ec, asio::error::eof);
-                break;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            EXPECT_TRUE((co_await server.handshake()).ok());
+            char buf[64];
+            for (;;) {
+                auto [ec, n] = co_await server.read_some(asio::buffer(buf));
+                if (ec) {
+                    EXPECT_EQ(ec, asio::error::eof);
+                    break;
+                }
+                got_by_server.append(buf, n);
             }
-            got_by_server.append(buf, n);
-        }
-        // After the client's half-close the server still writes, then closes its side.
-        EXPECT_FALSE(co_await server.write_all(asio::buffer("pong", 4)));
-        EXPECT_FALSE(co_await server.shutdown_send());
-    }, asio::detached);
-    asio::co_spawn(io, [&]() -> asio::awaitable<void> {
-        EXPECT_TRUE((co_await client.handshake()).ok());
-        EXPECT_FALSE(co_await client.write_all(asio::buffer("ping", 4)));
-        EXPECT_FALSE(co_await client.shutdown_send());
-        char buf[64];
-        for (;;) {
-            auto [ec, n] = co_await client.read_some(asio::buffer(buf));
-            if (ec) {
-                EXPECT_EQ(ec, asio::error::eof);
-                break;
+            // After the client's half-close the server still writes, then closes its side.
+            EXPECT_FALSE(co_await server.write_all(asio::buffer("pong", 4)));
+            EXPECT_FALSE(co_await server.shutdown_send());
+        },
+        asio::detached);
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            EXPECT_TRUE((co_await client.handshake()).ok());
+            EXPECT_FALSE(co_await client.write_all(asio::buffer("ping", 4)));
+            EXPECT_FALSE(co_await client.shutdown_send());
+            char buf[64];
+            for (;;) {
+                auto [ec, n] = co_await client.read_some(asio::buffer(buf));
+                if (ec) {
+                    EXPECT_EQ(ec, asio::error::eof);
+                    break;
+                }
+                got_by_client.append(buf, n);
             }
-            got_by_client.append(buf, n);
-        }
-    }, asio::detached);
+        },
+        asio::detached);
     io.run();
     EXPECT_EQ(got_by_server, "ping");
     EXPECT_EQ(got_by_client, "pong");
