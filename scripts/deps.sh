@@ -16,7 +16,7 @@ packages=(
   haproxy prometheus
   dpkg-dev fakeroot rpm lintian rpmlint debootstrap systemd
   python3 python3-pytest python3-cryptography
-  clang-14 libfuzzer-14-dev libclang-rt-14-dev devscripts
+  clang-14 libfuzzer-14-dev libclang-rt-14-dev clang-format-14 devscripts
   systemd-container dbus
 )
 

@@ -10,6 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ]; then bash scripts/deps.sh; fi
 started=$(date +%s)
+echo "== format (clang-format-14 --dry-run -Werror; fix with scripts/format.sh)"
+git ls-files '*.cpp' '*.hpp' | xargs clang-format-14 --dry-run -Werror
 bash scripts/build.sh
 echo "== unit tests"
 (cd build && ctest --output-on-failure -j2)
