@@ -118,7 +118,7 @@ struct Pair {
     bool local_eof = false;   // the local side half-closed: it has nothing more to say
     bool tls_done = false;    // tls_to_local has ended (EOF or failure)
     bool local_gone = false;  // the local end reset / closed under us before any half-close
-    error_code gone_ec;       // how it went
+    error_code gone_ec{};     // how it went
     asio::steady_timer* tls_done_signal = nullptr;  // cancelled when tls_done is set
     ByteCounters* counters = nullptr;
 
