@@ -9,8 +9,8 @@
 #include <sstream>
 
 #include "certs/pem_files.hpp"
+#include "tunneld/config/key_file.hpp"
 #include "tunneld/error.hpp"
-#include "tunneld/key_file.hpp"
 
 namespace tunneld::certs {
 

@@ -16,10 +16,10 @@
 #include "certs/ca_dir.hpp"
 #include "certs/pem_files.hpp"
 #include "certs/pki.hpp"
-#include "tunneld/config.hpp"
+#include "tunneld/config/config.hpp"
 #include "tunneld/error.hpp"
-#include "tunneld/identity.hpp"
-#include "tunneld/tls_context.hpp"
+#include "tunneld/tls/context.hpp"
+#include "tunneld/tls/identity.hpp"
 
 namespace tunneld::certs {
 

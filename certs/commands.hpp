@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "tunneld/duration.hpp"
+#include "tunneld/config/duration.hpp"
 
 namespace tunneld::certs {
 

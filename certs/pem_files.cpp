@@ -11,7 +11,7 @@
 #include <filesystem>
 
 #include "tunneld/error.hpp"
-#include "tunneld/tls_context.hpp"
+#include "tunneld/tls/context.hpp"
 
 namespace tunneld::certs {
 

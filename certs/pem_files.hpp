@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "tunneld/openssl_ptr.hpp"
+#include "tunneld/tls/openssl_ptr.hpp"
 
 namespace tunneld::certs {
 

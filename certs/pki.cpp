@@ -9,10 +9,10 @@
 #include <cstdio>
 #include <ctime>
 
-#include "tunneld/config.hpp"
+#include "tunneld/config/config.hpp"
 #include "tunneld/error.hpp"
-#include "tunneld/identity.hpp"
-#include "tunneld/tls_context.hpp"
+#include "tunneld/tls/context.hpp"
+#include "tunneld/tls/identity.hpp"
 
 namespace tunneld::certs {
 

@@ -8,7 +8,7 @@
 #include <string_view>
 #include <vector>
 
-#include "tunneld/openssl_ptr.hpp"
+#include "tunneld/tls/openssl_ptr.hpp"
 
 namespace tunneld::certs {
 

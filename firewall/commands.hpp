@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "tunneld/check.hpp"
+#include "tunneld/app/check.hpp"
 
 namespace tunneld::firewall {
 

@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "tunneld/config.hpp"
-#include "tunneld/prefix.hpp"
+#include "tunneld/config/config.hpp"
+#include "tunneld/config/prefix.hpp"
 
 namespace tunneld::firewall {
 

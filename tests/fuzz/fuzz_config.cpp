@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string>
 
-#include "tunneld/config.hpp"
+#include "tunneld/config/config.hpp"
 #include "tunneld/error.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {

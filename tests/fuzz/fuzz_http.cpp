@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string_view>
 
-#include "tunneld/health_server.hpp"
+#include "tunneld/health/server.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     static const auto snapshot = [](bool) {

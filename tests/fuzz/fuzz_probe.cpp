@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string>
 
-#include "tunneld/probe_messages.hpp"
+#include "tunneld/health/probe_messages.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     std::string pending(reinterpret_cast<const char*>(data), size);

@@ -10,9 +10,9 @@
 #include "certs/pem_files.hpp"
 #include "certs/pki.hpp"
 #include "tunneld/error.hpp"
-#include "tunneld/file_watch.hpp"
-#include "tunneld/identity.hpp"
-#include "tunneld/tls_context.hpp"
+#include "tunneld/tls/context.hpp"
+#include "tunneld/tls/file_watch.hpp"
+#include "tunneld/tls/identity.hpp"
 
 namespace tunneld::certs {
 namespace {

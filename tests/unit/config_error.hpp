@@ -3,7 +3,7 @@
 #pragma once
 #include <string>
 
-#include "tunneld/config.hpp"
+#include "tunneld/config/config.hpp"
 #include "tunneld/error.hpp"
 
 namespace tunneld::test {

@@ -1,4 +1,4 @@
-#include "tunneld/config.hpp"
+#include "tunneld/config/config.hpp"
 
 #include <gtest/gtest.h>
 

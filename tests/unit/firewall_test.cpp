@@ -19,9 +19,9 @@
 #include "firewall/batch.hpp"
 #include "firewall/guard.hpp"
 #include "firewall/spec.hpp"
-#include "tunneld/config.hpp"
+#include "tunneld/config/config.hpp"
+#include "tunneld/config/prefix.hpp"
 #include "tunneld/error.hpp"
-#include "tunneld/prefix.hpp"
 
 namespace tunneld::firewall {
 namespace {

@@ -9,10 +9,10 @@
 #include <sstream>
 #include "config_error.hpp"
 
-#include "tunneld/config.hpp"
+#include "tunneld/config/config.hpp"
 #include "tunneld/error.hpp"
-#include "tunneld/health_routes.hpp"
-#include "tunneld/pg_check.hpp"
+#include "tunneld/health/pg_check.hpp"
+#include "tunneld/health/routes.hpp"
 
 namespace tunneld {
 namespace {

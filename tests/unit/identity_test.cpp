@@ -1,4 +1,4 @@
-#include "tunneld/identity.hpp"
+#include "tunneld/tls/identity.hpp"
 
 #include <gtest/gtest.h>
 #include <openssl/evp.h>

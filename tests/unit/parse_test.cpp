@@ -1,7 +1,7 @@
 #include <gtest/gtest.h>
 
-#include "tunneld/duration.hpp"
-#include "tunneld/endpoint.hpp"
+#include "tunneld/config/duration.hpp"
+#include "tunneld/config/endpoint.hpp"
 
 namespace tunneld {
 namespace {

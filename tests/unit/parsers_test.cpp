@@ -9,8 +9,8 @@
 #include <cstring>
 
 #include "firewall/nft_socket.hpp"
-#include "tunneld/health_server.hpp"
-#include "tunneld/probe_messages.hpp"
+#include "tunneld/health/probe_messages.hpp"
+#include "tunneld/health/server.hpp"
 
 namespace tunneld {
 namespace {

@@ -9,8 +9,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "tunneld/key_file.hpp"
-#include "tunneld/socket_options.hpp"
+#include "tunneld/config/key_file.hpp"
+#include "tunneld/net/socket_options.hpp"
 
 namespace tunneld {
 namespace {

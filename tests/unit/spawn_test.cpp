@@ -7,8 +7,8 @@
 #include <future>
 #include <stdexcept>
 
-#include "tunneld/runtime.hpp"
-#include "tunneld/spawn.hpp"
+#include "tunneld/app/runtime.hpp"
+#include "tunneld/net/spawn.hpp"
 
 namespace tunneld {
 namespace {

@@ -1,0 +1,75 @@
+// The running daemon's side of the guard: applies it first (before anything
+// that can fail on bad input, so a node that refuses to start stays guarded),
+// re-resolves the peers every firewall.resolve_interval (retrying a refused
+// commit with backoff), and puts the table back when another process changes
+// or deletes it, pausing after 5 repairs in 10 s (two daemons sharing one
+// table would undo each other forever). Everything after the constructor runs
+// on the `side` io_context, never on the thread that accepts connections.
+#pragma once
+#include <atomic>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "firewall/guard.hpp"
+#include "firewall/nft_socket.hpp"
+
+namespace tunneld::firewall {
+
+class Keeper {
+  public:
+    struct Status {
+        bool applied = false;
+        std::string error;  // why not applied / the last repair that failed
+        std::uint64_t repairs = 0;
+        std::uint64_t resolve_failures = 0;
+    };
+
+    // Applies the guard now when the config has an enabled `firewall:` block
+    // (otherwise does nothing and enabled() is false). Throws StartupError when
+    // it cannot (no CAP_NET_ADMIN, no nf_tables).
+    Keeper(const Config& cfg, boost::asio::io_context& side);
+    ~Keeper();
+
+    bool enabled() const { return guard_.has_value(); }
+    // Starts the resolve loop and the watch for outside changes (on `side`).
+    void start();
+    // Resolves peer names again and swaps the allowed addresses if they
+    // changed. Returns false when the kernel refused (nothing recorded; the
+    // next call tries again). Call on `side`.
+    bool refresh(const char* why);
+    // Ends the loops. Call on `side`.
+    void stop();
+    // On exit: keeps the table (on_exit: keep) or removes it.
+    void on_exit();
+
+    // From any thread.
+    Status status() const;
+
+  private:
+    boost::asio::awaitable<void> resolve_loop();
+    boost::asio::awaitable<void> watch();
+    void repair(const TableEvents::Change& c);
+
+    const Config& cfg_;
+    boost::asio::io_context& side_;
+    std::optional<Guard> guard_;
+    std::optional<TableEvents> events_;
+    boost::asio::posix::stream_descriptor events_fd_;
+    boost::asio::steady_timer resolve_timer_;
+    std::vector<std::chrono::steady_clock::time_point> recent_repairs_;
+    std::chrono::steady_clock::time_point paused_until_{};
+    mutable std::mutex mutex_;  // guards status_
+    Status status_;
+};
+
+}  // namespace tunneld::firewall

@@ -1,0 +1,196 @@
+#include "tunneld/app/daemon.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <optional>
+
+#include "firewall/keeper.hpp"
+#include "tunneld/app/drain.hpp"
+#include "tunneld/app/notifier.hpp"
+#include "tunneld/app/runtime.hpp"
+#include "tunneld/app/snapshot_builder.hpp"
+#include "tunneld/error.hpp"
+#include "tunneld/health/backend_monitor.hpp"
+#include "tunneld/health/probe.hpp"
+#include "tunneld/health/routes.hpp"
+#include "tunneld/health/server.hpp"
+#include "tunneld/net/spawn.hpp"
+#include "tunneld/relay/inbound.hpp"
+#include "tunneld/relay/outbound.hpp"
+#include "tunneld/tls/reloader.hpp"
+
+namespace tunneld {
+
+namespace asio = boost::asio;
+
+namespace {
+
+unsigned worker_count(const Config& cfg) {
+    if (cfg.workers) return cfg.workers;
+    return std::clamp(std::thread::hardware_concurrency(), 1u, 8u);
+}
+
+std::string summary(const Config& cfg, const TlsMaterial& m) {
+    return "node " + cfg.node + ", " +
+           (cfg.inbound ? "inbound on " + cfg.inbound->listen.front().to_string() + ", " : "") +
+           std::to_string(cfg.peers.size()) + " peer(s), cert serial " + m.serial_hex + " (" +
+           std::to_string(m.days_left()) + " days left)";
+}
+
+}  // namespace
+
+// The parts, in the order they are built (and, reversed, torn down). The
+// firewall keeper comes first: it applies the guard before anything that can
+// fail on bad input (TLS files, peers), so a node that refuses to start stays
+// guarded. Work that may block (DNS, netlink, reading TLS files) runs on
+// `side`, never on `io`, which accepts connections and answers signals.
+struct Daemon::Impl {
+    Config config;
+    asio::io_context io{1};
+    IoPool pool;
+    IoPool side_pool{1};
+    asio::io_context& side = side_pool.at(0);
+    firewall::Keeper keeper{config, side};
+    Runtime rt;
+    TlsReloader tls;
+    std::optional<InboundListener> inbound;
+    std::optional<OutboundListener> outbound;
+    std::vector<std::unique_ptr<PeerProbe>> probes;
+    std::optional<BackendMonitor> backend_monitor;
+    std::optional<HealthServer> health;
+    Notifier notifier;
+    asio::signal_set signals{io, SIGHUP, SIGTERM, SIGINT};
+    std::int64_t started_at = unix_now();
+    std::atomic<bool> listeners_up{false};
+
+    explicit Impl(Config c)
+        : config(std::move(c)),
+          pool(worker_count(config)),
+          rt(config, pool, initial_tls()),
+          tls(
+              config, rt.tls, side,
+              [this](const auto& fresh) {
+                  if (!config.tls.crl.empty())
+                      rt.connections.close_revoked(fresh,
+                                                   SSL_CTX_get_cert_store(fresh->server.get()));
+              },
+              [this](const std::string& failure) { rt.stats.count_reload(failure); }),
+          notifier(io, pool, [this] { return one_line_summary(snapshot(false)); }) {
+        if (config.inbound) inbound.emplace(rt, io);
+        if (!config.peers.empty()) outbound.emplace(rt, io);
+        for (const auto& peer : config.peers)
+            probes.push_back(std::make_unique<PeerProbe>(rt, peer));
+        if (BackendMonitor::wanted(config)) backend_monitor.emplace(config, io, rt.backend);
+        if (config.health.enabled && !config.health.listen.empty())
+            health.emplace(config.health.listen, [this](bool full) { return snapshot(full); });
+    }
+
+    // The TLS material for the first handshakes. When it cannot be loaded the
+    // node refuses to start, and says that the guard it applied stays.
+    std::shared_ptr<const TlsMaterial> initial_tls() {
+        try {
+            return load_tls_material(config.tls, config.node, 1);
+        } catch (const StartupError& e) {
+            if (!keeper.enabled()) throw;
+            throw StartupError(std::string(e.what()) + " (the firewall guard, table inet " +
+                               config.firewall->table +
+                               ", stays in place: postgres and the tunnel port remain closed to "
+                               "outsiders)");
+        }
+    }
+
+    Snapshot snapshot(bool full) {
+        return build_snapshot({config, rt, probes, keeper, started_at},
+                              {notifier.loops_alive(), notifier.is_stopping(), listeners_up}, full);
+    }
+
+    // READY=1 once the listeners and the firewall are up (they are, by now),
+    // the backend has been checked once and every peer probe has its first
+    // answer or failure, or after timeouts.connect + timeouts.handshake (at
+    // most 10 s) at the latest.
+    asio::awaitable<void> announce_ready() {
+        auto ready = [this] {
+            return std::all_of(probes.begin(), probes.end(),
+                               [](auto& p) { return p->state().probed; }) &&
+                   (!backend_monitor || rt.backend.get().checked);
+        };
+        auto max_wait = std::min<Duration>(config.timeouts.connect + config.timeouts.handshake,
+                                           std::chrono::seconds(10));
+        co_await notifier.announce_ready(ready, max_wait, [this](const std::string& line) {
+            spdlog::info("tunneld {} ready: {}; {}", TUNNELD_VERSION,
+                         summary(config, *rt.tls.load()), line);
+        });
+    }
+
+    asio::awaitable<void> drain() {
+        co_await drain_connections(io, rt.connections, config.timeouts.shutdown);
+        if (health) health->stop();
+        pool.stop_when_idle();
+        side_pool.stop_when_idle();
+        side_pool.join();  // its work was cancelled above; nothing else touches the guard now
+        keeper.on_exit();
+        spdlog::info("stopped");
+    }
+
+    // SIGHUP: RELOADING=1, re-read the TLS files and re-resolve the peers on
+    // `side`, READY=1, and only then count the reload (`tunneld reload` waits
+    // for the count). SIGTERM/SIGINT: stop everything and drain.
+    asio::awaitable<void> handle_signals() {
+        for (;;) {
+            auto [ec, signo] = co_await signals.async_wait(asio::as_tuple(asio::use_awaitable));
+            if (ec) co_return;
+            if (signo == SIGHUP) {
+                notifier.reloading();
+                asio::post(side, [this] {
+                    auto failure = tls.reload("SIGHUP");
+                    keeper.refresh("SIGHUP");
+                    notifier.reloaded();
+                    rt.stats.count_reload(failure);
+                });
+                continue;
+            }
+            notifier.stopping();
+            for (auto& p : probes) p->stop();
+            if (backend_monitor) backend_monitor->stop();
+            rt.connections.close_all(true);  // peers' probes: nothing to drain
+            asio::post(side, [this] {
+                tls.stop();
+                keeper.stop();
+            });
+            if (inbound) inbound->stop();
+            if (outbound) outbound->stop();
+            signals.cancel();
+            co_await drain();
+            co_return;
+        }
+    }
+};
+
+Daemon::Daemon(Config config) : impl_(std::make_unique<Impl>(std::move(config))) {}
+Daemon::~Daemon() = default;
+
+int Daemon::run() {
+    auto& d = *impl_;
+    d.pool.start();
+    if (d.inbound) d.inbound->start();
+    if (d.outbound) d.outbound->start();
+    d.side_pool.start();
+    spawn(d.io, d.handle_signals(), "signal handling");
+    d.tls.start();
+    d.keeper.start();
+    d.notifier.start_heartbeats();
+    if (d.backend_monitor) d.backend_monitor->start();
+    for (auto& p : d.probes) p->start();
+    if (d.health) d.health->start();
+    d.listeners_up = true;
+    spawn(d.io, d.announce_ready(), "the readiness announcement");
+    d.io.run();
+    d.pool.join();
+    return 0;
+}
+
+}  // namespace tunneld

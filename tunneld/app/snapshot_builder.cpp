@@ -1,0 +1,95 @@
+#include "tunneld/app/snapshot_builder.hpp"
+
+#include <unistd.h>
+
+#include "tunneld/error.hpp"
+#include "tunneld/health/backend_monitor.hpp"
+#include "tunneld/net/spawn.hpp"
+
+namespace tunneld {
+
+namespace {
+
+std::int64_t unix_seconds(std::chrono::system_clock::time_point t) {
+    return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+}
+
+void add_counters(Snapshot& s, const Stats& stats) {
+    for (const auto& [dir, peer, t] : stats.all_traffic()) {
+        TrafficView v{dir,
+                      peer,
+                      t->active.load(),
+                      t->opened.load(),
+                      t->bytes.from_tls.load(),
+                      t->bytes.to_tls.load(),
+                      t->last_handshake.load(),
+                      {},
+                      0};
+        std::tie(v.last_error, v.last_error_at) = t->last_error();
+        s.traffic.push_back(std::move(v));
+    }
+    for (auto dir : {Direction::inbound, Direction::outbound}) {
+        for (std::size_t i = 0; i < kHandshakeFailureCount; ++i) {
+            auto f = static_cast<HandshakeFailure>(i);
+            s.handshakes[{dir, f == HandshakeFailure::none ? "ok" : to_string(f)}] =
+                stats.handshakes(dir, f);
+        }
+        for (std::size_t i = 0; i < kCloseReasonCount; ++i) {
+            auto r = static_cast<CloseReason>(i);
+            s.closes[{dir, to_string(r)}] = stats.closes(dir, r);
+        }
+    }
+}
+
+void add_firewall(Snapshot& s, const Config& cfg, const firewall::Keeper& keeper, bool full) {
+    if (!keeper.enabled()) return;
+    auto st = keeper.status();
+    s.firewall.enabled = true;
+    s.firewall.table = cfg.firewall->table;
+    s.firewall.applied = st.applied;
+    s.firewall.error = st.error;
+    s.firewall.repairs = st.repairs;
+    s.firewall.resolve_failures = st.resolve_failures;
+    if (!full) return;
+    try {
+        for (const auto& [port, d] : firewall::read_drop_counters(cfg.firewall->table))
+            s.firewall.drops[port] = {d.packets, d.bytes};
+    } catch (const StartupError& e) {
+        s.firewall.error = std::string("cannot read the drop counters: ") + e.what();
+    }
+}
+
+}  // namespace
+
+Snapshot build_snapshot(const SnapshotSources& src, const NodeFlags& flags, bool full) {
+    const auto& cfg = src.config;
+    Snapshot s;
+    s.node = cfg.node;
+    s.version = TUNNELD_VERSION;
+    s.now = unix_now();
+    s.started_at = src.started_at;
+    s.pid = ::getpid();
+    s.workers_alive = flags.workers_alive;
+    s.stopping = flags.stopping;
+    s.listeners_up = flags.listeners_up;
+    auto m = src.rt.tls.load();
+    s.cert_serial = m->serial_hex;
+    s.cert_not_after = unix_seconds(m->not_after);
+    s.reloads = src.rt.stats.reloads();
+    s.internal_errors = internal_errors();
+    if (cfg.inbound) {
+        for (const auto& l : cfg.inbound->listen) s.inbound_listen.push_back(l.to_string());
+        s.inbound_backend = cfg.inbound->backend.to_string();
+    }
+    for (const auto& p : src.probes)
+        s.peers.push_back(PeerView{p->peer().name, p->peer().connect.to_string(),
+                                   p->peer().local.to_string(), p->state()});
+    add_counters(s, src.rt.stats);
+    add_firewall(s, cfg, src.keeper, full);
+    s.backend_checked_by_config = BackendMonitor::wanted(cfg);
+    s.postgres_configured = !cfg.health.postgres.empty();
+    s.backend = src.rt.backend.get();
+    return s;
+}
+
+}  // namespace tunneld

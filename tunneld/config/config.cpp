@@ -1,0 +1,304 @@
+#include "tunneld/config/config.hpp"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cctype>
+#include <charconv>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "tunneld/config/conninfo.hpp"
+#include "tunneld/config/prefix.hpp"
+#include "tunneld/config/yaml_reader.hpp"
+#include "tunneld/error.hpp"
+
+namespace tunneld {
+
+using namespace std::chrono_literals;
+using namespace yaml_config;
+
+namespace {
+
+// tls: ca, cert, key (paths relative to the config file), crl, groups.
+void read_tls(MapReader& top, const YAML::Node& root, const std::string& path, Config& cfg) {
+    auto* tls = top.find("tls");
+    if (!tls) top.fail(root, "missing required key 'tls' (ca, cert, key)");
+    {
+        MapReader r(*tls, "tls", path);
+        cfg.tls.ca = resolve_path(path, require_string(r, *tls, "ca"));
+        cfg.tls.cert = resolve_path(path, require_string(r, *tls, "cert"));
+        cfg.tls.key = resolve_path(path, require_string(r, *tls, "key"));
+        if (auto* n = r.find("crl")) cfg.tls.crl = resolve_path(path, scalar(r, *n, "crl"));
+        if (auto* n = r.find("groups")) {
+            if (!n->IsSequence() || n->size() == 0)
+                r.fail(*n, "'tls.groups' must be a non-empty list, as in [X25519, P-256]");
+            cfg.tls.groups.clear();
+            for (const auto& g : *n) {
+                if (!g.IsScalar() || !allowed_groups().count(g.Scalar()))
+                    r.fail(g,
+                           "'tls.groups': '" + (g.IsScalar() ? g.Scalar() : std::string("?")) +
+                               "' is not allowed (choose from X25519, X448, P-256, P-384, P-521)");
+                cfg.tls.groups.push_back(g.Scalar());
+            }
+        }
+        r.finish();
+    }
+}
+
+// inbound: listen, backend, allow (never empty).
+void read_inbound(MapReader& top, const YAML::Node& root, const std::string& path, Config& cfg) {
+    if (auto* in = top.find("inbound")) {
+        MapReader r(*in, "inbound", path);
+        InboundConfig ic;
+        auto* listen = r.find("listen");
+        if (!listen) r.fail(*in, "missing required key 'inbound.listen'");
+        ic.listen = endpoint_list(r, *listen, "inbound.listen");
+        auto* backend = r.find("backend");
+        if (!backend) r.fail(*in, "missing required key 'inbound.backend'");
+        ic.backend = endpoint_value(r, *backend, "backend", true);
+        auto* allow = r.find("allow");
+        if (!allow)
+            r.fail(*in, "missing required key 'inbound.allow' (peer identities allowed in)");
+        ic.allow = identity_list(r, *allow, "allow");
+        if (ic.allow.empty())
+            r.fail(*allow, "'inbound.allow' is empty: no peer could ever connect");
+        r.finish();
+        cfg.inbound = std::move(ic);
+    }
+}
+
+// peers[]: name, connect, local (loopback unless public: true), public.
+void read_peers(MapReader& top, const YAML::Node& root, const std::string& path, Config& cfg) {
+    if (auto* peers = top.find("peers")) {
+        if (!peers->IsSequence()) top.fail(*peers, "'peers' must be a list");
+        std::set<std::string> names;
+        std::set<std::string> locals;
+        for (const auto& p : *peers) {
+            MapReader r(p, "peers[]", path);
+            PeerConfig pc;
+            pc.name = require_string(r, p, "name");
+            if (!is_valid_identity(pc.name))
+                r.fail(*r.find("name"), "'peers[].name': '" + pc.name +
+                                            "' is not a valid identity (a DNS name or URI)");
+            if (!names.insert(pc.name).second)
+                r.fail(*r.find("name"), "peer '" + pc.name + "' is listed twice");
+            auto* connect = r.find("connect");
+            if (!connect) r.fail(p, "missing required key 'peers[].connect'");
+            pc.connect = endpoint_value(r, *connect, "connect", false);
+            auto* local = r.find("local");
+            if (!local) r.fail(p, "missing required key 'peers[].local'");
+            pc.local = endpoint_value(r, *local, "local", false);
+            if (!locals.insert(pc.local.to_string()).second)
+                r.fail(*local, "local address " + pc.local.to_string() + " is used twice");
+            if (auto* n = r.find("public")) pc.public_local = bool_value(r, *n, "peers[].public");
+            if (!pc.public_local && !is_loopback(pc.local))
+                r.fail(*local,
+                       "'peers[].local' " + pc.local.to_string() +
+                           " is not a loopback address: anyone who reaches it gets a connection "
+                           "to " +
+                           pc.name +
+                           " with this node's identity. Use 127.0.0.1, or add "
+                           "'public: true' to this peer if that is really intended");
+            r.finish();
+            cfg.peers.push_back(std::move(pc));
+        }
+    }
+}
+
+// keepalive, timeouts, limits, workers: numbers with their bounds.
+void read_tuning(MapReader& top, const YAML::Node& root, const std::string& path, Config& cfg) {
+    if (auto* ka = top.find("keepalive")) {
+        MapReader r(*ka, "keepalive", path);
+        read_duration(r, "idle", cfg.keepalive.idle, 1s, 32767s);  // the kernel's limits
+        read_duration(r, "interval", cfg.keepalive.interval, 1s, 32767s);
+        read_int(r, "count", cfg.keepalive.count, 1, 127);
+        read_duration(r, "user_timeout", cfg.keepalive.user_timeout, 0ms, 1h);
+        r.finish();
+    }
+    if (auto* t = top.find("timeouts")) {
+        MapReader r(*t, "timeouts", path);
+        read_duration(r, "connect", cfg.timeouts.connect, 100ms, 10min);
+        read_duration(r, "handshake", cfg.timeouts.handshake, 100ms, 10min);
+        read_duration(r, "shutdown", cfg.timeouts.shutdown, 0ms, 1h);
+        r.finish();
+    }
+    if (auto* l = top.find("limits")) {
+        MapReader r(*l, "limits", path);
+        read_int(r, "max_connections", cfg.limits.max_connections, 1, 1'000'000);
+        read_int(r, "max_handshakes_per_source", cfg.limits.max_handshakes_per_source, 1, 100'000);
+        read_int(r, "max_handshakes", cfg.limits.max_handshakes, 1, 100'000);
+        r.finish();
+    }
+    if (auto* w = top.find("workers")) {
+        auto text = scalar(top, *w, "workers");
+        if (text != "auto") {
+            int n = 0;
+            auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+            if (ec != std::errc() || end != text.data() + text.size() || n < 1 || n > 64)
+                top.fail(*w, "'workers' must be 'auto' or a whole number from 1 to 64");
+            cfg.workers = static_cast<unsigned>(n);
+        }
+    }
+}
+
+// firewall: enabled, table, on_exit, resolve_interval, protect[] {port, allow}.
+void read_firewall(MapReader& top, const YAML::Node& root, const std::string& path, Config& cfg) {
+    if (auto* fw = top.find("firewall")) {
+        MapReader r(*fw, "firewall", path);
+        FirewallConfig fc;
+        if (auto* n = r.find("enabled")) fc.enabled = bool_value(r, *n, "firewall.enabled");
+        if (auto* n = r.find("table")) {
+            fc.table = scalar(r, *n, "table");
+            bool ok = !fc.table.empty() && fc.table.size() <= 32;
+            for (char c : fc.table)
+                ok = ok && (std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-');
+            if (!ok) r.fail(*n, "'firewall.table' must be 1-32 letters, digits, '_' or '-'");
+        }
+        if (auto* n = r.find("on_exit")) {
+            auto v = scalar(r, *n, "on_exit");
+            if (v != "keep" && v != "remove")
+                r.fail(*n, "'firewall.on_exit' must be keep or remove");
+            fc.remove_on_exit = v == "remove";
+        }
+        read_duration(r, "resolve_interval", fc.resolve_interval, 1s);
+        if (auto* list = r.find("protect")) {
+            if (!list->IsSequence())
+                r.fail(*list, "'firewall.protect' must be a list of {port, allow}");
+            std::set<int> ports;
+            for (const auto& item : *list) {
+                MapReader pr(item, "firewall.protect[]", path);
+                FirewallProtect fp;
+                int port = 0;
+                auto* pn = pr.find("port");
+                if (!pn) pr.fail(item, "missing required key 'firewall.protect[].port'");
+                read_int(pr, "port", port, 1, 65535);
+                if (!ports.insert(port).second)
+                    pr.fail(*pn, "port " + std::to_string(port) + " is listed twice");
+                fp.port = static_cast<std::uint16_t>(port);
+                auto* allow = pr.find("allow");
+                if (!allow)
+                    pr.fail(item,
+                            "missing required key 'firewall.protect[].allow' ([] = loopback only)");
+                if (!allow->IsSequence())
+                    pr.fail(*allow, "'firewall.protect[].allow' must be a list");
+                for (const auto& a : *allow) {
+                    if (!a.IsScalar()) pr.fail(a, "allow entries must be strings");
+                    if (a.Scalar() == "peers") {
+                        fp.peers = true;
+                        continue;
+                    }
+                    std::string why;
+                    if (!parse_prefix(a.Scalar(), why))
+                        pr.fail(a, "'firewall.protect[].allow': " + why);
+                    fp.prefixes.push_back(a.Scalar());
+                }
+                pr.finish();
+                fc.protect.push_back(std::move(fp));
+            }
+        }
+        r.finish();
+        cfg.firewall = std::move(fc);
+    }
+}
+
+// health: enabled, listen (loopback unless public: true), public, postgres, intervals.
+void read_health(MapReader& top, const YAML::Node& root, const std::string& path, Config& cfg) {
+    if (auto* h = top.find("health")) {
+        MapReader r(*h, "health", path);
+        if (auto* n = r.find("enabled")) cfg.health.enabled = bool_value(r, *n, "health.enabled");
+        auto* listen = r.find("listen");
+        if (listen) cfg.health.listen = endpoint_list(r, *listen, "health.listen");
+        if (auto* n = r.find("public"))
+            cfg.health.public_listen = bool_value(r, *n, "health.public");
+        for (const auto& ep : cfg.health.listen)
+            if (!cfg.health.public_listen && !is_loopback(ep))
+                r.fail(
+                    *listen,
+                    "'health.listen' " + ep.to_string() +
+                        " is not a loopback address: the endpoint has no authentication and shows "
+                        "the node's peers and addresses. Keep it on 127.0.0.1 (and protect it with "
+                        "the firewall guard), or add 'health.public: true' if that is intended");
+        if (auto* n = r.find("postgres")) {
+            cfg.health.postgres = scalar(r, *n, "postgres");
+            if (cfg.health.postgres.empty())
+                r.fail(*n,
+                       "'health.postgres' is empty: give a libpq conninfo or leave the key out");
+            if (auto why = conninfo_error(cfg.health.postgres); !why.empty())
+                r.fail(*n, "'health.postgres' is not a libpq connection string: " + why);
+        }
+        read_duration(r, "probe_interval", cfg.health.probe_interval, 100ms, 1h);
+        read_duration(r, "check_timeout", cfg.health.check_timeout, 100ms, 10min);
+        r.finish();
+    }
+}
+
+}  // namespace
+
+bool is_valid_identity(const std::string& name) {
+    if (name.empty() || name.size() > 253) return false;
+    if (name.find('*') != std::string::npos) return false;
+    if (name.find("://") != std::string::npos) {
+        auto scheme_end = name.find("://");
+        if (scheme_end == 0) return false;
+        for (char c : name)
+            if (c <= ' ' || c == 0x7f) return false;
+        return scheme_end + 3 < name.size();
+    }
+    if (name.front() == '.' || name.back() == '.' || name.front() == '-') return false;
+    for (char c : name) {
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '.';
+        if (!ok) return false;
+    }
+    return name.find("..") == std::string::npos;
+}
+
+Config parse_config(const std::string& text, const std::string& path) {
+    YAML::Node root;
+    try {
+        root = YAML::Load(text);
+    } catch (const YAML::ParserException& e) {
+        throw StartupError(path + ":" + std::to_string(e.mark.line + 1) + ":" +
+                           std::to_string(e.mark.column + 1) + ": invalid YAML: " + e.msg);
+    }
+    if (!root || root.IsNull()) throw StartupError(path + ": the file is empty");
+
+    Config cfg;
+    cfg.path = path;
+    MapReader top(root, "", path);
+
+    cfg.node = require_string(top, root, "node");
+    if (!is_valid_identity(cfg.node))
+        top.fail(*top.find("node"),
+                 "'node': '" + cfg.node + "' is not a valid identity (letters, digits, '-', '.')");
+
+    read_tls(top, root, path, cfg);
+    read_inbound(top, root, path, cfg);
+    read_peers(top, root, path, cfg);
+    if (!cfg.inbound && cfg.peers.empty())
+        top.fail(root, "nothing to do: configure 'inbound', 'peers', or both");
+
+    read_tuning(top, root, path, cfg);
+    read_firewall(top, root, path, cfg);
+    read_health(top, root, path, cfg);
+    if (auto* lv = top.find("log_level")) {
+        cfg.log_level = scalar(top, *lv, "log_level");
+        static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error"};
+        if (!levels.count(cfg.log_level))
+            top.fail(*lv, "'log_level' must be one of trace, debug, info, warn, error");
+    }
+    top.finish();
+    return cfg;
+}
+
+Config load_config(const std::string& path) {
+    std::ifstream in(path);
+    if (!in) throw StartupError(path + ": cannot read config file: " + std::strerror(errno));
+    std::stringstream buf;
+    buf << in.rdbuf();
+    return parse_config(buf.str(), path);
+}
+
+}  // namespace tunneld

@@ -1,0 +1,109 @@
+// The node's configuration (--peer FILE): a plain value parsed from YAML.
+// Every key is known; an unknown key, a wrong type or an out-of-range value is a
+// StartupError naming "file:line:col" and the key, so a typo never silently
+// becomes a default. Relative file paths are resolved against the config's folder.
+#pragma once
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tunneld/config/duration.hpp"
+#include "tunneld/config/endpoint.hpp"
+
+namespace tunneld {
+
+using namespace std::chrono_literals;
+
+struct TlsFiles {
+    std::string ca;    // PEM bundle of trusted CAs (several allowed, for CA rollover)
+    std::string cert;  // this node's certificate (chain may follow in the same file)
+    std::string key;   // this node's private key; refused if group/world readable
+    std::string crl;   // optional PEM CRL(s); empty = no revocation check
+    // Key-exchange groups offered and accepted (tls.groups): elliptic curves only.
+    std::vector<std::string> groups{"X25519", "P-256", "P-384"};
+};
+
+struct InboundConfig {
+    std::vector<Endpoint> listen;    // one or more TLS listen addresses
+    Endpoint backend;                // local postgres: TCP or unix socket
+    std::vector<std::string> allow;  // peer identities (SAN DNS or URI) allowed in
+};
+
+struct PeerConfig {
+    std::string name;           // expected identity in the peer's certificate; also sent as SNI
+    Endpoint connect;           // the peer's inbound listener (host may be a DNS name)
+    Endpoint local;             // local plaintext listener for postgres clients
+    bool public_local = false;  // peers[].public: `local` may be a non-loopback address
+};
+
+struct KeepaliveConfig {
+    Duration idle = 30s;          // TCP_KEEPIDLE
+    Duration interval = 10s;      // TCP_KEEPINTVL
+    int count = 3;                // TCP_KEEPCNT
+    Duration user_timeout = 60s;  // TCP_USER_TIMEOUT; 0 = kernel default
+};
+
+struct TimeoutConfig {
+    Duration connect = 10s;    // TCP connect to a peer or the backend
+    Duration handshake = 10s;  // complete TLS handshake, from accept or connect
+    Duration shutdown = 30s;   // drain time on SIGTERM before live connections are closed
+};
+
+struct LimitConfig {
+    int max_connections = 256;           // live relayed connections, both directions together
+    int max_handshakes_per_source = 16;  // TLS handshakes in progress from one source address
+    int max_handshakes = 64;  // TLS handshakes in progress in total (unauthenticated connections)
+};
+
+struct FirewallProtect {
+    std::uint16_t port = 0;
+    bool peers = false;                 // "peers" in allow: the resolved peer addresses
+    std::vector<std::string> prefixes;  // CIDRs / addresses, validated
+};
+
+struct FirewallConfig {
+    bool enabled = true;  // present = on, unless enabled: false
+    std::string table = "tunneld";
+    std::vector<FirewallProtect> protect;  // inbound.listen's port is added (allow: peers)
+    bool remove_on_exit = false;           // on_exit: keep (default, fail closed) | remove
+    Duration resolve_interval = 60s;       // how often peer names are resolved again
+};
+
+struct HealthConfig {
+    bool enabled = true;  // the HTTP endpoint (on unless enabled: false)
+    // No TCP listener unless health.listen is given: two instances on one host
+    // (tunneld@a, tunneld@b) must never collide on a default port.
+    std::vector<Endpoint> listen;
+    bool public_listen = false;    // health.public: listen may be a non-loopback address
+    std::string postgres;          // libpq conninfo for role and lag; empty = no postgres checks
+    Duration probe_interval = 2s;  // peer probe ping period; a peer is down after 2 missed pongs
+    Duration check_timeout = 3s;   // each backend / postgres check (connect + query)
+};
+
+struct Config {
+    std::string path;  // the file this came from (for messages)
+    std::string node;  // this node's identity; must be a SAN DNS name of tls.cert
+    TlsFiles tls;
+    std::optional<InboundConfig> inbound;
+    std::vector<PeerConfig> peers;
+    KeepaliveConfig keepalive;
+    TimeoutConfig timeouts;
+    LimitConfig limits;
+    unsigned workers = 0;  // I/O threads; 0 = "auto" (one per CPU, at most 8)
+    std::string log_level = "info";
+    std::optional<FirewallConfig> firewall;
+    HealthConfig health;
+};
+
+// Reads and parses the file at `path`. Throws StartupError (with file:line:col).
+Config load_config(const std::string& path);
+
+// Parses YAML `text`; `path` is used for messages and to resolve relative paths.
+// Throws StartupError.
+Config parse_config(const std::string& text, const std::string& path);
+
+// True when `name` is usable as a node/peer identity: DNS-name characters
+// (letters, digits, '-', '.'), or a URI with a scheme ("spiffe://..."); never a wildcard.
+bool is_valid_identity(const std::string& name);
+
+}  // namespace tunneld

@@ -1,0 +1,65 @@
+#include "tunneld/config/endpoint.hpp"
+
+#include <charconv>
+
+namespace tunneld {
+
+std::string Endpoint::to_string() const {
+    if (is_unix()) return "unix:" + unix_path;
+    if (host.find(':') != std::string::npos) return "[" + host + "]:" + std::to_string(port);
+    return host + ":" + std::to_string(port);
+}
+
+std::optional<Endpoint> parse_endpoint(std::string_view text, bool allow_unix, std::string& why) {
+    Endpoint ep;
+    if (text.starts_with("unix:")) {
+        if (!allow_unix) {
+            why = "a unix socket is not allowed here";
+            return std::nullopt;
+        }
+        ep.unix_path = std::string(text.substr(5));
+        if (ep.unix_path.empty() || ep.unix_path[0] != '/') {
+            why = "unix socket path must be absolute, as in unix:/var/run/postgresql/.s.PGSQL.5432";
+            return std::nullopt;
+        }
+        return ep;
+    }
+    std::string_view host, port;
+    if (text.starts_with("[")) {
+        auto close = text.find(']');
+        if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+            why = "expected [IPv6]:port";
+            return std::nullopt;
+        }
+        host = text.substr(1, close - 1);
+        port = text.substr(close + 2);
+    } else {
+        auto colon = text.rfind(':');
+        if (colon == std::string_view::npos) {
+            why = "expected host:port";
+            return std::nullopt;
+        }
+        host = text.substr(0, colon);
+        port = text.substr(colon + 1);
+        if (host.find(':') != std::string_view::npos) {
+            why = "IPv6 addresses must be written in brackets, as in [::1]:8765";
+            return std::nullopt;
+        }
+    }
+    if (host.empty()) {
+        why = "host is empty";
+        return std::nullopt;
+    }
+    unsigned value = 0;
+    auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+    if (port.empty() || ec != std::errc() || ptr != port.data() + port.size() || value == 0 ||
+        value > 65535) {
+        why = "port must be a number from 1 to 65535";
+        return std::nullopt;
+    }
+    ep.host = std::string(host);
+    ep.port = static_cast<std::uint16_t>(value);
+    return ep;
+}
+
+}  // namespace tunneld

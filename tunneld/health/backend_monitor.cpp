@@ -1,0 +1,93 @@
+#include "tunneld/health/backend_monitor.hpp"
+#include "tunneld/net/spawn.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include "tunneld/health/pg_check.hpp"
+#include "tunneld/health/stats.hpp"
+#include "tunneld/net/dial.hpp"
+
+namespace tunneld {
+
+namespace asio = boost::asio;
+
+BackendMonitor::BackendMonitor(const Config& cfg, asio::io_context& io, Latest<BackendState>& out)
+    : cfg_(cfg), io_(io), out_(out), timer_(io) {
+    if (!cfg.health.postgres.empty())
+        pg_ = std::make_unique<PostgresCheck>(io.get_executor(), cfg.health.postgres);
+}
+
+BackendMonitor::~BackendMonitor() = default;
+
+void BackendMonitor::start() { spawn(io_, loop(), "the backend check"); }
+
+void BackendMonitor::stop() {
+    stopped_ = true;
+    timer_.cancel();
+}
+
+asio::awaitable<BackendState> BackendMonitor::check_once() {
+    BackendState s;
+    auto timeout = cfg_.health.check_timeout;
+    if (cfg_.inbound && !pg_) {
+        const auto& be = cfg_.inbound->backend;
+        std::string err;
+        if (be.is_unix()) {
+            asio::local::stream_protocol::socket sock(io_);
+            err = co_await dial(sock, be.unix_path, timeout);
+        } else {
+            asio::ip::tcp::socket sock(io_);
+            err = co_await dial(sock, be, timeout);
+        }
+        s.reachable = err.empty();
+        if (!err.empty()) s.error = be.to_string() + ": " + err;
+    }
+    if (pg_) {
+        s.postgres = co_await pg_->run(timeout);
+        // A postgres that answers but refuses the check (no such role) is up:
+        // the problem is the check's, and it is reported as such.
+        s.reachable = s.postgres->up || s.postgres->answered;
+        if (!s.reachable) s.error = s.postgres->error;
+    }
+    s.checked = true;
+    s.checked_at = unix_now();
+    co_return s;
+}
+
+void BackendMonitor::log_changes(const BackendState& before, const BackendState& now) const {
+    if (now.reachable != before.reachable || !before.checked) {
+        if (now.reachable)
+            spdlog::info("health: backend accepts connections");
+        else
+            spdlog::warn("health: backend does not accept connections: {}", now.error);
+    }
+    if (!now.postgres) return;
+    const auto& p = *now.postgres;
+    if (p.answered && !p.up && (!before.postgres || before.postgres->error != p.error))
+        spdlog::warn("{}", p.error);
+    bool was_up = before.postgres && before.postgres->up;
+    if (p.up && (!was_up || before.postgres->in_recovery != p.in_recovery))
+        spdlog::info("health: postgres is {} ({})", p.in_recovery ? "a standby" : "the primary",
+                     p.in_recovery ? "replay " + p.replay_lsn : "current " + p.current_lsn);
+}
+
+asio::awaitable<void> BackendMonitor::loop() {
+    BackendState last;
+    while (!stopped_) {
+        auto now = co_await check_once();
+        if (stopped_) co_return;
+        log_changes(last, now);
+        out_.set(now);
+        last = std::move(now);
+        timer_.expires_after(cfg_.health.probe_interval);
+        auto [ec] = co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+        if (ec) co_return;
+    }
+}
+
+}  // namespace tunneld

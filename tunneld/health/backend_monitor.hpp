@@ -1,0 +1,43 @@
+// Checks the node's own database every health.probe_interval: with
+// health.postgres, over one kept-open libpq connection (role, replication
+// position; no log line in postgres per check); without it, by a TCP/unix
+// connect to inbound.backend that is closed at once. Runs on one executor, never blocks it; each
+// check is bounded by health.check_timeout. Changes are logged once.
+#pragma once
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <memory>
+
+#include "tunneld/config/config.hpp"
+#include "tunneld/health/backend_state.hpp"
+
+namespace tunneld {
+
+class PostgresCheck;
+
+class BackendMonitor {
+  public:
+    // Publishes every result to `out`. Nothing runs until start().
+    BackendMonitor(const Config& cfg, boost::asio::io_context& io, Latest<BackendState>& out);
+    ~BackendMonitor();
+
+    // Whether there is anything to check (an inbound backend or health.postgres).
+    static bool wanted(const Config& cfg) { return cfg.inbound || !cfg.health.postgres.empty(); }
+
+    void start();
+    void stop();
+
+  private:
+    boost::asio::awaitable<void> loop();
+    boost::asio::awaitable<BackendState> check_once();
+    void log_changes(const BackendState& before, const BackendState& now) const;
+
+    const Config& cfg_;
+    boost::asio::io_context& io_;
+    Latest<BackendState>& out_;
+    boost::asio::steady_timer timer_;
+    std::unique_ptr<PostgresCheck> pg_;
+    bool stopped_ = false;
+};
+
+}  // namespace tunneld

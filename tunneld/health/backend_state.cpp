@@ -1,0 +1,91 @@
+#include "tunneld/health/backend_state.hpp"
+
+#include <boost/json.hpp>
+#include <charconv>
+
+namespace tunneld {
+
+namespace json = boost::json;
+
+namespace {
+
+template <class T>
+T field(const json::object& o, std::string_view key, T fallback) {
+    auto* v = o.if_contains(key);
+    if (!v) return fallback;
+    if constexpr (std::is_same_v<T, bool>) {
+        return v->is_bool() ? v->get_bool() : fallback;
+    } else if constexpr (std::is_same_v<T, std::string>) {
+        return v->is_string() ? std::string(v->get_string()) : fallback;
+    } else if constexpr (std::is_same_v<T, double>) {
+        return v->is_number() ? v->to_number<double>() : fallback;
+    } else {
+        return v->is_int64() ? v->get_int64() : fallback;
+    }
+}
+
+}  // namespace
+
+json::value to_json(const BackendState& s) {
+    json::object o{{"checked", s.checked},
+                   {"checked_at", s.checked_at},
+                   {"reachable", s.reachable},
+                   {"error", s.error}};
+    if (s.postgres) {
+        const auto& p = *s.postgres;
+        o["postgres"] = json::object{{"up", p.up},
+                                     {"error", p.error},
+                                     {"answered", p.answered},
+                                     {"in_recovery", p.in_recovery},
+                                     {"current_lsn", p.current_lsn},
+                                     {"receive_lsn", p.receive_lsn},
+                                     {"replay_lsn", p.replay_lsn},
+                                     {"receiver_status", p.receiver_status},
+                                     {"replay_paused", p.replay_paused},
+                                     {"replay_delay_seconds", p.replay_delay_seconds}};
+    }
+    return o;
+}
+
+BackendState backend_state_from_json(const json::value& v) {
+    BackendState s;
+    auto* o = v.if_object();
+    if (!o) return s;
+    s.checked = field(*o, "checked", false);
+    s.checked_at = field<std::int64_t>(*o, "checked_at", 0);
+    s.reachable = field(*o, "reachable", false);
+    s.error = field<std::string>(*o, "error", "");
+    if (auto* pv = o->if_contains("postgres"); pv && pv->is_object()) {
+        const auto& p = pv->get_object();
+        PostgresState pg;
+        pg.up = field(p, "up", false);
+        pg.error = field<std::string>(p, "error", "");
+        pg.answered = field(p, "answered", false);
+        pg.in_recovery = field(p, "in_recovery", false);
+        pg.current_lsn = field<std::string>(p, "current_lsn", "");
+        pg.receive_lsn = field<std::string>(p, "receive_lsn", "");
+        pg.replay_lsn = field<std::string>(p, "replay_lsn", "");
+        pg.receiver_status = field<std::string>(p, "receiver_status", "");
+        pg.replay_paused = field(p, "replay_paused", false);
+        pg.replay_delay_seconds = field(p, "replay_delay_seconds", 0.0);
+        s.postgres = std::move(pg);
+    }
+    return s;
+}
+
+std::optional<std::uint64_t> parse_lsn(std::string_view text) {
+    auto slash = text.find('/');
+    if (slash == std::string_view::npos || slash == 0 || slash + 1 == text.size() || slash > 8 ||
+        text.size() - slash - 1 > 8)
+        return std::nullopt;
+    std::uint32_t hi = 0, lo = 0;
+    auto parse = [](std::string_view part, std::uint32_t& out) {
+        auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), out, 16);
+        return ec == std::errc() && end == part.data() + part.size();
+    };
+    if (!parse(text.substr(0, slash), hi) || !parse(text.substr(slash + 1), lo))
+        return std::nullopt;
+    return (static_cast<std::uint64_t>(hi) << 32) | lo;
+}
+
+}  // namespace tunneld

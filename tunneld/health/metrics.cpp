@@ -1,0 +1,197 @@
+#include <cmath>
+#include <sstream>
+
+#include "tunneld/health/facts.hpp"
+#include "tunneld/health/routes.hpp"
+
+namespace tunneld {
+
+using namespace facts;
+
+namespace {
+
+// ---------------------------------------------------------------- metrics
+
+std::string escape_label(std::string_view v) {
+    std::string out;
+    for (char c : v) {
+        if (c == '\\' || c == '"') out += '\\';
+        if (c == '\n') {
+            out += "\\n";
+            continue;
+        }
+        out += c;
+    }
+    return out;
+}
+
+std::string number(double v) {
+    if (std::isnan(v)) return "NaN";
+    if (v == std::floor(v) && std::fabs(v) < 1e15) return std::to_string(static_cast<long long>(v));
+    std::ostringstream o;
+    o.precision(9);
+    o << v;
+    return o.str();
+}
+
+class MetricWriter {
+  public:
+    using Labels = std::vector<std::pair<std::string, std::string>>;
+    void family(const std::string& name, const char* type, const char* help) {
+        out_ << "# HELP " << name << ' ' << help << "\n# TYPE " << name << ' ' << type << '\n';
+    }
+    void sample(const std::string& name, const Labels& labels, double value) {
+        out_ << name;
+        if (!labels.empty()) {
+            out_ << '{';
+            for (std::size_t i = 0; i < labels.size(); ++i)
+                out_ << (i ? "," : "") << labels[i].first << "=\"" << escape_label(labels[i].second)
+                     << '"';
+            out_ << '}';
+        }
+        out_ << ' ' << number(value) << '\n';
+    }
+    // A family with one sample.
+    void single(const std::string& name, const char* type, const char* help, double value,
+                const Labels& labels = {}) {
+        family(name, type, help);
+        sample(name, labels, value);
+    }
+    std::string str() const { return out_.str(); }
+
+  private:
+    std::ostringstream out_;
+};
+
+}  // namespace
+
+std::string render_metrics(const Snapshot& s) {
+    MetricWriter m;
+    m.single("tunneld_build_info", "gauge", "Version of the running tunneld.", 1,
+             {{"version", s.version}, {"node", s.node}});
+    m.single("tunneld_start_time_seconds", "gauge", "Unix time the daemon started.",
+             static_cast<double>(s.started_at));
+    m.single("tunneld_ready", "gauge", "1 when /readiness answers 200.",
+             readiness_problems(s, false).empty() ? 1 : 0);
+    m.single("tunneld_event_loops_alive", "gauge",
+             "1 when every I/O thread answered its heartbeat.", s.workers_alive ? 1 : 0);
+
+    m.single("tunneld_certificate_expiry_timestamp_seconds", "gauge",
+             "notAfter of this node's certificate (unix time).",
+             static_cast<double>(s.cert_not_after), {{"serial", s.cert_serial}});
+    m.single("tunneld_certificate_expiry_seconds", "gauge",
+             "Seconds until this node's certificate expires.",
+             static_cast<double>(s.cert_not_after - s.now));
+    m.family("tunneld_reloads_total", "counter", "Reloads of the TLS material, by result.");
+    m.sample("tunneld_reloads_total", {{"result", "ok"}}, static_cast<double>(s.reloads.ok));
+    m.sample("tunneld_reloads_total", {{"result", "failed"}},
+             static_cast<double>(s.reloads.failed));
+    m.single("tunneld_last_reload_failed", "gauge",
+             "1 when the last reload failed (the previous material is in use).",
+             s.reloads.last_error.empty() ? 0 : 1);
+
+    m.family("tunneld_connections", "gauge",
+             "Relayed connections open now, by peer and direction.");
+    for (const auto& t : s.traffic)
+        m.sample("tunneld_connections", {{"peer", t.peer}, {"direction", to_string(t.direction)}},
+                 static_cast<double>(t.active));
+    m.family("tunneld_connections_total", "counter",
+             "Relayed connections opened, by peer and direction.");
+    for (const auto& t : s.traffic)
+        m.sample("tunneld_connections_total",
+                 {{"peer", t.peer}, {"direction", to_string(t.direction)}},
+                 static_cast<double>(t.opened));
+    m.family("tunneld_received_bytes_total", "counter",
+             "Bytes received from the peer over TLS, by peer and direction.");
+    for (const auto& t : s.traffic)
+        m.sample("tunneld_received_bytes_total",
+                 {{"peer", t.peer}, {"direction", to_string(t.direction)}},
+                 static_cast<double>(t.received));
+    m.family("tunneld_sent_bytes_total", "counter",
+             "Bytes sent to the peer over TLS, by peer and direction.");
+    for (const auto& t : s.traffic)
+        m.sample("tunneld_sent_bytes_total",
+                 {{"peer", t.peer}, {"direction", to_string(t.direction)}},
+                 static_cast<double>(t.sent));
+    m.family("tunneld_handshakes_total", "counter",
+             "Finished TLS handshakes, by direction and reason (ok or the failure).");
+    for (const auto& [key, n] : s.handshakes)
+        m.sample("tunneld_handshakes_total",
+                 {{"direction", to_string(key.first)}, {"reason", key.second}},
+                 static_cast<double>(n));
+    m.family("tunneld_connection_closes_total", "counter",
+             "Relayed connections that ended, by direction and reason.");
+    for (const auto& [key, n] : s.closes)
+        m.sample("tunneld_connection_closes_total",
+                 {{"direction", to_string(key.first)}, {"reason", key.second}},
+                 static_cast<double>(n));
+
+    m.family("tunneld_peer_up", "gauge", "1 when the peer probe is answered.");
+    for (const auto& p : s.peers)
+        m.sample("tunneld_peer_up", {{"peer", p.name}}, p.probe.up ? 1 : 0);
+    m.family("tunneld_peer_backend_up", "gauge",
+             "1 when the peer reports its backend accepting connections.");
+    for (const auto& p : s.peers)
+        m.sample("tunneld_peer_backend_up", {{"peer", p.name}},
+                 backend_word(p.probe.peer_backend) == "up" ? 1 : 0);
+    m.family("tunneld_peer_rtt_seconds", "gauge",
+             "Probe round-trip time to the peer (smoothed, RFC 6298).");
+    for (const auto& p : s.peers)
+        m.sample("tunneld_peer_rtt_seconds", {{"peer", p.name}}, p.probe.rtt_smoothed_ms / 1000);
+    m.family("tunneld_peer_rtt_min_seconds", "gauge",
+             "Smallest probe round-trip time to the peer seen.");
+    for (const auto& p : s.peers)
+        m.sample("tunneld_peer_rtt_min_seconds", {{"peer", p.name}}, p.probe.rtt_min_ms / 1000);
+    m.family("tunneld_peer_probe_failures_total", "counter",
+             "Probe attempts or connections that ended with the peer down.");
+    for (const auto& p : s.peers)
+        m.sample("tunneld_peer_probe_failures_total", {{"peer", p.name}},
+                 static_cast<double>(p.probe.failures));
+
+    m.single("tunneld_internal_errors_total", "counter",
+             "Exceptions that escaped a task (logged; that task ended, the daemon went on).",
+             static_cast<double>(s.internal_errors));
+    if (s.firewall.enabled) {
+        m.single("tunneld_firewall_applied", "gauge",
+                 "1 when the nftables guard is in place as configured.", s.firewall.applied ? 1 : 0,
+                 {{"table", s.firewall.table}});
+        m.single("tunneld_firewall_repairs_total", "counter",
+                 "Times the guard table was put back after an outside change.",
+                 static_cast<double>(s.firewall.repairs));
+        m.single("tunneld_firewall_resolve_failures_total", "counter",
+                 "Peer name lookups that failed; the peer kept its last known addresses.",
+                 static_cast<double>(s.firewall.resolve_failures));
+        m.family("tunneld_firewall_dropped_packets_total", "counter",
+                 "Packets to a protected port dropped by the guard.");
+        for (const auto& [port, d] : s.firewall.drops)
+            m.sample("tunneld_firewall_dropped_packets_total", {{"port", std::to_string(port)}},
+                     static_cast<double>(d.packets));
+        m.family("tunneld_firewall_dropped_bytes_total", "counter",
+                 "Bytes to a protected port dropped by the guard.");
+        for (const auto& [port, d] : s.firewall.drops)
+            m.sample("tunneld_firewall_dropped_bytes_total", {{"port", std::to_string(port)}},
+                     static_cast<double>(d.bytes));
+    }
+    if (s.backend_checked_by_config)
+        m.single("tunneld_backend_up", "gauge", "1 when the local backend accepts connections.",
+                 s.backend.checked && s.backend.reachable ? 1 : 0);
+    if (s.postgres_configured) {
+        auto* pg = local_postgres(s);
+        m.single("tunneld_postgres_up", "gauge",
+                 "1 when the local postgres answers the status query.", pg ? 1 : 0);
+        m.single("tunneld_postgres_in_recovery", "gauge", "1 when the local postgres is a standby.",
+                 pg && pg->in_recovery ? 1 : 0);
+        if (auto lag = replication_lag_bytes(s)) {
+            m.single("tunneld_postgres_replication_lag_bytes", "gauge",
+                     "WAL bytes this standby has not replayed yet (newest known primary position - "
+                     "replay).",
+                     static_cast<double>(*lag));
+            m.single("tunneld_postgres_replication_lag_seconds", "gauge",
+                     "Age of the last replayed transaction while replay is behind, else 0.",
+                     pg->replay_delay_seconds);
+        }
+    }
+    return m.str();
+}
+
+}  // namespace tunneld

@@ -1,0 +1,59 @@
+// The health endpoint's routing and bodies, as pure functions of a Snapshot
+// (no sockets; unit-tested directly). Paths and meanings follow Patroni's REST
+// API so HAProxy / keepalived / Kubernetes checks written for Patroni work:
+//
+//   /liveness             200 if every event loop answers
+//   /readiness            200 if listeners are up, the certificate is valid, the
+//                         firewall is applied and every peer probe is up
+//   /health               readiness + the local backend accepts connections
+//   /primary (/, /master, /leader, /read-write)
+//                         200 if health.postgres is set and postgres is not in recovery
+//   /replica[?lag=16MB][&lag_seconds=N]   (/standby)
+//                         200 if postgres is in recovery, its WAL receiver is
+//                         streaming and it is within the lag (bytes; kB/MB/GB/TB
+//                         are 1024-based as in postgres; default: no limit)
+//   /read-only            200 if /primary or /replica (without lag) would be
+//   /status               always 200, JSON
+//   /metrics              always 200, Prometheus text exposition format 0.0.4
+#pragma once
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tunneld/health/snapshot.hpp"
+
+namespace tunneld {
+
+struct HealthResponse {
+    unsigned status = 200;
+    std::string content_type;
+    std::string body;
+};
+
+// Answers GET or HEAD (the caller drops the body for HEAD) of `target`
+// ("/replica?lag=1MB"). Unknown paths give 404, a bad query value 400.
+HealthResponse handle_request(const Snapshot& s, std::string_view target);
+
+// Whether `target`'s path needs the firewall's counters and similar costly
+// parts of the snapshot (/status and /metrics).
+bool wants_full_snapshot(std::string_view target);
+
+// "16MB" -> 16777216; accepts B, kB, MB, GB, TB (1024-based, case-insensitive,
+// also KiB/MiB/...), or a plain number of bytes. nullopt when invalid.
+std::optional<std::uint64_t> parse_size(std::string_view text);
+
+// How far this standby's replay is behind, in bytes: from the newest WAL
+// position known (the primary's current LSN from a peer's pong, or this
+// node's received LSN) to its replayed LSN. nullopt when not a standby or unknown.
+std::optional<std::uint64_t> replication_lag_bytes(const Snapshot& s);
+
+// Why /readiness (and with `with_backend`, /health) fails; empty = healthy.
+std::vector<std::string> readiness_problems(const Snapshot& s, bool with_backend);
+
+std::string render_status(const Snapshot& s);   // JSON
+std::string render_metrics(const Snapshot& s);  // Prometheus text
+// One line for sd_notify STATUS= and `tunneld health`.
+std::string one_line_summary(const Snapshot& s);
+
+}  // namespace tunneld

@@ -1,0 +1,159 @@
+#include <boost/json.hpp>
+
+#include "tunneld/health/facts.hpp"
+#include "tunneld/health/routes.hpp"
+
+namespace tunneld {
+
+namespace json = boost::json;
+using namespace facts;
+
+std::string render_status(const Snapshot& s) {
+    auto problems = readiness_problems(s, false);
+    json::array prob;
+    for (const auto& p : problems) prob.emplace_back(p);
+    auto reloads = json::object{{"ok", s.reloads.ok},
+                                {"failed", s.reloads.failed},
+                                {"last_at", s.reloads.last_at},
+                                {"last_error", s.reloads.last_error}};
+    json::object tls{{"cert_serial", s.cert_serial},
+                     {"not_after", s.cert_not_after},
+                     {"seconds_left", s.cert_not_after - s.now},
+                     {"days_left", (s.cert_not_after - s.now) / 86400},
+                     {"reloads", std::move(reloads)}};
+
+    auto handshakes = [&](Direction d) {
+        json::object failed;
+        std::uint64_t ok = 0;
+        for (const auto& [key, n] : s.handshakes) {
+            if (key.first != d || n == 0) continue;
+            if (key.second == "ok")
+                ok = n;
+            else
+                failed[key.second] = n;
+        }
+        return json::object{{"ok", ok}, {"failed", std::move(failed)}};
+    };
+    auto traffic_of = [&](Direction d, const std::string& peer) -> const TrafficView* {
+        for (const auto& t : s.traffic)
+            if (t.direction == d && t.peer == peer) return &t;
+        return nullptr;
+    };
+    auto traffic_json = [](const TrafficView* t) {
+        if (!t)
+            return json::object{
+                {"active", 0}, {"opened", 0}, {"bytes_received", 0}, {"bytes_sent", 0}};
+        return json::object{{"active", t->active},
+                            {"opened", t->opened},
+                            {"bytes_received", t->received},
+                            {"bytes_sent", t->sent}};
+    };
+
+    json::array peers;
+    for (const auto& p : s.peers) {
+        const auto& pr = p.probe;
+        auto* t = traffic_of(Direction::outbound, p.name);
+        std::string last_error = pr.up ? "" : pr.last_error;
+        if (last_error.empty() && t) last_error = t->last_error;
+        json::object peer{
+            {"name", p.name},
+            {"connect", p.connect},
+            {"local", p.local},
+            {"state", peer_state(pr)},
+            {"summary", peer_summary(p, s.now)},
+            {"since", pr.since},
+            {"address", pr.address},
+            {"rtt_ms", json::object{{"last", pr.rtt_last_ms},
+                                    {"min", pr.rtt_min_ms},
+                                    {"smoothed", pr.rtt_smoothed_ms}}},
+            {"last_handshake", std::max(pr.last_handshake, t ? t->last_handshake : 0)},
+            {"last_error", last_error},
+            {"probe",
+             json::object{{"pings", pr.pings}, {"pongs", pr.pongs}, {"failures", pr.failures}}},
+            {"connections", traffic_json(t)},
+            {"backend", pr.peer_backend ? to_json(*pr.peer_backend) : json::value(nullptr)},
+            {"backend_state", backend_word(pr.peer_backend)}};
+        peers.push_back(std::move(peer));
+    }
+
+    json::value inbound = nullptr;
+    if (!s.inbound_listen.empty()) {
+        json::array listen;
+        for (const auto& l : s.inbound_listen) listen.emplace_back(l);
+        json::object from;
+        std::int64_t active = 0;
+        for (const auto& t : s.traffic) {
+            if (t.direction != Direction::inbound) continue;
+            active += t.active;
+            auto o = traffic_json(&t);
+            o["last_handshake"] = t.last_handshake;
+            o["last_error"] = t.last_error;
+            from[t.peer] = std::move(o);
+        }
+        inbound = json::object{{"listen", std::move(listen)},
+                               {"backend", s.inbound_backend},
+                               {"active_connections", active},
+                               {"handshakes", handshakes(Direction::inbound)},
+                               {"peers", std::move(from)}};
+    }
+
+    json::value firewall = nullptr;
+    if (s.firewall.enabled) {
+        json::object drops;
+        for (const auto& [port, d] : s.firewall.drops)
+            drops[std::to_string(port)] = json::object{{"packets", d.packets}, {"bytes", d.bytes}};
+        firewall = json::object{{"applied", s.firewall.applied},
+                                {"table", "inet " + s.firewall.table},
+                                {"error", s.firewall.error},
+                                {"repairs", s.firewall.repairs},
+                                {"resolve_failures", s.firewall.resolve_failures},
+                                {"drops", std::move(drops)}};
+    }
+
+    json::value backend = nullptr;
+    if (s.backend_checked_by_config)
+        backend = json::object{{"checked", s.backend.checked},
+                               {"checked_at", s.backend.checked_at},
+                               {"reachable", s.backend.reachable},
+                               {"error", s.backend.error}};
+    json::value postgres = nullptr;
+    if (s.postgres_configured) {
+        json::object pg{{"role", role_of(s)}};
+        if (s.backend.postgres) {
+            const auto& p = *s.backend.postgres;
+            pg["up"] = p.up;
+            pg["error"] = p.error;
+            pg["answered"] = p.answered;
+            pg["in_recovery"] = p.in_recovery;
+            pg["current_lsn"] = p.current_lsn;
+            pg["receive_lsn"] = p.receive_lsn;
+            pg["replay_lsn"] = p.replay_lsn;
+            pg["receiver_status"] = p.receiver_status;
+            pg["replay_paused"] = p.replay_paused;
+            pg["lag_seconds"] = p.replay_delay_seconds;
+        }
+        auto lag = replication_lag_bytes(s);
+        pg["lag_bytes"] = lag ? json::value(*lag) : json::value(nullptr);
+        postgres = std::move(pg);
+    }
+
+    json::object top{{"node", s.node},
+                     {"version", s.version},
+                     {"time", s.now},
+                     {"started_at", s.started_at},
+                     {"pid", s.pid},
+                     {"uptime_seconds", s.now - s.started_at},
+                     {"ready", problems.empty()},
+                     {"problems", std::move(prob)},
+                     {"summary", one_line_summary(s)},
+                     {"tls", std::move(tls)},
+                     {"inbound", std::move(inbound)},
+                     {"outbound", json::object{{"handshakes", handshakes(Direction::outbound)}}},
+                     {"peers", std::move(peers)},
+                     {"firewall", std::move(firewall)},
+                     {"backend", std::move(backend)},
+                     {"postgres", std::move(postgres)}};
+    return json::serialize(top) + "\n";
+}
+
+}  // namespace tunneld

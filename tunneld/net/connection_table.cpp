@@ -1,0 +1,127 @@
+#include "tunneld/net/connection_table.hpp"
+
+#include <boost/asio/post.hpp>
+#include <vector>
+
+#include "tunneld/tls/context.hpp"
+
+namespace tunneld {
+
+Admission::~Admission() {
+    if (c_) table_.release(c_);
+}
+
+Admission ConnectionTable::admit(boost::asio::any_io_executor executor, std::uint64_t id,
+                                 bool counted) {
+    std::lock_guard lock(mutex_);
+    if (counted && counted_ >= max_) return Admission(*this, nullptr);
+    auto c = std::make_shared<LiveConnection>();
+    c->executor = std::move(executor);
+    c->id = id;
+    c->counted = counted;
+    if (counted) ++counted_;
+    live_.emplace(id, c);
+    return Admission(*this, std::move(c));
+}
+
+bool ConnectionTable::count(LiveConnection& c) {
+    std::lock_guard lock(mutex_);
+    if (c.counted) return true;
+    if (counted_ >= max_) return false;
+    c.counted = true;
+    ++counted_;
+    return true;
+}
+
+void ConnectionTable::release(const std::shared_ptr<LiveConnection>& c) {
+    c->alive = false;
+    c->close = nullptr;
+    c->quiesce = nullptr;
+    std::function<void()> notify;
+    {
+        std::lock_guard lock(mutex_);
+        if (c->probe) --probes_;
+        if (c->counted) --counted_;
+        live_.erase(c->id);
+        if (live_.size() == probes_) notify = on_empty_;
+    }
+    if (notify) notify();
+}
+
+void ConnectionTable::on_empty(std::function<void()> f) {
+    std::lock_guard lock(mutex_);
+    on_empty_ = std::move(f);
+}
+
+void ConnectionTable::mark_probe(LiveConnection& c) {
+    std::lock_guard lock(mutex_);
+    if (!c.probe) ++probes_;
+    c.probe = true;
+    if (c.counted) --counted_;
+    c.counted = false;
+}
+
+std::size_t ConnectionTable::size() const {
+    std::lock_guard lock(mutex_);
+    return live_.size() - probes_;
+}
+
+void ConnectionTable::close_all(bool probes_only) {
+    std::vector<std::shared_ptr<LiveConnection>> all;
+    {
+        std::lock_guard lock(mutex_);
+        for (auto& [id, c] : live_) all.push_back(c);
+    }
+    for (auto& c : all)
+        boost::asio::post(c->executor, [c, probes_only] {
+            if (c->alive && c->close && (c->probe || !probes_only)) c->close();
+        });
+}
+
+void ConnectionTable::quiesce_all() {
+    std::vector<std::shared_ptr<LiveConnection>> all;
+    {
+        std::lock_guard lock(mutex_);
+        for (auto& [id, c] : live_) all.push_back(c);
+    }
+    for (auto& c : all)
+        boost::asio::post(c->executor, [c] {
+            if (c->alive && c->quiesce) c->quiesce();
+        });
+}
+
+void ConnectionTable::close_revoked(std::shared_ptr<const void> keep_alive, X509_STORE* store) {
+    std::vector<std::shared_ptr<LiveConnection>> all;
+    {
+        std::lock_guard lock(mutex_);
+        for (auto& [id, c] : live_) all.push_back(c);
+    }
+    for (auto& c : all)
+        boost::asio::post(c->executor, [c, keep_alive, store] {
+            if (c->alive && c->close && c->peer_cert && is_revoked(c->peer_cert.get(), store)) {
+                c->revoked = true;
+                c->close();
+            }
+        });
+}
+
+ConnectionTable::Refusal ConnectionTable::begin_handshake(const std::string& source, int per_source,
+                                                          int total) {
+    std::lock_guard lock(mutex_);
+    if (handshakes_total_ >= total) return Refusal::total;
+    auto [it, fresh] = handshakes_.try_emplace(source, 0);
+    if (it->second >= per_source) return Refusal::per_source;
+    ++it->second;
+    ++handshakes_total_;
+    return Refusal::none;
+}
+
+void ConnectionTable::end_handshake(const std::string& source) {
+    std::lock_guard lock(mutex_);
+    auto it = handshakes_.find(source);
+    if (it == handshakes_.end()) return;
+    --handshakes_total_;
+    if (--it->second <= 0) handshakes_.erase(it);
+}
+
+}  // namespace tunneld

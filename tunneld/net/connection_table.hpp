@@ -1,0 +1,114 @@
+// Admission and bookkeeping of live connections: enforces
+// limits.max_connections and lets the daemon close every live connection
+// from its own thread when the drain time on SIGTERM runs out.
+#pragma once
+#include <boost/asio/any_io_executor.hpp>
+#include <cstddef>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "tunneld/tls/openssl_ptr.hpp"
+
+namespace tunneld {
+
+// One admitted connection. `close` is set by the connection's coroutine and only
+// ever called on `executor` while `alive`; the coroutine clears both before its
+// sockets go away.
+struct LiveConnection {
+    boost::asio::any_io_executor executor;
+    std::function<void()> close;
+    // Set while bytes are relayed: stops reading the plaintext side (as if it
+    // had sent EOF), so the relay passes the half-close on, flushes what is in
+    // flight both ways, and ends when the other end closes too.
+    std::function<void()> quiesce;
+    bool alive = true;
+    std::uint64_t id = 0;
+    X509Ptr peer_cert;     // set after the handshake; checked when a new CRL arrives
+    bool revoked = false;  // closed because peer_cert was revoked
+    bool probe = false;    // a peer probe connection (closed at once on SIGTERM, not drained)
+    bool counted = false;  // holds one of limits.max_connections
+};
+
+// Clears c.close when a scope that the hook references ends.
+struct CloseHook {
+    LiveConnection& c;
+    ~CloseHook() {
+        c.close = nullptr;
+        c.quiesce = nullptr;
+    }
+};
+
+class ConnectionTable;
+
+// A connection's place in the table: released when this handle is destroyed
+// (on the connection's executor). Empty when the table was full.
+class Admission {
+  public:
+    Admission(ConnectionTable& table, std::shared_ptr<LiveConnection> c)
+        : table_(table), c_(std::move(c)) {}
+    Admission(const Admission&) = delete;
+    Admission& operator=(const Admission&) = delete;
+    ~Admission();
+    explicit operator bool() const { return c_ != nullptr; }
+    LiveConnection* operator->() const { return c_.get(); }
+    LiveConnection& operator*() const { return *c_; }
+
+  private:
+    ConnectionTable& table_;
+    std::shared_ptr<LiveConnection> c_;
+};
+
+class ConnectionTable {
+  public:
+    explicit ConnectionTable(std::size_t max_connections) : max_(max_connections) {}
+
+    // Admits a connection, or returns an empty Admission when max_connections
+    // are already live. With counted=false it takes no max_connections place
+    // (yet: see count()), but is closable like any other.
+    Admission admit(boost::asio::any_io_executor executor, std::uint64_t id, bool counted = true);
+    // Gives an admitted, not yet counted connection its max_connections place;
+    // false when they are all taken.
+    bool count(LiveConnection& c);
+    // Forgets `c` (called by ~Admission). Must run on c's executor.
+    void release(const std::shared_ptr<LiveConnection>& c);
+    // Live connections, peer probes not included.
+    std::size_t size() const;
+    // `f` is called (on the releasing connection's thread, outside the lock)
+    // each time size() drops to 0: the drain waits for that instead of polling.
+    void on_empty(std::function<void()> f);
+    // Marks `c` as a peer probe: it stays closable but stops counting toward
+    // max_connections (the limit is on relayed connections).
+    void mark_probe(LiveConnection& c);
+    // Posts close() to every live connection's executor; with probes_only,
+    // only to peer probe connections.
+    void close_all(bool probes_only = false);
+    // Posts quiesce() to every relayed connection: the graceful start of a stop.
+    void quiesce_all();
+    // Posts to every live connection a check of its peer certificate against
+    // `store`; revoked ones are marked and closed. `keep_alive` holds the store.
+    void close_revoked(std::shared_ptr<const void> keep_alive, X509_STORE* store);
+
+    // The budget of unauthenticated connections (accepted, TLS handshake not
+    // finished), taken at accept before anything else and apart from
+    // max_connections, so strangers can never use up the room of authenticated
+    // peers. Returns why a new one is refused, or none (then end_handshake must
+    // follow, on every path).
+    enum class Refusal { none, per_source, total };
+    Refusal begin_handshake(const std::string& source, int per_source, int total);
+    void end_handshake(const std::string& source);
+
+  private:
+    mutable std::mutex mutex_;
+    std::size_t max_;
+    std::map<std::uint64_t, std::shared_ptr<LiveConnection>> live_;
+    std::map<std::string, int> handshakes_;
+    int handshakes_total_ = 0;
+    std::size_t probes_ = 0;
+    std::size_t counted_ = 0;
+    std::function<void()> on_empty_;
+};
+
+}  // namespace tunneld

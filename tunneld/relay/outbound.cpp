@@ -1,0 +1,143 @@
+#include "tunneld/relay/outbound.hpp"
+#include "tunneld/net/spawn.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <openssl/ssl.h>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+
+#include "tunneld/net/dial.hpp"
+#include "tunneld/net/listener.hpp"
+#include "tunneld/net/socket_options.hpp"
+#include "tunneld/relay/buffers.hpp"
+#include "tunneld/relay/conn_log.hpp"
+
+namespace tunneld {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+// One configured peer: its local listener and its TLS session for resumption.
+struct OutboundListener::Link {
+    const PeerConfig& peer;
+    tcp::acceptor acceptor;
+    SessionSlot session;
+};
+
+namespace {
+
+std::string address_of(const tcp::endpoint& ep) {
+    return Endpoint{ep.address().to_string(), ep.port(), {}}.to_string();
+}
+
+asio::awaitable<void> serve(Runtime& rt, const PeerConfig& peer, SessionSlot& session,
+                            tcp::socket local) {
+    const auto& cfg = rt.config;
+    ConnInfo info;
+    info.id = rt.next_id++;
+    info.direction = "outbound";
+    info.peer = peer.name;
+    info.remote = peer.connect.to_string();
+    error_code ec;
+    auto client = local.remote_endpoint(ec);
+    if (ec) co_return;
+    info.local = address_of(client);
+
+    auto live = rt.connections.admit(local.get_executor(), info.id);
+    if (!live) {
+        log_close(info, RelayResult{0, 0, CloseReason::limit,
+                                    "limits.max_connections=" +
+                                        std::to_string(cfg.limits.max_connections)});
+        co_return;
+    }
+    apply_local_options(local.native_handle());
+
+    tcp::socket pub(local.get_executor());
+    live->close = [&] {
+        local.close(ec);
+        pub.close(ec);
+    };
+    auto& traffic = rt.stats.traffic(Direction::outbound, peer.name);
+    auto finish = [&](const RelayResult& r) {
+        log_close(info, r);
+        rt.stats.count_close(Direction::outbound, r.reason);
+        if (r.reason != CloseReason::finished)
+            traffic.set_error(std::string(to_string(r.reason)) +
+                              (r.detail.empty() ? "" : ": " + r.detail));
+    };
+    if (auto err = co_await dial(pub, peer.connect, cfg.timeouts.connect); !err.empty()) {
+        finish(RelayResult{0, 0, CloseReason::peer_unreachable, err});
+        co_return;
+    }
+    info.remote = address_of(pub.remote_endpoint(ec));
+    if (auto err = apply_public_options(pub.native_handle(), cfg.keepalive); !err.empty())
+        spdlog::warn("conn={} {}", info.id, err);
+
+    auto material = rt.tls.load();
+    TlsStream tls(std::move(pub), *material, TlsStream::Role::client);
+    tls.peer_check().allow = {peer.name};
+    tls.set_client_params(peer.name, kAlpnData, &session, material->generation);
+    live->close = [&] {
+        local.close(ec);
+        tls.close();
+    };
+    auto hs = co_await handshake_within(tls, cfg.timeouts.handshake);
+    rt.stats.count_handshake(Direction::outbound, hs.failure);
+    if (!hs.ok()) {
+        log_handshake_failure(info, hs);
+        traffic.set_error(std::string("handshake failed: ") + to_string(hs.failure) +
+                          (hs.detail.empty() ? "" : " (" + hs.detail + ")"));
+        co_return;
+    }
+    traffic.last_handshake = unix_now();
+    live->peer_cert.reset(SSL_get1_peer_certificate(tls.native()));
+    log_open(info, tls.resumed());
+    live->quiesce = [&] {
+        error_code ignored;
+        local.shutdown(asio::socket_base::shutdown_receive, ignored);
+    };
+    RelayResult result;
+    {
+        ActiveGuard active(traffic);
+        RelayBuffers buffers;
+        result = co_await relay(local, tls, buffers.out(), buffers.in(), &traffic.bytes);
+    }
+    if (live->revoked) result.reason = CloseReason::revoked;
+    finish(result);
+}
+
+}  // namespace
+
+OutboundListener::OutboundListener(Runtime& rt, asio::io_context& io) : rt_(rt), io_(io) {
+    for (const auto& peer : rt.config.peers)
+        links_.push_back(std::unique_ptr<Link>(
+            new Link{peer, open_listener(io, peer.local, "peers[" + peer.name + "].local"), {}}));
+}
+
+OutboundListener::~OutboundListener() = default;
+
+void OutboundListener::start() {
+    for (auto& link : links_) {
+        spdlog::info("outbound: {} -> peer {} at {}", address_of(link->acceptor.local_endpoint()),
+                     link->peer.name, link->peer.connect.to_string());
+        Link* l = link.get();
+        spawn(io_,
+              accept_loop(l->acceptor, rt_.pool,
+                          [this, l](tcp::socket s) {
+                              auto ex = s.get_executor();
+                              spawn(ex, serve(rt_, l->peer, l->session, std::move(s)),
+                                    "an outbound connection");
+                          }),
+              "the outbound accept loop");
+    }
+}
+
+void OutboundListener::stop() {
+    for (auto& link : links_) {
+        error_code ignored;
+        link->acceptor.close(ignored);
+    }
+}
+
+}  // namespace tunneld

@@ -1,0 +1,41 @@
+// How a relayed connection ended, and its byte counts: plain data, logged by
+// conn_log and counted by health/stats without pulling in sockets or TLS.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+namespace tunneld {
+
+// Why a relayed connection ended; logged and counted.
+enum class CloseReason {
+    finished,             // both directions ended with a clean close
+    local_error,          // the plaintext side (postgres or its client) failed / reset
+    peer_error,           // the TLS side failed (reset, TLS error)
+    peer_rejected,        // the peer sent a TLS alert: it refused our certificate or identity
+    peer_truncated,       // the TLS side closed TCP without close_notify
+    peer_timeout,         // keepalive / TCP_USER_TIMEOUT declared the path dead
+    shutdown,             // tunneld stopped and the drain time ran out
+    revoked,              // the peer's certificate appeared on a newly loaded CRL
+    handshake_failed,     // see HandshakeFailure
+    backend_unreachable,  // inbound: local postgres refused / timed out
+    peer_unreachable,     // outbound: peer tunneld refused / timed out / not resolvable
+    limit,                // limits.max_connections or max_handshakes_per_source reached
+    protocol,             // unexpected ALPN protocol
+};
+const char* to_string(CloseReason r);
+
+struct RelayResult {
+    std::uint64_t from_tls = 0;  // bytes read from the TLS side, written to local
+    std::uint64_t to_tls = 0;    // bytes read from local, written to the TLS side
+    CloseReason reason = CloseReason::finished;
+    std::string detail;  // error text of the first failure, if any
+};
+
+// Live byte counts of relays, shared with the metrics (relaxed atomics).
+struct ByteCounters {
+    std::atomic<std::uint64_t> from_tls{0};
+    std::atomic<std::uint64_t> to_tls{0};
+};
+
+}  // namespace tunneld

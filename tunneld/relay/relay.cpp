@@ -1,0 +1,290 @@
+#include "tunneld/relay/relay.hpp"
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <sys/socket.h>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <cerrno>
+
+namespace tunneld {
+
+using asio::as_tuple;
+using asio::use_awaitable;
+using namespace asio::experimental::awaitable_operators;
+
+const char* to_string(CloseReason r) {
+    switch (r) {
+        case CloseReason::finished:
+            return "finished";
+        case CloseReason::local_error:
+            return "local_error";
+        case CloseReason::peer_error:
+            return "peer_error";
+        case CloseReason::peer_rejected:
+            return "peer_rejected";
+        case CloseReason::peer_truncated:
+            return "peer_truncated";
+        case CloseReason::peer_timeout:
+            return "peer_timeout";
+        case CloseReason::shutdown:
+            return "shutdown";
+        case CloseReason::revoked:
+            return "revoked";
+        case CloseReason::handshake_failed:
+            return "handshake_failed";
+        case CloseReason::backend_unreachable:
+            return "backend_unreachable";
+        case CloseReason::peer_unreachable:
+            return "peer_unreachable";
+        case CloseReason::limit:
+            return "limit";
+        case CloseReason::protocol:
+            return "protocol";
+    }
+    return "unknown";
+}
+
+namespace {
+
+// Plaintext reads. After a read that filled the buffer more is probably queued,
+// so the next read is a direct recv(2), without a trip through the scheduler.
+// Otherwise the socket was drained: asio's own async_read_some then queues the
+// read with no syscall at all (no speculative recv that would fail with EAGAIN,
+// no epoll_ctl as async_wait needs), and performs it from the reactor when the
+// edge arrives. Per small message that is epoll_wait + recv, nothing more.
+template <class Socket>
+asio::awaitable<std::tuple<error_code, std::size_t>> read_plain(Socket& s, std::span<char> buf,
+                                                                bool& full) {
+    while (full) {
+        ssize_t n = ::recv(s.native_handle(), buf.data(), buf.size(), 0);
+        if (n > 0) {
+            full = static_cast<std::size_t>(n) == buf.size();
+            co_return std::tuple{error_code{}, static_cast<std::size_t>(n)};
+        }
+        if (n == 0) co_return std::tuple{error_code(asio::error::eof), std::size_t{0}};
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            co_return std::tuple{error_code(errno, asio::error::get_system_category()),
+                                 std::size_t{0}};
+        full = false;
+    }
+    auto [ec, n] =
+        co_await s.async_read_some(asio::buffer(buf.data(), buf.size()), as_tuple(use_awaitable));
+    full = !ec && n == buf.size();
+    co_return std::tuple{ec, n};
+}
+
+template <class Socket>
+asio::awaitable<error_code> write_plain(Socket& s, const char* data, std::size_t size) {
+    while (size > 0) {
+        ssize_t n = ::send(s.native_handle(), data, size, MSG_NOSIGNAL);
+        if (n > 0) {
+            data += n;
+            size -= static_cast<std::size_t>(n);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
+            co_return error_code(errno, asio::error::get_system_category());
+        auto [ec] = co_await s.async_wait(asio::socket_base::wait_write, as_tuple(use_awaitable));
+        if (ec) co_return ec;
+    }
+    co_return error_code{};
+}
+
+// A TLS alert from the peer (OpenSSL reason SSL_AD_REASON_OFFSET + alert code).
+// In TLS 1.3 a client learns that the server refused its certificate this way,
+// on its first read after the handshake.
+bool is_alert(const error_code& ec) {
+    if (ec.category() != asio::error::get_ssl_category()) return false;
+    int reason = ERR_GET_REASON(static_cast<unsigned long>(ec.value()));
+    return reason >= SSL_AD_REASON_OFFSET && reason < SSL_AD_REASON_OFFSET + 256;
+}
+
+// State shared by the two loops of one relay (same executor, no locking).
+template <class Plain>
+struct Pair {
+    Plain& local;
+    TlsStream& tls;
+    RelayResult result;
+    bool failed = false;
+    bool tls_eof = false;     // the peer sent close_notify: it has nothing more to say
+    bool local_eof = false;   // the local side half-closed: it has nothing more to say
+    bool tls_done = false;    // tls_to_local has ended (EOF or failure)
+    bool local_gone = false;  // the local end reset / closed under us before any half-close
+    error_code gone_ec{};     // how it went
+    asio::steady_timer* tls_done_signal = nullptr;  // cancelled when tls_done is set
+    ByteCounters* counters = nullptr;
+
+    // Records the first failure and closes both sides, ending the other loop.
+    void fail(bool tls_side, const error_code& ec) {
+        if (failed) return;
+        failed = true;
+        if (ec == asio::error::operation_aborted) {
+            result.reason = CloseReason::shutdown;
+        } else if (!tls_side) {
+            result.reason = CloseReason::local_error;
+        } else if (ec == asio::ssl::error::stream_truncated) {
+            result.reason = CloseReason::peer_truncated;
+        } else if (ec == asio::error::timed_out) {
+            result.reason = CloseReason::peer_timeout;
+        } else if (is_alert(ec)) {
+            result.reason = CloseReason::peer_rejected;
+        } else {
+            result.reason = CloseReason::peer_error;
+        }
+        result.detail = ec.message();
+        close();
+    }
+
+    void close() {
+        error_code ignored;
+        local.close(ignored);
+        tls.close();
+    }
+};
+
+// How long a local reset waits for the peer's half-close (see local_to_tls).
+constexpr auto kHalfCloseGrace = std::chrono::milliseconds(500);
+
+// The socket's other end is gone: it closed with data unread, or reset.
+bool is_gone(const error_code& ec) {
+    return ec == asio::error::connection_reset || ec == asio::error::broken_pipe;
+}
+
+// How PostgreSQL sessions end: the client sends Terminate and closes; the server
+// exits, and either end may close with bytes unread (a walsender keepalive, the
+// rest of a COPY), which the kernel turns into a reset. Once one side has said it
+// is done (its half-close went through) and then the other end is gone, nothing
+// anybody still wanted was lost: the connection finished. Without an earlier
+// half-close a reset is a failure, as before.
+template <class Plain>
+bool ended_normally(const Pair<Plain>& p, const error_code& ec) {
+    return is_gone(ec) && (p.tls_eof || p.local_eof);
+}
+
+template <class Plain>
+asio::awaitable<void> local_to_tls(Pair<Plain>& p, std::span<char> buf) {
+    bool full = false;
+    for (;;) {
+        auto [ec, n] = co_await read_plain(p.local, buf, full);
+        // The local end is gone (reset, or a write of the other loop found it
+        // dead and this read then sees the closed socket as EOF).
+        if ((ec && is_gone(ec)) || (ec == asio::error::eof && p.local_gone)) {
+            if (!p.local_gone) p.gone_ec = ec;
+            p.local_gone = true;
+            // Nothing more will come from here: say so at once with our
+            // close_notify. If the far end's local side went away too (both
+            // postgres ends closed with bytes unread), each tunnel then sees the
+            // other's clean close instead of waiting for it.
+            (void)co_await p.tls.shutdown_send();
+            if (!p.tls_eof && !p.tls_done) {
+                // Gone before the peer's half-close arrived. A postgres server over
+                // SSL does that after Terminate: it exits with the client's
+                // close_notify alert unread. Those bytes, and our peer's
+                // close_notify, are right behind on the same stream: give them a
+                // moment (tls_to_local drops what can no longer be delivered). If
+                // the peer keeps talking instead, it is a failure.
+                p.tls_done_signal->expires_after(kHalfCloseGrace);
+                co_await p.tls_done_signal->async_wait(as_tuple(use_awaitable));
+            }
+            if (!p.tls_eof) {
+                p.fail(false, p.gone_ec);
+                co_return;
+            }
+            p.close();  // the peer had said it was done: a clean end on both sides
+            p.result.detail = "local end closed with bytes unread (" + p.gone_ec.message() + ")";
+            co_return;
+        }
+        if (ec == asio::error::eof) {
+            p.local_eof = true;
+            // If the peer already closed its side cleanly and then its socket, our
+            // close_notify cannot be delivered; nothing is lost, so that is no error.
+            if (auto sec = co_await p.tls.shutdown_send(); sec && !p.tls_eof) p.fail(true, sec);
+            co_return;
+        }
+        if (ec) {
+            p.fail(false, ec);
+            co_return;
+        }
+        if (auto wec = co_await p.tls.write_all(asio::buffer(buf.data(), n))) {
+            if (ended_normally(p, wec)) {  // the peer said it was done and left
+                p.close();
+                co_return;
+            }
+            p.fail(true, wec);
+            co_return;
+        }
+        p.result.to_tls += n;
+        if (p.counters) p.counters->to_tls.fetch_add(n, std::memory_order_relaxed);
+    }
+}
+
+template <class Plain>
+asio::awaitable<void> tls_to_local(Pair<Plain>& p, std::span<char> buf) {
+    struct Done {
+        Pair<Plain>& p;
+        ~Done() {
+            p.tls_done = true;
+            p.tls_done_signal->cancel();
+        }
+    } done{p};
+    for (;;) {
+        auto [ec, n] = co_await p.tls.read_some(asio::buffer(buf));
+        if (ec == asio::error::eof) {
+            p.tls_eof = true;
+            error_code ignored;
+            p.local.shutdown(asio::socket_base::shutdown_send, ignored);
+            co_return;
+        }
+        if (ec) {
+            p.fail(true, ec);
+            co_return;
+        }
+        if (p.local_gone) continue;  // undeliverable; local_to_tls decides how this ends
+        if (auto wec = co_await write_plain(p.local, buf.data(), n)) {
+            if (ended_normally(p, wec)) {  // the local client said it was done and left
+                p.close();
+                co_return;
+            }
+            if (is_gone(wec)) {  // local_to_tls wakes on the dead socket and waits for the peer
+                p.local_gone = true;
+                p.gone_ec = wec;
+                continue;
+            }
+            p.fail(false, wec);
+            co_return;
+        }
+        p.result.from_tls += n;
+        if (p.counters) p.counters->from_tls.fetch_add(n, std::memory_order_relaxed);
+    }
+}
+
+}  // namespace
+
+template <class Plain>
+asio::awaitable<RelayResult> relay(Plain& local, TlsStream& tls, std::span<char> buf_out,
+                                   std::span<char> buf_in, ByteCounters* counters) {
+    error_code ignored;
+    local.non_blocking(true, ignored);
+    Pair<Plain> p{local, tls, {}};
+    p.counters = counters;
+    asio::steady_timer tls_done_signal(co_await asio::this_coro::executor);
+    p.tls_done_signal = &tls_done_signal;
+    co_await (local_to_tls(p, buf_out) && tls_to_local(p, buf_in));
+    p.close();
+    co_return p.result;
+}
+
+template asio::awaitable<RelayResult> relay(asio::ip::tcp::socket&, TlsStream&, std::span<char>,
+                                            std::span<char>, ByteCounters*);
+template asio::awaitable<RelayResult> relay(asio::local::stream_protocol::socket&, TlsStream&,
+                                            std::span<char>, std::span<char>, ByteCounters*);
+
+}  // namespace tunneld

@@ -1,0 +1,96 @@
+// TLS material of one node: the SSL_CTXs used for new handshakes, built from
+// the files in `tls:` and validated completely before anyone uses them.
+// Reload builds a new TlsMaterial off to the side and swaps a shared_ptr;
+// live connections keep the SSL objects (and thus the context) they were made with.
+#pragma once
+#include <openssl/ssl.h>
+#include <openssl/types.h>
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tunneld/config/config.hpp"
+
+namespace tunneld {
+
+inline constexpr const char* kAlpnData = "postgresql";
+inline constexpr const char* kAlpnProbe = "tunneld-probe";
+
+struct SslCtxFree {
+    void operator()(SSL_CTX* c) const;
+};
+using SslCtxPtr = std::unique_ptr<SSL_CTX, SslCtxFree>;
+
+struct TlsMaterial {
+    SslCtxPtr server;        // inbound: requires and verifies a client certificate
+    SslCtxPtr client;        // outbound: presents our cert, verifies the server's
+    std::string serial_hex;  // of this node's certificate
+    std::chrono::system_clock::time_point not_after;  // of this node's certificate
+    std::uint64_t generation = 0;                     // increases with every reload
+    // Earliest nextUpdate of the loaded CRLs; unset without tls.crl. Past it,
+    // OpenSSL refuses every peer, so it is watched like the certificate's expiry.
+    std::optional<std::chrono::system_clock::time_point> crl_next_update;
+
+    int days_left() const;
+};
+
+// Loads and validates CA bundle, certificate chain, private key (permissions
+// included) and optional CRL; checks that the key matches the certificate,
+// that the certificate chains to the CA bundle, is currently valid and names
+// `node` in its SAN, and that the CRL (if any) is not past its nextUpdate.
+// Throws StartupError naming the file and the reason
+// (with OpenSSL's error text).
+std::shared_ptr<const TlsMaterial> load_tls_material(const TlsFiles& files, const std::string& node,
+                                                     std::uint64_t generation);
+
+// True when `cert` is listed on a CRL in `store` issued by the cert's issuer.
+bool is_revoked(X509* cert, X509_STORE* store);
+
+// Drains OpenSSL's thread error queue into "reason; reason" (empty if none).
+std::string openssl_errors();
+
+}  // namespace tunneld
+
+namespace tunneld {
+
+// Per-handshake identity policy, attached to an SSL before its handshake.
+// The verify callback fills it in: which identity matched, what the peer
+// presented, and whether the chain was fine but the identity was not allowed.
+struct PeerCheck {
+    std::vector<std::string> allow;
+    std::string matched;
+    std::string presented;
+    bool identity_rejected = false;
+};
+void attach_peer_check(SSL* ssl, PeerCheck* check);
+
+// Identity check after a completed handshake (full or resumed): fills
+// `check.matched` and returns true when the peer's leaf certificate names an
+// allowed identity.
+bool confirm_peer_identity(SSL* ssl, PeerCheck& check);
+
+// The newest TLS session for one outbound peer, for resumption. Thread-safe.
+// A session from an older TlsMaterial generation is never offered.
+class SessionSlot {
+  public:
+    SessionSlot() = default;
+    SessionSlot(const SessionSlot&) = delete;
+    SessionSlot& operator=(const SessionSlot&) = delete;
+    ~SessionSlot();
+    void store(SSL_SESSION* session, std::uint64_t generation);  // takes ownership
+    // Sets the stored session (if any, and of `generation`) on `ssl`.
+    void offer(SSL* ssl, std::uint64_t generation);
+
+  private:
+    std::mutex mutex_;
+    SSL_SESSION* session_ = nullptr;
+    std::uint64_t generation_ = 0;
+};
+// Makes new sessions of `ssl`'s handshake land in `slot` (with `generation`).
+void attach_session_slot(SSL* ssl, SessionSlot* slot);
+
+}  // namespace tunneld

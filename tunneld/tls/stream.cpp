@@ -1,0 +1,377 @@
+#include "tunneld/tls/stream.hpp"
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+namespace tunneld {
+
+using asio::as_tuple;
+using asio::use_awaitable;
+
+const char* to_string(HandshakeFailure f) {
+    switch (f) {
+        case HandshakeFailure::none:
+            return "ok";
+        case HandshakeFailure::timeout:
+            return "handshake_timeout";
+        case HandshakeFailure::not_tls:
+            return "not_tls";
+        case HandshakeFailure::protocol_version:
+            return "protocol_version";
+        case HandshakeFailure::no_certificate:
+            return "no_certificate";
+        case HandshakeFailure::unknown_ca:
+            return "unknown_ca";
+        case HandshakeFailure::expired:
+            return "expired";
+        case HandshakeFailure::not_yet_valid:
+            return "not_yet_valid";
+        case HandshakeFailure::revoked:
+            return "revoked";
+        case HandshakeFailure::crl_expired:
+            return "crl_expired";
+        case HandshakeFailure::identity_not_allowed:
+            return "identity_not_allowed";
+        case HandshakeFailure::bad_certificate:
+            return "bad_certificate";
+        case HandshakeFailure::peer_rejected:
+            return "peer_rejected";
+        case HandshakeFailure::no_alpn:
+            return "no_alpn";
+        case HandshakeFailure::no_shared_group:
+            return "no_shared_group";
+        case HandshakeFailure::closed:
+            return "closed";
+        case HandshakeFailure::io_error:
+            return "io_error";
+    }
+    return "unknown";
+}
+
+namespace {
+
+constexpr long kWriteBufferBytes = 4 * (16 * 1024 + 256);  // four full TLS 1.3 records
+
+HandshakeFailure classify_verify(long v) {
+    switch (v) {
+        case X509_V_ERR_CERT_HAS_EXPIRED:
+            return HandshakeFailure::expired;
+        case X509_V_ERR_CERT_NOT_YET_VALID:
+            return HandshakeFailure::not_yet_valid;
+        case X509_V_ERR_CERT_REVOKED:
+            return HandshakeFailure::revoked;
+        case X509_V_ERR_CRL_HAS_EXPIRED:
+        case X509_V_ERR_CRL_NOT_YET_VALID:
+            return HandshakeFailure::crl_expired;
+        case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+        case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+        case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+        case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+        case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+        case X509_V_ERR_CERT_SIGNATURE_FAILURE:
+            return HandshakeFailure::unknown_ca;
+        default:
+            return HandshakeFailure::bad_certificate;
+    }
+}
+
+HandshakeFailure classify_reason(int reason) {
+    switch (reason) {
+        case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+            return HandshakeFailure::no_certificate;
+        case SSL_R_UNSUPPORTED_PROTOCOL:
+        case SSL_R_NO_PROTOCOLS_AVAILABLE:
+        case SSL_R_TLSV1_ALERT_PROTOCOL_VERSION:
+        case SSL_R_WRONG_SSL_VERSION:
+            return HandshakeFailure::protocol_version;
+        case SSL_R_WRONG_VERSION_NUMBER:
+        case SSL_R_HTTP_REQUEST:
+        case SSL_R_HTTPS_PROXY_REQUEST:
+        case SSL_R_PACKET_LENGTH_TOO_LONG:
+        case SSL_R_UNKNOWN_PROTOCOL:
+        case SSL_R_RECORD_LENGTH_MISMATCH:
+        case SSL_R_UNEXPECTED_MESSAGE:
+        case SSL_R_UNEXPECTED_RECORD:
+            return HandshakeFailure::not_tls;
+        case SSL_R_NO_APPLICATION_PROTOCOL:
+        case SSL_R_TLSV1_ALERT_NO_APPLICATION_PROTOCOL:
+            return HandshakeFailure::no_alpn;
+        case SSL_R_UNEXPECTED_EOF_WHILE_READING:
+            return HandshakeFailure::closed;
+        case SSL_R_NO_SHARED_GROUPS:
+        case SSL_R_NO_SUITABLE_KEY_SHARE:
+            return HandshakeFailure::no_shared_group;
+        default:
+            break;
+    }
+    // Alerts the peer sent us: reason codes are SSL_AD_REASON_OFFSET + alert.
+    if (reason >= SSL_AD_REASON_OFFSET && reason < SSL_AD_REASON_OFFSET + 256)
+        return HandshakeFailure::peer_rejected;
+    return HandshakeFailure::bad_certificate;
+}
+
+std::string reason_text(unsigned long e) {
+    const char* r = ERR_reason_error_string(e);
+    return r ? r : "error " + std::to_string(ERR_GET_REASON(e));
+}
+
+}  // namespace
+
+TlsStream::TlsStream(asio::ip::tcp::socket socket, const TlsMaterial& material, Role role)
+    : socket_(std::move(socket)) {
+    ssl_ = SSL_new(role == Role::server ? material.server.get() : material.client.get());
+    if (ssl_) {
+        // Reads go straight to the socket (with read-ahead); writes go through a
+        // buffer so the records of one write_all() leave in one write(2).
+        std::unique_ptr<BIO, decltype(&BIO_free)> sock(
+            BIO_new_socket(socket_.native_handle(), BIO_NOCLOSE), BIO_free);
+        std::unique_ptr<BIO, decltype(&BIO_free)> buffer(BIO_new(BIO_f_buffer()), BIO_free);
+        if (!sock || !buffer || BIO_set_write_buffer_size(buffer.get(), kWriteBufferBytes) != 1 ||
+            BIO_up_ref(sock.get()) != 1) {
+            SSL_free(ssl_);  // handshake() reports the failure
+            ssl_ = nullptr;
+            return;
+        }
+        BIO_set_callback_arg(sock.get(), reinterpret_cast<char*>(this));
+        BIO_set_callback_ex(sock.get(), &TlsStream::note_read);
+        BIO_push(buffer.get(), sock.get());  // buffer -> sock, holding the second reference
+        SSL_set_bio(ssl_, sock.release(), buffer.release());
+        if (role == Role::server)
+            SSL_set_accept_state(ssl_);
+        else
+            SSL_set_connect_state(ssl_);
+        attach_peer_check(ssl_, &check_);
+    }
+    error_code ignored;
+    socket_.non_blocking(true, ignored);
+}
+
+TlsStream::~TlsStream() {
+    if (ssl_) SSL_free(ssl_);
+}
+
+void TlsStream::set_client_params(const std::string& sni, const char* alpn, SessionSlot* slot,
+                                  std::uint64_t generation) {
+    if (!ssl_) return;
+    // SNI only carries DNS names; an IP or URI identity is still checked, not sent.
+    if (sni.find("://") == std::string::npos) SSL_set_tlsext_host_name(ssl_, sni.c_str());
+    unsigned char wire[64];
+    std::size_t n = std::strlen(alpn);
+    wire[0] = static_cast<unsigned char>(n);
+    std::memcpy(wire + 1, alpn, n);
+    SSL_set_alpn_protos(ssl_, wire, static_cast<unsigned>(n + 1));
+    if (slot) {
+        attach_session_slot(ssl_, slot);
+        slot->offer(ssl_, generation);
+    }
+}
+
+// Runs `op` (an SSL_* call returning int) until it succeeds or fails for a
+// reason other than WANT_READ/WANT_WRITE. Returns {ret, SSL_get_error} or
+// {-1, -errno-ish} when the wait itself failed (socket closed).
+template <class Op>
+asio::awaitable<std::tuple<int, int>> TlsStream::drive(Op op) {
+    for (;;) {
+        if (closed_) co_return std::tuple{-1, -1};
+        ERR_clear_error();
+        int ret = op();
+        if (ret > 0) co_return std::tuple{ret, SSL_ERROR_NONE};
+        int err = SSL_get_error(ssl_, ret);
+        asio::socket_base::wait_type wait;
+        if (err == SSL_ERROR_WANT_READ)
+            wait = asio::socket_base::wait_read;
+        else if (err == SSL_ERROR_WANT_WRITE)
+            wait = asio::socket_base::wait_write;
+        else
+            co_return std::tuple{ret, err};
+        auto [ec] = co_await socket_.async_wait(wait, as_tuple(use_awaitable));
+        if (ec) co_return std::tuple{-1, -1};
+    }
+}
+
+asio::awaitable<HandshakeResult> TlsStream::handshake() {
+    if (!ssl_) co_return HandshakeResult{HandshakeFailure::io_error, "cannot create SSL object"};
+    auto [ret, err] = co_await drive([this] { return SSL_do_handshake(ssl_); });
+    if (err == SSL_ERROR_NONE) {
+        if (!confirm_peer_identity(ssl_, check_))
+            co_return HandshakeResult{HandshakeFailure::identity_not_allowed, check_.presented};
+        // A resumed session skips chain verification: the peer certificate it
+        // carries is checked again here for expiry and against the current CRL.
+        if (SSL_session_reused(ssl_)) {
+            X509* peer = SSL_get0_peer_certificate(ssl_);
+            if (!peer || X509_cmp_current_time(X509_get0_notAfter(peer)) <= 0)
+                co_return HandshakeResult{HandshakeFailure::expired,
+                                          "resumed session of an expired certificate"};
+            if (is_revoked(peer, SSL_CTX_get_cert_store(SSL_get_SSL_CTX(ssl_))))
+                co_return HandshakeResult{HandshakeFailure::revoked,
+                                          "resumed session of a revoked certificate"};
+        }
+        co_return HandshakeResult{};
+    }
+    if (err == -1) co_return HandshakeResult{HandshakeFailure::io_error, "socket closed"};
+    if (err == SSL_ERROR_SSL) {
+        unsigned long e = ERR_peek_last_error();
+        long verify = SSL_get_verify_result(ssl_);
+        std::string text = reason_text(e);
+        ERR_clear_error();
+        if (ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED && verify != X509_V_OK) {
+            if (verify == X509_V_ERR_APPLICATION_VERIFICATION && check_.identity_rejected)
+                co_return HandshakeResult{HandshakeFailure::identity_not_allowed, check_.presented};
+            co_return HandshakeResult{classify_verify(verify),
+                                      X509_verify_cert_error_string(verify)};
+        }
+        co_return HandshakeResult{classify_reason(ERR_GET_REASON(e)), text};
+    }
+    if (err == SSL_ERROR_ZERO_RETURN || (err == SSL_ERROR_SYSCALL && errno == 0))
+        co_return HandshakeResult{HandshakeFailure::closed, "connection closed during handshake"};
+    int saved = errno;
+    ERR_clear_error();
+    co_return HandshakeResult{HandshakeFailure::io_error, std::strerror(saved)};
+}
+
+long TlsStream::note_read(BIO* b, int oper, const char*, std::size_t len, int, long, int ret,
+                          std::size_t* done) {
+    if (oper == (BIO_CB_READ | BIO_CB_RETURN))
+        reinterpret_cast<TlsStream*>(BIO_get_callback_arg(b))->drained_ =
+            ret > 0 && done && *done < len;
+    return ret;
+}
+
+asio::awaitable<std::tuple<error_code, std::size_t>> TlsStream::read_some(
+    asio::mutable_buffer buf) {
+    if (closed_) co_return std::tuple{error_code(asio::error::operation_aborted), std::size_t{0}};
+    if (drained_ && !SSL_has_pending(ssl_)) {
+        drained_ = false;
+        auto [ec] =
+            co_await socket_.async_wait(asio::socket_base::wait_read, as_tuple(use_awaitable));
+        if (ec) co_return std::tuple{error_code(asio::error::operation_aborted), std::size_t{0}};
+    }
+    std::size_t n = 0;
+    auto [ret, err] = co_await drive([&] { return SSL_read_ex(ssl_, buf.data(), buf.size(), &n); });
+    if (err == SSL_ERROR_NONE) {
+        // Hand over every record already read ahead, so the caller writes once per
+        // buffer rather than once per 16 KiB record. Stops, without waiting, as soon
+        // as OpenSSL would need the socket again.
+        auto* base = static_cast<char*>(buf.data());
+        while (n < buf.size() && SSL_has_pending(ssl_)) {
+            std::size_t more = 0;
+            ERR_clear_error();
+            if (SSL_read_ex(ssl_, base + n, buf.size() - n, &more) != 1) {
+                ERR_clear_error();  // the error (or EOF) shows again on the next call
+                break;
+            }
+            n += more;
+        }
+        co_return std::tuple{error_code{}, n};
+    }
+    if (err == -1) co_return std::tuple{error_code(asio::error::operation_aborted), std::size_t{0}};
+    if (err == SSL_ERROR_ZERO_RETURN)
+        co_return std::tuple{error_code(asio::error::eof), std::size_t{0}};
+    if (err == SSL_ERROR_SSL) {
+        unsigned long e = ERR_peek_last_error();
+        ERR_clear_error();
+        if (ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
+            co_return std::tuple{error_code(asio::ssl::error::stream_truncated), std::size_t{0}};
+        co_return std::tuple{error_code(static_cast<int>(e), asio::error::get_ssl_category()),
+                             std::size_t{0}};
+    }
+    int saved = errno;
+    ERR_clear_error();
+    if (saved == 0)
+        co_return std::tuple{error_code(asio::ssl::error::stream_truncated), std::size_t{0}};
+    co_return std::tuple{error_code(saved, asio::error::get_system_category()), std::size_t{0}};
+}
+
+asio::awaitable<error_code> TlsStream::write_all(asio::const_buffer buf) {
+    const auto* data = static_cast<const char*>(buf.data());
+    std::size_t left = buf.size();
+    while (left > 0) {
+        std::size_t n = 0;
+        auto [ret, err] = co_await drive([&] { return SSL_write_ex(ssl_, data, left, &n); });
+        if (err != SSL_ERROR_NONE) {
+            int saved = errno;
+            unsigned long e = err == SSL_ERROR_SSL ? ERR_peek_last_error() : 0;
+            ERR_clear_error();
+            if (err == -1) co_return error_code(asio::error::operation_aborted);
+            if (e) co_return error_code(static_cast<int>(e), asio::error::get_ssl_category());
+            co_return error_code(saved ? saved : EPIPE, asio::error::get_system_category());
+        }
+        data += n;
+        left -= n;
+    }
+    co_return co_await flush();
+}
+
+asio::awaitable<error_code> TlsStream::flush() {
+    BIO* wbio = SSL_get_wbio(ssl_);
+    for (;;) {
+        if (closed_) co_return error_code(asio::error::operation_aborted);
+        if (BIO_flush(wbio) > 0) co_return error_code{};
+        if (!BIO_should_retry(wbio)) {
+            int saved = errno;
+            ERR_clear_error();
+            co_return error_code(saved ? saved : EPIPE, asio::error::get_system_category());
+        }
+        auto [ec] =
+            co_await socket_.async_wait(asio::socket_base::wait_write, as_tuple(use_awaitable));
+        if (ec) co_return ec;
+    }
+}
+
+asio::awaitable<error_code> TlsStream::shutdown_send() {
+    if (closed_ || !ssl_) co_return error_code(asio::error::operation_aborted);
+    // SSL_shutdown returns 0 once close_notify is sent (peer's not yet received).
+    auto [ret, err] = co_await drive([this] {
+        int r = SSL_shutdown(ssl_);
+        return r >= 0 ? 1 : r;
+    });
+    ERR_clear_error();
+    error_code ec = err == SSL_ERROR_NONE ? co_await flush() : error_code(asio::error::broken_pipe);
+    error_code sec;
+    socket_.shutdown(asio::socket_base::shutdown_send, sec);
+    co_return ec ? ec : sec;
+}
+
+void TlsStream::close() {
+    closed_ = true;
+    // The BIO keeps the fd number; point it nowhere before the number is freed.
+    if (ssl_)
+        if (BIO* sock = SSL_get_rbio(ssl_)) BIO_set_fd(sock, -1, BIO_NOCLOSE);
+    error_code ignored;
+    socket_.close(ignored);
+}
+
+std::string TlsStream::alpn() const {
+    const unsigned char* p = nullptr;
+    unsigned int len = 0;
+    SSL_get0_alpn_selected(ssl_, &p, &len);
+    return std::string(reinterpret_cast<const char*>(p), len);
+}
+
+bool TlsStream::resumed() const { return SSL_session_reused(ssl_) == 1; }
+
+}  // namespace tunneld
+
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+namespace tunneld {
+
+asio::awaitable<HandshakeResult> handshake_within(TlsStream& stream, Duration timeout) {
+    using namespace asio::experimental::awaitable_operators;
+    asio::steady_timer timer(stream.socket().get_executor(), timeout);
+    auto winner = co_await (stream.handshake() || timer.async_wait(as_tuple(use_awaitable)));
+    if (winner.index() == 1) {
+        stream.close();
+        co_return HandshakeResult{HandshakeFailure::timeout,
+                                  "no complete handshake within " + format_duration(timeout)};
+    }
+    co_return std::get<0>(std::move(winner));
+}
+
+}  // namespace tunneld

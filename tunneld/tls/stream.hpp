@@ -1,0 +1,98 @@
+// A TLS connection over a TCP socket, with OpenSSL reading and writing the
+// socket's fd directly (no memory BIO copies) and Asio only waiting for
+// readiness. One reader coroutine and one writer coroutine may use it at the
+// same time, as long as both run on the socket's (single-threaded) executor.
+#pragma once
+#include <openssl/types.h>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <memory>
+#include <string>
+#include <tuple>
+
+#include "tunneld/tls/context.hpp"
+#include "tunneld/tls/handshake_failure.hpp"
+
+namespace tunneld {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+// Why a TLS handshake failed; logged and counted by reason.
+class TlsStream {
+  public:
+    enum class Role { server, client };
+
+    // Takes the connected socket; the SSL object is made from `material`'s server
+    // or client context and keeps that context alive for the connection's life.
+    TlsStream(asio::ip::tcp::socket socket, const TlsMaterial& material, Role role);
+    ~TlsStream();
+    TlsStream(const TlsStream&) = delete;
+    TlsStream& operator=(const TlsStream&) = delete;
+
+    asio::ip::tcp::socket& socket() { return socket_; }
+    SSL* native() { return ssl_; }
+    // Identity policy for this handshake; filled in by verification.
+    PeerCheck& peer_check() { return check_; }
+
+    // Client side only: SNI and ALPN to send, and session resumption slot.
+    void set_client_params(const std::string& sni, const char* alpn, SessionSlot* slot,
+                           std::uint64_t generation);
+
+    // Performs the handshake and the identity check. Never throws; has no
+    // timeout of its own (the caller races it with a timer and closes the socket).
+    asio::awaitable<HandshakeResult> handshake();
+
+    // Reads at least one byte. Returns {eof, 0} after the peer's close_notify,
+    // {ssl::error::stream_truncated, 0} on a TCP close without close_notify.
+    asio::awaitable<std::tuple<error_code, std::size_t>> read_some(asio::mutable_buffer buf);
+
+    // Writes all of `buf` (awaiting socket writability as needed).
+    asio::awaitable<error_code> write_all(asio::const_buffer buf);
+
+    // Half-close: sends close_notify and shuts down the TCP write side. Reading
+    // continues to work; does not wait for the peer's close_notify.
+    asio::awaitable<error_code> shutdown_send();
+
+    // Closes the socket; pending operations complete with operation_aborted.
+    // Afterwards the stream is inert: every operation returns operation_aborted
+    // without a syscall, because the fd number OpenSSL's BIO held may already
+    // belong to another connection.
+    void close();
+    bool closed() const { return closed_; }
+
+    // ALPN protocol agreed in the handshake ("" if none).
+    std::string alpn() const;
+    bool resumed() const;
+
+  private:
+    // Writes out what the write buffer holds, waiting for writability as needed.
+    asio::awaitable<error_code> flush();
+
+    template <class Op>
+    asio::awaitable<std::tuple<int, int>> drive(Op op);
+
+    // Set by a callback on the socket BIO: the last read(2) returned less than
+    // OpenSSL asked for, so the socket was empty then. The next read_some waits
+    // for readability first instead of a read(2) that would fail with EAGAIN.
+    static long note_read(BIO* b, int oper, const char*, std::size_t len, int, long, int ret,
+                          std::size_t* done);
+
+    asio::ip::tcp::socket socket_;
+    SSL* ssl_ = nullptr;
+    PeerCheck check_;
+    bool drained_ = false;
+    bool closed_ = false;
+};
+
+}  // namespace tunneld
+
+namespace tunneld {
+
+// Runs stream.handshake() and gives up after `timeout` (closing the socket),
+// returning HandshakeFailure::timeout in that case.
+asio::awaitable<HandshakeResult> handshake_within(TlsStream& stream, Duration timeout);
+
+}  // namespace tunneld
