@@ -3,4 +3,4 @@
 # scripts/test.sh fails on any difference).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-git ls-files '*.cpp' '*.hpp' | xargs clang-format-14 -i
+git ls-files --cached --others --exclude-standard '*.cpp' '*.hpp' | xargs clang-format-14 -i

@@ -81,5 +81,4 @@ struct Connected : ::testing::Test {
     }
 };
 
-
 }  // namespace tunneld::test

@@ -92,7 +92,8 @@ Duration duration_value(MapReader& r, const YAML::Node& n, const std::string& ke
 
 // Every duration has a ceiling: a value like 99999999h would overflow timers
 // (and a keepalive or timeout that long is a typo, not a setting).
-void read_duration(MapReader& r, const std::string& key, Duration& out, Duration min, Duration max = std::chrono::hours(24));
+void read_duration(MapReader& r, const std::string& key, Duration& out, Duration min,
+                   Duration max = std::chrono::hours(24));
 
 bool is_loopback(const Endpoint& ep);
 
