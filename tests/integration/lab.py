@@ -48,17 +48,25 @@ def serial_hex(n):
 def free_port(host="127.0.0.1"):
     """A port to listen on, free now, chosen below the kernel's ephemeral range
     (ip_local_port_range starts at 32768): a port the kernel hands out itself could
-    be taken by an outgoing connection before the daemon binds it."""
+    be taken by an outgoing connection before the daemon binds it. A port is never
+    handed out twice by one test run: two that are chosen before either daemon
+    binds would otherwise collide."""
     import random
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     while True:
         port = random.randint(20000, 32000)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket(family, socket.SOCK_STREAM) as s:
             try:
                 s.bind((host, port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
+
+
+_HANDED_OUT = set()
 
 
 # --------------------------------------------------------------------------- certs
@@ -207,8 +215,10 @@ class Tunneld:
                 if m and not getattr(self, "_retried_port", False):
                     # Another process took the port free_port() chose: choose again, once.
                     self._retried_port = True
-                    text = open(self.config_path).read().replace(f"127.0.0.1:{m.group(1)}",
-                                                                 f"127.0.0.1:{free_port()}")
+                    # Only in the health block: the same number may be a peer's address.
+                    text = re.sub(r"(health:\n(?:[ \t].*\n)*?[ \t]+listen: \"?)127\.0\.0\.1:" + m.group(1),
+                                  lambda h: h.group(1) + f"127.0.0.1:{free_port()}",
+                                  open(self.config_path).read(), count=1)
                     with open(self.config_path, "w") as f:
                         f.write(text)
                     self.log.close()
