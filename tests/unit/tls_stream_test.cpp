@@ -10,6 +10,12 @@
 #include <filesystem>
 #include <fstream>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
+
+#include <boost/asio/ssl/error.hpp>
+
 #include "tls_fixture.hpp"
 
 namespace tunneld {
@@ -110,6 +116,132 @@ TEST_F(Connected, HalfCloseDeliversEofAndDataBothWays) {
     io.run();
     EXPECT_EQ(got_by_server, "ping");
     EXPECT_EQ(got_by_client, "pong");
+}
+
+TEST(HandshakeClassification, EachOpenSslReasonMapsToTheReasonOperatorsSee) {
+    struct Row {
+        long verify;
+        HandshakeFailure want;
+    };
+    for (auto [v, want] :
+         {Row{X509_V_ERR_CERT_HAS_EXPIRED, HandshakeFailure::expired},
+          Row{X509_V_ERR_CERT_NOT_YET_VALID, HandshakeFailure::not_yet_valid},
+          Row{X509_V_ERR_CERT_REVOKED, HandshakeFailure::revoked},
+          Row{X509_V_ERR_CRL_HAS_EXPIRED, HandshakeFailure::crl_expired},
+          Row{X509_V_ERR_CRL_NOT_YET_VALID, HandshakeFailure::crl_expired},
+          Row{X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY, HandshakeFailure::unknown_ca},
+          Row{X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT, HandshakeFailure::unknown_ca},
+          Row{X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN, HandshakeFailure::unknown_ca},
+          Row{X509_V_ERR_CERT_SIGNATURE_FAILURE, HandshakeFailure::unknown_ca},
+          Row{X509_V_ERR_INVALID_PURPOSE, HandshakeFailure::bad_certificate}})
+        EXPECT_EQ(classify_verify_result(v), want) << X509_verify_cert_error_string(v);
+    struct Reason {
+        int reason;
+        HandshakeFailure want;
+    };
+    for (auto [r, want] :
+         {Reason{SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE, HandshakeFailure::no_certificate},
+          Reason{SSL_R_UNSUPPORTED_PROTOCOL, HandshakeFailure::protocol_version},
+          Reason{SSL_R_TLSV1_ALERT_PROTOCOL_VERSION, HandshakeFailure::protocol_version},
+          Reason{SSL_R_WRONG_VERSION_NUMBER, HandshakeFailure::not_tls},
+          Reason{SSL_R_HTTP_REQUEST, HandshakeFailure::not_tls},
+          Reason{SSL_R_PACKET_LENGTH_TOO_LONG, HandshakeFailure::not_tls},
+          Reason{SSL_R_NO_APPLICATION_PROTOCOL, HandshakeFailure::no_alpn},
+          Reason{SSL_R_UNEXPECTED_EOF_WHILE_READING, HandshakeFailure::closed},
+          Reason{SSL_R_NO_SHARED_GROUPS, HandshakeFailure::no_shared_group},
+          Reason{SSL_AD_REASON_OFFSET + SSL_AD_UNKNOWN_CA, HandshakeFailure::peer_rejected},
+          Reason{SSL_AD_REASON_OFFSET + SSL_AD_ACCESS_DENIED, HandshakeFailure::peer_rejected},
+          Reason{SSL_R_BAD_SIGNATURE, HandshakeFailure::bad_certificate}})
+        EXPECT_EQ(classify_ssl_reason(r), want)
+            << ERR_reason_error_string(ERR_PACK(ERR_LIB_SSL, 0, r));
+}
+
+// A client connection from node "b" to node "a" over a fresh socketpair.
+struct Dial {
+    std::pair<asio::ip::tcp::socket, asio::ip::tcp::socket> sockets;
+    TlsStream server, client;
+    Dial(asio::io_context& io, Pki& pki, SessionSlot* slot, std::vector<std::string> server_allows)
+        : sockets(socket_pair(io)),
+          server(std::move(sockets.first), *pki.a, TlsStream::Role::server),
+          client(std::move(sockets.second), *pki.b, TlsStream::Role::client) {
+        server.peer_check().allow = std::move(server_allows);
+        client.peer_check().allow = {"a"};
+        client.set_client_params("a", kAlpnData, slot, 1);
+    }
+};
+
+TEST(TlsSessions, ASecondConnectionResumesAndStillChecksTheIdentity) {
+    Pki pki;
+    asio::io_context io;
+    SessionSlot slot;
+    bool resumed[2] = {true, false};
+    for (int i = 0; i < 2; ++i) {
+        Dial d(io, pki, &slot, {"b"});
+        asio::co_spawn(
+            io,
+            [&]() -> asio::awaitable<void> {
+                EXPECT_TRUE((co_await d.server.handshake()).ok());
+                EXPECT_FALSE(co_await d.server.write_all(asio::buffer("x", 1)));
+                EXPECT_FALSE(co_await d.server.shutdown_send());
+                char buf[8];
+                co_await d.server.read_some(asio::buffer(buf));  // the client's close
+            },
+            asio::detached);
+        asio::co_spawn(
+            io,
+            [&]() -> asio::awaitable<void> {
+                auto hs = co_await d.client.handshake();
+                EXPECT_TRUE(hs.ok()) << hs.detail;
+                char buf[8];
+                // Reading takes in the session ticket that follows the handshake.
+                auto [ec, n] = co_await d.client.read_some(asio::buffer(buf));
+                EXPECT_FALSE(ec);
+                resumed[i] = d.client.resumed();
+                co_await d.client.shutdown_send();
+            },
+            asio::detached);
+        io.run();
+        io.restart();
+        EXPECT_EQ(d.server.peer_check().matched, "b");  // resumed or not, the identity is known
+    }
+    EXPECT_FALSE(resumed[0]);
+    EXPECT_TRUE(resumed[1]) << "the second connection did a full handshake";
+}
+
+TEST(TlsSessions, AServerThatRefusesTheClientsIdentityIsPeerRejectedOnTheClient) {
+    // TLS 1.3: the client's handshake completes before the server has checked
+    // its certificate; the server's refusal arrives as an alert on the first read.
+    Pki pki;
+    asio::io_context io;
+    Dial d(io, pki, nullptr, {"someone-else"});
+    HandshakeResult server_result;
+    error_code client_read;
+    asio::co_spawn(
+        io, [&]() -> asio::awaitable<void> { server_result = co_await d.server.handshake(); },
+        asio::detached);
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            auto hs = co_await d.client.handshake();
+            if (!hs.ok()) {  // the alert may also arrive during the handshake
+                EXPECT_EQ(hs.failure, HandshakeFailure::peer_rejected) << hs.detail;
+                co_return;
+            }
+            char buf[8];
+            auto [ec, n] = co_await d.client.read_some(asio::buffer(buf));
+            client_read = ec;
+        },
+        asio::detached);
+    io.run();
+    EXPECT_EQ(server_result.failure, HandshakeFailure::identity_not_allowed)
+        << server_result.detail;
+    if (client_read) {
+        EXPECT_EQ(client_read.category(), asio::error::get_ssl_category()) << client_read.message();
+        EXPECT_EQ(
+            classify_ssl_reason(ERR_GET_REASON(static_cast<unsigned long>(client_read.value()))),
+            HandshakeFailure::peer_rejected)
+            << client_read.message();
+    }
 }
 
 }  // namespace

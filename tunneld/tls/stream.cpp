@@ -57,7 +57,14 @@ namespace {
 
 constexpr long kWriteBufferBytes = 4 * (16 * 1024 + 256);  // four full TLS 1.3 records
 
-HandshakeFailure classify_verify(long v) {
+std::string reason_text(unsigned long e) {
+    const char* r = ERR_reason_error_string(e);
+    return r ? r : "error " + std::to_string(ERR_GET_REASON(e));
+}
+
+}  // namespace
+
+HandshakeFailure classify_verify_result(long v) {
     switch (v) {
         case X509_V_ERR_CERT_HAS_EXPIRED:
             return HandshakeFailure::expired;
@@ -80,7 +87,7 @@ HandshakeFailure classify_verify(long v) {
     }
 }
 
-HandshakeFailure classify_reason(int reason) {
+HandshakeFailure classify_ssl_reason(int reason) {
     switch (reason) {
         case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
             return HandshakeFailure::no_certificate;
@@ -114,13 +121,6 @@ HandshakeFailure classify_reason(int reason) {
         return HandshakeFailure::peer_rejected;
     return HandshakeFailure::bad_certificate;
 }
-
-std::string reason_text(unsigned long e) {
-    const char* r = ERR_reason_error_string(e);
-    return r ? r : "error " + std::to_string(ERR_GET_REASON(e));
-}
-
-}  // namespace
 
 TlsStream::TlsStream(asio::ip::tcp::socket socket, const TlsMaterial& material, Role role)
     : socket_(std::move(socket)) {
@@ -222,10 +222,10 @@ asio::awaitable<HandshakeResult> TlsStream::handshake() {
         if (ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED && verify != X509_V_OK) {
             if (verify == X509_V_ERR_APPLICATION_VERIFICATION && check_.identity_rejected)
                 co_return HandshakeResult{HandshakeFailure::identity_not_allowed, check_.presented};
-            co_return HandshakeResult{classify_verify(verify),
+            co_return HandshakeResult{classify_verify_result(verify),
                                       X509_verify_cert_error_string(verify)};
         }
-        co_return HandshakeResult{classify_reason(ERR_GET_REASON(e)), text};
+        co_return HandshakeResult{classify_ssl_reason(ERR_GET_REASON(e)), text};
     }
     if (err == SSL_ERROR_ZERO_RETURN || (err == SSL_ERROR_SYSCALL && errno == 0))
         co_return HandshakeResult{HandshakeFailure::closed, "connection closed during handshake"};
