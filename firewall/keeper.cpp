@@ -13,11 +13,30 @@ namespace tunneld::firewall {
 
 namespace asio = boost::asio;
 
+namespace {
+
+class KernelFeed final : public ChangeFeed {
+  public:
+    explicit KernelFeed(std::string table) : events_(std::move(table)) {}
+    int fd() const override { return events_.fd(); }
+    std::vector<TableEvents::Change> read() override { return events_.read(); }
+
+  private:
+    TableEvents events_;
+};
+
+}  // namespace
+
 Keeper::Keeper(const Config& cfg, asio::io_context& side)
+    : Keeper(cfg, side, system_resolver(), kernel_netlink(), nullptr) {}
+
+Keeper::Keeper(const Config& cfg, asio::io_context& side, Resolver& resolver, Netlink& netlink,
+               std::unique_ptr<ChangeFeed> feed)
     : cfg_(cfg), side_(side), events_fd_(side), resolve_timer_(side) {
     if (!cfg.firewall || !cfg.firewall->enabled) return;
-    guard_.emplace(cfg);
-    events_.emplace(cfg.firewall->table);  // before applying: no change goes unseen
+    guard_.emplace(cfg, resolver, netlink);
+    // Subscribed before applying: no change goes unseen.
+    events_ = feed ? std::move(feed) : std::make_unique<KernelFeed>(cfg.firewall->table);
     events_fd_.assign(::dup(events_->fd()));
     guard_->apply();
     status_.applied = true;

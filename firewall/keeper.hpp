@@ -25,6 +25,15 @@
 
 namespace tunneld::firewall {
 
+// Where outside changes to the table come from: nf_tables' event group
+// (TableEvents) in the daemon, a script in the unit tests.
+class ChangeFeed {
+  public:
+    virtual ~ChangeFeed() = default;
+    virtual int fd() const = 0;  // readable when changes are queued
+    virtual std::vector<TableEvents::Change> read() = 0;
+};
+
 class Keeper {
   public:
     struct Status {
@@ -38,6 +47,10 @@ class Keeper {
     // (otherwise does nothing and enabled() is false). Throws StartupError when
     // it cannot (no CAP_NET_ADMIN, no nf_tables).
     Keeper(const Config& cfg, boost::asio::io_context& side);
+    // The same with the outside world replaced (unit tests): DNS, the kernel's
+    // nf_tables and the feed of outside changes.
+    Keeper(const Config& cfg, boost::asio::io_context& side, Resolver& resolver, Netlink& netlink,
+           std::unique_ptr<ChangeFeed> feed);
     ~Keeper();
 
     bool enabled() const { return guard_.has_value(); }
@@ -63,7 +76,7 @@ class Keeper {
     const Config& cfg_;
     boost::asio::io_context& side_;
     std::optional<Guard> guard_;
-    std::optional<TableEvents> events_;
+    std::unique_ptr<ChangeFeed> events_;
     boost::asio::posix::stream_descriptor events_fd_;
     boost::asio::steady_timer resolve_timer_;
     std::vector<std::chrono::steady_clock::time_point> recent_repairs_;

@@ -6,54 +6,13 @@
 #include <map>
 
 #include "firewall/guard.hpp"
+#include "firewall_fakes.hpp"
 #include "tunneld/error.hpp"
 
 namespace tunneld::firewall {
 namespace {
 
-struct FakeResolver : Resolver {
-    std::map<std::string, std::vector<std::string>>
-        answers;  // host -> addresses; absent = lookup fails
-    std::vector<Prefix> resolve(const std::string& host, std::string& error) override {
-        auto it = answers.find(host);
-        if (it == answers.end()) {
-            error = host + ": Temporary failure in name resolution";
-            return {};
-        }
-        std::vector<Prefix> out;
-        for (const auto& a : it->second) {
-            std::string why;
-            out.push_back(*parse_prefix(a, why));
-        }
-        return out;
-    }
-};
-
-struct FakeNetlink : Netlink {
-    int commits = 0;    // acknowledged
-    int fail_next = 0;  // how many of the next commits the "kernel" refuses
-    bool exists = true;
-    void commit(const Batch&) override {
-        if (fail_next > 0) {
-            --fail_next;
-            throw StartupError("netlink: Cannot allocate memory");
-        }
-        ++commits;
-    }
-    bool table_exists(const std::string&) override { return exists; }
-};
-
-Config config() {
-    return parse_config(R"(node: n
-tls: {ca: /c, cert: /n.crt, key: /n.key}
-peers:
-  - {name: primary-1, connect: "primary.example.net:8765", local: "127.0.0.1:6432"}
-  - {name: standby-2, connect: "standby2.example.net:8765", local: "127.0.0.1:6433"}
-firewall:
-  protect: [{port: 5432, allow: [peers]}]
-)",
-                        "/x.yaml");
-}
+using namespace test;
 
 // Two peers whose names resolve to 192.0.2.1 and 192.0.2.2, a scripted kernel.
 struct GuardTest : ::testing::Test {
