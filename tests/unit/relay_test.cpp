@@ -151,13 +151,15 @@ TEST_F(Relayed, SixtyFourMiBWithRandomChunkingBothWaysArriveWhole) {
 }
 
 TEST_F(Relayed, APeerThatDropsTcpWithoutCloseNotifyIsPeerTruncated) {
+    // Taken here: once the relays run, the socket object belongs to their thread.
+    int b_tls_fd = client.socket().native_handle();
     std::thread t([&] {
         ASSERT_EQ(::write(app_b, "hello", 5), 5);
         wait_readable(app_a);
         char buf[5];
         ASSERT_EQ(::read(app_a, buf, 5), 5);
         // B's TCP connection ends without TLS close_notify (a crash, a middlebox).
-        ::shutdown(client.socket().native_handle(), SHUT_RDWR);
+        ::shutdown(b_tls_fd, SHUT_RDWR);
     });
     run_relays();
     t.join();
