@@ -5,10 +5,21 @@
 #include <string>
 #include <vector>
 
+#include <gtest/gtest.h>
+
 #include "firewall/guard.hpp"
+#include "tunneld/config/prefix.hpp"
 #include "tunneld/error.hpp"
 
 namespace tunneld::firewall::test {
+
+// "10.0.0.0/8" as a Prefix (the test fails if it does not parse).
+inline Prefix P(const char* text) {
+    std::string why;
+    auto p = parse_prefix(text, why);
+    EXPECT_TRUE(p) << text << ": " << why;
+    return p.value_or(Prefix{});
+}
 
 struct FakeResolver : Resolver {
     std::map<std::string, std::vector<std::string>>

@@ -1,0 +1,75 @@
+// The health: block of the config: defaults, every key, errors with position.
+#include <gtest/gtest.h>
+
+#include "config_error.hpp"
+#include "tunneld/config/config.hpp"
+#include "tunneld/error.hpp"
+
+namespace tunneld {
+namespace {
+
+const char* kBase = R"(node: standby-1
+tls: {ca: /c, cert: /n.crt, key: /n.key}
+peers: [{name: primary-1, connect: "10.0.0.1:8765", local: "127.0.0.1:6432"}]
+)";
+
+std::string config_error(const std::string& health) {
+    return test::config_error_of(std::string(kBase) + health);
+}
+
+TEST(HealthConfig, DefaultsHaveNoTcpListenerSoTwoInstancesNeverCollide) {
+    auto c = parse_config(kBase, "/etc/tunneld/t.yaml");
+    EXPECT_TRUE(c.health.enabled);
+    EXPECT_TRUE(c.health.listen.empty());
+    EXPECT_TRUE(c.health.postgres.empty());
+    EXPECT_EQ(c.health.probe_interval, std::chrono::seconds(2));
+}
+
+TEST(HealthConfig, NonLoopbackListenNeedsPublicTrue) {
+    auto c = parse_config(std::string(kBase) + "health: {listen: \"0.0.0.0:9000\", public: true}\n",
+                          "/t.yaml");
+    EXPECT_TRUE(c.health.public_listen);
+}
+
+TEST(HealthConfig, ParsesEveryKey) {
+    auto c = parse_config(std::string(kBase) + R"(health:
+  listen: ["127.0.0.1:9187", "[::1]:9187"]
+  postgres: "host=/var/run/postgresql dbname=postgres user=tunneld"
+  probe_interval: 500ms
+  check_timeout: 2s
+)",
+                          "/etc/tunneld/t.yaml");
+    ASSERT_EQ(c.health.listen.size(), 2u);
+    EXPECT_EQ(c.health.listen[1].to_string(), "[::1]:9187");
+    EXPECT_EQ(c.health.postgres, "host=/var/run/postgresql dbname=postgres user=tunneld");
+    EXPECT_EQ(c.health.probe_interval, std::chrono::milliseconds(500));
+    EXPECT_EQ(c.health.check_timeout, std::chrono::seconds(2));
+    EXPECT_FALSE(
+        parse_config(std::string(kBase) + "health: {enabled: false}\n", "/t.yaml").health.enabled);
+}
+
+TEST(HealthConfig, ErrorsNameTheKeyAndPlace) {
+    struct Case {
+        const char* yaml;
+        const char* expect;
+    } cases[] = {
+        {"health: {listne: \"127.0.0.1:1\"}\n", "unknown key 'health.listne'"},
+        {"health: {listen: \"127.0.0.1\"}\n", "health.listen"},
+        {"health: {listen: []}\n", "'health.listen' must not be empty"},
+        {"health: {postgres: \"\"}\n", "'health.postgres' is empty"},
+        {"health: {postgres: \"host=x bogus_option=1\"}\n",
+         "not a libpq connection string: invalid connection option \"bogus_option\""},
+        {"health: {probe_interval: 10ms}\n", "probe_interval"},
+        {"health: {enabled: yes please}\n", "'health.enabled' must be true or false"},
+        {"health: {listen: \"0.0.0.0:9000\"}\n",
+         "'health.listen' 0.0.0.0:9000 is not a loopback address"},
+    };
+    for (const auto& c : cases) {
+        auto err = config_error(c.yaml);
+        EXPECT_NE(err.find(c.expect), std::string::npos) << c.yaml << " -> " << err;
+        EXPECT_NE(err.find("/etc/tunneld/t.yaml:4:"), std::string::npos) << err;
+    }
+}
+
+}  // namespace
+}  // namespace tunneld
