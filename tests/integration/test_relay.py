@@ -208,6 +208,15 @@ class ScriptedBackend:
         self.sock.close()
 
 
+def scripted_pair(workdir, cleanup, script):
+    """A ScriptedBackend running `script` behind a started tunneld pair; both cleaned up."""
+    backend = ScriptedBackend(script)
+    cleanup.append(backend.close)
+    pair = lab.Pair(workdir, backend.address)
+    cleanup.append(pair.stop)
+    return backend, pair
+
+
 def reset(conn):
     """close() with SO_LINGER 0: the kernel sends RST instead of FIN."""
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
@@ -229,10 +238,7 @@ def test_server_exiting_with_a_reset_after_the_clients_terminate_is_a_clean_fini
         conn.sendall(b"keepalive")  # unread by anyone: the client has gone
         reset(conn)
 
-    backend = ScriptedBackend(backend_script)
-    cleanup.append(backend.close)
-    pair = lab.Pair(workdir, backend.address)
-    cleanup.append(pair.stop)
+    backend, pair = scripted_pair(workdir, cleanup, backend_script)
     with pair.connect() as c:
         c.sendall(b"X\x00\x00\x00\x04")  # Terminate
         c.shutdown(socket.SHUT_WR)
@@ -288,10 +294,7 @@ def test_server_resetting_just_before_the_clients_last_bytes_and_half_close_is_a
     def backend_script(conn, first):
         reset(conn)  # exits after the first byte of Terminate; the rest unread: RST
 
-    backend = ScriptedBackend(backend_script)
-    cleanup.append(backend.close)
-    pair = lab.Pair(workdir, backend.address)
-    cleanup.append(pair.stop)
+    backend, pair = scripted_pair(workdir, cleanup, backend_script)
     with pair.connect() as c:
         c.sendall(b"X\x00\x00\x00\x04")
         time.sleep(0.2)  # the reset is back at tunneld before the rest is sent
@@ -316,10 +319,7 @@ def test_both_ends_resetting_at_the_end_is_a_clean_finish(workdir, cleanup):
         conn.sendall(b"bye")
         reset(conn)  # the client's remaining bytes unread
 
-    backend = ScriptedBackend(backend_script)
-    cleanup.append(backend.close)
-    pair = lab.Pair(workdir, backend.address)
-    cleanup.append(pair.stop)
+    backend, pair = scripted_pair(workdir, cleanup, backend_script)
     c = pair.connect()
     c.settimeout(10)
     c.sendall(b"X\x00\x00\x00\x04")
@@ -338,10 +338,7 @@ def test_a_reset_while_the_other_end_goes_on_is_still_a_local_error(workdir, cle
     def backend_script(conn, first):
         reset(conn)
 
-    backend = ScriptedBackend(backend_script)
-    cleanup.append(backend.close)
-    pair = lab.Pair(workdir, backend.address)
-    cleanup.append(pair.stop)
+    backend, pair = scripted_pair(workdir, cleanup, backend_script)
     with pair.connect() as c:
         c.sendall(b"Q")
         c.settimeout(10)
