@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "tunneld/c_ptr.hpp"
 #include "tunneld/error.hpp"
 #include "tunneld/tls/context.hpp"
 
@@ -94,19 +95,19 @@ void write_file_atomic(const std::string& path, const std::string& data, mode_t 
     fs::path target(path);
     fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
     std::string tmp = (dir / ("." + target.filename().string() + ".tmp-XXXXXX")).string();
-    int fd = ::mkstemp(tmp.data());
-    if (fd < 0) sys_fail("cannot create a file in " + dir.string());
-    bool ok = ::fchmod(fd, mode) == 0;
+    UniqueFd fd(::mkstemp(tmp.data()));
+    if (!fd) sys_fail("cannot create a file in " + dir.string());
+    bool ok = ::fchmod(fd.get(), mode) == 0;
     // A replaced file keeps its owner: a key rotated by root stays readable by
     // the user the daemon runs as.
     struct stat old {};
     if (ok && ::stat(path.c_str(), &old) == 0 &&
         (old.st_uid != ::geteuid() || old.st_gid != ::getegid()))
-        ok = ::fchown(fd, old.st_uid, old.st_gid) == 0;
+        ok = ::fchown(fd.get(), old.st_uid, old.st_gid) == 0;
     const char* p = data.data();
     std::size_t left = data.size();
     while (ok && left > 0) {
-        ssize_t n = ::write(fd, p, left);
+        ssize_t n = ::write(fd.get(), p, left);
         if (n < 0 && errno == EINTR) continue;
         ok = n > 0;
         if (ok) {
@@ -114,9 +115,9 @@ void write_file_atomic(const std::string& path, const std::string& data, mode_t 
             left -= static_cast<std::size_t>(n);
         }
     }
-    ok = ok && ::fsync(fd) == 0;
+    ok = ok && ::fsync(fd.get()) == 0;
     int saved = errno;
-    ::close(fd);
+    fd.reset();
     if (!ok) {
         ::unlink(tmp.c_str());
         errno = saved;
@@ -138,11 +139,8 @@ void write_file_atomic(const std::string& path, const std::string& data, mode_t 
         errno = saved;
         sys_fail("cannot install " + path);
     }
-    int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-    if (dfd >= 0) {
-        ::fsync(dfd);
-        ::close(dfd);
-    }
+    if (UniqueFd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)); dfd)
+        ::fsync(dfd.get());
 }
 
 }  // namespace tunneld::certs

@@ -14,17 +14,16 @@
 #include "certs/commands.hpp"
 #include "certs/pem_files.hpp"
 #include "certs/pki.hpp"
+#include "tunneld/c_ptr.hpp"
 #include "tunneld/config/config.hpp"
 #include "tunneld/error.hpp"
 #include "tunneld/tls/context.hpp"
 #include "tunneld/tls/identity.hpp"
+#include "tunneld/tls/openssl_ptr.hpp"
 
 namespace tunneld::certs {
 
 namespace {
-
-using SslCtxOwner = std::unique_ptr<SSL_CTX, OpensslFree<SSL_CTX, SSL_CTX_free>>;
-using SslOwner = std::unique_ptr<SSL, OpensslFree<SSL, SSL_free>>;
 
 // The node's current identity: extra SAN DNS names and IPs besides `node`.
 NodeRequest current_request(const Config& cfg) {
@@ -57,52 +56,42 @@ void install_pair(const Config& cfg, EVP_PKEY* key, X509* cert) {
     write_file_atomic(cfg.tls.cert, to_pem(cert), 0644, true);
 }
 
-// One TLS 1.3 probe handshake to `host:port` as this node (ALPN tunneld-probe);
-// returns the serial the daemon presents, or "" with `why` set.
-std::string presented_serial(const Config& cfg, const std::string& host, std::uint16_t port,
-                             std::string& why) {
-    SslCtxOwner ctx(SSL_CTX_new(TLS_client_method()));
+// One TLS 1.3 probe handshake to `host:port` as this node (ALPN tunneld-probe):
+// the serial the daemon presents, or why there is none.
+Result<std::string> presented_serial(const Config& cfg, const std::string& host,
+                                     std::uint16_t port) {
+    SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
     if (!ctx || SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION) != 1 ||
         SSL_CTX_load_verify_locations(ctx.get(), cfg.tls.ca.c_str(), nullptr) != 1 ||
         SSL_CTX_use_certificate_chain_file(ctx.get(), cfg.tls.cert.c_str()) != 1 ||
-        SSL_CTX_use_PrivateKey_file(ctx.get(), cfg.tls.key.c_str(), SSL_FILETYPE_PEM) != 1) {
-        why = "cannot set up a TLS client: " + openssl_errors();
-        return {};
-    }
+        SSL_CTX_use_PrivateKey_file(ctx.get(), cfg.tls.key.c_str(), SSL_FILETYPE_PEM) != 1)
+        return Problem{"cannot set up a TLS client: " + openssl_errors()};
     SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
     static const unsigned char alpn[] = "\x0dtunneld-probe";
     SSL_CTX_set_alpn_protos(ctx.get(), alpn, sizeof alpn - 1);
 
     addrinfo hints{};
     hints.ai_socktype = SOCK_STREAM;
-    addrinfo* res = nullptr;
-    if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res) != 0 || !res) {
-        why = "cannot resolve " + host;
-        return {};
-    }
-    int fd = socket(res->ai_family, SOCK_STREAM, 0);
+    addrinfo* raw = nullptr;
+    int rc = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &raw);
+    AddrinfoPtr res(raw);
+    if (rc != 0 || !res) return Problem{"cannot resolve " + host};
+    UniqueFd fd(socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd) return Problem{std::string("cannot make a socket: ") + std::strerror(errno)};
     timeval tv{2, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    bool connected = fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen) == 0;
-    freeaddrinfo(res);
-    if (!connected) {
-        why = std::string("cannot connect: ") + std::strerror(errno);
-        if (fd >= 0) close(fd);
-        return {};
-    }
-    SslOwner ssl(SSL_new(ctx.get()));
-    SSL_set_fd(ssl.get(), fd);
+    setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd.get(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(fd.get(), res->ai_addr, res->ai_addrlen) != 0)
+        return Problem{std::string("cannot connect: ") + std::strerror(errno)};
+    SslPtr ssl(SSL_new(ctx.get()));
+    SSL_set_fd(ssl.get(), fd.get());
     SSL_set_tlsext_host_name(ssl.get(), cfg.node.c_str());
-    std::string serial;
-    if (SSL_connect(ssl.get()) == 1) {
-        if (X509* peer = SSL_get0_peer_certificate(ssl.get())) serial = serial_hex(peer);
-        SSL_shutdown(ssl.get());
-    } else {
-        why = "handshake failed: " + openssl_errors();
-    }
-    close(fd);
-    return serial;
+    if (SSL_connect(ssl.get()) != 1) return Problem{"handshake failed: " + openssl_errors()};
+    X509* peer = SSL_get0_peer_certificate(ssl.get());
+    SSL_shutdown(ssl.get());
+    if (!peer) return Problem{"the daemon presented no certificate"};
+    // in_place: a Problem could also be made from a string
+    return Result<std::string>(boost::system::in_place_value, serial_hex(peer));
 }
 
 // Waits until the daemon's inbound listener presents `serial`.
@@ -116,10 +105,10 @@ int confirm_live(const Config& cfg, const std::string& serial, Duration timeout,
     Endpoint ep = cfg.inbound->listen.front();
     std::string host = ep.host == "0.0.0.0" ? "127.0.0.1" : ep.host == "::" ? "::1" : ep.host;
     auto deadline = std::chrono::steady_clock::now() + timeout;
-    std::string seen, why;
+    Result<std::string> seen = Problem{"not asked yet"};
     while (std::chrono::steady_clock::now() < deadline) {
-        seen = presented_serial(cfg, host, ep.port, why);
-        if (seen == serial) {
+        seen = presented_serial(cfg, host, ep.port);
+        if (seen && *seen == serial) {
             out << "confirmed: the daemon on " << Endpoint{host, ep.port, {}}.to_string()
                 << " presents serial " << serial << "\n";
             return 0;
@@ -128,8 +117,8 @@ int confirm_live(const Config& cfg, const std::string& serial, Duration timeout,
     }
     out << "NOT CONFIRMED: after " << format_duration(timeout) << " the daemon on "
         << Endpoint{host, ep.port, {}}.to_string() << " still presents "
-        << (seen.empty() ? "nothing (" + why + ")" : "serial " + seen) << "; is it running with "
-        << cfg.path << "? Its log says why a reload failed.\n";
+        << (seen ? "serial " + *seen : "nothing (" + seen.error().what + ")")
+        << "; is it running with " << cfg.path << "? Its log says why a reload failed.\n";
     return 1;
 }
 

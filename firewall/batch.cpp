@@ -16,18 +16,13 @@
 
 #include <memory>
 
+#include "firewall/nftnl_ptr.hpp"
 #include "tunneld/c_ptr.hpp"
 #include "tunneld/error.hpp"
 
 namespace tunneld::firewall {
 
 namespace {
-
-using TablePtr = CPtr<nftnl_table, nftnl_table_free>;
-using ChainPtr = CPtr<nftnl_chain, nftnl_chain_free>;
-using SetPtr = CPtr<nftnl_set, nftnl_set_free>;
-using RulePtr = CPtr<nftnl_rule, nftnl_rule_free>;
-using UdataPtr = CPtr<nftnl_udata_buf, nftnl_udata_buf_free>;
 
 constexpr std::uint32_t kTypeIpv4Addr = 7;  // nftables datatype ids, as `nft` shows them
 constexpr std::uint32_t kTypeIpv6Addr = 8;

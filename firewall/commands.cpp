@@ -26,9 +26,9 @@ void report_resolution(const Guard& g, std::ostream& out) {
 int show(const std::string& peer, std::ostream& out) {
     auto cfg = load(peer);
     Guard g(cfg);
-    std::vector<std::string> errors;
-    auto spec = make_spec(cfg, resolve_peers(cfg, errors));
-    for (const auto& e : errors) out << "warn  peer address not resolved: " << e << "\n";
+    auto peers = resolve_peers(cfg);
+    auto spec = make_spec(cfg, peers.addresses);
+    for (const auto& e : peers.errors) out << "warn  peer address not resolved: " << e << "\n";
     bool present = table_exists(spec.table);
     out << "table inet " << spec.table << ": " << (present ? "applied" : "NOT APPLIED") << "\n"
         << describe(spec);
@@ -65,9 +65,9 @@ std::vector<CheckLine> check_lines(const Config& cfg) {
         lines.push_back({CheckLine::warn, "firewall: enabled: false; the guard is not applied"});
         return lines;
     }
-    std::vector<std::string> errors;
-    auto spec = make_spec(cfg, resolve_peers(cfg, errors));
-    for (const auto& e : errors)
+    auto peers = resolve_peers(cfg);
+    auto spec = make_spec(cfg, peers.addresses);
+    for (const auto& e : peers.errors)
         lines.push_back(
             {CheckLine::warn,
              "firewall: peer address not resolved (its packets would be dropped): " + e});

@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "tunneld/app/check.hpp"
+#include "tunneld/check_line.hpp"
 
 namespace tunneld::firewall {
 

@@ -13,20 +13,15 @@ namespace tunneld::firewall {
 
 namespace {
 
-using AddrinfoPtr = std::unique_ptr<addrinfo, CFree<addrinfo, freeaddrinfo>>;
-
 class SystemResolver final : public Resolver {
   public:
-    std::vector<Prefix> resolve(const std::string& host, std::string& error) override {
+    Result<std::vector<Prefix>> resolve(const std::string& host) override {
         addrinfo hints{};
         hints.ai_socktype = SOCK_STREAM;
         addrinfo* raw = nullptr;
         int rc = getaddrinfo(host.c_str(), nullptr, &hints, &raw);
         AddrinfoPtr res(raw);
-        if (rc != 0) {
-            error = host + ": " + gai_strerror(rc);
-            return {};
-        }
+        if (rc != 0) return Problem{host + ": " + gai_strerror(rc)};
         std::vector<Prefix> out;
         for (addrinfo* a = res.get(); a; a = a->ai_next) {
             Prefix p;
@@ -40,7 +35,7 @@ class SystemResolver final : public Resolver {
                 continue;
             if (std::find(out.begin(), out.end(), p) == out.end()) out.push_back(p);
         }
-        if (out.empty()) error = host + ": no IPv4 or IPv6 address";
+        if (out.empty()) return Problem{host + ": no IPv4 or IPv6 address"};
         return out;
     }
 };
@@ -69,14 +64,17 @@ Netlink& kernel_netlink() {
     return n;
 }
 
-std::vector<Prefix> resolve_peers(const Config& cfg, std::vector<std::string>& errors,
-                                  Resolver& resolver) {
-    std::vector<Prefix> out;
+ResolvedPeers resolve_peers(const Config& cfg, Resolver& resolver) {
+    ResolvedPeers out;
     for (const auto& peer : cfg.peers) {
-        std::string error;
-        for (const auto& p : resolver.resolve(peer.connect.host, error))
-            if (std::find(out.begin(), out.end(), p) == out.end()) out.push_back(p);
-        if (!error.empty()) errors.push_back(error);
+        auto found = resolver.resolve(peer.connect.host);
+        if (!found) {
+            out.errors.push_back(found.error().what);
+            continue;
+        }
+        for (const auto& p : *found)
+            if (std::find(out.addresses.begin(), out.addresses.end(), p) == out.addresses.end())
+                out.addresses.push_back(p);
     }
     return out;
 }
@@ -87,18 +85,19 @@ std::vector<Prefix> Guard::resolve(std::map<std::string, std::vector<Prefix>>& k
     std::vector<Prefix> out;
     for (const auto& peer : cfg_.peers) {
         const auto& host = peer.connect.host;
-        std::string error;
-        auto found = resolver_.resolve(host, error);
-        if (found.empty()) {
+        auto resolved = resolver_.resolve(host);
+        std::vector<Prefix> found;
+        if (!resolved) {
             ++resolve_failures_;
             auto last = known_.find(host);
-            resolve_errors_.push_back(error.empty() ? host + ": no address" : error);
+            resolve_errors_.push_back(resolved.error().what);
             if (last != known_.end()) {
                 resolve_errors_.back() +=
                     "; keeping its last known address(es) " + join(last->second);
                 found = last->second;
             }
         } else {
+            found = *resolved;
             known[host] = found;
         }
         for (const auto& p : found)

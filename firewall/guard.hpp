@@ -19,9 +19,9 @@ namespace tunneld::firewall {
 class Resolver {
   public:
     virtual ~Resolver() = default;
-    // The host's addresses; on failure an empty list and `error` set
+    // The host's addresses (at least one), or what went wrong
     // ("primary.example.net: Name or service not known").
-    virtual std::vector<Prefix> resolve(const std::string& host, std::string& error) = 0;
+    virtual Result<std::vector<Prefix>> resolve(const std::string& host) = 0;
 };
 // getaddrinfo(3).
 Resolver& system_resolver();
@@ -29,8 +29,11 @@ Resolver& system_resolver();
 // Resolves peers[].connect hosts to host prefixes (without duplicates). Names
 // that do not resolve are reported in `errors` and skipped. For `check` and
 // `firewall show`; the running guard keeps last known addresses instead.
-std::vector<Prefix> resolve_peers(const Config& cfg, std::vector<std::string>& errors,
-                                  Resolver& resolver = system_resolver());
+struct ResolvedPeers {
+    std::vector<Prefix> addresses;
+    std::vector<std::string> errors;  // one per name that did not resolve
+};
+ResolvedPeers resolve_peers(const Config& cfg, Resolver& resolver = system_resolver());
 
 // The kernel's nf_tables.
 class Netlink {

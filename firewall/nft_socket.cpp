@@ -25,15 +25,17 @@
 #include <memory>
 #include <vector>
 
+#include "firewall/nftnl_ptr.hpp"
 #include "tunneld/c_ptr.hpp"
 #include "tunneld/error.hpp"
 
 namespace tunneld::firewall {
 
+void MnlSocketClose::operator()(mnl_socket* s) const { mnl_socket_close(s); }
+
 namespace {
 
-using Socket = CPtr<mnl_socket, mnl_socket_close>;
-using RulePtr = CPtr<nftnl_rule, nftnl_rule_free>;
+using Socket = MnlSocketPtr;
 
 // Whether CAP_NET_ADMIN (bit 12) is in this process's capability bounding set:
 // a container that does not grant it cannot be fixed from inside.
@@ -209,14 +211,13 @@ std::map<std::uint16_t, DropCounter> read_drop_counters(const std::string& table
         auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
         if (ec != std::errc() || end != digits.data() + digits.size() || port == 0 || port > 65535)
             return true;
-        nftnl_expr_iter* it = nftnl_expr_iter_create(r.get());
-        while (nftnl_expr* e = nftnl_expr_iter_next(it)) {
+        ExprIterPtr it(nftnl_expr_iter_create(r.get()));
+        while (nftnl_expr* e = nftnl_expr_iter_next(it.get())) {
             if (std::string(nftnl_expr_get_str(e, NFTNL_EXPR_NAME)) == "counter") {
                 out[port].packets += nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_PACKETS);
                 out[port].bytes += nftnl_expr_get_u64(e, NFTNL_EXPR_CTR_BYTES);
             }
         }
-        nftnl_expr_iter_destroy(it);
         return true;
     });
     return out;
@@ -227,19 +228,18 @@ TableEvents::TableEvents(std::string table)
       nl_(mnl_socket_open2(NETLINK_NETFILTER, SOCK_NONBLOCK | SOCK_CLOEXEC)) {
     int group = NFNLGRP_NFTABLES;
     int rcvbuf = 1 << 20;
-    if (!nl_ || mnl_socket_bind(nl_, 0, MNL_SOCKET_AUTOPID) < 0 ||
-        mnl_socket_setsockopt(nl_, NETLINK_ADD_MEMBERSHIP, &group, sizeof group) < 0) {
+    if (!nl_ || mnl_socket_bind(nl_.get(), 0, MNL_SOCKET_AUTOPID) < 0 ||
+        mnl_socket_setsockopt(nl_.get(), NETLINK_ADD_MEMBERSHIP, &group, sizeof group) < 0) {
         int err = errno;
-        if (nl_) mnl_socket_close(nl_);
         throw StartupError(std::string("firewall: cannot subscribe to nf_tables events: ") +
                            std::strerror(err) + privilege_hint(err));
     }
-    setsockopt(mnl_socket_get_fd(nl_), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
+    setsockopt(mnl_socket_get_fd(nl_.get()), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
 }
 
-TableEvents::~TableEvents() { mnl_socket_close(nl_); }
+TableEvents::~TableEvents() = default;
 
-int TableEvents::fd() const { return mnl_socket_get_fd(nl_); }
+int TableEvents::fd() const { return mnl_socket_get_fd(nl_.get()); }
 
 std::vector<TableEvents::Change> TableEvents::read() {
     std::vector<Change> changes;

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,12 @@
 struct mnl_socket;  // libmnl
 
 namespace tunneld::firewall {
+
+// The owner of a libmnl socket (the deleter is defined where libmnl is included).
+struct MnlSocketClose {
+    void operator()(::mnl_socket* s) const;
+};
+using MnlSocketPtr = std::unique_ptr<::mnl_socket, MnlSocketClose>;
 
 struct DropCounter {
     std::uint64_t packets = 0, bytes = 0;
@@ -56,7 +63,7 @@ class TableEvents {
 
   private:
     std::string table_;
-    ::mnl_socket* nl_;
+    MnlSocketPtr nl_;
     bool touched_ = false;  // an event of the current transaction named our table
 };
 

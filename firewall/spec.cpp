@@ -62,10 +62,8 @@ GuardSpec make_spec(const Config& cfg, const std::vector<Prefix>& peer_addresses
         auto add = [&](const Prefix& p) { (p.v6 ? g.v6 : g.v4).push_back(p); };
         if (allow.first)
             for (const auto& p : peer_addresses) add(p);
-        for (const auto& text : allow.second) {
-            std::string why;
-            if (auto p = parse_prefix(text, why)) add(*p);  // validated by the config parser
-        }
+        for (const auto& text : allow.second)
+            if (auto p = parse_prefix(text)) add(*p);  // validated by the config parser
         spec.ports.push_back(std::move(g));
     }
     return spec;

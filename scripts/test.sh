@@ -13,6 +13,8 @@ started=$(date +%s)
 echo "== format (clang-format-14 --dry-run -Werror; fix with scripts/format.sh)"
 git ls-files '*.cpp' '*.hpp' | xargs clang-format-14 --dry-run -Werror
 bash scripts/build.sh
+echo "== layers (scripts/check_layers.py: includes and links as README.md's code layout says)"
+python3 scripts/check_layers.py build
 echo "== unit tests"
 (cd build && ctest --output-on-failure -j2)
 echo "== integration tests"

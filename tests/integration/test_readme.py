@@ -184,8 +184,11 @@ def test_readme_walkthrough_in_two_booted_containers(debs):
         for h, cfg, path in ((primary, "primary", "/primary"), (standby, "standby", "/replica")):
             r = h.run(f"tunneld health --peer /etc/tunneld/{cfg}.yaml --path {path}")
             assert r.returncode == 0, r.stdout + r.stderr
-            status = h.run(f"systemctl show -p StatusText --value tunneld@{cfg}").stdout
-            assert ": healthy; peers 1/1 up" in status, status
+            # STATUS= follows each probe result at once; the other host's probe
+            # may still be on its retry interval when the walkthrough ends.
+            show = f"systemctl show -p StatusText --value tunneld@{cfg}"
+            lab.wait_for(lambda: ": healthy; peers 1/1 up" in h.run(show).stdout, timeout=15,
+                         interval=0.5, what=f"{cfg}: STATUS= saying healthy, peers 1/1 up")
         for h, unit in ((primary, "tunneld@primary"), (standby, "tunneld@standby")):
             closes = h.run(f"journalctl -q -o cat -u {unit} | grep ' close peer='").stdout
             bad = [l for l in closes.splitlines() if "reason=finished" not in l]

@@ -4,8 +4,8 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include "tunneld/net/conn_log.hpp"
 #include "tunneld/net/connection_table.hpp"
-#include "tunneld/relay/conn_log.hpp"
 
 namespace tunneld {
 namespace {

@@ -150,7 +150,7 @@ INSTANTIATE_TEST_SUITE_P(
                 "'workers' must be 'auto' or a whole number"},
         BadCase{"BadLogLevel", with("log_level: loud\n"), "'log_level' must be one of"},
         BadCase{"TlsNotMapping", "node: a\ntls: [a]\n", "tls must be a mapping"}),
-    [](const auto& info) { return std::string(info.param.name); });
+    [](const auto& test_info) { return std::string(test_info.param.name); });
 
 TEST(Config, NonLoopbackLocalNeedsPublicTrue) {
     auto text = with("").replace(std::string(kMinimal).find("127.0.0.1:6432"), 14, "0.0.0.0:6432");

@@ -15,26 +15,19 @@ namespace tunneld::firewall::test {
 
 // "10.0.0.0/8" as a Prefix (the test fails if it does not parse).
 inline Prefix P(const char* text) {
-    std::string why;
-    auto p = parse_prefix(text, why);
-    EXPECT_TRUE(p) << text << ": " << why;
-    return p.value_or(Prefix{});
+    auto p = parse_prefix(text);
+    EXPECT_TRUE(p) << text << ": " << (p ? "" : p.error().what);
+    return p ? *p : Prefix{};
 }
 
 struct FakeResolver : Resolver {
     std::map<std::string, std::vector<std::string>>
         answers;  // host -> addresses; absent = lookup fails
-    std::vector<Prefix> resolve(const std::string& host, std::string& error) override {
+    Result<std::vector<Prefix>> resolve(const std::string& host) override {
         auto it = answers.find(host);
-        if (it == answers.end()) {
-            error = host + ": Temporary failure in name resolution";
-            return {};
-        }
+        if (it == answers.end()) return Problem{host + ": Temporary failure in name resolution"};
         std::vector<Prefix> out;
-        for (const auto& a : it->second) {
-            std::string why;
-            out.push_back(*parse_prefix(a, why));
-        }
+        for (const auto& a : it->second) out.push_back(parse_prefix(a).value());
         return out;
     }
 };

@@ -21,9 +21,9 @@ namespace {
 using test::P;
 
 std::string why_not(const char* text) {
-    std::string why;
-    EXPECT_FALSE(parse_prefix(text, why)) << text;
-    return why;
+    auto p = parse_prefix(text);
+    EXPECT_FALSE(p) << text;
+    return p ? "" : p.error().what;
 }
 
 std::string ip(const std::array<std::uint8_t, 16>& a, bool v6) {
@@ -136,8 +136,7 @@ peers:
   - {name: e, connect: "127.0.0.1:8766", local: "127.0.0.1:6435"}
 )",
                             "/x.yaml");
-    std::vector<std::string> errors;
-    auto peers = resolve_peers(cfg, errors);
+    auto [peers, errors] = resolve_peers(cfg);
     EXPECT_TRUE(errors.empty());
     ASSERT_GE(peers.size(), 3u);
     EXPECT_EQ(peers[0].to_string(), "192.0.2.10/32");

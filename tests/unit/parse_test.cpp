@@ -29,36 +29,44 @@ TEST(Duration, FormatsWithLargestExactUnit) {
 }
 
 TEST(Endpoint, ParsesHostPortV6AndUnix) {
-    std::string why;
-    auto a = parse_endpoint("primary.example.net:8765", false, why);
+    auto a = parse_endpoint("primary.example.net:8765", false);
     ASSERT_TRUE(a);
     EXPECT_EQ(a->host, "primary.example.net");
     EXPECT_EQ(a->port, 8765);
-    auto b = parse_endpoint("[::]:8765", false, why);
+    auto b = parse_endpoint("[::]:8765", false);
     ASSERT_TRUE(b);
     EXPECT_EQ(b->host, "::");
     EXPECT_EQ(b->to_string(), "[::]:8765");
-    auto c = parse_endpoint("unix:/var/run/postgresql/.s.PGSQL.5432", true, why);
+    auto c = parse_endpoint("unix:/var/run/postgresql/.s.PGSQL.5432", true);
     ASSERT_TRUE(c);
     EXPECT_TRUE(c->is_unix());
     EXPECT_EQ(c->to_string(), "unix:/var/run/postgresql/.s.PGSQL.5432");
 }
 
 TEST(Endpoint, RefusesWithReason) {
-    std::string why;
-    EXPECT_FALSE(parse_endpoint("host", false, why));
-    EXPECT_EQ(why, "expected host:port");
-    EXPECT_FALSE(parse_endpoint("host:0", false, why));
-    EXPECT_EQ(why, "port must be a number from 1 to 65535");
-    EXPECT_FALSE(parse_endpoint("host:65536", false, why));
-    EXPECT_FALSE(parse_endpoint("host:80x", false, why));
-    EXPECT_FALSE(parse_endpoint(":80", false, why));
-    EXPECT_EQ(why, "host is empty");
-    EXPECT_FALSE(parse_endpoint("[::1]8765", false, why));
-    EXPECT_EQ(why, "expected [IPv6]:port");
-    EXPECT_FALSE(parse_endpoint("unix:relative", true, why));
-    EXPECT_FALSE(parse_endpoint("unix:/x", false, why));
-    EXPECT_EQ(why, "a unix socket is not allowed here");
+    auto why = [](const char* text, bool allow_unix) {
+        auto ep = parse_endpoint(text, allow_unix);
+        EXPECT_FALSE(ep) << text;
+        return ep ? std::string("(parsed)") : ep.error().what;
+    };
+    EXPECT_EQ(why("host", false), "expected host:port");
+    EXPECT_EQ(why("host:0", false), "port must be a number from 1 to 65535");
+    EXPECT_EQ(why("host:65536", false), "port must be a number from 1 to 65535");
+    EXPECT_EQ(why("host:80x", false), "port must be a number from 1 to 65535");
+    EXPECT_EQ(why(":80", false), "host is empty");
+    EXPECT_EQ(why("[::1]8765", false), "expected [IPv6]:port");
+    EXPECT_EQ(why("unix:relative", true),
+              "unix socket path must be absolute, as in unix:/var/run/postgresql/.s.PGSQL.5432");
+    EXPECT_EQ(why("unix:/x", false), "a unix socket is not allowed here");
+}
+
+TEST(Endpoint, ValueOfAFailedParseIsAStartupError) {
+    try {
+        (void)parse_endpoint("host", false).value();
+        FAIL() << "value() of a failed parse returned";
+    } catch (const StartupError& e) {
+        EXPECT_STREQ(e.what(), "expected host:port");
+    }
 }
 
 }  // namespace

@@ -30,7 +30,7 @@ TEST(SocketOptions, PublicSocketGetsKeepaliveUserTimeoutAndNodelay) {
     k.interval = std::chrono::seconds(3);
     k.count = 5;
     k.user_timeout = std::chrono::milliseconds(25'000);
-    EXPECT_EQ(apply_public_options(fd, k), "");
+    EXPECT_TRUE(apply_public_options(fd, k));
     EXPECT_EQ(get(fd, IPPROTO_TCP, TCP_NODELAY), 1);
     EXPECT_EQ(get(fd, SOL_SOCKET, SO_KEEPALIVE), 1);
     EXPECT_EQ(get(fd, IPPROTO_TCP, TCP_KEEPIDLE), 7);
@@ -42,15 +42,16 @@ TEST(SocketOptions, PublicSocketGetsKeepaliveUserTimeoutAndNodelay) {
 
 TEST(SocketOptions, LocalSocketGetsNodelayOnly) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    EXPECT_EQ(apply_local_options(fd), "");
+    EXPECT_TRUE(apply_local_options(fd));
     EXPECT_EQ(get(fd, IPPROTO_TCP, TCP_NODELAY), 1);
     EXPECT_EQ(get(fd, SOL_SOCKET, SO_KEEPALIVE), 0);
     close(fd);
 }
 
 TEST(SocketOptions, ReportsFailureOnBadDescriptor) {
-    EXPECT_NE(apply_public_options(-1, KeepaliveConfig{}).find("setsockopt TCP_NODELAY"),
-              std::string::npos);
+    auto done = apply_public_options(-1, KeepaliveConfig{});
+    ASSERT_FALSE(done);
+    EXPECT_EQ(done.error().what.rfind("setsockopt TCP_NODELAY: ", 0), 0u) << done.error().what;
 }
 
 class KeyFile : public ::testing::Test {

@@ -7,7 +7,7 @@
 #include <future>
 #include <stdexcept>
 
-#include "tunneld/app/runtime.hpp"
+#include "tunneld/health/runtime.hpp"
 #include "tunneld/net/spawn.hpp"
 
 namespace tunneld {

@@ -1,5 +1,7 @@
 #include "tunneld/app/check.hpp"
 
+#include <fcntl.h>
+
 #include <grp.h>
 #include <pwd.h>
 #include <sys/wait.h>
@@ -15,9 +17,11 @@
 #include <boost/json.hpp>
 #include <vector>
 
+#include "tunneld/c_ptr.hpp"
 #include "tunneld/config/config.hpp"
 #include "tunneld/config/key_file.hpp"
 #include "tunneld/error.hpp"
+#include "tunneld/health/conninfo.hpp"
 #include "tunneld/health/pg_check.hpp"
 #include "tunneld/net/dial.hpp"
 #include "tunneld/net/port_owner.hpp"
@@ -45,7 +49,7 @@ void check_reachability(const Config& cfg, Report& report) {
     struct Target {
         std::string label;
         Endpoint ep;
-        std::string result = "not tried";
+        Result<void> result = Problem{"not tried"};
     };
     std::vector<Target> targets;
     if (cfg.inbound) targets.push_back({"backend (inbound.backend)", cfg.inbound->backend});
@@ -67,14 +71,15 @@ void check_reachability(const Config& cfg, Report& report) {
     }
     io.run();
     for (auto& t : targets) {
-        if (t.result.empty())
+        if (t.result)
             report.ok(t.label + " " + t.ep.to_string() + " accepts connections");
         else if (t.label.rfind("peer ", 0) == 0)  // on a first install the other host is not up yet
-            report.warn(t.label + " " + t.ep.to_string() + " not reachable yet (" + t.result +
+            report.warn(t.label + " " + t.ep.to_string() + " not reachable yet (" +
+                        t.result.error().what +
                         "): fine while the other host is not set up; the probe keeps trying");
         else  // tunneld runs without it (a new standby's postgres comes after its base backup)
             report.warn(t.label + " " + t.ep.to_string() + " not accepting connections yet (" +
-                        t.result +
+                        t.result.error().what +
                         "): fine until postgres is set up; /health reports it meanwhile");
     }
 }
@@ -131,15 +136,12 @@ PostgresState query_postgres(const Config& cfg, std::optional<uid_t> daemon_uid)
     std::string user = pw->pw_name;
     gid_t gid = pw->pw_gid;
     int fds[2];
-    if (::pipe(fds) != 0) return query_postgres_here(cfg);
+    if (::pipe2(fds, O_CLOEXEC) != 0) return query_postgres_here(cfg);
+    UniqueFd from_child(fds[0]), to_parent(fds[1]);
     pid_t pid = ::fork();
-    if (pid < 0) {
-        ::close(fds[0]);
-        ::close(fds[1]);
-        return query_postgres_here(cfg);
-    }
+    if (pid < 0) return query_postgres_here(cfg);
     if (pid == 0) {
-        ::close(fds[0]);
+        from_child.reset();
         if (::initgroups(user.c_str(), gid) != 0 || ::setgid(gid) != 0 ||
             ::setuid(*daemon_uid) != 0)
             _exit(2);
@@ -147,18 +149,18 @@ PostgresState query_postgres(const Config& cfg, std::optional<uid_t> daemon_uid)
         b.postgres = query_postgres_here(cfg);
         auto text = boost::json::serialize(to_json(b));
         for (std::size_t off = 0; off < text.size();) {
-            auto n = ::write(fds[1], text.data() + off, text.size() - off);
+            auto n = ::write(to_parent.get(), text.data() + off, text.size() - off);
             if (n <= 0) break;
             off += static_cast<std::size_t>(n);
         }
         _exit(0);
     }
-    ::close(fds[1]);
+    to_parent.reset();
     std::string text;
     char buf[4096];
-    for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;)
+    for (ssize_t n; (n = ::read(from_child.get(), buf, sizeof buf)) > 0;)
         text.append(buf, static_cast<std::size_t>(n));
-    ::close(fds[0]);
+    from_child.reset();
     int status = 0;
     ::waitpid(pid, &status, 0);
     boost::json::error_code ec;
@@ -232,6 +234,7 @@ int run_check(const std::string& config_path, std::ostream& out, const ExtraChec
     Config cfg;
     try {
         cfg = load_config(config_path);
+        check_conninfo(cfg);
     } catch (const StartupError& e) {
         report.fail(std::string("config: ") + e.what());
         return 1;

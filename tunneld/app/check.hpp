@@ -1,10 +1,9 @@
 // `tunneld check --peer FILE`: a pre-flight report an operator can act on.
 #pragma once
-#include <functional>
 #include <ostream>
 #include <string>
-#include <vector>
 
+#include "tunneld/check_line.hpp"
 #include "tunneld/config/config.hpp"
 
 namespace tunneld {
@@ -14,11 +13,6 @@ namespace tunneld {
 // connection (within timeouts.connect). Prints one "ok"/"FAIL"/"warn" line per
 // item to `out`. Returns 0 when nothing failed, 1 otherwise.
 // `extra` adds checks from parts built on the core (the firewall guard).
-struct CheckLine {
-    enum Kind { ok, warn, fail } kind;
-    std::string text;
-};
-using ExtraCheck = std::function<std::vector<CheckLine>(const Config&)>;
 // `as_user`: judge key ownership for that user ("" = the packaged unit's
 // User=tunneld when it exists and this runs as root, else this process's user).
 int run_check(const std::string& config_path, std::ostream& out, const ExtraCheck& extra = {},

@@ -11,12 +11,12 @@
 #include "firewall/keeper.hpp"
 #include "tunneld/app/drain.hpp"
 #include "tunneld/app/notifier.hpp"
-#include "tunneld/app/runtime.hpp"
 #include "tunneld/app/snapshot_builder.hpp"
 #include "tunneld/error.hpp"
 #include "tunneld/health/backend_monitor.hpp"
 #include "tunneld/health/probe.hpp"
 #include "tunneld/health/routes.hpp"
+#include "tunneld/health/runtime.hpp"
 #include "tunneld/health/server.hpp"
 #include "tunneld/net/spawn.hpp"
 #include "tunneld/relay/inbound.hpp"
@@ -75,15 +75,19 @@ struct Daemon::Impl {
               config, rt.tls, side,
               [this](const auto& fresh) {
                   if (!config.tls.crl.empty())
-                      rt.connections.close_revoked(fresh,
-                                                   SSL_CTX_get_cert_store(fresh->server.get()));
+                      rt.connections.close_revoked([fresh](X509* cert) {
+                          return is_revoked(cert, SSL_CTX_get_cert_store(fresh->server.get()));
+                      });
               },
-              [this](const std::string& failure) { rt.stats.count_reload(failure); }),
+              [this](const Result<void>& done) { rt.stats.count_reload(done); }),
           notifier(io, pool, [this] { return one_line_summary(snapshot(false)); }) {
         if (config.inbound) inbound.emplace(rt, io);
         if (!config.peers.empty()) outbound.emplace(rt, io);
-        for (const auto& peer : config.peers)
+        for (const auto& peer : config.peers) {
             probes.push_back(std::make_unique<PeerProbe>(rt, peer));
+            probes.back()->on_change([this] { notifier.poke(); });
+        }
+        rt.backend.on_set([this] { notifier.poke(); });
         if (BackendMonitor::wanted(config)) backend_monitor.emplace(config, io, rt.backend);
         if (config.health.enabled && !config.health.listen.empty())
             health.emplace(config.health.listen, [this](bool full) { return snapshot(full); });
@@ -108,10 +112,9 @@ struct Daemon::Impl {
                               {notifier.loops_alive(), notifier.is_stopping(), listeners_up}, full);
     }
 
-    // READY=1 once the listeners and the firewall are up (they are, by now),
-    // the backend has been checked once and every peer probe has its first
-    // answer or failure, or after timeouts.connect + timeouts.handshake (at
-    // most 10 s) at the latest.
+    // READY=1 once the listeners and the firewall are up (they are, by now), the
+    // backend has been checked once and every peer probe has its first answer or
+    // failure (each pokes the notifier), or after timeouts.connect + handshake (<= 10 s).
     asio::awaitable<void> announce_ready() {
         auto ready = [this] {
             return std::all_of(probes.begin(), probes.end(),
@@ -146,10 +149,10 @@ struct Daemon::Impl {
             if (signo == SIGHUP) {
                 notifier.reloading();
                 asio::post(side, [this] {
-                    auto failure = tls.reload("SIGHUP");
+                    auto done = tls.reload("SIGHUP");
                     keeper.refresh("SIGHUP");
                     notifier.reloaded();
-                    rt.stats.count_reload(failure);
+                    rt.stats.count_reload(done);
                 });
                 continue;
             }

@@ -18,6 +18,7 @@
 #include "tunneld/config/config.hpp"
 #include "tunneld/error.hpp"
 #include "tunneld/health/client.hpp"
+#include "tunneld/health/conninfo.hpp"
 
 namespace {
 
@@ -67,6 +68,7 @@ void set_log_format() {
 
 int run_daemon(const std::string& path) {
     auto config = tunneld::load_config(path);
+    tunneld::check_conninfo(config);
     spdlog::set_level(spdlog::level::from_str(config.log_level));
     tunneld::Daemon daemon(std::move(config));
     return daemon.run();

@@ -3,6 +3,7 @@
 #include <systemd/sd-daemon.h>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -61,9 +62,9 @@ asio::awaitable<void> Notifier::heartbeat(std::size_t slot) {
 asio::awaitable<void> Notifier::announce_ready(std::function<bool()> ready, Duration max_wait,
                                                std::function<void(const std::string&)> log_ready) {
     auto deadline = std::chrono::steady_clock::now() + max_wait;
-    while (!ready() && std::chrono::steady_clock::now() < deadline && !stopping_) {
-        timer_.expires_after(std::chrono::milliseconds(20));
-        co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
+    while (!ready() && !stopping_ && std::chrono::steady_clock::now() < deadline) {
+        timer_.expires_at(deadline);
+        co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));  // poke() cancels it
     }
     if (stopping_) co_return;
     auto line = status_line_();
@@ -73,7 +74,8 @@ asio::awaitable<void> Notifier::announce_ready(std::function<bool()> ready, Dura
 }
 
 // WATCHDOG=1 at half of WatchdogSec while every event loop answers, and
-// STATUS= whenever the one-line summary changes (checked every 2 s).
+// STATUS= whenever the one-line summary changes: at once after a poke() (a
+// probe or backend result), and every 2 s for what changes on its own.
 asio::awaitable<void> Notifier::notify_loop(std::string last) {
     std::uint64_t watchdog_usec = 0;
     bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0;
@@ -81,17 +83,27 @@ asio::awaitable<void> Notifier::notify_loop(std::string last) {
     if (watchdog)
         period = std::min(period, std::chrono::duration_cast<Duration>(
                                       std::chrono::microseconds(watchdog_usec / 2)));
+    auto next_tick = std::chrono::steady_clock::now();
     while (!stopping_) {
-        if (watchdog && loops_alive()) sd_notify(0, "WATCHDOG=1");
+        auto now = std::chrono::steady_clock::now();
+        if (now >= next_tick) {
+            if (watchdog && loops_alive()) sd_notify(0, "WATCHDOG=1");
+            next_tick = now + period;
+        }
         auto line = status_line_();
         if (line != last) {
             sd_notify(0, ("STATUS=" + line).c_str());
             last = line;
         }
-        timer_.expires_after(period);
-        auto [ec] = co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));
-        if (ec) co_return;
+        timer_.expires_at(next_tick);
+        co_await timer_.async_wait(asio::as_tuple(asio::use_awaitable));  // poke() wakes it early
     }
+}
+
+void Notifier::poke() {
+    // On io_'s thread, so it cannot fall between a ready() or status_line_()
+    // and the wait after it: either that call saw the change or the wait ends.
+    asio::post(io_, [this] { timer_.cancel(); });
 }
 
 void Notifier::reloading() { sd_notify(0, "RELOADING=1"); }

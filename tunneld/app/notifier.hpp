@@ -30,8 +30,12 @@ class Notifier {
 
     // Waits until `ready()` or `max_wait`, then logs `log_ready(status)`, sends
     // READY=1 and keeps STATUS= and WATCHDOG=1 going until stopping().
+    // `ready()` is asked again after each poke(), not on a clock, and a poke()
+    // after READY=1 sends a changed STATUS= at once.
     boost::asio::awaitable<void> announce_ready(std::function<bool()> ready, Duration max_wait,
                                                 std::function<void(const std::string&)> log_ready);
+    // Something `ready()` reads has changed. Thread-safe.
+    void poke();
     void reloading();
     void reloaded();  // READY=1 with the current STATUS=
     void stopping();
@@ -46,7 +50,8 @@ class Notifier {
     std::function<std::string()> status_line_;
     std::unique_ptr<std::atomic<std::int64_t>[]> heartbeats_;  // [0] = io, [1..] = pool
     std::atomic<bool> stopping_{false};
-    boost::asio::steady_timer timer_;
+    boost::asio::steady_timer
+        timer_;  // max_wait, then the STATUS=/WATCHDOG= period; poke() ends a wait
 };
 
 }  // namespace tunneld

@@ -5,8 +5,8 @@
 #include <vector>
 
 #include "firewall/keeper.hpp"
-#include "tunneld/app/runtime.hpp"
 #include "tunneld/health/probe.hpp"
+#include "tunneld/health/runtime.hpp"
 #include "tunneld/health/snapshot.hpp"
 
 namespace tunneld {

@@ -9,7 +9,6 @@
 #include <set>
 #include <sstream>
 
-#include "tunneld/config/conninfo.hpp"
 #include "tunneld/config/prefix.hpp"
 #include "tunneld/config/yaml_reader.hpp"
 #include "tunneld/error.hpp"
@@ -189,9 +188,8 @@ void read_firewall(MapReader& top, const YAML::Node& root, const std::string& pa
                         fp.peers = true;
                         continue;
                     }
-                    std::string why;
-                    if (!parse_prefix(a.Scalar(), why))
-                        pr.fail(a, "'firewall.protect[].allow': " + why);
+                    if (auto p = parse_prefix(a.Scalar()); !p)
+                        pr.fail(a, "'firewall.protect[].allow': " + p.error().what);
                     fp.prefixes.push_back(a.Scalar());
                 }
                 pr.finish();
@@ -225,8 +223,7 @@ void read_health(MapReader& top, const YAML::Node& root, const std::string& path
             if (cfg.health.postgres.empty())
                 r.fail(*n,
                        "'health.postgres' is empty: give a libpq conninfo or leave the key out");
-            if (auto why = conninfo_error(cfg.health.postgres); !why.empty())
-                r.fail(*n, "'health.postgres' is not a libpq connection string: " + why);
+            cfg.health.postgres_at = r.position(*n);  // health/conninfo.hpp checks the string
         }
         read_duration(r, "probe_interval", cfg.health.probe_interval, 100ms, 1h);
         read_duration(r, "check_timeout", cfg.health.check_timeout, 100ms, 10min);

@@ -76,6 +76,7 @@ struct HealthConfig {
     std::vector<Endpoint> listen;
     bool public_listen = false;    // health.public: listen may be a non-loopback address
     std::string postgres;          // libpq conninfo for role and lag; empty = no postgres checks
+    std::string postgres_at;       // "FILE:LINE:COL" of health.postgres, for check_conninfo()
     Duration probe_interval = 2s;  // peer probe ping period; a peer is down after 2 missed pongs
     Duration check_timeout = 3s;   // each backend / postgres check (connect + query)
 };

@@ -10,17 +10,16 @@ std::string Endpoint::to_string() const {
     return host + ":" + std::to_string(port);
 }
 
-std::optional<Endpoint> parse_endpoint(std::string_view text, bool allow_unix, std::string& why) {
+Result<Endpoint> parse_endpoint(std::string_view text, bool allow_unix) {
     Endpoint ep;
     if (text.starts_with("unix:")) {
         if (!allow_unix) {
-            why = "a unix socket is not allowed here";
-            return std::nullopt;
+            return Problem{"a unix socket is not allowed here"};
         }
         ep.unix_path = std::string(text.substr(5));
         if (ep.unix_path.empty() || ep.unix_path[0] != '/') {
-            why = "unix socket path must be absolute, as in unix:/var/run/postgresql/.s.PGSQL.5432";
-            return std::nullopt;
+            return Problem{
+                "unix socket path must be absolute, as in unix:/var/run/postgresql/.s.PGSQL.5432"};
         }
         return ep;
     }
@@ -28,34 +27,29 @@ std::optional<Endpoint> parse_endpoint(std::string_view text, bool allow_unix, s
     if (text.starts_with("[")) {
         auto close = text.find(']');
         if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
-            why = "expected [IPv6]:port";
-            return std::nullopt;
+            return Problem{"expected [IPv6]:port"};
         }
         host = text.substr(1, close - 1);
         port = text.substr(close + 2);
     } else {
         auto colon = text.rfind(':');
         if (colon == std::string_view::npos) {
-            why = "expected host:port";
-            return std::nullopt;
+            return Problem{"expected host:port"};
         }
         host = text.substr(0, colon);
         port = text.substr(colon + 1);
         if (host.find(':') != std::string_view::npos) {
-            why = "IPv6 addresses must be written in brackets, as in [::1]:8765";
-            return std::nullopt;
+            return Problem{"IPv6 addresses must be written in brackets, as in [::1]:8765"};
         }
     }
     if (host.empty()) {
-        why = "host is empty";
-        return std::nullopt;
+        return Problem{"host is empty"};
     }
     unsigned value = 0;
     auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
     if (port.empty() || ec != std::errc() || ptr != port.data() + port.size() || value == 0 ||
         value > 65535) {
-        why = "port must be a number from 1 to 65535";
-        return std::nullopt;
+        return Problem{"port must be a number from 1 to 65535"};
     }
     ep.host = std::string(host);
     ep.port = static_cast<std::uint16_t>(value);

@@ -7,6 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include "tunneld/error.hpp"
+
 namespace tunneld {
 
 struct Endpoint {
@@ -20,7 +22,7 @@ struct Endpoint {
 };
 
 // Parses `text`. With allow_unix=false a "unix:" endpoint is refused.
-// Returns nullopt and sets `why` on failure (missing port, port 0 or > 65535, empty host).
-std::optional<Endpoint> parse_endpoint(std::string_view text, bool allow_unix, std::string& why);
+// Fails with what is wrong (missing port, port 0 or > 65535, empty host).
+Result<Endpoint> parse_endpoint(std::string_view text, bool allow_unix);
 
 }  // namespace tunneld

@@ -21,7 +21,7 @@ Prefix host_prefix(bool v6, const std::uint8_t* addr) {
     return p;
 }
 
-std::optional<Prefix> parse_prefix(std::string_view text, std::string& why) {
+Result<Prefix> parse_prefix(std::string_view text) {
     auto slash = text.find('/');
     std::string address(text.substr(0, slash));
     Prefix p;
@@ -30,8 +30,8 @@ std::optional<Prefix> parse_prefix(std::string_view text, std::string& why) {
     } else if (inet_pton(AF_INET6, address.c_str(), p.addr.data()) == 1) {
         p.v6 = true;
     } else {
-        why = "'" + std::string(text) + "' is not an IP address or prefix (as in 203.0.113.0/24)";
-        return std::nullopt;
+        return Problem{"'" + std::string(text) +
+                       "' is not an IP address or prefix (as in 203.0.113.0/24)"};
     }
     int max = p.v6 ? 128 : 32;
     p.length = max;
@@ -40,16 +40,15 @@ std::optional<Prefix> parse_prefix(std::string_view text, std::string& why) {
         auto [end, ec] = std::from_chars(len.data(), len.data() + len.size(), p.length);
         if (len.empty() || ec != std::errc() || end != len.data() + len.size() || p.length < 0 ||
             p.length > max) {
-            why = "'" + std::string(text) + "': prefix length must be 0 to " + std::to_string(max);
-            return std::nullopt;
+            return Problem{"'" + std::string(text) + "': prefix length must be 0 to " +
+                           std::to_string(max)};
         }
     }
     Prefix network = p;
     for (int bit = p.length; bit < max; ++bit) network.addr[bit / 8] &= ~(0x80 >> (bit % 8));
     if (network.addr != p.addr) {
-        why = "'" + std::string(text) + "' has host bits set; did you mean " + network.to_string() +
-              "?";
-        return std::nullopt;
+        return Problem{"'" + std::string(text) + "' has host bits set; did you mean " +
+                       network.to_string() + "?"};
     }
     return p;
 }

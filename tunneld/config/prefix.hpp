@@ -7,6 +7,8 @@
 #include <string>
 #include <string_view>
 
+#include "tunneld/error.hpp"
+
 namespace tunneld {
 
 struct Prefix {
@@ -21,7 +23,7 @@ struct Prefix {
 
 // Parses `text`. Refuses host bits set past the prefix ("10.0.0.1/24": did you
 // mean 10.0.0.0/24?), lengths out of range, and anything that is not an address.
-std::optional<Prefix> parse_prefix(std::string_view text, std::string& why);
+Result<Prefix> parse_prefix(std::string_view text);
 
 // The prefix of one address.
 Prefix host_prefix(bool v6, const std::uint8_t* addr);

@@ -49,8 +49,7 @@ void read_duration(MapReader& r, const std::string& key, Duration& out, Duration
 }
 
 bool is_loopback(const Endpoint& ep) {
-    std::string why;
-    auto p = parse_prefix(ep.host, why);
+    auto p = parse_prefix(ep.host);
     if (!p) return ep.host == "localhost";
     if (p->v6) {
         static const std::array<std::uint8_t, 16> one{0, 0, 0, 0, 0, 0, 0, 0,
@@ -87,9 +86,8 @@ void read_int(MapReader& r, const std::string& key, int& out, int min, int max) 
 Endpoint endpoint_value(MapReader& r, const YAML::Node& n, const std::string& key,
                         bool allow_unix) {
     auto text = scalar(r, n, key);
-    std::string why;
-    auto ep = parse_endpoint(text, allow_unix, why);
-    if (!ep) r.fail(n, "'" + r.qualified(key) + "': '" + text + "': " + why);
+    auto ep = parse_endpoint(text, allow_unix);
+    if (!ep) r.fail(n, "'" + r.qualified(key) + "': '" + text + "': " + ep.error().what);
     return *ep;
 }
 

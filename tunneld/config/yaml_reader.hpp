@@ -67,13 +67,17 @@ class MapReader {
         return where_.empty() ? key : where_ + "." + key;
     }
 
-    [[noreturn]] void fail(const YAML::Node& at, const std::string& message) const {
+    // "FILE:LINE:COL" of `at` ("FILE" when the node has no position).
+    std::string position(const YAML::Node& at) const {
         auto mark = at.Mark();
         std::ostringstream out;
         out << file_;
         if (!mark.is_null()) out << ":" << mark.line + 1 << ":" << mark.column + 1;
-        out << ": " << message;
-        throw StartupError(out.str());
+        return out.str();
+    }
+
+    [[noreturn]] void fail(const YAML::Node& at, const std::string& message) const {
+        throw StartupError(position(at) + ": " + message);
     }
 
   private:

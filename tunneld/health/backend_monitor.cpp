@@ -36,16 +36,16 @@ asio::awaitable<BackendState> BackendMonitor::check_once() {
     auto timeout = cfg_.health.check_timeout;
     if (cfg_.inbound && !pg_) {
         const auto& be = cfg_.inbound->backend;
-        std::string err;
+        Result<void> dialed;
         if (be.is_unix()) {
             asio::local::stream_protocol::socket sock(io_);
-            err = co_await dial(sock, be.unix_path, timeout);
+            dialed = co_await dial(sock, be.unix_path, timeout);
         } else {
             asio::ip::tcp::socket sock(io_);
-            err = co_await dial(sock, be, timeout);
+            dialed = co_await dial(sock, be, timeout);
         }
-        s.reachable = err.empty();
-        if (!err.empty()) s.error = be.to_string() + ": " + err;
+        s.reachable = bool(dialed);
+        if (!dialed) s.error = be.to_string() + ": " + dialed.error().what;
     }
     if (pg_) {
         s.postgres = co_await pg_->run(timeout);

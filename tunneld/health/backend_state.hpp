@@ -5,6 +5,7 @@
 #pragma once
 #include <boost/json/fwd.hpp>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -47,9 +48,15 @@ std::optional<std::uint64_t> parse_lsn(std::string_view text);
 template <class T>
 class Latest {
   public:
+    // Called after every set(), on the setter's thread and outside the lock.
+    // Install it before anything can set().
+    void on_set(std::function<void()> f) { on_set_ = std::move(f); }
     void set(T v) {
-        std::lock_guard lock(mutex_);
-        value_ = std::move(v);
+        {
+            std::lock_guard lock(mutex_);
+            value_ = std::move(v);
+        }
+        if (on_set_) on_set_();
     }
     T get() const {
         std::lock_guard lock(mutex_);
@@ -59,6 +66,7 @@ class Latest {
   private:
     mutable std::mutex mutex_;
     T value_{};
+    std::function<void()> on_set_;
 };
 
 }  // namespace tunneld

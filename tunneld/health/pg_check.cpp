@@ -1,6 +1,6 @@
 #include "tunneld/health/pg_check.hpp"
 
-#include "tunneld/config/conninfo.hpp"
+#include "tunneld/health/conninfo.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -136,7 +136,7 @@ asio::awaitable<PostgresState> PostgresCheck::run(Duration timeout) {
                 co_return timed_out("waiting for the answer");
             if (!PQconsumeInput(c)) co_return fail(libpq_one_line(PQerrorMessage(c)));
         }
-        CPtr<PGresult, PQclear> res(PQgetResult(c));
+        PgResultPtr res(PQgetResult(c));
         if (!res) break;
         if (PQresultStatus(res.get()) != PGRES_TUPLES_OK) {
             query_error = libpq_one_line(PQresultErrorMessage(res.get()));

@@ -3,15 +3,14 @@
 // blocks a thread. One connection is kept open between checks (no log line
 // per check in postgres' log) and dropped after any failure or timeout.
 #pragma once
-#include <libpq-fe.h>
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <string>
 
-#include "tunneld/c_ptr.hpp"
 #include "tunneld/config/duration.hpp"
 #include "tunneld/health/backend_state.hpp"
+#include "tunneld/health/libpq_ptr.hpp"
 
 namespace tunneld {
 
@@ -35,7 +34,7 @@ class PostgresCheck {
   private:
     boost::asio::any_io_executor ex_;
     std::string conninfo_;
-    CPtr<PGconn, PQfinish> conn_;
+    PgConnPtr conn_;
 };
 
 }  // namespace tunneld

@@ -23,6 +23,7 @@ namespace tunneld {
 namespace asio = boost::asio;
 namespace json = boost::json;
 using asio::ip::tcp;
+using boost::system::error_code;
 using namespace asio::experimental::awaitable_operators;
 
 namespace {
@@ -116,12 +117,12 @@ struct PeerProbe::Loop {
     asio::awaitable<std::string> session_once() {
         const auto& cfg = rt.config;
         tcp::socket sock(ex);
-        if (auto err = co_await dial(sock, peer.connect, cfg.timeouts.connect); !err.empty())
-            co_return peer.connect.to_string() + ": " + err;
+        if (auto dialed = co_await dial(sock, peer.connect, cfg.timeouts.connect); !dialed)
+            co_return peer.connect.to_string() + ": " + dialed.error().what;
         error_code ec;
         auto remote = sock.remote_endpoint(ec);
         st.address = Endpoint{remote.address().to_string(), remote.port(), {}}.to_string();
-        apply_public_options(sock.native_handle(), cfg.keepalive);
+        (void)apply_public_options(sock.native_handle(), cfg.keepalive);
         auto material = rt.tls.load();
         TlsStream tls(std::move(sock), *material, TlsStream::Role::client);
         tls.peer_check().allow = {peer.name};

@@ -15,10 +15,11 @@
 #include <optional>
 #include <string>
 
-#include "tunneld/app/runtime.hpp"
 #include "tunneld/health/backend_state.hpp"
 #include "tunneld/health/probe_state.hpp"
-#include "tunneld/relay/conn_log.hpp"
+#include "tunneld/health/runtime.hpp"
+#include "tunneld/net/conn_log.hpp"
+#include "tunneld/tls/stream.hpp"
 
 namespace tunneld {
 
@@ -35,6 +36,8 @@ class PeerProbe {
 
     const PeerConfig& peer() const { return peer_; }
     ProbeState state() const { return state_.get(); }
+    // Called after every change of state() (on a probe thread). Before start().
+    void on_change(std::function<void()> f) { state_.on_set(std::move(f)); }
 
   private:
     struct Loop;

@@ -14,8 +14,8 @@
 #include <string_view>
 #include <vector>
 
-#include "tunneld/app/runtime.hpp"
 #include "tunneld/config/endpoint.hpp"
+#include "tunneld/health/runtime.hpp"
 #include "tunneld/health/snapshot.hpp"
 
 namespace tunneld {

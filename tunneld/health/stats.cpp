@@ -51,11 +51,11 @@ std::uint64_t Stats::closes(Direction d, CloseReason r) const {
     return closes_[static_cast<int>(d)][static_cast<std::size_t>(r)].load();
 }
 
-void Stats::count_reload(const std::string& error) {
+void Stats::count_reload(const Result<void>& done) {
     std::lock_guard lock(mutex_);
-    (error.empty() ? reloads_.ok : reloads_.failed)++;
+    (done ? reloads_.ok : reloads_.failed)++;
     reloads_.last_at = unix_now();
-    reloads_.last_error = error;
+    reloads_.last_error = done ? "" : done.error().what;
 }
 
 Stats::Reloads Stats::reloads() const {

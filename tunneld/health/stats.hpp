@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "tunneld/error.hpp"
 #include "tunneld/relay/outcome.hpp"
 #include "tunneld/tls/handshake_failure.hpp"
 
@@ -60,7 +61,7 @@ class Stats {
     std::uint64_t closes(Direction d, CloseReason r) const;
 
     // A reload of the TLS material: error "" = success.
-    void count_reload(const std::string& error);
+    void count_reload(const Result<void>& done);
     struct Reloads {
         std::uint64_t ok = 0, failed = 0;
         std::int64_t last_at = 0;  // unix seconds, 0 = never

@@ -3,8 +3,6 @@
 #include <boost/asio/post.hpp>
 #include <vector>
 
-#include "tunneld/tls/context.hpp"
-
 namespace tunneld {
 
 Admission::~Admission() {
@@ -90,15 +88,16 @@ void ConnectionTable::quiesce_all() {
         });
 }
 
-void ConnectionTable::close_revoked(std::shared_ptr<const void> keep_alive, X509_STORE* store) {
+void ConnectionTable::close_revoked(std::function<bool(X509*)> revoked) {
+    auto check = std::make_shared<const std::function<bool(X509*)>>(std::move(revoked));
     std::vector<std::shared_ptr<LiveConnection>> all;
     {
         std::lock_guard lock(mutex_);
         for (auto& [id, c] : live_) all.push_back(c);
     }
     for (auto& c : all)
-        boost::asio::post(c->executor, [c, keep_alive, store] {
-            if (c->alive && c->close && c->peer_cert && is_revoked(c->peer_cert.get(), store)) {
+        boost::asio::post(c->executor, [c, check] {
+            if (c->alive && c->close && c->peer_cert && (*check)(c->peer_cert.get())) {
                 c->revoked = true;
                 c->close();
             }

@@ -87,9 +87,10 @@ class ConnectionTable {
     void close_all(bool probes_only = false);
     // Posts quiesce() to every relayed connection: the graceful start of a stop.
     void quiesce_all();
-    // Posts to every live connection a check of its peer certificate against
-    // `store`; revoked ones are marked and closed. `keep_alive` holds the store.
-    void close_revoked(std::shared_ptr<const void> keep_alive, X509_STORE* store);
+    // Posts to every live connection a check of its peer certificate with
+    // `revoked` (on the connection's executor; it must own what it reads, e.g.
+    // the new CRL's store); revoked ones are marked and closed.
+    void close_revoked(std::function<bool(X509*)> revoked);
 
     // The budget of unauthenticated connections (accepted, TLS handshake not
     // finished), taken at accept before anything else and apart from

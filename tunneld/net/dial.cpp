@@ -16,50 +16,54 @@ using namespace asio::experimental::awaitable_operators;
 
 namespace {
 
-asio::awaitable<std::string> resolve_and_connect(tcp::socket& socket, const Endpoint& ep) {
+Result<void> refused_by(const boost::system::error_code& ec) {
+    if (ec) return Problem{ec.message()};
+    return {};
+}
+
+asio::awaitable<Result<void>> resolve_and_connect(tcp::socket& socket, const Endpoint& ep) {
     boost::system::error_code not_literal;
     auto literal = asio::ip::make_address(ep.host, not_literal);
     if (!not_literal) {  // no resolver round trip (a thread hop in Asio) for an address
         auto [ec] =
             co_await socket.async_connect(tcp::endpoint(literal, ep.port), as_tuple(use_awaitable));
-        co_return ec ? ec.message() : std::string();
+        co_return refused_by(ec);
     }
     tcp::resolver resolver(socket.get_executor());
     auto [rec, results] =
         co_await resolver.async_resolve(ep.host, std::to_string(ep.port), as_tuple(use_awaitable));
-    if (rec) co_return "cannot resolve " + ep.host + ": " + rec.message();
+    if (rec) co_return Problem{"cannot resolve " + ep.host + ": " + rec.message()};
     auto [cec, endpoint] = co_await asio::async_connect(socket, results, as_tuple(use_awaitable));
-    if (cec) co_return cec.message();
-    co_return std::string();
+    co_return refused_by(cec);
 }
 
 template <class Op>
-asio::awaitable<std::string> with_deadline(Op op, Duration timeout, auto& socket) {
+asio::awaitable<Result<void>> with_deadline(Op op, Duration timeout, auto& socket) {
     asio::steady_timer timer(socket.get_executor(), timeout);
     auto winner = co_await (std::move(op) || timer.async_wait(as_tuple(use_awaitable)));
     if (winner.index() == 1) {
         boost::system::error_code ignored;
         socket.close(ignored);
-        co_return "timed out after " + format_duration(timeout);
+        co_return Problem{"timed out after " + format_duration(timeout)};
     }
     co_return std::get<0>(std::move(winner));
 }
 
-asio::awaitable<std::string> connect_unix(asio::local::stream_protocol::socket& socket,
-                                          std::string path) {
+asio::awaitable<Result<void>> connect_unix(asio::local::stream_protocol::socket& socket,
+                                           std::string path) {
     auto [ec] = co_await socket.async_connect(asio::local::stream_protocol::endpoint(path),
                                               as_tuple(use_awaitable));
-    co_return ec ? ec.message() : std::string();
+    co_return refused_by(ec);
 }
 
 }  // namespace
 
-asio::awaitable<std::string> dial(tcp::socket& socket, const Endpoint& ep, Duration timeout) {
+asio::awaitable<Result<void>> dial(tcp::socket& socket, const Endpoint& ep, Duration timeout) {
     co_return co_await with_deadline(resolve_and_connect(socket, ep), timeout, socket);
 }
 
-asio::awaitable<std::string> dial(asio::local::stream_protocol::socket& socket,
-                                  const std::string& path, Duration timeout) {
+asio::awaitable<Result<void>> dial(asio::local::stream_protocol::socket& socket,
+                                   const std::string& path, Duration timeout) {
     co_return co_await with_deadline(connect_unix(socket, path), timeout, socket);
 }
 

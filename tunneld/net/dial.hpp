@@ -7,17 +7,18 @@
 
 #include "tunneld/config/duration.hpp"
 #include "tunneld/config/endpoint.hpp"
+#include "tunneld/error.hpp"
 
 namespace tunneld {
 
 // Resolves `ep` (a name or literal) and connects `socket` (on its own executor)
-// to the first address that answers, all within `timeout`. Returns "" on
-// success, otherwise what went wrong ("timed out after 10s", "Connection refused").
-boost::asio::awaitable<std::string> dial(boost::asio::ip::tcp::socket& socket, const Endpoint& ep,
-                                         Duration timeout);
+// to the first address that answers, all within `timeout`. Fails with what
+// went wrong ("timed out after 10s", "Connection refused", "cannot resolve ...").
+boost::asio::awaitable<Result<void>> dial(boost::asio::ip::tcp::socket& socket, const Endpoint& ep,
+                                          Duration timeout);
 
-// Connects a unix stream socket to `path` within `timeout`. Same return contract.
-boost::asio::awaitable<std::string> dial(boost::asio::local::stream_protocol::socket& socket,
-                                         const std::string& path, Duration timeout);
+// Connects a unix stream socket to `path` within `timeout`. Same contract.
+boost::asio::awaitable<Result<void>> dial(boost::asio::local::stream_protocol::socket& socket,
+                                          const std::string& path, Duration timeout);
 
 }  // namespace tunneld

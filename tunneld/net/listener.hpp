@@ -5,8 +5,8 @@
 #include <functional>
 #include <string>
 
-#include "tunneld/app/runtime.hpp"
 #include "tunneld/config/endpoint.hpp"
+#include "tunneld/net/io_pool.hpp"
 
 namespace tunneld {
 

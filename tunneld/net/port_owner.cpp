@@ -11,6 +11,8 @@
 #include <set>
 #include <sstream>
 
+#include "tunneld/c_ptr.hpp"
+
 namespace tunneld {
 
 namespace {
@@ -44,12 +46,12 @@ std::string read_all(const std::string& path) {
 
 std::optional<PortOwner> owner_of(const std::set<std::string>& inodes) {
     if (inodes.empty()) return std::nullopt;
-    std::unique_ptr<DIR, int (*)(DIR*)> proc(opendir("/proc"), closedir);
+    DirPtr proc(opendir("/proc"));
     if (!proc) return std::nullopt;
     while (dirent* p = readdir(proc.get())) {
         if (!std::isdigit(static_cast<unsigned char>(p->d_name[0]))) continue;
         std::string fds = std::string("/proc/") + p->d_name + "/fd";
-        std::unique_ptr<DIR, int (*)(DIR*)> dir(opendir(fds.c_str()), closedir);
+        DirPtr dir(opendir(fds.c_str()));
         if (!dir) continue;
         while (dirent* fd = readdir(dir.get())) {
             char target[64] = {};
@@ -91,14 +93,14 @@ std::optional<PortOwner> listen_address_taken(const Endpoint& ep) {
     } else {
         return std::nullopt;  // a name: the daemon resolves and reports it
     }
-    int s = ::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (s < 0) return std::nullopt;
+    UniqueFd s(::socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!s) return std::nullopt;
     int one = 1;
-    ::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (family == AF_INET6) ::setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-    int rc = ::bind(s, reinterpret_cast<sockaddr*>(&ss), len);
+    ::setsockopt(s.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (family == AF_INET6) ::setsockopt(s.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    int rc = ::bind(s.get(), reinterpret_cast<sockaddr*>(&ss), len);
     int err = errno;
-    ::close(s);
+    s.reset();
     if (rc == 0 || err != EADDRINUSE) return std::nullopt;
     auto owner = owner_of(listening_inodes(ep.port));
     return owner ? owner : PortOwner{};

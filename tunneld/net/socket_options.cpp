@@ -10,9 +10,9 @@
 namespace tunneld {
 namespace {
 
-std::string set(int fd, int level, int name, int value, const char* what) {
+Result<void> set(int fd, int level, int name, int value, const char* what) {
     if (::setsockopt(fd, level, name, &value, sizeof value) == 0) return {};
-    return std::string("setsockopt ") + what + ": " + std::strerror(errno);
+    return Problem{std::string("setsockopt ") + what + ": " + std::strerror(errno)};
 }
 
 int seconds(Duration d) {
@@ -22,19 +22,20 @@ int seconds(Duration d) {
 
 }  // namespace
 
-std::string apply_local_options(int fd) {
+Result<void> apply_local_options(int fd) {
     return set(fd, IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY");
 }
 
-std::string apply_public_options(int fd, const KeepaliveConfig& k) {
-    for (auto err : {set(fd, IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY"),
-                     set(fd, SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE"),
-                     set(fd, IPPROTO_TCP, TCP_KEEPIDLE, seconds(k.idle), "TCP_KEEPIDLE"),
-                     set(fd, IPPROTO_TCP, TCP_KEEPINTVL, seconds(k.interval), "TCP_KEEPINTVL"),
-                     set(fd, IPPROTO_TCP, TCP_KEEPCNT, k.count, "TCP_KEEPCNT"),
-                     set(fd, IPPROTO_TCP, TCP_USER_TIMEOUT,
-                         static_cast<int>(k.user_timeout.count()), "TCP_USER_TIMEOUT")})
-        if (!err.empty()) return err;
+Result<void> apply_public_options(int fd, const KeepaliveConfig& k) {
+    // Every option is tried; the first failure is the one reported.
+    for (auto done : {set(fd, IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY"),
+                      set(fd, SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE"),
+                      set(fd, IPPROTO_TCP, TCP_KEEPIDLE, seconds(k.idle), "TCP_KEEPIDLE"),
+                      set(fd, IPPROTO_TCP, TCP_KEEPINTVL, seconds(k.interval), "TCP_KEEPINTVL"),
+                      set(fd, IPPROTO_TCP, TCP_KEEPCNT, k.count, "TCP_KEEPCNT"),
+                      set(fd, IPPROTO_TCP, TCP_USER_TIMEOUT,
+                          static_cast<int>(k.user_timeout.count()), "TCP_USER_TIMEOUT")})
+        if (!done) return done;
     return {};
 }
 

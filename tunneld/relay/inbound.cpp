@@ -12,11 +12,12 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "tunneld/health/probe.hpp"
+#include "tunneld/net/conn_log.hpp"
 #include "tunneld/net/dial.hpp"
 #include "tunneld/net/listener.hpp"
 #include "tunneld/net/socket_options.hpp"
 #include "tunneld/relay/buffers.hpp"
-#include "tunneld/relay/conn_log.hpp"
+#include "tunneld/relay/relay.hpp"
 
 namespace tunneld {
 
@@ -46,18 +47,18 @@ asio::awaitable<void> relay_to_backend(Runtime& rt, LiveConnection& live, ConnIn
         tls.close();
     };
     CloseHook hook{live};
-    std::string err;
+    Result<void> dialed;
     if constexpr (std::is_same_v<Plain, tcp::socket>) {
-        err = co_await dial(backend, in.backend, rt.config.timeouts.connect);
-        if (err.empty()) apply_local_options(backend.native_handle());
+        dialed = co_await dial(backend, in.backend, rt.config.timeouts.connect);
+        if (dialed) (void)apply_local_options(backend.native_handle());
     } else {
-        err = co_await dial(backend, in.backend.unix_path, rt.config.timeouts.connect);
+        dialed = co_await dial(backend, in.backend.unix_path, rt.config.timeouts.connect);
     }
-    if (!err.empty()) {
+    if (!dialed) {
         tls.close();
         finish(rt, info,
                RelayResult{0, 0, CloseReason::backend_unreachable,
-                           in.backend.to_string() + ": " + err});
+                           in.backend.to_string() + ": " + dialed.error().what});
         co_return;
     }
     log_open(info, tls.resumed());
@@ -131,8 +132,8 @@ asio::awaitable<void> serve(Runtime& rt, tcp::socket socket) {
     // Closable (SIGTERM, revocation) from the start, but it takes a
     // max_connections place only once the peer is authenticated.
     auto live = rt.connections.admit(socket.get_executor(), info.id, /*counted=*/false);
-    if (auto err = apply_public_options(socket.native_handle(), cfg.keepalive); !err.empty())
-        spdlog::warn("conn={} {}", info.id, err);
+    if (auto set = apply_public_options(socket.native_handle(), cfg.keepalive); !set)
+        spdlog::warn("conn={} {}", info.id, set.error().what);
 
     auto material = rt.tls.load();
     TlsStream tls(std::move(socket), *material, TlsStream::Role::server);

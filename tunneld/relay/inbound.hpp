@@ -3,7 +3,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <vector>
 
-#include "tunneld/app/runtime.hpp"
+#include "tunneld/health/runtime.hpp"
 
 namespace tunneld {
 

@@ -7,11 +7,12 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 
+#include "tunneld/net/conn_log.hpp"
 #include "tunneld/net/dial.hpp"
 #include "tunneld/net/listener.hpp"
 #include "tunneld/net/socket_options.hpp"
 #include "tunneld/relay/buffers.hpp"
-#include "tunneld/relay/conn_log.hpp"
+#include "tunneld/relay/relay.hpp"
 
 namespace tunneld {
 
@@ -51,7 +52,7 @@ asio::awaitable<void> serve(Runtime& rt, const PeerConfig& peer, SessionSlot& se
                                         std::to_string(cfg.limits.max_connections)});
         co_return;
     }
-    apply_local_options(local.native_handle());
+    (void)apply_local_options(local.native_handle());  // best effort: only latency
 
     tcp::socket pub(local.get_executor());
     live->close = [&] {
@@ -66,13 +67,13 @@ asio::awaitable<void> serve(Runtime& rt, const PeerConfig& peer, SessionSlot& se
             traffic.set_error(std::string(to_string(r.reason)) +
                               (r.detail.empty() ? "" : ": " + r.detail));
     };
-    if (auto err = co_await dial(pub, peer.connect, cfg.timeouts.connect); !err.empty()) {
-        finish(RelayResult{0, 0, CloseReason::peer_unreachable, err});
+    if (auto dialed = co_await dial(pub, peer.connect, cfg.timeouts.connect); !dialed) {
+        finish(RelayResult{0, 0, CloseReason::peer_unreachable, dialed.error().what});
         co_return;
     }
     info.remote = address_of(pub.remote_endpoint(ec));
-    if (auto err = apply_public_options(pub.native_handle(), cfg.keepalive); !err.empty())
-        spdlog::warn("conn={} {}", info.id, err);
+    if (auto set = apply_public_options(pub.native_handle(), cfg.keepalive); !set)
+        spdlog::warn("conn={} {}", info.id, set.error().what);
 
     auto material = rt.tls.load();
     TlsStream tls(std::move(pub), *material, TlsStream::Role::client);

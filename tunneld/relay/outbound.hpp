@@ -5,7 +5,7 @@
 #include <memory>
 #include <vector>
 
-#include "tunneld/app/runtime.hpp"
+#include "tunneld/health/runtime.hpp"
 
 namespace tunneld {
 

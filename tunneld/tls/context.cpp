@@ -16,8 +16,6 @@
 
 namespace tunneld {
 
-void SslCtxFree::operator()(SSL_CTX* c) const { SSL_CTX_free(c); }
-
 namespace {
 
 constexpr const char* kCipherSuites =
@@ -91,7 +89,7 @@ int new_session(SSL* ssl, SSL_SESSION* session) {
     if (!slot) return 0;
     auto* gen =
         static_cast<std::uint64_t*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), generation_index()));
-    slot->store(session, gen ? *gen : 0);
+    slot->store(SslSessionPtr(session), gen ? *gen : 0);
     return 1;
 }
 
@@ -298,21 +296,16 @@ bool confirm_peer_identity(SSL* ssl, PeerCheck& check) {
     return true;
 }
 
-SessionSlot::~SessionSlot() {
-    if (session_) SSL_SESSION_free(session_);
-}
-
-void SessionSlot::store(SSL_SESSION* session, std::uint64_t generation) {
+void SessionSlot::store(SslSessionPtr session, std::uint64_t generation) {
     std::lock_guard lock(mutex_);
-    if (session_) SSL_SESSION_free(session_);
-    session_ = session;
+    session_ = std::move(session);
     generation_ = generation;
 }
 
 void SessionSlot::offer(SSL* ssl, std::uint64_t generation) {
     std::lock_guard lock(mutex_);
-    if (session_ && generation_ == generation && SSL_SESSION_is_resumable(session_))
-        SSL_set_session(ssl, session_);
+    if (session_ && generation_ == generation && SSL_SESSION_is_resumable(session_.get()))
+        SSL_set_session(ssl, session_.get());
 }
 
 void attach_session_slot(SSL* ssl, SessionSlot* slot) {

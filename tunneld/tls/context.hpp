@@ -14,16 +14,12 @@
 #include <vector>
 
 #include "tunneld/config/config.hpp"
+#include "tunneld/tls/openssl_ptr.hpp"
 
 namespace tunneld {
 
 inline constexpr const char* kAlpnData = "postgresql";
 inline constexpr const char* kAlpnProbe = "tunneld-probe";
-
-struct SslCtxFree {
-    void operator()(SSL_CTX* c) const;
-};
-using SslCtxPtr = std::unique_ptr<SSL_CTX, SslCtxFree>;
 
 struct TlsMaterial {
     SslCtxPtr server;        // inbound: requires and verifies a client certificate
@@ -80,14 +76,13 @@ class SessionSlot {
     SessionSlot() = default;
     SessionSlot(const SessionSlot&) = delete;
     SessionSlot& operator=(const SessionSlot&) = delete;
-    ~SessionSlot();
-    void store(SSL_SESSION* session, std::uint64_t generation);  // takes ownership
+    void store(SslSessionPtr session, std::uint64_t generation);
     // Sets the stored session (if any, and of `generation`) on `ssl`.
     void offer(SSL* ssl, std::uint64_t generation);
 
   private:
     std::mutex mutex_;
-    SSL_SESSION* session_ = nullptr;
+    SslSessionPtr session_;
     std::uint64_t generation_ = 0;
 };
 // Makes new sessions of `ssl`'s handshake land in `slot` (with `generation`).

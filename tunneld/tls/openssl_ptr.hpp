@@ -4,6 +4,7 @@
 #include <openssl/bio.h>
 #include <openssl/bn.h>
 #include <openssl/evp.h>
+#include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
@@ -14,6 +15,9 @@ namespace tunneld {
 template <class T, auto Free>
 using OpensslFree = CFree<T, Free>;
 
+using SslCtxPtr = std::unique_ptr<SSL_CTX, OpensslFree<SSL_CTX, SSL_CTX_free>>;
+using SslPtr = std::unique_ptr<SSL, OpensslFree<SSL, SSL_free>>;
+using SslSessionPtr = std::unique_ptr<SSL_SESSION, OpensslFree<SSL_SESSION, SSL_SESSION_free>>;
 using X509Ptr = std::unique_ptr<X509, OpensslFree<X509, X509_free>>;
 using X509ReqPtr = std::unique_ptr<X509_REQ, OpensslFree<X509_REQ, X509_REQ_free>>;
 using X509CrlPtr = std::unique_ptr<X509_CRL, OpensslFree<X509_CRL, X509_CRL_free>>;

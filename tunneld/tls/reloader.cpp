@@ -21,7 +21,7 @@ std::vector<std::string> TlsReloader::paths(const Config& c) {
 
 TlsReloader::TlsReloader(const Config& cfg, std::atomic<Material>& current, asio::io_context& side,
                          std::function<void(const Material&)> on_new,
-                         std::function<void(const std::string&)> on_watch_reload)
+                         std::function<void(const Result<void>&)> on_watch_reload)
     : cfg_(cfg),
       current_(current),
       side_(side),
@@ -40,7 +40,7 @@ void TlsReloader::stop() {
     expiry_timer_.cancel();
 }
 
-std::string TlsReloader::reload(const char* why) {
+Result<void> TlsReloader::reload(const char* why) {
     auto old = current_.load();
     try {
         auto fresh = load_tls_material(cfg_.tls, cfg_.node, old->generation + 1);
@@ -52,11 +52,12 @@ std::string TlsReloader::reload(const char* why) {
         if (on_new_) on_new_(fresh);
         warned_threshold_ = warned_crl_threshold_ = 1 << 30;
         warn_expiry();
-        return "";
+        return {};
     } catch (const StartupError& e) {
         spdlog::error("reload ({}) failed, still serving cert serial {}: {}", why, old->serial_hex,
                       e.what());
-        return std::string(e.what()) + " (still serving cert serial " + old->serial_hex + ")";
+        return Problem{std::string(e.what()) + " (still serving cert serial " + old->serial_hex +
+                       ")"};
     }
 }
 

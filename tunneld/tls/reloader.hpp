@@ -13,6 +13,7 @@
 #include <string>
 
 #include "tunneld/config/config.hpp"
+#include "tunneld/error.hpp"
 #include "tunneld/tls/context.hpp"
 #include "tunneld/tls/file_watch.hpp"
 
@@ -23,18 +24,18 @@ class TlsReloader {
     using Material = std::shared_ptr<const TlsMaterial>;
     // `current` is where handshakes read the material from. `on_new` runs after
     // each successful swap (closing connections of peers now revoked);
-    // `on_watch_reload` gets the result of each reload the file watch made ("" = ok).
+    // `on_watch_reload` gets the result of each reload the file watch made.
     TlsReloader(const Config& cfg, std::atomic<Material>& current, boost::asio::io_context& side,
                 std::function<void(const Material&)> on_new,
-                std::function<void(const std::string&)> on_watch_reload);
+                std::function<void(const Result<void>&)> on_watch_reload);
 
     // Starts the file watch and the hourly expiry check.
     void start();
     // Ends both. Call on `side`.
     void stop();
-    // Reads the files now; returns "" or why the new material was refused
-    // (the old one keeps serving; the reason names its serial).
-    std::string reload(const char* why);
+    // Reads the files now; fails with why the new material was refused (the
+    // old one keeps serving; the reason names its serial).
+    Result<void> reload(const char* why);
 
     static std::vector<std::string> paths(const Config& cfg);
 

@@ -124,50 +124,46 @@ HandshakeFailure classify_ssl_reason(int reason) {
 
 TlsStream::TlsStream(asio::ip::tcp::socket socket, const TlsMaterial& material, Role role)
     : socket_(std::move(socket)) {
-    ssl_ = SSL_new(role == Role::server ? material.server.get() : material.client.get());
-    if (ssl_) {
+    ssl_.reset(SSL_new(role == Role::server ? material.server.get() : material.client.get()));
+    if (ssl_.get()) {
         // Reads go straight to the socket (with read-ahead); writes go through a
         // buffer so the records of one write_all() leave in one write(2).
-        std::unique_ptr<BIO, decltype(&BIO_free)> sock(
-            BIO_new_socket(socket_.native_handle(), BIO_NOCLOSE), BIO_free);
-        std::unique_ptr<BIO, decltype(&BIO_free)> buffer(BIO_new(BIO_f_buffer()), BIO_free);
+        BioPtr sock(BIO_new_socket(socket_.native_handle(), BIO_NOCLOSE));
+        BioPtr buffer(BIO_new(BIO_f_buffer()));
         if (!sock || !buffer || BIO_set_write_buffer_size(buffer.get(), kWriteBufferBytes) != 1 ||
             BIO_up_ref(sock.get()) != 1) {
-            SSL_free(ssl_);  // handshake() reports the failure
-            ssl_ = nullptr;
+            ssl_.reset();  // handshake() reports the failure
             return;
         }
         BIO_set_callback_arg(sock.get(), reinterpret_cast<char*>(this));
         BIO_set_callback_ex(sock.get(), &TlsStream::note_read);
         BIO_push(buffer.get(), sock.get());  // buffer -> sock, holding the second reference
-        SSL_set_bio(ssl_, sock.release(), buffer.release());
+        SSL_set_bio(ssl_.get(), sock.release(), buffer.release());
         if (role == Role::server)
-            SSL_set_accept_state(ssl_);
+            SSL_set_accept_state(ssl_.get());
         else
-            SSL_set_connect_state(ssl_);
-        attach_peer_check(ssl_, &check_);
+            SSL_set_connect_state(ssl_.get());
+        attach_peer_check(ssl_.get(), &check_);
     }
     error_code ignored;
     socket_.non_blocking(true, ignored);
 }
 
-TlsStream::~TlsStream() {
-    if (ssl_) SSL_free(ssl_);
-}
+TlsStream::~TlsStream() = default;
 
 void TlsStream::set_client_params(const std::string& sni, const char* alpn, SessionSlot* slot,
                                   std::uint64_t generation) {
-    if (!ssl_) return;
+    if (!ssl_.get()) return;
     // SNI only carries DNS names; an IP or URI identity is still checked, not sent.
-    if (sni.find("://") == std::string::npos) SSL_set_tlsext_host_name(ssl_, sni.c_str());
+    if (sni.find("://") == std::string::npos) SSL_set_tlsext_host_name(ssl_.get(), sni.c_str());
     unsigned char wire[64];
     std::size_t n = std::strlen(alpn);
     wire[0] = static_cast<unsigned char>(n);
     std::memcpy(wire + 1, alpn, n);
-    SSL_set_alpn_protos(ssl_, wire, static_cast<unsigned>(n + 1));
+    SSL_set_alpn_protos(ssl_.get(), wire, static_cast<unsigned>(n + 1));
     if (slot) {
-        attach_session_slot(ssl_, slot);
-        slot->offer(ssl_, generation);
+        attach_session_slot(ssl_.get(), slot);
+        slot->offer(ssl_.get(), generation);
     }
 }
 
@@ -181,7 +177,7 @@ asio::awaitable<std::tuple<int, int>> TlsStream::drive(Op op) {
         ERR_clear_error();
         int ret = op();
         if (ret > 0) co_return std::tuple{ret, SSL_ERROR_NONE};
-        int err = SSL_get_error(ssl_, ret);
+        int err = SSL_get_error(ssl_.get(), ret);
         asio::socket_base::wait_type wait;
         if (err == SSL_ERROR_WANT_READ)
             wait = asio::socket_base::wait_read;
@@ -195,19 +191,20 @@ asio::awaitable<std::tuple<int, int>> TlsStream::drive(Op op) {
 }
 
 asio::awaitable<HandshakeResult> TlsStream::handshake() {
-    if (!ssl_) co_return HandshakeResult{HandshakeFailure::io_error, "cannot create SSL object"};
-    auto [ret, err] = co_await drive([this] { return SSL_do_handshake(ssl_); });
+    if (!ssl_.get())
+        co_return HandshakeResult{HandshakeFailure::io_error, "cannot create SSL object"};
+    auto [ret, err] = co_await drive([this] { return SSL_do_handshake(ssl_.get()); });
     if (err == SSL_ERROR_NONE) {
-        if (!confirm_peer_identity(ssl_, check_))
+        if (!confirm_peer_identity(ssl_.get(), check_))
             co_return HandshakeResult{HandshakeFailure::identity_not_allowed, check_.presented};
         // A resumed session skips chain verification: the peer certificate it
         // carries is checked again here for expiry and against the current CRL.
-        if (SSL_session_reused(ssl_)) {
-            X509* peer = SSL_get0_peer_certificate(ssl_);
+        if (SSL_session_reused(ssl_.get())) {
+            X509* peer = SSL_get0_peer_certificate(ssl_.get());
             if (!peer || X509_cmp_current_time(X509_get0_notAfter(peer)) <= 0)
                 co_return HandshakeResult{HandshakeFailure::expired,
                                           "resumed session of an expired certificate"};
-            if (is_revoked(peer, SSL_CTX_get_cert_store(SSL_get_SSL_CTX(ssl_))))
+            if (is_revoked(peer, SSL_CTX_get_cert_store(SSL_get_SSL_CTX(ssl_.get()))))
                 co_return HandshakeResult{HandshakeFailure::revoked,
                                           "resumed session of a revoked certificate"};
         }
@@ -216,7 +213,7 @@ asio::awaitable<HandshakeResult> TlsStream::handshake() {
     if (err == -1) co_return HandshakeResult{HandshakeFailure::io_error, "socket closed"};
     if (err == SSL_ERROR_SSL) {
         unsigned long e = ERR_peek_last_error();
-        long verify = SSL_get_verify_result(ssl_);
+        long verify = SSL_get_verify_result(ssl_.get());
         std::string text = reason_text(e);
         ERR_clear_error();
         if (ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED && verify != X509_V_OK) {
@@ -245,23 +242,24 @@ long TlsStream::note_read(BIO* b, int oper, const char*, std::size_t len, int, l
 asio::awaitable<std::tuple<error_code, std::size_t>> TlsStream::read_some(
     asio::mutable_buffer buf) {
     if (closed_) co_return std::tuple{error_code(asio::error::operation_aborted), std::size_t{0}};
-    if (drained_ && !SSL_has_pending(ssl_)) {
+    if (drained_ && !SSL_has_pending(ssl_.get())) {
         drained_ = false;
         auto [ec] =
             co_await socket_.async_wait(asio::socket_base::wait_read, as_tuple(use_awaitable));
         if (ec) co_return std::tuple{error_code(asio::error::operation_aborted), std::size_t{0}};
     }
     std::size_t n = 0;
-    auto [ret, err] = co_await drive([&] { return SSL_read_ex(ssl_, buf.data(), buf.size(), &n); });
+    auto [ret, err] =
+        co_await drive([&] { return SSL_read_ex(ssl_.get(), buf.data(), buf.size(), &n); });
     if (err == SSL_ERROR_NONE) {
         // Hand over every record already read ahead, so the caller writes once per
         // buffer rather than once per 16 KiB record. Stops, without waiting, as soon
         // as OpenSSL would need the socket again.
         auto* base = static_cast<char*>(buf.data());
-        while (n < buf.size() && SSL_has_pending(ssl_)) {
+        while (n < buf.size() && SSL_has_pending(ssl_.get())) {
             std::size_t more = 0;
             ERR_clear_error();
-            if (SSL_read_ex(ssl_, base + n, buf.size() - n, &more) != 1) {
+            if (SSL_read_ex(ssl_.get(), base + n, buf.size() - n, &more) != 1) {
                 ERR_clear_error();  // the error (or EOF) shows again on the next call
                 break;
             }
@@ -292,7 +290,7 @@ asio::awaitable<error_code> TlsStream::write_all(asio::const_buffer buf) {
     std::size_t left = buf.size();
     while (left > 0) {
         std::size_t n = 0;
-        auto [ret, err] = co_await drive([&] { return SSL_write_ex(ssl_, data, left, &n); });
+        auto [ret, err] = co_await drive([&] { return SSL_write_ex(ssl_.get(), data, left, &n); });
         if (err != SSL_ERROR_NONE) {
             int saved = errno;
             unsigned long e = err == SSL_ERROR_SSL ? ERR_peek_last_error() : 0;
@@ -308,7 +306,7 @@ asio::awaitable<error_code> TlsStream::write_all(asio::const_buffer buf) {
 }
 
 asio::awaitable<error_code> TlsStream::flush() {
-    BIO* wbio = SSL_get_wbio(ssl_);
+    BIO* wbio = SSL_get_wbio(ssl_.get());
     for (;;) {
         if (closed_) co_return error_code(asio::error::operation_aborted);
         if (BIO_flush(wbio) > 0) co_return error_code{};
@@ -324,10 +322,10 @@ asio::awaitable<error_code> TlsStream::flush() {
 }
 
 asio::awaitable<error_code> TlsStream::shutdown_send() {
-    if (closed_ || !ssl_) co_return error_code(asio::error::operation_aborted);
+    if (closed_ || !ssl_.get()) co_return error_code(asio::error::operation_aborted);
     // SSL_shutdown returns 0 once close_notify is sent (peer's not yet received).
     auto [ret, err] = co_await drive([this] {
-        int r = SSL_shutdown(ssl_);
+        int r = SSL_shutdown(ssl_.get());
         return r >= 0 ? 1 : r;
     });
     ERR_clear_error();
@@ -340,8 +338,8 @@ asio::awaitable<error_code> TlsStream::shutdown_send() {
 void TlsStream::close() {
     closed_ = true;
     // The BIO keeps the fd number; point it nowhere before the number is freed.
-    if (ssl_)
-        if (BIO* sock = SSL_get_rbio(ssl_)) BIO_set_fd(sock, -1, BIO_NOCLOSE);
+    if (ssl_.get())
+        if (BIO* sock = SSL_get_rbio(ssl_.get())) BIO_set_fd(sock, -1, BIO_NOCLOSE);
     error_code ignored;
     socket_.close(ignored);
 }
@@ -349,11 +347,11 @@ void TlsStream::close() {
 std::string TlsStream::alpn() const {
     const unsigned char* p = nullptr;
     unsigned int len = 0;
-    SSL_get0_alpn_selected(ssl_, &p, &len);
+    SSL_get0_alpn_selected(ssl_.get(), &p, &len);
     return std::string(reinterpret_cast<const char*>(p), len);
 }
 
-bool TlsStream::resumed() const { return SSL_session_reused(ssl_) == 1; }
+bool TlsStream::resumed() const { return SSL_session_reused(ssl_.get()) == 1; }
 
 }  // namespace tunneld
 

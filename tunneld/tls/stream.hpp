@@ -14,6 +14,7 @@
 
 #include "tunneld/tls/context.hpp"
 #include "tunneld/tls/handshake_failure.hpp"
+#include "tunneld/tls/openssl_ptr.hpp"
 
 namespace tunneld {
 
@@ -38,7 +39,7 @@ class TlsStream {
     TlsStream& operator=(const TlsStream&) = delete;
 
     asio::ip::tcp::socket& socket() { return socket_; }
-    SSL* native() { return ssl_; }
+    SSL* native() { return ssl_.get(); }
     // Identity policy for this handshake; filled in by verification.
     PeerCheck& peer_check() { return check_; }
 
@@ -86,7 +87,7 @@ class TlsStream {
                           std::size_t* done);
 
     asio::ip::tcp::socket socket_;
-    SSL* ssl_ = nullptr;
+    SslPtr ssl_;
     PeerCheck check_;
     bool drained_ = false;
     bool closed_ = false;

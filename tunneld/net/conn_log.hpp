@@ -6,7 +6,8 @@
 #include <mutex>
 #include <string>
 
-#include "tunneld/relay/relay.hpp"
+#include "tunneld/relay/outcome.hpp"
+#include "tunneld/tls/handshake_failure.hpp"
 
 namespace tunneld {
 

@@ -1,6 +1,8 @@
 // What every listener and connection of a running node shares: the config,
 // the I/O threads, the current TLS material and the live-connection table.
-// Owned by Daemon; outlives every connection.
+// Owned by Daemon; outlives every connection. It lives in health/ because the
+// counters and the backend's state it carries are health's; net/ and tls/ below
+// never see it, relay/ and app/ above use it.
 #pragma once
 #include <atomic>
 #include <boost/asio/io_context.hpp>
@@ -12,9 +14,9 @@
 #include "tunneld/config/config.hpp"
 #include "tunneld/health/backend_state.hpp"
 #include "tunneld/health/stats.hpp"
+#include "tunneld/net/conn_log.hpp"
 #include "tunneld/net/connection_table.hpp"
 #include "tunneld/net/io_pool.hpp"
-#include "tunneld/relay/conn_log.hpp"
 #include "tunneld/tls/context.hpp"
 
 namespace tunneld {

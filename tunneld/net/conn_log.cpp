@@ -1,4 +1,4 @@
-#include "tunneld/relay/conn_log.hpp"
+#include "tunneld/net/conn_log.hpp"
 
 #include <spdlog/spdlog.h>
 
