@@ -90,7 +90,9 @@ void check_listen_addresses(const Config& cfg, const std::string& config_path, R
     std::vector<std::pair<std::string, Endpoint>> wanted;
     if (cfg.inbound)
         for (const auto& l : cfg.inbound->listen) wanted.push_back({"inbound.listen", l});
-    for (const auto& p : cfg.peers) wanted.push_back({"peers[" + p.name + "].local", p.local});
+    for (const auto& p : cfg.peers)
+        if (p.has_local()) wanted.push_back({"peers[" + p.name + "].local", p.local});
+    for (const auto& r : cfg.routes) wanted.push_back({"routes[" + r.name() + "].local", r.local});
     if (cfg.health.enabled)
         for (const auto& l : cfg.health.listen) wanted.push_back({"health.listen", l});
     for (const auto& [key, ep] : wanted) {
@@ -228,6 +230,29 @@ std::optional<uid_t> daemon_user(const std::string& as_user, std::string& name) 
     return ::geteuid();
 }
 
+// routes[]: what each picks from. Addresses are unique and fixed targets name
+// a peer (the loader refuses otherwise); here: whether this node itself can be
+// a target, which needs its backend and health.postgres.
+void check_routes(const Config& cfg, Report& report) {
+    bool self = cfg.inbound && !cfg.health.postgres.empty();
+    for (const auto& r : cfg.routes) {
+        std::string from;
+        for (const auto& p : cfg.peers) from += (from.empty() ? "" : ", ") + p.name;
+        if (self) from += ", this node";
+        if (r.to == RouteConfig::To::peer)
+            report.ok("route " + r.name() + " -> peer " + r.peer + " (fixed)");
+        else
+            report.ok("route " + r.name() + " -> the " + r.target_text() + " among " + from +
+                      (r.max_lag ? " (max_lag " + std::to_string(*r.max_lag) + " bytes)" : "") +
+                      "; every candidate needs health.postgres to report its role");
+        if (r.to != RouteConfig::To::peer && cfg.inbound && cfg.health.postgres.empty())
+            report.warn("route " + r.name() +
+                        ": this node has inbound.backend but no health.postgres, so its own "
+                        "postgres is never a candidate; set health.postgres (its peers need it "
+                        "too for this node to be their route's target)");
+    }
+}
+
 int run_check(const std::string& config_path, std::ostream& out, const ExtraCheck& extra,
               const std::string& as_user) {
     Report report{out};
@@ -298,6 +323,7 @@ int run_check(const std::string& config_path, std::ostream& out, const ExtraChec
     check_reachability(cfg, report);
     check_listen_addresses(cfg, config_path, report);
     check_health(cfg, report, user);
+    check_routes(cfg, report);
     if (extra)
         for (const auto& line : extra(cfg)) {
             if (line.kind == CheckLine::ok)

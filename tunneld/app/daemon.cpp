@@ -21,27 +21,12 @@
 #include "tunneld/net/spawn.hpp"
 #include "tunneld/relay/inbound.hpp"
 #include "tunneld/relay/outbound.hpp"
+#include "tunneld/relay/routes.hpp"
 #include "tunneld/tls/reloader.hpp"
 
 namespace tunneld {
 
 namespace asio = boost::asio;
-
-namespace {
-
-unsigned worker_count(const Config& cfg) {
-    if (cfg.workers) return cfg.workers;
-    return std::clamp(std::thread::hardware_concurrency(), 1u, 8u);
-}
-
-std::string summary(const Config& cfg, const TlsMaterial& m) {
-    return "node " + cfg.node + ", " +
-           (cfg.inbound ? "inbound on " + cfg.inbound->listen.front().to_string() + ", " : "") +
-           std::to_string(cfg.peers.size()) + " peer(s), cert serial " + m.serial_hex + " (" +
-           std::to_string(m.days_left()) + " days left)";
-}
-
-}  // namespace
 
 // The parts, in the order they are built (and, reversed, torn down). The
 // firewall keeper comes first: it applies the guard before anything that can
@@ -59,6 +44,7 @@ struct Daemon::Impl {
     TlsReloader tls;
     std::optional<InboundListener> inbound;
     std::optional<OutboundListener> outbound;
+    std::optional<RouteTable> routes;
     std::vector<std::unique_ptr<PeerProbe>> probes;
     std::optional<BackendMonitor> backend_monitor;
     std::optional<HealthServer> health;
@@ -69,7 +55,7 @@ struct Daemon::Impl {
 
     explicit Impl(Config c)
         : config(std::move(c)),
-          pool(worker_count(config)),
+          pool(IoPool::threads_for(config.workers)),
           rt(config, pool, initial_tls()),
           tls(
               config, rt.tls, side,
@@ -83,11 +69,13 @@ struct Daemon::Impl {
           notifier(io, pool, [this] { return one_line_summary(snapshot(false)); }) {
         if (config.inbound) inbound.emplace(rt, io);
         if (!config.peers.empty()) outbound.emplace(rt, io);
+        if (!config.routes.empty())
+            routes.emplace(rt, io, [this] { return route_candidates(config, rt, probes); });
         for (const auto& peer : config.peers) {
             probes.push_back(std::make_unique<PeerProbe>(rt, peer));
-            probes.back()->on_change([this] { notifier.poke(); });
+            probes.back()->on_change([this] { changed(); });
         }
-        rt.backend.on_set([this] { notifier.poke(); });
+        rt.backend.on_set([this] { changed(); });
         if (BackendMonitor::wanted(config)) backend_monitor.emplace(config, io, rt.backend);
         if (config.health.enabled && !config.health.listen.empty())
             health.emplace(config.health.listen, [this](bool full) { return snapshot(full); });
@@ -107,8 +95,15 @@ struct Daemon::Impl {
         }
     }
 
+    // A probe or the backend monitor has a new result (called on their threads).
+    void changed() {
+        notifier.poke();
+        if (routes) routes->reevaluate();
+    }
+
     Snapshot snapshot(bool full) {
-        return build_snapshot({config, rt, probes, keeper, started_at},
+        auto route_views = [this] { return routes ? routes->views() : std::vector<RouteView>{}; };
+        return build_snapshot({config, rt, probes, keeper, route_views, started_at},
                               {notifier.loops_alive(), notifier.is_stopping(), listeners_up}, full);
     }
 
@@ -125,7 +120,7 @@ struct Daemon::Impl {
                                            std::chrono::seconds(10));
         co_await notifier.announce_ready(ready, max_wait, [this](const std::string& line) {
             spdlog::info("tunneld {} ready: {}; {}", TUNNELD_VERSION,
-                         summary(config, *rt.tls.load()), line);
+                         node_summary(config, *rt.tls.load()), line);
         });
     }
 
@@ -166,6 +161,7 @@ struct Daemon::Impl {
             });
             if (inbound) inbound->stop();
             if (outbound) outbound->stop();
+            if (routes) routes->stop();
             signals.cancel();
             co_await drain();
             co_return;
@@ -181,6 +177,7 @@ int Daemon::run() {
     d.pool.start();
     if (d.inbound) d.inbound->start();
     if (d.outbound) d.outbound->start();
+    if (d.routes) d.routes->start();
     d.side_pool.start();
     spawn(d.io, d.handle_signals(), "signal handling");
     d.tls.start();

@@ -83,13 +83,50 @@ Snapshot build_snapshot(const SnapshotSources& src, const NodeFlags& flags, bool
     }
     for (const auto& p : src.probes)
         s.peers.push_back(PeerView{p->peer().name, p->peer().connect.to_string(),
-                                   p->peer().local.to_string(), p->state()});
+                                   p->peer().has_local() ? p->peer().local.to_string() : "",
+                                   p->state()});
+    if (src.routes) s.routes = src.routes();
     add_counters(s, src.rt.stats);
     add_firewall(s, cfg, src.keeper, full);
     s.backend_checked_by_config = BackendMonitor::wanted(cfg);
     s.postgres_configured = !cfg.health.postgres.empty();
     s.backend = src.rt.backend.get();
     return s;
+}
+
+std::vector<RouteCandidate> route_candidates(
+    const Config& cfg, const Runtime& rt, const std::vector<std::unique_ptr<PeerProbe>>& probes) {
+    std::vector<RouteCandidate> out;
+    for (const auto& p : probes) {
+        auto st = p->state();
+        RouteCandidate c;
+        c.name = p->peer().name;
+        c.known = st.probed;
+        c.reachable = st.up;
+        c.unreachable_why = st.probed ? st.last_error : "not probed yet";
+        if (st.up && st.peer_backend) c.postgres = st.peer_backend->postgres;
+        out.push_back(std::move(c));
+    }
+    if (cfg.inbound && !cfg.health.postgres.empty()) {
+        auto b = rt.backend.get();
+        RouteCandidate c;
+        c.name = cfg.node;
+        c.self = true;
+        c.known = b.checked;
+        c.reachable = b.checked && b.reachable;
+        c.unreachable_why = b.checked ? b.error : "not checked yet";
+        c.postgres = b.postgres;
+        out.push_back(std::move(c));
+    }
+    return out;
+}
+
+std::string node_summary(const Config& cfg, const TlsMaterial& m) {
+    return "node " + cfg.node + ", " +
+           (cfg.inbound ? "inbound on " + cfg.inbound->listen.front().to_string() + ", " : "") +
+           std::to_string(cfg.peers.size()) + " peer(s), " +
+           (cfg.routes.empty() ? "" : std::to_string(cfg.routes.size()) + " route(s), ") +
+           "cert serial " + m.serial_hex + " (" + std::to_string(m.days_left()) + " days left)";
 }
 
 }  // namespace tunneld

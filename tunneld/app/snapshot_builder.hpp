@@ -2,12 +2,14 @@
 // for one request or one STATUS= line. Safe from any thread: everything read
 // is atomic or locked.
 #pragma once
+#include <functional>
 #include <vector>
 
 #include "firewall/keeper.hpp"
 #include "tunneld/health/probe.hpp"
 #include "tunneld/health/runtime.hpp"
 #include "tunneld/health/snapshot.hpp"
+#include "tunneld/relay/route_choice.hpp"
 
 namespace tunneld {
 
@@ -16,6 +18,7 @@ struct SnapshotSources {
     Runtime& rt;
     const std::vector<std::unique_ptr<PeerProbe>>& probes;
     const firewall::Keeper& keeper;
+    std::function<std::vector<RouteView>()> routes;  // empty without routes[]
     std::int64_t started_at = 0;
 };
 
@@ -28,5 +31,14 @@ struct NodeFlags {
 // `full`: also what costs a syscall (the firewall's drop counters): /status
 // and /metrics only.
 Snapshot build_snapshot(const SnapshotSources& src, const NodeFlags& flags, bool full);
+
+// "node primary-1, inbound on ..., 1 peer(s), cert serial ... (89 days left)": the ready line.
+std::string node_summary(const Config& cfg, const TlsMaterial& m);
+
+// What routes[] choose from: every peer (reachable = its probe is answered;
+// its postgres from the last pong), then this node when it has inbound.backend
+// and health.postgres (from the backend monitor).
+std::vector<RouteCandidate> route_candidates(const Config& cfg, const Runtime& rt,
+                                             const std::vector<std::unique_ptr<PeerProbe>>& probes);
 
 }  // namespace tunneld

@@ -68,12 +68,30 @@ void read_inbound(MapReader& top, const YAML::Node& root, const std::string& pat
     }
 }
 
-// peers[]: name, connect, local (loopback unless public: true), public.
-void read_peers(MapReader& top, const YAML::Node& root, const std::string& path, Config& cfg) {
+// A plaintext listener (peers[].local, routes[].local): loopback unless `public: true`.
+Endpoint local_listener(MapReader& r, const YAML::Node& local, const std::string& what,
+                        bool public_local, const std::string& reaches,
+                        std::set<std::string>& locals) {
+    auto ep = endpoint_value(r, local, "local", false);
+    if (!locals.insert(ep.to_string()).second)
+        r.fail(local, "local address " + ep.to_string() + " is used twice");
+    if (!public_local && !is_loopback(ep))
+        r.fail(local, "'" + what + ".local' " + ep.to_string() +
+                          " is not a loopback address: anyone who reaches it gets a connection "
+                          "to " +
+                          reaches +
+                          " with this node's identity. Use 127.0.0.1, or add 'public: true' to "
+                          "this " +
+                          (what == "peers[]" ? "peer" : "route") + " if that is really intended");
+    return ep;
+}
+
+// peers[]: name, connect, local (optional; loopback unless public: true), public.
+void read_peers(MapReader& top, const std::string& path, Config& cfg,
+                std::set<std::string>& locals) {
     if (auto* peers = top.find("peers")) {
         if (!peers->IsSequence()) top.fail(*peers, "'peers' must be a list");
         std::set<std::string> names;
-        std::set<std::string> locals;
         for (const auto& p : *peers) {
             MapReader r(p, "peers[]", path);
             PeerConfig pc;
@@ -86,23 +104,63 @@ void read_peers(MapReader& top, const YAML::Node& root, const std::string& path,
             auto* connect = r.find("connect");
             if (!connect) r.fail(p, "missing required key 'peers[].connect'");
             pc.connect = endpoint_value(r, *connect, "connect", false);
-            auto* local = r.find("local");
-            if (!local) r.fail(p, "missing required key 'peers[].local'");
-            pc.local = endpoint_value(r, *local, "local", false);
-            if (!locals.insert(pc.local.to_string()).second)
-                r.fail(*local, "local address " + pc.local.to_string() + " is used twice");
             if (auto* n = r.find("public")) pc.public_local = bool_value(r, *n, "peers[].public");
-            if (!pc.public_local && !is_loopback(pc.local))
-                r.fail(*local,
-                       "'peers[].local' " + pc.local.to_string() +
-                           " is not a loopback address: anyone who reaches it gets a connection "
-                           "to " +
-                           pc.name +
-                           " with this node's identity. Use 127.0.0.1, or add "
-                           "'public: true' to this peer if that is really intended");
+            if (auto* local = r.find("local"))  // optional: a peer may be reached by routes only
+                pc.local = local_listener(r, *local, "peers[]", pc.public_local, pc.name, locals);
             r.finish();
             cfg.peers.push_back(std::move(pc));
         }
+    }
+}
+
+// routes[]: local, to (primary | replica | a peer's name), max_lag (replica), public.
+void read_routes(MapReader& top, const std::string& path, Config& cfg,
+                 std::set<std::string>& locals) {
+    auto* routes = top.find("routes");
+    if (!routes) return;
+    if (!routes->IsSequence()) top.fail(*routes, "'routes' must be a list");
+    if (cfg.peers.empty() && routes->size() > 0)
+        top.fail(*routes, "'routes' needs 'peers': a route picks among the peers (and this node)");
+    for (const auto& n : *routes) {
+        MapReader r(n, "routes[]", path);
+        RouteConfig rc;
+        auto* to = r.find("to");
+        if (!to)
+            r.fail(n, "missing required key 'routes[].to' (primary, replica or a peer's name)");
+        auto target = scalar(r, *to, "to");
+        if (target == "primary") {
+            rc.to = RouteConfig::To::primary;
+        } else if (target == "replica") {
+            rc.to = RouteConfig::To::replica;
+        } else {
+            rc.to = RouteConfig::To::peer;
+            rc.peer = target;
+            std::string names;
+            bool known = false;
+            for (const auto& p : cfg.peers) {
+                known = known || p.name == target;
+                names += (names.empty() ? "" : ", ") + p.name;
+            }
+            if (!known)
+                r.fail(*to, "'routes[].to': '" + target +
+                                "' is not primary, replica or a peer's name (peers: " + names +
+                                ")");
+        }
+        if (auto* p = r.find("public")) rc.public_local = bool_value(r, *p, "routes[].public");
+        auto* local = r.find("local");
+        if (!local) r.fail(n, "missing required key 'routes[].local'");
+        rc.local = local_listener(r, *local, "routes[]", rc.public_local,
+                                  "the route's target (" + rc.target_text() + ")", locals);
+        if (auto* m = r.find("max_lag")) {
+            if (rc.to != RouteConfig::To::replica)
+                r.fail(*m, "'routes[].max_lag' applies to 'to: replica' only");
+            auto text = scalar(r, *m, "max_lag");
+            rc.max_lag = parse_size(text);
+            if (!rc.max_lag)
+                r.fail(*m, "'routes[].max_lag': '" + text + "': expected bytes, e.g. 16MB");
+        }
+        r.finish();
+        cfg.routes.push_back(std::move(rc));
     }
 }
 
@@ -233,6 +291,18 @@ void read_health(MapReader& top, const YAML::Node& root, const std::string& path
 
 }  // namespace
 
+std::string RouteConfig::target_text() const {
+    switch (to) {
+        case To::primary:
+            return "primary";
+        case To::replica:
+            return "replica";
+        case To::peer:
+            return peer;
+    }
+    return peer;
+}
+
 bool is_valid_identity(const std::string& name) {
     if (name.empty() || name.size() > 253) return false;
     if (name.find('*') != std::string::npos) return false;
@@ -273,7 +343,9 @@ Config parse_config(const std::string& text, const std::string& path) {
 
     read_tls(top, root, path, cfg);
     read_inbound(top, root, path, cfg);
-    read_peers(top, root, path, cfg);
+    std::set<std::string> locals;  // plaintext listeners of peers and routes: each used once
+    read_peers(top, path, cfg, locals);
+    read_routes(top, path, cfg, locals);
     if (!cfg.inbound && cfg.peers.empty())
         top.fail(root, "nothing to do: configure 'inbound', 'peers', or both");
 

@@ -3,6 +3,7 @@
 // StartupError naming "file:line:col" and the key, so a typo never silently
 // becomes a default. Relative file paths are resolved against the config's folder.
 #pragma once
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
@@ -32,8 +33,29 @@ struct InboundConfig {
 struct PeerConfig {
     std::string name;           // expected identity in the peer's certificate; also sent as SNI
     Endpoint connect;           // the peer's inbound listener (host may be a DNS name)
-    Endpoint local;             // local plaintext listener for postgres clients
+    Endpoint local;             // local plaintext listener for postgres clients (optional)
     bool public_local = false;  // peers[].public: `local` may be a non-loopback address
+
+    bool has_local() const { return local.port != 0; }
+};
+
+// routes[]: a local plaintext listener whose target follows the cluster.
+struct RouteConfig {
+    enum class To {
+        primary,  // the one node whose postgres is not in recovery
+        replica,  // a streaming standby within max_lag, the least loaded
+        peer,     // always `peer` (cascading: a fixed upstream)
+    };
+    Endpoint local;
+    To to = To::primary;
+    std::string peer;                      // to: <peer name>
+    std::optional<std::uint64_t> max_lag;  // to: replica: bytes behind the primary (16MB)
+    bool public_local = false;             // routes[].public, as for peers
+
+    // How logs, /status and /metrics name it: "127.0.0.1:6432".
+    std::string name() const { return local.to_string(); }
+    // "primary", "replica" or the peer's name.
+    std::string target_text() const;
 };
 
 struct KeepaliveConfig {
@@ -87,6 +109,7 @@ struct Config {
     TlsFiles tls;
     std::optional<InboundConfig> inbound;
     std::vector<PeerConfig> peers;
+    std::vector<RouteConfig> routes;
     KeepaliveConfig keepalive;
     TimeoutConfig timeouts;
     LimitConfig limits;

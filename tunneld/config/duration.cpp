@@ -1,6 +1,8 @@
 #include "tunneld/config/duration.hpp"
 
+#include <cctype>
 #include <charconv>
+#include <cstdint>
 #include <limits>
 
 namespace tunneld {
@@ -34,6 +36,27 @@ std::string format_duration(Duration d) {
     if (ms != 0 && ms % 60'000 == 0) return std::to_string(ms / 60'000) + "m";
     if (ms != 0 && ms % 1000 == 0) return std::to_string(ms / 1000) + "s";
     return std::to_string(ms) + "ms";
+}
+
+std::optional<std::uint64_t> parse_size(std::string_view text) {
+    std::uint64_t n = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+    if (ec != std::errc() || end == text.data()) return std::nullopt;
+    std::string unit(end, text.data() + text.size());
+    for (auto& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    static const std::pair<const char*, int> units[] = {
+        {"", 0},  {"b", 0},  {"kb", 1},  {"kib", 1}, {"k", 1},  {"mb", 2},  {"mib", 2},
+        {"m", 2}, {"gb", 3}, {"gib", 3}, {"g", 3},   {"tb", 4}, {"tib", 4}, {"t", 4}};
+    for (const auto& [name, power] : units) {
+        if (unit != name) continue;
+        std::uint64_t v = n;
+        for (int i = 0; i < power; ++i) {
+            if (v > (UINT64_MAX >> 10)) return std::nullopt;
+            v <<= 10;
+        }
+        return v;
+    }
+    return std::nullopt;
 }
 
 }  // namespace tunneld

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
@@ -190,6 +191,41 @@ std::string render_metrics(const Snapshot& s) {
                      "Age of the last replayed transaction while replay is behind, else 0.",
                      pg->replay_delay_seconds);
         }
+    }
+    if (!s.routes.empty()) {
+        m.family("tunneld_route_target", "gauge",
+                 "1 for the node a route sends new connections to, 0 for its other candidates.");
+        for (const auto& r : s.routes)
+            for (const auto& c : r.candidates)
+                m.sample("tunneld_route_target",
+                         {{"route", r.name}, {"to", r.to}, {"target", c.name}},
+                         r.target == c.name ? 1 : 0);
+        m.family("tunneld_route_candidates", "gauge",
+                 "Reachable nodes of a route by the role their postgres reports.");
+        for (const auto& r : s.routes)
+            for (auto role : {RouteRole::primary, RouteRole::replica, RouteRole::unknown}) {
+                auto n = std::count_if(r.candidates.begin(), r.candidates.end(),
+                                       [&](const CandidateView& c) { return c.role == role; });
+                m.sample("tunneld_route_candidates", {{"route", r.name}, {"role", to_string(role)}},
+                         static_cast<double>(n));
+            }
+        m.family("tunneld_route_split_brain", "gauge",
+                 "1 while more than one node reports primary (the route refuses).");
+        for (const auto& r : s.routes)
+            m.sample("tunneld_route_split_brain", {{"route", r.name}}, r.split_brain ? 1 : 0);
+        m.family("tunneld_route_connections", "gauge", "Live connections through a route.");
+        for (const auto& r : s.routes)
+            m.sample("tunneld_route_connections", {{"route", r.name}},
+                     static_cast<double>(r.connections));
+        m.family("tunneld_route_refused_total", "counter",
+                 "Connections a route refused (no_primary, no_replica).");
+        for (const auto& r : s.routes)
+            m.sample("tunneld_route_refused_total", {{"route", r.name}},
+                     static_cast<double>(r.refused));
+        m.family("tunneld_route_switches_total", "counter", "Times a route's target changed.");
+        for (const auto& r : s.routes)
+            m.sample("tunneld_route_switches_total", {{"route", r.name}},
+                     static_cast<double>(r.switches));
     }
     return m.str();
 }

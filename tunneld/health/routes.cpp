@@ -121,27 +121,6 @@ std::vector<std::string> replica_problems(const Snapshot& s, std::optional<std::
 
 }  // namespace
 
-std::optional<std::uint64_t> parse_size(std::string_view text) {
-    std::uint64_t n = 0;
-    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
-    if (ec != std::errc() || end == text.data()) return std::nullopt;
-    std::string unit(end, text.data() + text.size());
-    for (auto& c : unit) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    static const std::pair<const char*, int> units[] = {
-        {"", 0},  {"b", 0},  {"kb", 1},  {"kib", 1}, {"k", 1},  {"mb", 2},  {"mib", 2},
-        {"m", 2}, {"gb", 3}, {"gib", 3}, {"g", 3},   {"tb", 4}, {"tib", 4}, {"t", 4}};
-    for (const auto& [name, power] : units) {
-        if (unit != name) continue;
-        std::uint64_t v = n;
-        for (int i = 0; i < power; ++i) {
-            if (v > (UINT64_MAX >> 10)) return std::nullopt;
-            v <<= 10;
-        }
-        return v;
-    }
-    return std::nullopt;
-}
-
 std::optional<std::uint64_t> replication_lag_bytes(const Snapshot& s) {
     auto* pg = local_postgres(s);
     if (!pg || !pg->in_recovery) return std::nullopt;
@@ -182,6 +161,11 @@ std::vector<std::string> readiness_problems(const Snapshot& s, bool with_backend
         else if (s.backend.postgres && !s.backend.postgres->up)
             out.push_back(postgres_problem(s));
     }
+    if (with_backend)  // a route with nowhere to go: the cluster's problem, seen from here
+        for (const auto& r : s.routes)
+            if (r.target.empty() && !r.refusal.empty())
+                out.push_back("route " + r.name + " (to " + r.to + ") refuses (" + r.refusal +
+                              "): " + r.detail);
     return out;
 }
 

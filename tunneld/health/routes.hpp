@@ -21,6 +21,7 @@
 #include <string_view>
 #include <vector>
 
+#include "tunneld/config/duration.hpp"  // parse_size
 #include "tunneld/health/snapshot.hpp"
 
 namespace tunneld {
@@ -38,10 +39,6 @@ HealthResponse handle_request(const Snapshot& s, std::string_view target);
 // Whether `target`'s path needs the firewall's counters and similar costly
 // parts of the snapshot (/status and /metrics).
 bool wants_full_snapshot(std::string_view target);
-
-// "16MB" -> 16777216; accepts B, kB, MB, GB, TB (1024-based, case-insensitive,
-// also KiB/MiB/...), or a plain number of bytes. nullopt when invalid.
-std::optional<std::uint64_t> parse_size(std::string_view text);
 
 // How far this standby's replay is behind, in bytes: from the newest WAL
 // position known (the primary's current LSN from a peer's pong, or this

@@ -10,6 +10,7 @@
 
 #include "tunneld/health/backend_state.hpp"
 #include "tunneld/health/probe_state.hpp"
+#include "tunneld/health/route_view.hpp"
 #include "tunneld/health/stats.hpp"
 
 namespace tunneld {
@@ -70,6 +71,7 @@ struct Snapshot {
     std::map<std::pair<Direction, std::string>, std::uint64_t> closes;
 
     FirewallView firewall;
+    std::vector<RouteView> routes;  // routes[], in config order
 
     bool backend_checked_by_config = false;  // inbound.backend or health.postgres configured
     bool postgres_configured = false;        // health.postgres set

@@ -137,6 +137,39 @@ std::string render_status(const Snapshot& s) {
         postgres = std::move(pg);
     }
 
+    json::array routes;
+    for (const auto& r : s.routes) {
+        json::array candidates;
+        for (const auto& c : r.candidates)
+            candidates.push_back(
+                json::object{{"name", c.name},
+                             {"self", c.self},
+                             {"role", to_string(c.role)},
+                             {"reachable", c.reachable},
+                             {"eligible", c.eligible},
+                             {"lag_bytes", c.lag ? json::value(*c.lag) : json::value(nullptr)},
+                             {"why_not", c.why_not},
+                             {"connections", c.connections}});
+        json::value last_switch = nullptr;
+        if (r.last_switch)
+            last_switch = json::object{{"at", r.last_switch->at},
+                                       {"from", r.last_switch->from},
+                                       {"to", r.last_switch->to},
+                                       {"cause", r.last_switch->cause}};
+        routes.push_back(json::object{
+            {"local", r.name},
+            {"to", r.to},
+            {"target", r.target.empty() ? json::value(nullptr) : json::value(r.target)},
+            {"split_brain", r.split_brain},
+            {"refusal", r.refusal},
+            {"detail", r.detail},
+            {"candidates", std::move(candidates)},
+            {"connections", r.connections},
+            {"refused", r.refused},
+            {"switches", r.switches},
+            {"last_switch", std::move(last_switch)}});
+    }
+
     json::object top{{"node", s.node},
                      {"version", s.version},
                      {"time", s.now},
@@ -150,6 +183,7 @@ std::string render_status(const Snapshot& s) {
                      {"inbound", std::move(inbound)},
                      {"outbound", json::object{{"handshakes", handshakes(Direction::outbound)}}},
                      {"peers", std::move(peers)},
+                     {"routes", std::move(routes)},
                      {"firewall", std::move(firewall)},
                      {"backend", std::move(backend)},
                      {"postgres", std::move(postgres)}};

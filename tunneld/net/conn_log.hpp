@@ -17,6 +17,7 @@ struct ConnInfo {
     std::string peer;            // identity of the other tunneld (verified, or expected)
     std::string remote;          // address the connection came from / went to
     std::string local;           // the plaintext side (backend, or local client)
+    std::string route;           // routes[]: the route's local address, "" otherwise
     std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
 };
 
@@ -30,6 +31,11 @@ void log_close(const ConnInfo& c, const RelayResult& r);
 
 // "conn=7 inbound handshake failed remote=... reason=unknown_ca detail=..."
 void log_handshake_failure(const ConnInfo& c, const HandshakeResult& h);
+
+// A routes[] connection refused before anything was dialled:
+// "conn=9 outbound close peer=- remote=- local=127.0.0.1:40112 route=127.0.0.1:6432
+// reason=no_primary detail=\"split brain: primary-1 and standby-1 both report primary\""
+void log_route_refusal(const ConnInfo& c, CloseReason reason, const std::string& detail);
 
 // Rate limit for refusal lines, so a flood from one address cannot flood the
 // log: note() says whether to log now and how many refusals the line stands for

@@ -10,13 +10,15 @@ Admission::~Admission() {
 }
 
 Admission ConnectionTable::admit(boost::asio::any_io_executor executor, std::uint64_t id,
-                                 bool counted) {
+                                 bool counted, std::string route, std::string target) {
     std::lock_guard lock(mutex_);
     if (counted && counted_ >= max_) return Admission(*this, nullptr);
     auto c = std::make_shared<LiveConnection>();
     c->executor = std::move(executor);
     c->id = id;
     c->counted = counted;
+    c->route = std::move(route);
+    c->target = std::move(target);
     if (counted) ++counted_;
     live_.emplace(id, c);
     return Admission(*this, std::move(c));
@@ -102,6 +104,24 @@ void ConnectionTable::close_revoked(std::function<bool(X509*)> revoked) {
                 c->close();
             }
         });
+}
+
+std::size_t ConnectionTable::close_routed(const std::string& route, const std::string& target,
+                                          const std::string& why) {
+    std::vector<std::shared_ptr<LiveConnection>> hit;
+    {
+        std::lock_guard lock(mutex_);
+        for (auto& [id, c] : live_)
+            if (c->route == route && c->target == target) hit.push_back(c);
+    }
+    for (auto& c : hit)
+        boost::asio::post(c->executor, [c, why] {
+            if (c->alive && c->close) {
+                c->switched = why;
+                c->close();
+            }
+        });
+    return hit.size();
 }
 
 ConnectionTable::Refusal ConnectionTable::begin_handshake(const std::string& source, int per_source,

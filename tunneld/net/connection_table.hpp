@@ -30,6 +30,11 @@ struct LiveConnection {
     bool revoked = false;  // closed because peer_cert was revoked
     bool probe = false;    // a peer probe connection (closed at once on SIGTERM, not drained)
     bool counted = false;  // holds one of limits.max_connections
+    // routes[]: which route carried it and to which node (set by admit, then
+    // constant). `switched` is set, on `executor`, when the route closed it
+    // because the primary changed.
+    std::string route, target;
+    std::string switched;  // why, "" if not
 };
 
 // Clears c.close when a scope that the hook references ends.
@@ -68,7 +73,9 @@ class ConnectionTable {
     // Admits a connection, or returns an empty Admission when max_connections
     // are already live. With counted=false it takes no max_connections place
     // (yet: see count()), but is closable like any other.
-    Admission admit(boost::asio::any_io_executor executor, std::uint64_t id, bool counted = true);
+    // `route`/`target`: for a routes[] connection (fixed for its life).
+    Admission admit(boost::asio::any_io_executor executor, std::uint64_t id, bool counted = true,
+                    std::string route = {}, std::string target = {});
     // Gives an admitted, not yet counted connection its max_connections place;
     // false when they are all taken.
     bool count(LiveConnection& c);
@@ -91,6 +98,10 @@ class ConnectionTable {
     // `revoked` (on the connection's executor; it must own what it reads, e.g.
     // the new CRL's store); revoked ones are marked and closed.
     void close_revoked(std::function<bool(X509*)> revoked);
+    // Posts to every live connection of `route` to `target`: marks it
+    // switched (`why`) and closes it. Returns how many were asked to close.
+    std::size_t close_routed(const std::string& route, const std::string& target,
+                             const std::string& why);
 
     // The budget of unauthenticated connections (accepted, TLS handshake not
     // finished), taken at accept before anything else and apart from

@@ -1,4 +1,7 @@
 #include "tunneld/net/io_pool.hpp"
+
+#include <algorithm>
+
 #include "tunneld/net/spawn.hpp"
 
 namespace tunneld {
@@ -34,6 +37,11 @@ void IoPool::stop_when_idle() {
 void IoPool::join() {
     for (auto& t : threads_)
         if (t.joinable()) t.join();
+}
+
+unsigned IoPool::threads_for(unsigned configured) {
+    if (configured) return configured;
+    return std::clamp(std::thread::hardware_concurrency(), 1u, 8u);
 }
 
 }  // namespace tunneld

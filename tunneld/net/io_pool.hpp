@@ -13,6 +13,8 @@ namespace tunneld {
 class IoPool {
   public:
     explicit IoPool(unsigned threads);
+    // `workers:` as configured; 0 ("auto") = one per CPU, at most 8.
+    static unsigned threads_for(unsigned configured);
     boost::asio::io_context& next();  // round robin
     void start();                     // starts the threads
     void stop_when_idle();            // lets run() return once no work is left

@@ -32,20 +32,19 @@ std::string address_of(const tcp::endpoint& ep) {
     return Endpoint{ep.address().to_string(), ep.port(), {}}.to_string();
 }
 
-asio::awaitable<void> serve(Runtime& rt, const PeerConfig& peer, SessionSlot& session,
-                            tcp::socket local) {
+}  // namespace
+
+asio::awaitable<void> carry_to_peer(Runtime& rt, const PeerConfig& peer, SessionSlot& session,
+                                    tcp::socket local, ConnInfo info) {
     const auto& cfg = rt.config;
-    ConnInfo info;
-    info.id = rt.next_id++;
+    if (info.local.empty()) co_return;  // the client was gone before we looked
     info.direction = "outbound";
     info.peer = peer.name;
     info.remote = peer.connect.to_string();
     error_code ec;
-    auto client = local.remote_endpoint(ec);
-    if (ec) co_return;
-    info.local = address_of(client);
 
-    auto live = rt.connections.admit(local.get_executor(), info.id);
+    auto live = rt.connections.admit(local.get_executor(), info.id, true, info.route,
+                                     info.route.empty() ? "" : peer.name);
     if (!live) {
         log_close(info, RelayResult{0, 0, CloseReason::limit,
                                     "limits.max_connections=" +
@@ -105,15 +104,27 @@ asio::awaitable<void> serve(Runtime& rt, const PeerConfig& peer, SessionSlot& se
         result = co_await relay(local, tls, buffers.out(), buffers.in(), &traffic.bytes);
     }
     if (live->revoked) result.reason = CloseReason::revoked;
+    if (!live->switched.empty()) {
+        result.reason = CloseReason::switched;
+        result.detail = live->switched;
+    }
     finish(result);
 }
 
-}  // namespace
+ConnInfo accepted_conn(Runtime& rt, tcp::socket& local) {
+    ConnInfo info;
+    info.id = rt.next_id++;
+    error_code ec;
+    auto client = local.remote_endpoint(ec);
+    info.local = ec ? "" : address_of(client);
+    return info;
+}
 
 OutboundListener::OutboundListener(Runtime& rt, asio::io_context& io) : rt_(rt), io_(io) {
     for (const auto& peer : rt.config.peers)
-        links_.push_back(std::unique_ptr<Link>(
-            new Link{peer, open_listener(io, peer.local, "peers[" + peer.name + "].local"), {}}));
+        if (peer.has_local())
+            links_.push_back(std::unique_ptr<Link>(new Link{
+                peer, open_listener(io, peer.local, "peers[" + peer.name + "].local"), {}}));
 }
 
 OutboundListener::~OutboundListener() = default;
@@ -127,7 +138,10 @@ void OutboundListener::start() {
               accept_loop(l->acceptor, rt_.pool,
                           [this, l](tcp::socket s) {
                               auto ex = s.get_executor();
-                              spawn(ex, serve(rt_, l->peer, l->session, std::move(s)),
+                              auto info = accepted_conn(rt_, s);
+                              spawn(ex,
+                                    carry_to_peer(rt_, l->peer, l->session, std::move(s),
+                                                  std::move(info)),
                                     "an outbound connection");
                           }),
               "the outbound accept loop");

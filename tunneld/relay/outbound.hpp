@@ -1,13 +1,28 @@
 // The outbound side: one local plaintext listener per configured peer; each
 // accepted local connection is carried to that peer over mutual TLS.
 #pragma once
+#include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <memory>
 #include <vector>
 
 #include "tunneld/health/runtime.hpp"
+#include "tunneld/net/conn_log.hpp"
+#include "tunneld/tls/context.hpp"
 
 namespace tunneld {
+
+// Carries one accepted local connection to `peer` over mutual TLS: dial under
+// timeouts.connect, keepalive options, TLS handshake (SNI = peer name, ALPN
+// "postgresql", the server must be the peer; sessions resumed from `session`),
+// then the relay; logs and counts its close. `info` comes from accepted_conn;
+// info.route names the routes[] entry it came through ("" for peers[].local).
+boost::asio::awaitable<void> carry_to_peer(Runtime& rt, const PeerConfig& peer,
+                                           SessionSlot& session, boost::asio::ip::tcp::socket local,
+                                           ConnInfo info);
+
+// A new id and the client's address for an accepted local connection.
+ConnInfo accepted_conn(Runtime& rt, boost::asio::ip::tcp::socket& local);
 
 class OutboundListener {
   public:

@@ -22,8 +22,49 @@ enum class CloseReason {
     peer_unreachable,     // outbound: peer tunneld refused / timed out / not resolvable
     limit,                // limits.max_connections or max_handshakes_per_source reached
     protocol,             // unexpected ALPN protocol
+    no_primary,           // routes[] to: primary: no single node reports primary (or split brain)
+    no_replica,           // routes[] to: replica: no streaming replica within max_lag
+    switched,             // routes[] to: primary: the primary changed; the route moved on
 };
-const char* to_string(CloseReason r);
+
+// Inline (a pure header): health/ logs and counts these without linking relay/.
+inline const char* to_string(CloseReason r) {
+    switch (r) {
+        case CloseReason::finished:
+            return "finished";
+        case CloseReason::local_error:
+            return "local_error";
+        case CloseReason::peer_error:
+            return "peer_error";
+        case CloseReason::peer_rejected:
+            return "peer_rejected";
+        case CloseReason::peer_truncated:
+            return "peer_truncated";
+        case CloseReason::peer_timeout:
+            return "peer_timeout";
+        case CloseReason::shutdown:
+            return "shutdown";
+        case CloseReason::revoked:
+            return "revoked";
+        case CloseReason::handshake_failed:
+            return "handshake_failed";
+        case CloseReason::backend_unreachable:
+            return "backend_unreachable";
+        case CloseReason::peer_unreachable:
+            return "peer_unreachable";
+        case CloseReason::limit:
+            return "limit";
+        case CloseReason::protocol:
+            return "protocol";
+        case CloseReason::no_primary:
+            return "no_primary";
+        case CloseReason::no_replica:
+            return "no_replica";
+        case CloseReason::switched:
+            return "switched";
+    }
+    return "unknown";
+}
 
 struct RelayResult {
     std::uint64_t from_tls = 0;  // bytes read from the TLS side, written to local

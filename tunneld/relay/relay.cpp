@@ -18,38 +18,6 @@ using asio::as_tuple;
 using asio::use_awaitable;
 using namespace asio::experimental::awaitable_operators;
 
-const char* to_string(CloseReason r) {
-    switch (r) {
-        case CloseReason::finished:
-            return "finished";
-        case CloseReason::local_error:
-            return "local_error";
-        case CloseReason::peer_error:
-            return "peer_error";
-        case CloseReason::peer_rejected:
-            return "peer_rejected";
-        case CloseReason::peer_truncated:
-            return "peer_truncated";
-        case CloseReason::peer_timeout:
-            return "peer_timeout";
-        case CloseReason::shutdown:
-            return "shutdown";
-        case CloseReason::revoked:
-            return "revoked";
-        case CloseReason::handshake_failed:
-            return "handshake_failed";
-        case CloseReason::backend_unreachable:
-            return "backend_unreachable";
-        case CloseReason::peer_unreachable:
-            return "peer_unreachable";
-        case CloseReason::limit:
-            return "limit";
-        case CloseReason::protocol:
-            return "protocol";
-    }
-    return "unknown";
-}
-
 namespace {
 
 // Plaintext reads. After a read that filled the buffer more is probably queued,

@@ -1,0 +1,161 @@
+#include "tunneld/relay/route_choice.hpp"
+
+#include <algorithm>
+#include <cstdio>
+
+namespace tunneld {
+
+namespace {
+
+RouteRole role_of(const RouteCandidate& c) {
+    if (!c.reachable || !c.postgres || !c.postgres->up) return RouteRole::unknown;
+    return c.postgres->in_recovery ? RouteRole::replica : RouteRole::primary;
+}
+
+std::string bytes_text(std::uint64_t n) {
+    auto unit = [n](std::uint64_t size, const char* name) {
+        if (n % size == 0) return std::to_string(n / size) + " " + name;
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%.1f %s",
+                      static_cast<double>(n) / static_cast<double>(size), name);
+        return std::string(buf);
+    };
+    if (n >= (1u << 20)) return unit(1u << 20, "MB");
+    if (n >= (1u << 10)) return unit(1u << 10, "kB");
+    return std::to_string(n) + " bytes";
+}
+
+std::string unknown_why(const RouteCandidate& c) {
+    if (!c.reachable)
+        return c.unreachable_why.empty() ? "unreachable" : "unreachable: " + c.unreachable_why;
+    if (!c.postgres) return "its postgres role is unknown (no health.postgres there)";
+    if (!c.postgres->up) return "its postgres is down: " + c.postgres->error;
+    return "";
+}
+
+std::string join_names(const std::vector<std::string>& names) {
+    std::string out;
+    for (std::size_t i = 0; i < names.size(); ++i)
+        out += (i == 0 ? "" : i + 1 == names.size() ? " and " : ", ") + names[i];
+    return out;
+}
+
+}  // namespace
+
+std::optional<std::uint64_t> lag_behind(const PostgresState& pg,
+                                        const std::vector<RouteCandidate>& candidates) {
+    auto replay = parse_lsn(pg.replay_lsn);
+    if (!replay) return std::nullopt;
+    std::uint64_t newest = parse_lsn(pg.receive_lsn).value_or(*replay);
+    for (const auto& c : candidates)
+        if (role_of(c) == RouteRole::primary)
+            if (auto lsn = parse_lsn(c.postgres->current_lsn)) newest = std::max(newest, *lsn);
+    return newest > *replay ? newest - *replay : 0;
+}
+
+RouteChoice choose_route(const RouteConfig& route, const std::vector<RouteCandidate>& candidates) {
+    RouteChoice out;
+    for (const auto& c : candidates) {
+        CandidateView v;
+        v.name = c.name;
+        v.self = c.self;
+        v.role = role_of(c);
+        v.reachable = c.reachable;
+        v.connections = c.connections;
+        if (v.role == RouteRole::replica) v.lag = lag_behind(*c.postgres, candidates);
+        out.candidates.push_back(std::move(v));
+    }
+
+    if (route.to == RouteConfig::To::peer) {
+        for (auto& v : out.candidates)
+            if (!v.self && v.name == route.peer) v.eligible = true;
+        out.target = route.peer;  // like peers[].local: dialled whatever its role
+        return out;
+    }
+
+    if (route.to == RouteConfig::To::primary) {
+        std::vector<std::string> primaries;
+        const RouteCandidate* pick = nullptr;
+        for (std::size_t i = 0; i < candidates.size(); ++i) {
+            auto& v = out.candidates[i];
+            if (v.role == RouteRole::primary) {
+                primaries.push_back(v.name);
+                pick = &candidates[i];
+                v.eligible = true;
+            } else {
+                v.why_not = v.role == RouteRole::replica ? "in recovery (a standby)"
+                                                         : unknown_why(candidates[i]);
+            }
+        }
+        if (primaries.size() == 1) {
+            out.target = pick->name;
+            out.target_is_self = pick->self;
+            return out;
+        }
+        out.refusal = "no_primary";
+        if (primaries.size() > 1) {
+            out.split_brain = true;
+            out.detail = "split brain: " + join_names(primaries) + " " +
+                         (primaries.size() == 2 ? "both" : "all") + " report primary";
+            for (auto& v : out.candidates)
+                if (v.eligible) {
+                    v.eligible = false;
+                    v.why_not = "split brain";
+                }
+        } else {
+            std::vector<std::string> parts;
+            for (const auto& v : out.candidates) parts.push_back(v.name + " " + v.why_not);
+            out.detail = "no node reports primary";
+            if (!parts.empty()) {
+                out.detail += " (";
+                for (std::size_t i = 0; i < parts.size(); ++i)
+                    out.detail += (i ? "; " : "") + parts[i];
+                out.detail += ")";
+            }
+        }
+        return out;
+    }
+
+    // to: replica
+    const RouteCandidate* pick = nullptr;
+    for (std::size_t i = 0; i < candidates.size(); ++i) {
+        auto& v = out.candidates[i];
+        const auto& c = candidates[i];
+        if (v.role != RouteRole::replica) {
+            v.why_not = v.role == RouteRole::primary ? "a primary" : unknown_why(c);
+            continue;
+        }
+        if (c.postgres->receiver_status != "streaming") {
+            v.why_not = "WAL receiver " + (c.postgres->receiver_status.empty()
+                                               ? std::string("not running")
+                                               : c.postgres->receiver_status);
+            continue;
+        }
+        if (route.max_lag) {
+            if (!v.lag) {
+                v.why_not = "lag unknown";
+                continue;
+            }
+            if (*v.lag > *route.max_lag) {
+                v.why_not = "lag " + bytes_text(*v.lag) + " > " + bytes_text(*route.max_lag);
+                continue;
+            }
+        }
+        v.eligible = true;
+        if (!pick || c.connections < pick->connections) pick = &c;
+    }
+    if (pick) {
+        out.target = pick->name;
+        out.target_is_self = pick->self;
+        return out;
+    }
+    out.refusal = "no_replica";
+    out.detail = "no replica qualifies";
+    std::string parts;
+    for (const auto& v : out.candidates)
+        parts += (parts.empty() ? "" : "; ") + v.name + " " + v.why_not;
+    if (!parts.empty()) out.detail += " (" + parts + ")";
+    return out;
+}
+
+}  // namespace tunneld

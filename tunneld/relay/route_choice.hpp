@@ -1,0 +1,49 @@
+// Which node a route sends its next connection to: plain data in, a decision
+// out, no sockets (unit-tested as a table). The inputs come from the peer
+// probes' pongs and this node's backend monitor; relay/routes.cpp acts on it.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "tunneld/config/config.hpp"
+#include "tunneld/health/backend_state.hpp"
+#include "tunneld/health/route_view.hpp"
+
+namespace tunneld {
+
+// One node a route could send to: a peer, or this node itself (its own backend).
+struct RouteCandidate {
+    std::string name;                       // peer name, or this node's name when `self`
+    bool self = false;                      // this node: the route dials inbound.backend
+    bool known = true;                      // false until its first probe / backend check
+    bool reachable = false;                 // probe up (peer) / backend monitor up (self)
+    std::string unreachable_why;            // when !reachable
+    std::optional<PostgresState> postgres;  // its postgres, as last reported
+    std::size_t connections = 0;            // this route's live connections to it
+};
+
+struct RouteChoice {
+    std::optional<std::string> target;  // the node to dial; none = refuse
+    bool target_is_self = false;
+    bool split_brain = false;  // to: primary, and more than one reports primary
+    std::string refusal;       // "no_primary" / "no_replica" when no target
+    std::string detail;        // why, for the log line and /status
+    std::vector<CandidateView> candidates;
+};
+
+// `candidates`: every peer, in config order, then this node when it can serve
+// (inbound.backend and health.postgres). Fixed-peer routes always pick their
+// peer (like peers[].local). to: primary picks the one reachable node whose
+// postgres is up and not in recovery; two or more is a split brain and nothing
+// is picked. to: replica picks, among reachable nodes in recovery that stream
+// with lag <= max_lag, the one with the fewest connections (first on a tie).
+RouteChoice choose_route(const RouteConfig& route, const std::vector<RouteCandidate>& candidates);
+
+// Bytes `replay_lsn` of `pg` is behind the newest position known: the primary
+// candidates' current_lsn and the node's own receive_lsn. nullopt if unknown.
+std::optional<std::uint64_t> lag_behind(const PostgresState& pg,
+                                        const std::vector<RouteCandidate>& candidates);
+
+}  // namespace tunneld

@@ -1,0 +1,379 @@
+#include "tunneld/relay/routes.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <map>
+#include <mutex>
+
+#include "tunneld/net/conn_log.hpp"
+#include "tunneld/net/dial.hpp"
+#include "tunneld/net/listener.hpp"
+#include "tunneld/net/socket_options.hpp"
+#include "tunneld/net/spawn.hpp"
+#include "tunneld/relay/outbound.hpp"
+
+namespace tunneld {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using boost::system::error_code;
+using namespace asio::experimental::awaitable_operators;
+
+struct RouteTable::Route {
+    Route(const RouteConfig& c, tcp::acceptor a) : cfg(c), acceptor(std::move(a)) {}
+    const RouteConfig& cfg;
+    tcp::acceptor acceptor;
+    std::map<std::string, std::unique_ptr<SessionSlot>> sessions;  // per peer, for resumption
+
+    mutable std::mutex mutex;                 // the fields below
+    std::map<std::string, std::size_t> live;  // target -> live connections
+    RouteChoice last;                         // the latest decision
+    bool decided = false;
+    std::string current;   // where new connections go ("" = refusing)
+    std::string previous;  // the last target there was (kept while refusing)
+    std::string eligible;  // to: replica: the qualifying names, as last logged
+    std::uint64_t refused = 0, switches = 0;
+    std::optional<RouteSwitch> last_switch;
+};
+
+namespace {
+
+std::string describe(const RouteConfig& c) { return c.name() + " (to " + c.target_text() + ")"; }
+
+std::string eligible_names(const RouteChoice& c) {
+    std::string out;
+    for (const auto& v : c.candidates)
+        if (v.eligible) out += (out.empty() ? "" : ", ") + v.name;
+    return out;
+}
+
+std::string left_out(const RouteChoice& c) {
+    std::string out;
+    for (const auto& v : c.candidates)
+        if (!v.eligible) out += (out.empty() ? "" : "; ") + v.name + " " + v.why_not;
+    return out;
+}
+
+// What a refusal is about, without the details that change every probe round
+// (timings, error texts): logged again only when this changes.
+std::string refusal_key(const RouteChoice& c) {
+    std::string key = c.refusal + (c.split_brain ? " split:" : " roles:");
+    for (const auto& v : c.candidates) key += v.name + "=" + to_string(v.role) + ",";
+    return key;
+}
+
+const CandidateView* find(const RouteChoice& c, const std::string& name) {
+    for (const auto& v : c.candidates)
+        if (v.name == name) return &v;
+    return nullptr;
+}
+
+// Copies `from` to `to` until EOF (then half-closes `to`) or an error (then
+// `fail` closes both, so the other direction ends too).
+template <class From, class To>
+asio::awaitable<std::uint64_t> copy(From& from, To& to, std::string& error,
+                                    const std::function<void()>& fail) {
+    std::vector<char> buf(64 * 1024);
+    std::uint64_t total = 0;
+    for (;;) {
+        auto [ec, n] =
+            co_await from.async_read_some(asio::buffer(buf), asio::as_tuple(asio::use_awaitable));
+        if (ec) {
+            if (ec != asio::error::eof) {
+                if (error.empty()) error = ec.message();
+                fail();
+            }
+            break;
+        }
+        auto [wec, put] = co_await asio::async_write(to, asio::buffer(buf.data(), n),
+                                                     asio::as_tuple(asio::use_awaitable));
+        if (wec) {
+            if (error.empty()) error = wec.message();
+            fail();
+            break;
+        }
+        total += n;
+    }
+    error_code ignored;
+    to.shutdown(asio::socket_base::shutdown_send, ignored);
+    co_return total;
+}
+
+// This node is the route's target: straight to inbound.backend, no TLS.
+template <class Backend>
+asio::awaitable<void> carry_to_backend(Runtime& rt, tcp::socket local, Backend backend,
+                                       ConnInfo info) {
+    const auto& be = rt.config.inbound->backend;
+    info.direction = "outbound";
+    info.peer = rt.config.node;
+    info.remote = be.to_string();
+    auto live =
+        rt.connections.admit(local.get_executor(), info.id, true, info.route, rt.config.node);
+    auto finish = [&](const RelayResult& r) {
+        log_close(info, r);
+        rt.stats.count_close(Direction::outbound, r.reason);
+    };
+    if (!live) {
+        finish(RelayResult{
+            0, 0, CloseReason::limit,
+            "limits.max_connections=" + std::to_string(rt.config.limits.max_connections)});
+        co_return;
+    }
+    auto close_both = [&] {
+        error_code ignored;
+        local.close(ignored);
+        backend.close(ignored);
+    };
+    live->close = close_both;
+    CloseHook hook{*live};
+    Result<void> dialed;
+    if constexpr (std::is_same_v<Backend, tcp::socket>) {
+        dialed = co_await dial(backend, be, rt.config.timeouts.connect);
+        if (dialed) (void)apply_local_options(backend.native_handle());
+    } else {
+        dialed = co_await dial(backend, be.unix_path, rt.config.timeouts.connect);
+    }
+    if (!dialed) {
+        finish(RelayResult{0, 0, CloseReason::backend_unreachable,
+                           be.to_string() + ": " + dialed.error().what});
+        co_return;
+    }
+    (void)apply_local_options(local.native_handle());
+    log_open(info, false);
+    std::string error;
+    std::function<void()> fail = close_both;
+    auto [to_backend, from_backend] =
+        co_await (copy(local, backend, error, fail) && copy(backend, local, error, fail));
+    RelayResult r{from_backend, to_backend,
+                  error.empty() ? CloseReason::finished : CloseReason::local_error, error};
+    if (!live->switched.empty()) {
+        r.reason = CloseReason::switched;
+        r.detail = live->switched;
+    }
+    finish(r);
+}
+
+}  // namespace
+
+RouteTable::RouteTable(Runtime& rt, asio::io_context& io, Candidates candidates)
+    : rt_(rt), io_(io), candidates_(std::move(candidates)) {
+    for (const auto& route : rt.config.routes) {
+        auto r = std::make_unique<Route>(
+            route, open_listener(io, route.local, "routes[" + route.name() + "].local"));
+        for (const auto& p : rt.config.peers) r->sessions[p.name] = std::make_unique<SessionSlot>();
+        routes_.push_back(std::move(r));
+    }
+}
+
+RouteTable::~RouteTable() = default;
+
+void RouteTable::start() {
+    for (auto& route : routes_) {
+        Route* r = route.get();
+        spdlog::info("route: {} -> {}", r->cfg.name(),
+                     r->cfg.to == RouteConfig::To::peer ? "peer " + r->cfg.peer
+                                                        : "the " + r->cfg.target_text());
+        spawn(io_,
+              accept_loop(r->acceptor, rt_.pool,
+                          [this, r](tcp::socket s) { accept(*r, std::move(s)); }),
+              "a route's accept loop");
+    }
+}
+
+void RouteTable::stop() {
+    for (auto& r : routes_) {
+        error_code ignored;
+        r->acceptor.close(ignored);
+    }
+}
+
+void RouteTable::reevaluate() {
+    asio::post(io_, [this] {
+        for (auto& r : routes_) decide(*r, "a probe or backend result");
+    });
+}
+
+void RouteTable::decide(Route& r, const char* trigger) {
+    auto candidates = candidates_();
+    std::unique_lock lock(r.mutex);
+    for (auto& c : candidates) c.connections = r.live[c.name];
+    auto choice = choose_route(r.cfg, candidates);
+    std::string target = choice.target.value_or("");
+    // Until every candidate has a first result there is nothing to say yet
+    // (connections are still decided on what is known).
+    bool settling = std::any_of(candidates.begin(), candidates.end(),
+                                [](const RouteCandidate& c) { return !c.known; });
+    if (settling && !r.decided) {
+        r.current = target;
+        r.last = std::move(choice);
+        return;
+    }
+    bool first = !r.decided;
+    r.decided = true;
+
+    if (r.cfg.to == RouteConfig::To::replica) {
+        auto names = eligible_names(choice);
+        if (first || names != r.eligible) {
+            if (names.empty())
+                spdlog::warn("route {}: refusing new connections (no_replica): {}", describe(r.cfg),
+                             choice.detail);
+            else
+                spdlog::info("route {}: candidates {}{}{}", describe(r.cfg), names,
+                             left_out(choice).empty() ? "" : "; left out: ", left_out(choice));
+            r.eligible = names;
+        }
+        r.current = target;
+        r.last = std::move(choice);
+        return;
+    }
+
+    if (target != r.current || first) {
+        // `from`: where the route last sent connections, across a refusing spell.
+        std::string from = r.current.empty() ? r.previous : r.current;
+        std::string cause;
+        std::size_t closed = 0;
+        if (!target.empty()) {
+            cause = r.cfg.to == RouteConfig::To::peer ? "fixed peer" : target + " reports primary";
+            const auto* was = from.empty() || from == target ? nullptr : find(choice, from);
+            if (was)
+                cause += "; " + from + " " +
+                         (was->why_not.empty() ? "no longer qualifies" : was->why_not);
+            // A new primary: every connection this route made elsewhere goes now,
+            // so a walreceiver stuck on a dead path reconnects at once.
+            if (r.cfg.to == RouteConfig::To::primary)
+                for (const auto& [name, n] : r.live)
+                    if (name != target)
+                        closed += rt_.connections.close_routed(r.cfg.name(), name,
+                                                               "the primary is now " + target);
+            if (first || from.empty() || from == target)
+                spdlog::info("route {}: new connections go to {} ({})", describe(r.cfg), target,
+                             cause);
+            else
+                spdlog::warn("route {}: switched {} -> {} ({}, on {}); closed {} connection(s)",
+                             describe(r.cfg), from, target, cause, trigger, closed);
+            r.previous = target;
+        } else {
+            cause = choice.detail;
+            // A node that now reports recovery is no longer the primary: its
+            // connections go. A split brain or an unreachable one closes nothing.
+            const auto* was = r.current.empty() ? nullptr : find(choice, r.current);
+            if (was && was->role == RouteRole::replica)
+                closed = rt_.connections.close_routed(r.cfg.name(), r.current,
+                                                      r.current + " is in recovery now");
+            spdlog::warn("route {}: refusing new connections ({}): {}{}", describe(r.cfg),
+                         choice.refusal, choice.detail,
+                         r.current.empty() ? ""
+                                           : "; was " + r.current + ", closed " +
+                                                 std::to_string(closed) + " connection(s)");
+        }
+        if (!first) {
+            ++r.switches;
+            r.last_switch = RouteSwitch{unix_now(), from, target, cause};
+        } else if (!target.empty()) {
+            r.last_switch = RouteSwitch{unix_now(), "", target, cause};
+        }
+        r.current = target;
+    } else if (target.empty() && refusal_key(choice) != refusal_key(r.last)) {
+        spdlog::warn("route {}: still refusing ({}): {}", describe(r.cfg), choice.refusal,
+                     choice.detail);
+    }
+    r.last = std::move(choice);
+}
+
+void RouteTable::accept(Route& r, tcp::socket s) {
+    decide(r, "a new connection");
+    auto info = accepted_conn(rt_, s);
+    info.route = r.cfg.name();
+    std::string target;
+    bool self = false;
+    {
+        std::lock_guard lock(r.mutex);
+        target = r.last.target.value_or("");
+        self = r.last.target_is_self;
+        if (target.empty()) {
+            ++r.refused;
+        } else {
+            ++r.live[target];
+        }
+    }
+    if (target.empty()) {
+        auto reason =
+            r.last.refusal == "no_replica" ? CloseReason::no_replica : CloseReason::no_primary;
+        info.direction = "outbound";
+        log_route_refusal(info, reason, r.last.detail);
+        rt_.stats.count_close(Direction::outbound, reason);
+        return;  // the socket closes here; postgres retries by itself
+    }
+    // Releases the count however the connection ends.
+    auto release = std::shared_ptr<void>(nullptr, [&r, target](void*) {
+        std::lock_guard lock(r.mutex);
+        if (--r.live[target] == 0) r.live.erase(target);
+    });
+    auto ex = s.get_executor();
+    if (self) {
+        if (rt_.config.inbound->backend.is_unix())
+            spawn(
+                ex,
+                [](Runtime& rt, tcp::socket local, ConnInfo i,
+                   std::shared_ptr<void> keep) -> asio::awaitable<void> {
+                    auto be = asio::local::stream_protocol::socket(local.get_executor());
+                    co_await carry_to_backend(rt, std::move(local), std::move(be), std::move(i));
+                }(rt_, std::move(s), std::move(info), release),
+                "a route's connection");
+        else
+            spawn(
+                ex,
+                [](Runtime& rt, tcp::socket local, ConnInfo i,
+                   std::shared_ptr<void> keep) -> asio::awaitable<void> {
+                    auto be = tcp::socket(local.get_executor());
+                    co_await carry_to_backend(rt, std::move(local), std::move(be), std::move(i));
+                }(rt_, std::move(s), std::move(info), release),
+                "a route's connection");
+        return;
+    }
+    const PeerConfig* peer = nullptr;
+    for (const auto& p : rt_.config.peers)
+        if (p.name == target) peer = &p;
+    SessionSlot& session = *r.sessions.at(target);
+    spawn(
+        ex,
+        [](Runtime& rt, const PeerConfig& p, SessionSlot& slot, tcp::socket local, ConnInfo i,
+           std::shared_ptr<void> keep) -> asio::awaitable<void> {
+            co_await carry_to_peer(rt, p, slot, std::move(local), std::move(i));
+        }(rt_, *peer, session, std::move(s), std::move(info), release),
+        "a route's connection");
+}
+
+std::vector<RouteView> RouteTable::views() const {
+    std::vector<RouteView> out;
+    for (const auto& r : routes_) {
+        std::lock_guard lock(r->mutex);
+        RouteView v;
+        v.name = r->cfg.name();
+        v.to = r->cfg.target_text();
+        v.target = r->current;
+        v.split_brain = r->last.split_brain;
+        v.refusal = r->last.refusal;
+        v.detail = r->last.detail;
+        v.candidates = r->last.candidates;
+        for (auto& c : v.candidates) {
+            auto it = r->live.find(c.name);
+            c.connections = it == r->live.end() ? 0 : it->second;
+        }
+        for (const auto& [name, n] : r->live) v.connections += n;
+        v.refused = r->refused;
+        v.switches = r->switches;
+        v.last_switch = r->last_switch;
+        out.push_back(std::move(v));
+    }
+    return out;
+}
+
+}  // namespace tunneld

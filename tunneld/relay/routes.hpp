@@ -1,0 +1,49 @@
+// routes[]: local plaintext listeners whose target follows the cluster. Each
+// accepted connection goes where route_choice.hpp decides from the probes'
+// pongs and this node's backend monitor: the primary, a replica, or a fixed
+// peer. When the primary changes, connections a to: primary route made to the
+// old one are closed at once (a walreceiver then reconnects to the new one);
+// a split brain or no primary refuses new connections and closes nothing.
+#pragma once
+#include <boost/asio/io_context.hpp>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "tunneld/health/route_view.hpp"
+#include "tunneld/health/runtime.hpp"
+#include "tunneld/relay/route_choice.hpp"
+
+namespace tunneld {
+
+class RouteTable {
+  public:
+    // What the probes and the backend monitor know now: every peer in config
+    // order, then this node when it can be a target (connection counts are
+    // filled in here). Called on `io`'s thread.
+    using Candidates = std::function<std::vector<RouteCandidate>()>;
+
+    // Binds every routes[].local on `io`; throws StartupError when one cannot be bound.
+    RouteTable(Runtime& rt, boost::asio::io_context& io, Candidates candidates);
+    ~RouteTable();
+
+    void start();
+    void stop();  // stops accepting; live connections go on
+    // Something the decision reads has changed: decide again now (logs a
+    // switch, closes connections to a primary that is no longer one). Thread-safe.
+    void reevaluate();
+    // For /status, /metrics and /health. Thread-safe.
+    std::vector<RouteView> views() const;
+
+  private:
+    struct Route;
+    void decide(Route& r, const char* trigger);
+    void accept(Route& r, boost::asio::ip::tcp::socket s);
+
+    Runtime& rt_;
+    boost::asio::io_context& io_;
+    Candidates candidates_;
+    std::vector<std::unique_ptr<Route>> routes_;
+};
+
+}  // namespace tunneld
