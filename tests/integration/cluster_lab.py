@@ -8,6 +8,8 @@ after a promotion nothing is edited:
     app namespace 10.88.1.10:     route 127.0.0.1:6432 -> the primary, :6442 -> a replica
 """
 import os
+import signal
+import subprocess
 import time
 
 import lab
@@ -16,6 +18,8 @@ NET = "10.88.1"
 TLS_PORT = 8765
 PRIMARY_ROUTE = 6432
 REPLICA_ROUTE = 6442
+CASCADE_ROUTE = 6452
+INGRESS = f"{NET}.100"
 NODES = ("primary-1", "standby-1", "standby-2")
 
 
@@ -24,10 +28,19 @@ def address(i):
 
 
 class ClusterLab:
-    def __init__(self, workdir, probe_interval="300ms", replica_max_lag="1MB"):
+    def __init__(self, workdir, probe_interval="300ms", replica_max_lag="1MB", cascade=False,
+                 sync=None, ingress=False):
+        """cascade: standby-2 follows standby-1 through a fixed-peer route.
+        sync: synchronous_standby_names on the primary ("ANY 1 (standby1, standby2)").
+        ingress: every peer connection goes through one HAProxy routing by SNI
+        (INGRESS:443), and each node's firewall guard admits only the ingress."""
         self.workdir = workdir
         self.probe_interval = probe_interval
         self.replica_max_lag = replica_max_lag
+        self.cascade = cascade
+        self.sync = sync
+        self.ingress = ingress
+        self.haproxy = None
         self.ns = {}
         self.pg = {}
         self.tunnels = {}
@@ -47,6 +60,22 @@ class ClusterLab:
             a, b = lab.veth(ns, ip, self.switch, f"{NET}.{200 + i}")
             self.switch.exec(["ip", "addr", "flush", "dev", b])
             self.switch.exec(["ip", "link", "set", b, "master", "br0"])
+
+        if self.ingress:
+            log(f"an SNI-routing ingress (HAProxy, TCP mode, no TLS termination) on {INGRESS}:443")
+            ns = lab.Netns("ingress")
+            self.ns["ingress"] = ns
+            a, b = lab.veth(ns, INGRESS, self.switch, f"{NET}.250")
+            self.switch.exec(["ip", "addr", "flush", "dev", b])
+            self.switch.exec(["ip", "link", "set", b, "master", "br0"])
+            cfg = os.path.join(self.workdir, "haproxy.cfg")
+            with open(cfg, "w") as f:
+                f.write(haproxy_config())
+            self.haproxy_log = open(os.path.join(self.workdir, "haproxy.log"), "ab")
+            self.haproxy = ns.popen(["haproxy", "-db", "-f", cfg], stdout=self.haproxy_log,
+                                    stderr=subprocess.STDOUT)
+            lab.wait_for(lambda: ns.exec(["ss", "-Htln", f"sport = :443"]).stdout.strip(), timeout=10,
+                         what="haproxy listening")
 
         log("a private CA and one certificate per host")
         self.ca_dir = os.path.join(self.workdir, "pki")
@@ -70,14 +99,26 @@ class ClusterLab:
             self.tunnels[h].start()
 
         for h in ("standby-1", "standby-2"):
-            log(f"{h}: pg_basebackup through its route to the primary (127.0.0.1:{PRIMARY_ROUTE})")
+            port = CASCADE_ROUTE if self.cascade and h == "standby-2" else PRIMARY_ROUTE
+            log(f"{h}: pg_basebackup through its route (127.0.0.1:{port})")
             pg = self.pg[h]
-            pg.basebackup_from("127.0.0.1", PRIMARY_ROUTE)
+            pg.basebackup_from("127.0.0.1", port)
             with open(os.path.join(pg.data, "postgresql.conf"), "a") as f:
                 f.write(f"cluster_name = '{h.replace('-', '')}'\n")
             pg.start()
-        lab.wait_for(lambda: len(self.streaming_from("primary-1")) == 2, timeout=60,
-                     what="both standbys streaming from primary-1")
+            if self.cascade and h == "standby-1":
+                lab.wait_for(lambda: self.streaming_from("primary-1") == ["standby1"], timeout=60,
+                             what="standby-1 streaming (it feeds standby-2)")
+        if self.cascade:
+            lab.wait_for(lambda: self.streaming_from("standby-1") == ["standby2"], timeout=60,
+                         what="standby-2 streaming from standby-1")
+        else:
+            lab.wait_for(lambda: len(self.streaming_from("primary-1")) == 2, timeout=60,
+                         what="both standbys streaming from primary-1")
+        if self.sync:  # only now: before the standbys stream, every commit would wait
+            log(f"quorum commit on the primary: synchronous_standby_names = '{self.sync}'")
+            self.pg["primary-1"].sql(f"ALTER SYSTEM SET synchronous_standby_names = '{self.sync}'")
+            self.pg["primary-1"].sql("SELECT pg_reload_conf()")
 
     def config(self, host):
         d = os.path.join(self.workdir, host + "-tls")
@@ -91,8 +132,15 @@ class ClusterLab:
         lines.append("peers:")
         for j, h in enumerate(NODES):
             if h != host:
-                lines += [f"  - name: {h}", f'    connect: "{address(j)}:{TLS_PORT}"']
+                where = f"{INGRESS}:443" if self.ingress else f"{address(j)}:{TLS_PORT}"
+                lines += [f"  - name: {h}", f'    connect: "{where}"']
         lines += ["routes:", f'  - {{local: "127.0.0.1:{PRIMARY_ROUTE}", to: primary}}']
+        if host == "standby-2":  # cascading: a fixed upstream
+            lines.append(f'  - {{local: "127.0.0.1:{CASCADE_ROUTE}", to: standby-1}}')
+        if self.ingress and host in NODES:
+            # The inbound port admits the peers' addresses, which all resolve to
+            # the ingress now; postgres stays loopback-only.
+            lines += ["firewall:", "  protect:", "    - port: 5432", "      allow: []"]
         if host == "app":
             lines.append(f'  - {{local: "127.0.0.1:{REPLICA_ROUTE}", to: replica, '
                          f'max_lag: {self.replica_max_lag}}}')
@@ -129,6 +177,9 @@ class ClusterLab:
              "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", query], check=False, cwd="/")
         return r.returncode, (r.stdout + r.stderr).strip()
 
+    def address_of(self, host):
+        return address(NODES.index(host))
+
     def cut(self, host):
         lab.partition(self.ns[host])
 
@@ -136,10 +187,57 @@ class ClusterLab:
         lab.heal(self.ns[host])
 
     def teardown(self):
-        for t in self.tunnels.values():
-            t.stop()
-        for pg in self.pg.values():
-            pg.stop()
+        """Stops everything this lab started, each step on its own, so one
+        failure cannot leave postgres or a namespace behind."""
+        errors = []
+
+        def attempt(what, fn):
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - reported below, after the rest is stopped
+                errors.append(f"{what}: {e!r}")
+
+        for name, t in self.tunnels.items():
+            attempt(f"tunneld {name}", t.stop)
+        if self.haproxy:
+            self.haproxy.terminate()
+            attempt("haproxy", lambda: self.haproxy.wait(timeout=10))
+        for name, pg in self.pg.items():
+            attempt(f"postgres {name}", lambda pg=pg: stop_postgres(pg))
         for ns in list(self.ns.values()) + [self.switch]:
             if ns:
                 ns.delete()
+        if errors:
+            raise AssertionError("teardown: " + "; ".join(errors))
+
+
+def stop_postgres(pg):
+    """pg_ctl stop -m fast, then (a walsender or a sync-rep wait can hold a
+    fast shutdown) SIGQUIT and SIGKILL to the postmaster's PID."""
+    pidfile = os.path.join(pg.data, "postmaster.pid")
+    if not os.path.exists(pidfile):
+        return
+    pid = int(open(pidfile).readline())
+    lab.as_postgres([lab.PG_BIN + "/pg_ctl", "-D", pg.data, "-m", "fast", "-t", "15", "-w", "stop"],
+                    netns=pg.netns, check=False)
+    for sig in (signal.SIGQUIT, signal.SIGKILL):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        os.kill(pid, sig)
+        time.sleep(1)
+
+def haproxy_config():
+    """TCP mode, routing on the TLS ClientHello's SNI (req.ssl_sni) without
+    terminating TLS: what OpenShift routes, Traefik TCP routers and this
+    HAProxy config do. A name it does not know gets no backend: closed."""
+    lines = ["global", "  log stdout format raw local0", "defaults", "  mode tcp", "  log global",
+             "  timeout connect 3s", "  timeout client 1h", "  timeout server 1h",
+             "frontend ingress", f"  bind {INGRESS}:443", "  tcp-request inspect-delay 5s",
+             "  tcp-request content accept if { req_ssl_hello_type 1 }"]
+    for n in NODES:
+        lines.append(f"  use_backend {n} if {{ req_ssl_sni -i {n} }}")
+    for i, n in enumerate(NODES):
+        lines += [f"backend {n}", f"  server {n} {address(i)}:{TLS_PORT}"]
+    return "\n".join(lines) + "\n"

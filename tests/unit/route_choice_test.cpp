@@ -101,6 +101,20 @@ TEST(RouteChoice, AnUnreachablePrimaryDoesNotCountTowardsASplitBrain) {
     EXPECT_EQ(*c.target, "standby-1");
 }
 
+TEST(RouteChoice, NoPrimaryIsPickedBeforeEveryNodeAnsweredOnce) {
+    // At start, the one node heard from says primary, but the other could too.
+    auto unheard = node("standby-1", std::nullopt, false);
+    unheard.known = false;
+    auto c = choose_route(to(RouteConfig::To::primary), {node("primary-1", primary_pg()), unheard});
+    EXPECT_FALSE(c.target);
+    EXPECT_EQ(c.refusal, "no_primary");
+    EXPECT_EQ(c.detail, "waiting for a first answer from standby-1");
+    // Reads need no such vote: a replica is never a second primary.
+    auto r =
+        choose_route(to(RouteConfig::To::replica), {node("standby-2", standby_pg("0/1")), unheard});
+    ASSERT_TRUE(r.target);
+}
+
 TEST(RouteChoice, ReplicaPicksTheStreamingOneWithFewestConnections) {
     auto c = choose_route(to(RouteConfig::To::replica, 1 << 20),
                           {node("primary-1", primary_pg("0/5000000")),

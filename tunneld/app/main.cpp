@@ -85,8 +85,9 @@ int main(int argc, char** argv) {
     set_log_format();
 
     CLI::App app{
-        "tunneld: a mutual-TLS tunnel pair for PostgreSQL streaming replication.\n"
-        "Run one per host: `tunneld --peer /etc/tunneld/standby.yaml`.",
+        "tunneld: a mutual-TLS tunnel for PostgreSQL streaming replication, from a pair\n"
+        "to clusters (routes[] follow the primary through a promotion; a split brain is\n"
+        "refused). Run one per host: `tunneld --peer /etc/tunneld/standby.yaml`.",
         "tunneld"};
     app.set_version_flag("--version", std::string("tunneld ") + TUNNELD_VERSION);
     app.footer(

@@ -28,9 +28,12 @@ void log_handshake_failure(const ConnInfo& c, const HandshakeResult& h) {
                  h.detail);
 }
 
-void log_route_refusal(const ConnInfo& c, CloseReason reason, const std::string& detail) {
-    spdlog::warn("conn={} {} close peer=- remote=- local={} route={} reason={} detail=\"{}\"", c.id,
-                 c.direction, c.local, c.route, to_string(reason), detail);
+void log_route_refusal(const ConnInfo& c, CloseReason reason, const std::string& detail,
+                       std::uint64_t count) {
+    spdlog::warn(
+        "conn={} {} close peer=- remote=- local={} route={} reason={} detail=\"{}\"{}", c.id,
+        c.direction, c.local, c.route, to_string(reason), detail,
+        count > 1 ? " (" + std::to_string(count) + " refused since the last such line)" : "");
 }
 
 std::uint64_t RefusalLog::note(const std::string& source,

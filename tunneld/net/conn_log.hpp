@@ -35,7 +35,9 @@ void log_handshake_failure(const ConnInfo& c, const HandshakeResult& h);
 // A routes[] connection refused before anything was dialled:
 // "conn=9 outbound close peer=- remote=- local=127.0.0.1:40112 route=127.0.0.1:6432
 // reason=no_primary detail=\"split brain: primary-1 and standby-1 both report primary\""
-void log_route_refusal(const ConnInfo& c, CloseReason reason, const std::string& detail);
+// `count`: refusals this line stands for (RefusalLog), said when more than one.
+void log_route_refusal(const ConnInfo& c, CloseReason reason, const std::string& detail,
+                       std::uint64_t count = 1);
 
 // Rate limit for refusal lines, so a flood from one address cannot flood the
 // log: note() says whether to log now and how many refusals the line stands for

@@ -74,6 +74,17 @@ RouteChoice choose_route(const RouteConfig& route, const std::vector<RouteCandid
     }
 
     if (route.to == RouteConfig::To::primary) {
+        // A node that has not answered yet may be a second primary: no vote
+        // without it (at most timeouts.connect + handshake after start).
+        std::vector<std::string> waiting;
+        for (const auto& c : candidates)
+            if (!c.known) waiting.push_back(c.name);
+        if (!waiting.empty()) {
+            out.refusal = "no_primary";
+            out.detail = "waiting for a first answer from " + join_names(waiting);
+            for (auto& v : out.candidates) v.why_not = "not asked yet";
+            return out;
+        }
         std::vector<std::string> primaries;
         const RouteCandidate* pick = nullptr;
         for (std::size_t i = 0; i < candidates.size(); ++i) {

@@ -37,8 +37,9 @@ struct RouteChoice {
 // (inbound.backend and health.postgres). Fixed-peer routes always pick their
 // peer (like peers[].local). to: primary picks the one reachable node whose
 // postgres is up and not in recovery; two or more is a split brain and nothing
-// is picked. to: replica picks, among reachable nodes in recovery that stream
-// with lag <= max_lag, the one with the fewest connections (first on a tie).
+// is picked, and so is nothing while a candidate has not answered a first time. to: replica picks,
+// among reachable nodes in recovery that stream with lag <= max_lag, the one with the fewest
+// connections (first on a tie).
 RouteChoice choose_route(const RouteConfig& route, const std::vector<RouteCandidate>& candidates);
 
 // Bytes `replay_lsn` of `pg` is behind the newest position known: the primary

@@ -203,11 +203,12 @@ void RouteTable::reevaluate() {
 void RouteTable::decide(Route& r, const char* trigger) {
     auto candidates = candidates_();
     std::unique_lock lock(r.mutex);
-    for (auto& c : candidates) c.connections = r.live[c.name];
+    for (auto& c : candidates)
+        if (auto it = r.live.find(c.name); it != r.live.end()) c.connections = it->second;
     auto choice = choose_route(r.cfg, candidates);
     std::string target = choice.target.value_or("");
-    // Until every candidate has a first result there is nothing to say yet
-    // (connections are still decided on what is known).
+    // Until every candidate has a first result there is nothing to log yet
+    // (to: primary refuses meanwhile: an unheard node could be a second primary).
     bool settling = std::any_of(candidates.begin(), candidates.end(),
                                 [](const RouteCandidate& c) { return !c.known; });
     if (settling && !r.decided) {
@@ -307,8 +308,11 @@ void RouteTable::accept(Route& r, tcp::socket s) {
         auto reason =
             r.last.refusal == "no_replica" ? CloseReason::no_replica : CloseReason::no_primary;
         info.direction = "outbound";
-        log_route_refusal(info, reason, r.last.detail);
         rt_.stats.count_close(Direction::outbound, reason);
+        // One line per route per 10 s at most: a client retrying in a loop
+        // cannot flood the log while there is no primary.
+        if (auto n = rt_.refusals.note("route " + r.cfg.name()))
+            log_route_refusal(info, reason, r.last.detail, n);
         return;  // the socket closes here; postgres retries by itself
     }
     // Releases the count however the connection ends.
