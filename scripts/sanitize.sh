@@ -22,6 +22,9 @@ echo "== relay, rejection and admission integration tests under ASan+UBSan"
 TUNNELD_BIN="$PWD/build-fuzz/tunneld" TUNNELD_SANITIZED=1 /usr/bin/python3 -m pytest -p no:cacheprovider -q \
   tests/integration/test_relay.py tests/integration/test_rejections.py \
   tests/integration/test_lifecycle.py -k "not ipv6 and not group_readable"
+echo "== routes (promotion, split brain, reads) under ASan+UBSan"
+TUNNELD_BIN="$PWD/build-fuzz/tunneld" TUNNELD_SANITIZED=1 /usr/bin/python3 -m pytest -p no:cacheprovider -q \
+  tests/integration/test_cluster.py -k "promotion or reads"
 echo "== fuzzers: corpus replay + ${FUZZ_SECONDS:-20}s each"
 bash scripts/fuzz.sh
 
@@ -30,6 +33,6 @@ cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTUNNELD_TSAN=ON -DT
 cmake --build build-tsan -j2 --target unit_tests tunneld
 echo "== unit tests under TSan"
 build-tsan/tests/unit/unit_tests --gtest_brief=1
-echo "== relay integration tests under TSan"
+echo "== relay and route integration tests under TSan"
 TUNNELD_BIN="$PWD/build-tsan/tunneld" TUNNELD_SANITIZED=1 /usr/bin/python3 -m pytest -p no:cacheprovider -q \
-  tests/integration/test_relay.py
+  tests/integration/test_relay.py tests/integration/test_cluster.py -k "not cluster or promotion"
