@@ -54,7 +54,7 @@ target_link_libraries(tunneld_health PUBLIC tunneld_tls tunneld_net tunneld_beas
 
 tunneld_library(tunneld_relay
   tunneld/relay/relay.cpp tunneld/relay/inbound.cpp tunneld/relay/outbound.cpp tunneld/relay/route_choice.cpp
-  tunneld/relay/routes.cpp)
+  tunneld/relay/routes.cpp tunneld/relay/plain.cpp)
 target_link_libraries(tunneld_relay PUBLIC tunneld_health tunneld_tls tunneld_net)
 
 # The daemon's libraries below app/, for the tests and the fuzzers.

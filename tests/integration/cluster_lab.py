@@ -169,9 +169,10 @@ class ClusterLab:
                 return r
         raise KeyError(local_port)
 
-    def app_sql(self, query, port=PRIMARY_ROUTE, timeout=5):
-        """psql from the app host through one of its routes; (returncode, output)."""
-        r = self.ns["app"].exec(
+    def app_sql(self, query, port=PRIMARY_ROUTE, timeout=5, host="app"):
+        """psql from `host` (the app host by default) through one of its routes;
+        (returncode, output)."""
+        r = self.ns[host].exec(
             ["runuser", "-u", "postgres", "--", "psql",
              f"host=127.0.0.1 port={port} user=postgres dbname=postgres connect_timeout={timeout}",
              "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", query], check=False, cwd="/")

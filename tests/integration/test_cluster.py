@@ -59,6 +59,11 @@ def test_promotion_is_followed_and_split_brain_is_never_routed(cluster):
     route = c.route("standby-2")
     assert route["target"] == "primary-1" and not route["split_brain"]
     assert c.app_sql("SELECT count(*) >= 0 FROM ticks") == (0, "t")
+    # On the primary's own host the route goes straight to its backend (no TLS, no peer).
+    assert c.app_sql("SELECT pg_is_in_recovery()", host="primary-1") == (0, "f")
+    c.tunnels["primary-1"].wait_log(r"outbound open peer=primary-1 remote=127\.0\.0\.1:5432 "
+                                    r"local=127\.0\.0\.1:\d+ route=127\.0\.0\.1:6432")
+    c.tunnels["primary-1"].wait_log(r"outbound close peer=primary-1 .* route=127\.0\.0\.1:6432 .*reason=finished")
 
     # Under load: the primary host dies (postgres killed, its link cut), standby-1 is promoted.
     writer = Writer(c)
@@ -86,6 +91,8 @@ def test_promotion_is_followed_and_split_brain_is_never_routed(cluster):
                r"\(standby-1 reports primary; primary-1 unreachable: .*\); closed \d+ connection")
     r = c.route("standby-2")
     assert r["target"] == "standby-1" and r["last_switch"]["from"] == "primary-1", r
+    # standby-1's own route now ends at its own backend.
+    assert c.app_sql("SELECT pg_is_in_recovery()", host="standby-1") == (0, "f")
     # The walreceiver's old connection was closed by the switch, or had died with the link.
     closes = t.log_lines(r"outbound close peer=primary-1 .*route=127\.0\.0\.1:6432")
     assert closes, t.read_log()[-3000:]

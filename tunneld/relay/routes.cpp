@@ -3,28 +3,21 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
-#include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
 #include <map>
 #include <mutex>
 
 #include "tunneld/net/conn_log.hpp"
-#include "tunneld/net/dial.hpp"
 #include "tunneld/net/listener.hpp"
-#include "tunneld/net/socket_options.hpp"
 #include "tunneld/net/spawn.hpp"
 #include "tunneld/relay/outbound.hpp"
+#include "tunneld/relay/plain.hpp"
 
 namespace tunneld {
 
 namespace asio = boost::asio;
 using asio::ip::tcp;
 using boost::system::error_code;
-using namespace asio::experimental::awaitable_operators;
 
 struct RouteTable::Route {
     Route(const RouteConfig& c, tcp::acceptor a) : cfg(c), acceptor(std::move(a)) {}
@@ -73,91 +66,6 @@ const CandidateView* find(const RouteChoice& c, const std::string& name) {
     for (const auto& v : c.candidates)
         if (v.name == name) return &v;
     return nullptr;
-}
-
-// Copies `from` to `to` until EOF (then half-closes `to`) or an error (then
-// `fail` closes both, so the other direction ends too).
-template <class From, class To>
-asio::awaitable<std::uint64_t> copy(From& from, To& to, std::string& error,
-                                    const std::function<void()>& fail) {
-    std::vector<char> buf(64 * 1024);
-    std::uint64_t total = 0;
-    for (;;) {
-        auto [ec, n] =
-            co_await from.async_read_some(asio::buffer(buf), asio::as_tuple(asio::use_awaitable));
-        if (ec) {
-            if (ec != asio::error::eof) {
-                if (error.empty()) error = ec.message();
-                fail();
-            }
-            break;
-        }
-        auto [wec, put] = co_await asio::async_write(to, asio::buffer(buf.data(), n),
-                                                     asio::as_tuple(asio::use_awaitable));
-        if (wec) {
-            if (error.empty()) error = wec.message();
-            fail();
-            break;
-        }
-        total += n;
-    }
-    error_code ignored;
-    to.shutdown(asio::socket_base::shutdown_send, ignored);
-    co_return total;
-}
-
-// This node is the route's target: straight to inbound.backend, no TLS.
-template <class Backend>
-asio::awaitable<void> carry_to_backend(Runtime& rt, tcp::socket local, Backend backend,
-                                       ConnInfo info) {
-    const auto& be = rt.config.inbound->backend;
-    info.direction = "outbound";
-    info.peer = rt.config.node;
-    info.remote = be.to_string();
-    auto live =
-        rt.connections.admit(local.get_executor(), info.id, true, info.route, rt.config.node);
-    auto finish = [&](const RelayResult& r) {
-        log_close(info, r);
-        rt.stats.count_close(Direction::outbound, r.reason);
-    };
-    if (!live) {
-        finish(RelayResult{
-            0, 0, CloseReason::limit,
-            "limits.max_connections=" + std::to_string(rt.config.limits.max_connections)});
-        co_return;
-    }
-    auto close_both = [&] {
-        error_code ignored;
-        local.close(ignored);
-        backend.close(ignored);
-    };
-    live->close = close_both;
-    CloseHook hook{*live};
-    Result<void> dialed;
-    if constexpr (std::is_same_v<Backend, tcp::socket>) {
-        dialed = co_await dial(backend, be, rt.config.timeouts.connect);
-        if (dialed) (void)apply_local_options(backend.native_handle());
-    } else {
-        dialed = co_await dial(backend, be.unix_path, rt.config.timeouts.connect);
-    }
-    if (!dialed) {
-        finish(RelayResult{0, 0, CloseReason::backend_unreachable,
-                           be.to_string() + ": " + dialed.error().what});
-        co_return;
-    }
-    (void)apply_local_options(local.native_handle());
-    log_open(info, false);
-    std::string error;
-    std::function<void()> fail = close_both;
-    auto [to_backend, from_backend] =
-        co_await (copy(local, backend, error, fail) && copy(backend, local, error, fail));
-    RelayResult r{from_backend, to_backend,
-                  error.empty() ? CloseReason::finished : CloseReason::local_error, error};
-    if (!live->switched.empty()) {
-        r.reason = CloseReason::switched;
-        r.detail = live->switched;
-    }
-    finish(r);
 }
 
 }  // namespace
@@ -322,24 +230,13 @@ void RouteTable::accept(Route& r, tcp::socket s) {
     });
     auto ex = s.get_executor();
     if (self) {
-        if (rt_.config.inbound->backend.is_unix())
-            spawn(
-                ex,
-                [](Runtime& rt, tcp::socket local, ConnInfo i,
-                   std::shared_ptr<void> keep) -> asio::awaitable<void> {
-                    auto be = asio::local::stream_protocol::socket(local.get_executor());
-                    co_await carry_to_backend(rt, std::move(local), std::move(be), std::move(i));
-                }(rt_, std::move(s), std::move(info), release),
-                "a route's connection");
-        else
-            spawn(
-                ex,
-                [](Runtime& rt, tcp::socket local, ConnInfo i,
-                   std::shared_ptr<void> keep) -> asio::awaitable<void> {
-                    auto be = tcp::socket(local.get_executor());
-                    co_await carry_to_backend(rt, std::move(local), std::move(be), std::move(i));
-                }(rt_, std::move(s), std::move(info), release),
-                "a route's connection");
+        spawn(
+            ex,
+            [](Runtime& rt, tcp::socket local, ConnInfo i,
+               std::shared_ptr<void> keep) -> asio::awaitable<void> {
+                co_await carry_to_own_backend(rt, std::move(local), std::move(i));
+            }(rt_, std::move(s), std::move(info), release),
+            "a route's connection");
         return;
     }
     const PeerConfig* peer = nullptr;

@@ -128,6 +128,24 @@ std::chrono::system_clock::time_point load_crls(X509_STORE* store, const std::st
     return earliest;
 }
 
+// OpenSSL fills a certificate's extension cache on first use, under that
+// certificate's lock, while a verification on another thread may read the
+// cache without it (ThreadSanitizer reports the race: two first outbound
+// handshakes on two I/O threads). Filling it here, before any handshake, for
+// every certificate a context shares between connections (its store's CAs,
+// its own certificate and chain) leaves nothing to write later.
+void fill_extension_caches(SSL_CTX* ctx) {
+    STACK_OF(X509_OBJECT)* objects = X509_STORE_get0_objects(SSL_CTX_get_cert_store(ctx));
+    for (int i = 0; i < sk_X509_OBJECT_num(objects); ++i)
+        if (X509* x = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objects, i)))
+            X509_check_purpose(x, -1, 0);
+    if (X509* own = SSL_CTX_get0_certificate(ctx)) X509_check_purpose(own, -1, 0);
+    STACK_OF(X509)* chain = nullptr;
+    if (SSL_CTX_get0_chain_certs(ctx, &chain) == 1)
+        for (int i = 0; i < sk_X509_num(chain); ++i)
+            X509_check_purpose(sk_X509_value(chain, i), -1, 0);
+}
+
 void common_setup(SSL_CTX* ctx, const TlsFiles& files, EVP_PKEY* key,
                   const std::uint64_t* generation,
                   std::optional<std::chrono::system_clock::time_point>& crl_next_update) {
@@ -259,6 +277,8 @@ std::shared_ptr<const TlsMaterial> load_tls_material(const TlsFiles& files, cons
     SSL_CTX_sess_set_new_cb(c, new_session);
 
     verify_own_chain(s, cert.get(), files);
+    fill_extension_caches(s);
+    fill_extension_caches(c);
     auto ids = extract_identities(cert.get());
     if (!match_identity(ids, {node}))
         throw StartupError(files.cert + " (tls.cert) does not name this node '" + node +

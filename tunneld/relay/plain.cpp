@@ -1,0 +1,184 @@
+#include "tunneld/relay/plain.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <functional>
+#include <vector>
+
+#include "tunneld/net/dial.hpp"
+#include "tunneld/net/socket_options.hpp"
+
+namespace tunneld {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using boost::system::error_code;
+using namespace asio::experimental::awaitable_operators;
+
+namespace {
+
+// How long the backend may take to finish after the client left with bytes
+// unread (the same grace the TLS relay gives a peer's close).
+constexpr auto kLocalGoneGrace = std::chrono::milliseconds(500);
+
+struct PlainState {
+    std::string error;         // a failure that makes the close a local_error
+    std::string local_gone;    // the client reset or stopped reading: why
+    bool client_done = false;  // the client sent EOF or reset: nothing more will come
+    std::string backend_gone;  // the backend reset after that (its unread bytes): why
+    bool backend_ended = false;
+};
+
+// client -> backend. EOF is passed on as a half-close. A reset is treated the
+// same way (libpq over SSL ends with its close_notify unread, so the kernel
+// resets): the backend decides, by closing, whether the session ended well.
+asio::awaitable<std::uint64_t> upstream(tcp::socket& local, auto& backend, PlainState& st,
+                                        const std::function<void()>& fail) {
+    std::vector<char> buf(64 * 1024);
+    std::uint64_t total = 0;
+    for (;;) {
+        auto [ec, n] =
+            co_await local.async_read_some(asio::buffer(buf), asio::as_tuple(asio::use_awaitable));
+        if (ec) {
+            if (ec != asio::error::eof && st.local_gone.empty()) st.local_gone = ec.message();
+            st.client_done = true;
+            break;
+        }
+        auto [wec, put] = co_await asio::async_write(backend, asio::buffer(buf.data(), n),
+                                                     asio::as_tuple(asio::use_awaitable));
+        if (wec) {
+            if (st.error.empty()) st.error = wec.message();
+            fail();
+            break;
+        }
+        total += n;
+    }
+    error_code ignored;
+    backend.shutdown(asio::socket_base::shutdown_send, ignored);
+    co_return total;
+}
+
+// backend -> client, until the backend's EOF (passed on as a half-close). Once
+// the client is gone, what the backend still sends is read and dropped, for at
+// most kLocalGoneGrace.
+asio::awaitable<std::uint64_t> downstream(auto& backend, tcp::socket& local, PlainState& st,
+                                          const std::function<void()>& fail) {
+    std::vector<char> buf(64 * 1024);
+    std::uint64_t total = 0;
+    asio::steady_timer grace(local.get_executor());
+    bool grace_started = false;
+    for (;;) {
+        if (!st.local_gone.empty() && !grace_started) {
+            grace_started = true;
+            grace.expires_after(kLocalGoneGrace);
+            grace.async_wait([&](error_code ec) {
+                if (!ec && !st.backend_ended) fail();  // the backend did not finish either
+            });
+        }
+        auto [ec, n] = co_await backend.async_read_some(asio::buffer(buf),
+                                                        asio::as_tuple(asio::use_awaitable));
+        if (ec == asio::error::eof) {
+            st.backend_ended = true;
+            break;
+        }
+        if (ec && ec != asio::error::operation_aborted && st.client_done) {
+            // postgres ends a session with the client's last bytes (an SSL
+            // close_notify) unread, so its close is a reset: a clean end here.
+            st.backend_gone = ec.message();
+            st.backend_ended = true;
+            break;
+        }
+        if (ec) {
+            if (st.error.empty()) st.error = st.local_gone.empty() ? ec.message() : st.local_gone;
+            fail();
+            break;
+        }
+        total += n;
+        if (!st.local_gone.empty()) continue;  // the client left: dropped
+        auto [wec, put] = co_await asio::async_write(local, asio::buffer(buf.data(), n),
+                                                     asio::as_tuple(asio::use_awaitable));
+        if (wec && st.local_gone.empty()) st.local_gone = wec.message();
+    }
+    grace.cancel();
+    error_code ignored;
+    local.shutdown(asio::socket_base::shutdown_send, ignored);
+    co_return total;
+}
+
+// This node is the route's target: straight to inbound.backend, no TLS.
+template <class Backend>
+asio::awaitable<void> carry(Runtime& rt, tcp::socket local, Backend backend, ConnInfo info) {
+    const auto& be = rt.config.inbound->backend;
+    info.direction = "outbound";
+    info.peer = rt.config.node;
+    info.remote = be.to_string();
+    auto live =
+        rt.connections.admit(local.get_executor(), info.id, true, info.route, rt.config.node);
+    auto finish = [&](const RelayResult& r) {
+        log_close(info, r);
+        rt.stats.count_close(Direction::outbound, r.reason);
+    };
+    if (!live) {
+        finish(RelayResult{
+            0, 0, CloseReason::limit,
+            "limits.max_connections=" + std::to_string(rt.config.limits.max_connections)});
+        co_return;
+    }
+    auto close_both = [&] {
+        error_code ignored;
+        local.close(ignored);
+        backend.close(ignored);
+    };
+    live->close = close_both;
+    CloseHook hook{*live};
+    Result<void> dialed;
+    if constexpr (std::is_same_v<Backend, tcp::socket>) {
+        dialed = co_await dial(backend, be, rt.config.timeouts.connect);
+        if (dialed) (void)apply_local_options(backend.native_handle());
+    } else {
+        dialed = co_await dial(backend, be.unix_path, rt.config.timeouts.connect);
+    }
+    if (!dialed) {
+        finish(RelayResult{0, 0, CloseReason::backend_unreachable,
+                           be.to_string() + ": " + dialed.error().what});
+        co_return;
+    }
+    (void)apply_local_options(local.native_handle());
+    log_open(info, false);
+    std::function<void()> fail = close_both;
+    PlainState st;
+    auto [to_backend, from_backend] =
+        co_await (upstream(local, backend, st, fail) && downstream(backend, local, st, fail));
+    RelayResult r{from_backend, to_backend, CloseReason::finished, ""};
+    if (!st.error.empty()) {
+        r.reason = CloseReason::local_error;
+        r.detail = st.error;
+    } else if (!st.local_gone.empty()) {  // the backend finished the session: a clean end
+        r.detail = "local end closed with bytes unread (" + st.local_gone + ")";
+    } else if (!st.backend_gone.empty()) {
+        r.detail = "backend closed with bytes unread (" + st.backend_gone + ")";
+    }
+    if (!live->switched.empty()) {
+        r.reason = CloseReason::switched;
+        r.detail = live->switched;
+    }
+    finish(r);
+}
+
+}  // namespace
+
+asio::awaitable<void> carry_to_own_backend(Runtime& rt, tcp::socket local, ConnInfo info) {
+    if (rt.config.inbound->backend.is_unix()) {
+        asio::local::stream_protocol::socket backend(local.get_executor());
+        co_await carry(rt, std::move(local), std::move(backend), std::move(info));
+    } else {
+        tcp::socket backend(local.get_executor());
+        co_await carry(rt, std::move(local), std::move(backend), std::move(info));
+    }
+}
+
+}  // namespace tunneld
