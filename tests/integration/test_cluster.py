@@ -15,14 +15,19 @@ from cluster_lab import CASCADE_ROUTE, PRIMARY_ROUTE, REPLICA_ROUTE, ClusterLab
 pytestmark = pytest.mark.skipif(not lab.is_root(), reason="needs root: network namespaces and the postgres user")
 
 
-@pytest.fixture
-def cluster(workdir):
-    c = ClusterLab(workdir)
+def running(workdir, **options):
+    """A ClusterLab set up with `options`, torn down after the test."""
+    c = ClusterLab(workdir, **options)
     try:
         c.setup(log=lambda *_: None)
         yield c
     finally:
         c.teardown()
+
+
+@pytest.fixture
+def cluster(workdir):
+    yield from running(workdir)
 
 
 class Writer:
@@ -172,12 +177,7 @@ def test_reads_spread_over_replicas_and_leave_out_one_that_lags(cluster):
 
 @pytest.fixture
 def cascade(workdir):
-    c = ClusterLab(workdir, cascade=True)
-    try:
-        c.setup(log=lambda *_: None)
-        yield c
-    finally:
-        c.teardown()
+    yield from running(workdir, cascade=True)
 
 
 def test_cascading_standby_follows_its_fixed_upstream_and_heals_after_a_partition(cascade):
@@ -214,12 +214,7 @@ def test_cascading_standby_follows_its_fixed_upstream_and_heals_after_a_partitio
 
 @pytest.fixture
 def quorum(workdir):
-    c = ClusterLab(workdir, sync="ANY 1 (standby1, standby2)")
-    try:
-        c.setup(log=lambda *_: None)
-        yield c
-    finally:
-        c.teardown()
+    yield from running(workdir, sync="ANY 1 (standby1, standby2)")
 
 
 def test_quorum_commit_survives_a_killed_tunnel_and_a_partitioned_standby(quorum):
@@ -275,12 +270,7 @@ def test_quorum_commit_survives_a_killed_tunnel_and_a_partitioned_standby(quorum
 
 @pytest.fixture
 def ingress(workdir):
-    c = ClusterLab(workdir, ingress=True)
-    try:
-        c.setup(log=lambda *_: None)
-        yield c
-    finally:
-        c.teardown()
+    yield from running(workdir, ingress=True)
 
 
 def test_behind_an_sni_routing_ingress(ingress):

@@ -148,6 +148,24 @@ TEST(RouteChoice, NoReplicaRefusesWithReasons) {
     EXPECT_EQ(c.detail, "no replica qualifies (primary-1 a primary; standby-1 lag 16 MB > 1 MB)");
 }
 
+TEST(RouteChoice, APeersGarbagePositionsNeverQualifyUnderMaxLag) {
+    // What a peer's pong says is only data: an LSN that does not parse gives an
+    // unknown lag (left out under max_lag), never a wrap-around or a crash.
+    auto liar = standby_pg("not/an/lsn");
+    liar.receive_lsn = "FFFFFFFF/FFFFFFFF";
+    auto c = choose_route(to(RouteConfig::To::replica, 1 << 20),
+                          {node("primary-1", primary_pg("zz")), node("standby-1", liar)});
+    EXPECT_FALSE(c.target);
+    EXPECT_EQ(c.candidates[1].why_not, "lag unknown");
+    EXPECT_FALSE(lag_behind(liar, {}));
+    // A primary whose position is garbage does not make an honest replica's lag up.
+    auto honest = choose_route(
+        to(RouteConfig::To::replica, 1 << 20),
+        {node("primary-1", primary_pg("zz")), node("standby-2", standby_pg("0/5000000"))});
+    ASSERT_TRUE(honest.target);
+    EXPECT_EQ(honest.candidates[1].lag, 0u);
+}
+
 TEST(RouteChoice, WithoutMaxLagAnyStreamingReplicaQualifies) {
     auto c =
         choose_route(to(RouteConfig::To::replica), {node("standby-1", standby_pg("0/1000000"))});
