@@ -54,8 +54,17 @@ GuardSpec make_spec(const Config& cfg, const std::vector<Prefix>& peer_addresses
         wanted;  // port -> (peers, prefixes)
     if (cfg.firewall)
         for (const auto& p : cfg.firewall->protect) wanted[p.port] = {p.peers, p.prefixes};
-    if (cfg.inbound)
+    if (cfg.inbound) {
         for (const auto& ep : cfg.inbound->listen) wanted[ep.port].first = true;
+        // The local backends the tunnel port stands in front of (postgres and
+        // every service), when they are on this host: loopback only unless
+        // firewall.protect lists the port, so the tunnel port is the way in.
+        auto backend = [&](const Endpoint& be) {
+            if (!be.is_unix() && is_loopback(be)) wanted.try_emplace(be.port);
+        };
+        backend(cfg.inbound->backend);
+        for (const auto& sc : cfg.inbound->services) backend(sc.backend);
+    }
     for (const auto& [port, allow] : wanted) {
         PortGuard g;
         g.port = port;

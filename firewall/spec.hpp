@@ -24,7 +24,9 @@ struct GuardSpec {
 
 // The spec for `cfg.firewall`: every protect entry, plus inbound.listen's ports
 // (allow: peers) if not listed; a port listed with the inbound port gets the
-// peers added. `peer_addresses` are the resolved addresses of peers[].connect.
+// peers added. The ports of inbound.backend and every inbound.services backend
+// on a loopback address are guarded loopback-only unless listed. `peer_addresses` are the resolved
+// addresses of peers[].connect.
 GuardSpec make_spec(const Config& cfg, const std::vector<Prefix>& peer_addresses);
 
 // An inclusive address range of one family, big-endian bytes.

@@ -280,8 +280,8 @@ TEST(Health, StatusJsonHasEverySection) {
     s.firewall.table = "tunneld";
     s.firewall.drops[5432] = {3, 180};
     s.inbound_listen = {"0.0.0.0:8765"};
-    s.traffic.push_back(
-        TrafficView{Direction::outbound, "primary-1", 2, 5, 1000, 2000, s.now - 5, "", 0});
+    s.traffic.push_back(TrafficView{Direction::outbound, "primary-1", "postgresql", 2, 5, 1000,
+                                    2000, s.now - 5, "", 0});
     s.handshakes[{Direction::inbound, "unknown_ca"}] = 4;
     s.handshakes[{Direction::inbound, "ok"}] = 9;
     auto st = json::parse(render_status(s)).as_object();
@@ -308,8 +308,8 @@ TEST(Health, MetricsAreValidExposition) {
     s.firewall.enabled = s.firewall.applied = true;
     s.firewall.table = "tunneld";
     s.firewall.drops[8765] = {1, 60};
-    s.traffic.push_back(
-        TrafficView{Direction::inbound, "we\"ird\\peer\nname", 1, 1, 10, 20, 0, "", 0});
+    s.traffic.push_back(TrafficView{Direction::inbound, "we\"ird\\peer\nname", "postgresql", 1, 1,
+                                    10, 20, 0, "", 0});
     s.handshakes[{Direction::outbound, "ok"}] = 3;
     auto text = render_metrics(s);
     std::istringstream in(text);

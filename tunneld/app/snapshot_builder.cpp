@@ -15,9 +15,10 @@ std::int64_t unix_seconds(std::chrono::system_clock::time_point t) {
 }
 
 void add_counters(Snapshot& s, const Stats& stats) {
-    for (const auto& [dir, peer, t] : stats.all_traffic()) {
-        TrafficView v{dir,
-                      peer,
+    for (const auto& [key, t] : stats.all_traffic()) {
+        TrafficView v{key.direction,
+                      key.peer,
+                      key.service,
                       t->active.load(),
                       t->opened.load(),
                       t->bytes.from_tls.load(),
@@ -80,11 +81,20 @@ Snapshot build_snapshot(const SnapshotSources& src, const NodeFlags& flags, bool
     if (cfg.inbound) {
         for (const auto& l : cfg.inbound->listen) s.inbound_listen.push_back(l.to_string());
         s.inbound_backend = cfg.inbound->backend.to_string();
+        for (const auto& sc : cfg.inbound->services)
+            s.services.push_back(
+                ServiceView{sc.name, service_alpn(sc.name), sc.backend.to_string(), sc.allow});
     }
-    for (const auto& p : src.probes)
-        s.peers.push_back(PeerView{p->peer().name, p->peer().connect.to_string(),
-                                   p->peer().has_local() ? p->peer().local.to_string() : "",
-                                   p->state()});
+    for (const auto& p : src.probes) {
+        PeerView v{p->peer().name,
+                   p->peer().connect.to_string(),
+                   p->peer().has_local() ? p->peer().local.to_string() : "",
+                   p->state(),
+                   {}};
+        for (const auto& ps : p->peer().services)
+            v.services.emplace_back(ps.name, ps.local.to_string());
+        s.peers.push_back(std::move(v));
+    }
     if (src.routes) s.routes = src.routes();
     add_counters(s, src.rt.stats);
     add_firewall(s, cfg, src.keeper, full);

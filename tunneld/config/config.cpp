@@ -2,6 +2,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <cstring>
@@ -46,7 +47,47 @@ void read_tls(MapReader& top, const YAML::Node& root, const std::string& path, C
     }
 }
 
-// inbound: listen, backend, allow (never empty).
+// inbound.services: {name: backend} or {name: {backend, allow}}.
+std::vector<ServiceConfig> read_services(const YAML::Node& n, const std::string& path) {
+    MapReader r(n, "inbound.services", path);  // a mapping, no key twice
+    std::vector<ServiceConfig> out;
+    for (auto it = n.begin(); it != n.end(); ++it) {
+        ServiceConfig sc;
+        sc.name = it->first.Scalar();
+        if (!is_valid_service_name(sc.name))
+            r.fail(it->first, "'inbound.services': '" + sc.name +
+                                  "' is not a service name (1-32 of a-z, 0-9 and '-')");
+        if (sc.name == "postgresql")
+            r.fail(it->first,
+                   "'inbound.services.postgresql': postgres is 'inbound.backend' (ALPN "
+                   "postgresql); name other services only");
+        const YAML::Node& v = it->second;
+        if (v.IsMap()) {
+            MapReader sr(v, "inbound.services." + sc.name, path);
+            auto* backend = sr.find("backend");
+            if (!backend)
+                sr.fail(v, "missing required key 'inbound.services." + sc.name + ".backend'");
+            sc.backend = endpoint_value(sr, *backend, "backend", true);
+            if (auto* allow = sr.find("allow")) {
+                sc.allow = identity_list(sr, *allow, "allow");
+                if (sc.allow.empty())
+                    sr.fail(*allow, "'inbound.services." + sc.name +
+                                        ".allow' is empty: no peer could ever use it (leave the "
+                                        "key out to use inbound.allow)");
+                sc.own_allow = true;
+            }
+            sr.finish();
+        } else {
+            sc.backend = endpoint_value(r, v, sc.name, true);
+        }
+        out.push_back(std::move(sc));
+    }
+    std::sort(out.begin(), out.end(),
+              [](const ServiceConfig& a, const ServiceConfig& b) { return a.name < b.name; });
+    return out;
+}
+
+// inbound: listen, backend, allow (never empty), services.
 void read_inbound(MapReader& top, const YAML::Node& root, const std::string& path, Config& cfg) {
     if (auto* in = top.find("inbound")) {
         MapReader r(*in, "inbound", path);
@@ -63,26 +104,30 @@ void read_inbound(MapReader& top, const YAML::Node& root, const std::string& pat
         ic.allow = identity_list(r, *allow, "allow");
         if (ic.allow.empty())
             r.fail(*allow, "'inbound.allow' is empty: no peer could ever connect");
+        if (auto* services = r.find("services")) ic.services = read_services(*services, path);
+        for (auto& sc : ic.services)
+            if (!sc.own_allow) sc.allow = ic.allow;
         r.finish();
         cfg.inbound = std::move(ic);
     }
 }
 
-// A plaintext listener (peers[].local, routes[].local): loopback unless `public: true`.
-Endpoint local_listener(MapReader& r, const YAML::Node& local, const std::string& what,
-                        bool public_local, const std::string& reaches,
+// A plaintext listener (peers[].local, peers[].services.X, routes[].local):
+// loopback unless `public: true` on its peer or route (`kind`).
+Endpoint local_listener(MapReader& r, const YAML::Node& local, const std::string& key,
+                        const std::string& kind, bool public_local, const std::string& reaches,
                         std::set<std::string>& locals) {
-    auto ep = endpoint_value(r, local, "local", false);
+    auto ep = endpoint_value(r, local, key.substr(key.rfind('.') + 1), false);
     if (!locals.insert(ep.to_string()).second)
         r.fail(local, "local address " + ep.to_string() + " is used twice");
     if (!public_local && !is_loopback(ep))
-        r.fail(local, "'" + what + ".local' " + ep.to_string() +
+        r.fail(local, "'" + key + "' " + ep.to_string() +
                           " is not a loopback address: anyone who reaches it gets a connection "
                           "to " +
                           reaches +
                           " with this node's identity. Use 127.0.0.1, or add 'public: true' to "
                           "this " +
-                          (what == "peers[]" ? "peer" : "route") + " if that is really intended");
+                          kind + " if that is really intended");
     return ep;
 }
 
@@ -106,7 +151,27 @@ void read_peers(MapReader& top, const std::string& path, Config& cfg,
             pc.connect = endpoint_value(r, *connect, "connect", false);
             if (auto* n = r.find("public")) pc.public_local = bool_value(r, *n, "peers[].public");
             if (auto* local = r.find("local"))  // optional: a peer may be reached by routes only
-                pc.local = local_listener(r, *local, "peers[]", pc.public_local, pc.name, locals);
+                pc.local = local_listener(r, *local, "peers[].local", "peer", pc.public_local,
+                                          pc.name, locals);
+            if (auto* services = r.find("services")) {
+                MapReader sr(*services, "peers[].services", path);  // a mapping, no key twice
+                for (auto it = services->begin(); it != services->end(); ++it) {
+                    PeerService ps;
+                    ps.name = it->first.Scalar();
+                    if (!is_valid_service_name(ps.name) || ps.name == "postgresql")
+                        sr.fail(it->first,
+                                "'peers[].services': '" + ps.name +
+                                    "' is not a service name (1-32 of a-z, 0-9 and '-'; postgres "
+                                    "is peers[].local)");
+                    ps.local =
+                        local_listener(sr, it->second, "peers[].services." + ps.name, "peer",
+                                       pc.public_local, pc.name + "'s service " + ps.name, locals);
+                    pc.services.push_back(std::move(ps));
+                }
+                std::sort(
+                    pc.services.begin(), pc.services.end(),
+                    [](const PeerService& a, const PeerService& b) { return a.name < b.name; });
+            }
             r.finish();
             cfg.peers.push_back(std::move(pc));
         }
@@ -149,7 +214,7 @@ void read_routes(MapReader& top, const std::string& path, Config& cfg,
         if (auto* p = r.find("public")) rc.public_local = bool_value(r, *p, "routes[].public");
         auto* local = r.find("local");
         if (!local) r.fail(n, "missing required key 'routes[].local'");
-        rc.local = local_listener(r, *local, "routes[]", rc.public_local,
+        rc.local = local_listener(r, *local, "routes[].local", "route", rc.public_local,
                                   "the route's target (" + rc.target_text() + ")", locals);
         if (auto* m = r.find("max_lag")) {
             if (rc.to != RouteConfig::To::replica)
@@ -301,6 +366,19 @@ std::string RouteConfig::target_text() const {
             return peer;
     }
     return peer;
+}
+
+const ServiceConfig* InboundConfig::service(const std::string& name) const {
+    for (const auto& s : services)
+        if (s.name == name) return &s;
+    return nullptr;
+}
+
+bool is_valid_service_name(const std::string& name) {
+    if (name.empty() || name.size() > 32 || name.front() == '-') return false;
+    for (char c : name)
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-')) return false;
+    return true;
 }
 
 bool is_valid_identity(const std::string& name) {

@@ -24,10 +24,28 @@ struct TlsFiles {
     std::vector<std::string> groups{"X25519", "P-256", "P-384"};
 };
 
+// inbound.services: another local backend on the inbound port, chosen by the
+// ALPN id the peer sends (tls/alpn.hpp: "tunneld-svc/<name>").
+struct ServiceConfig {
+    std::string name;                // "patroni", "etcd-peer": [a-z0-9][a-z0-9-]*, at most 32
+    Endpoint backend;                // TCP or unix socket
+    std::vector<std::string> allow;  // who may use it: its own allow, else inbound.allow
+    bool own_allow = false;          // `allow` was given for this service
+};
+
 struct InboundConfig {
-    std::vector<Endpoint> listen;    // one or more TLS listen addresses
-    Endpoint backend;                // local postgres: TCP or unix socket
-    std::vector<std::string> allow;  // peer identities (SAN DNS or URI) allowed in
+    std::vector<Endpoint> listen;         // one or more TLS listen addresses
+    Endpoint backend;                     // local postgres: TCP or unix socket (ALPN "postgresql")
+    std::vector<std::string> allow;       // peer identities (SAN DNS or URI) allowed in
+    std::vector<ServiceConfig> services;  // sorted by name
+
+    const ServiceConfig* service(const std::string& name) const;
+};
+
+// peers[].services: a local plaintext listener reaching one of the peer's services.
+struct PeerService {
+    std::string name;  // the service's name on the peer (its inbound.services key)
+    Endpoint local;
 };
 
 struct PeerConfig {
@@ -35,6 +53,7 @@ struct PeerConfig {
     Endpoint connect;           // the peer's inbound listener (host may be a DNS name)
     Endpoint local;             // local plaintext listener for postgres clients (optional)
     bool public_local = false;  // peers[].public: `local` may be a non-loopback address
+    std::vector<PeerService> services;  // sorted by name
 
     bool has_local() const { return local.port != 0; }
 };
@@ -125,6 +144,10 @@ Config load_config(const std::string& path);
 // Parses YAML `text`; `path` is used for messages and to resolve relative paths.
 // Throws StartupError.
 Config parse_config(const std::string& text, const std::string& path);
+
+// True when `name` is usable as a service name: 1-32 of a-z, 0-9 and '-', not
+// starting with '-'. "postgresql" is refused by the loader (it is inbound.backend).
+bool is_valid_service_name(const std::string& name);
 
 // True when `name` is usable as a node/peer identity: DNS-name characters
 // (letters, digits, '-', '.'), or a URI with a scheme ("spiffe://..."); never a wildcard.

@@ -1,5 +1,10 @@
 #include "tunneld/config/endpoint.hpp"
 
+#include <algorithm>
+#include <array>
+
+#include "tunneld/config/prefix.hpp"
+
 #include <charconv>
 
 namespace tunneld {
@@ -54,6 +59,17 @@ Result<Endpoint> parse_endpoint(std::string_view text, bool allow_unix) {
     ep.host = std::string(host);
     ep.port = static_cast<std::uint16_t>(value);
     return ep;
+}
+
+bool is_loopback(const Endpoint& ep) {
+    auto p = parse_prefix(ep.host);
+    if (!p) return ep.host == "localhost";
+    if (p->v6) {
+        static const std::array<std::uint8_t, 16> one{0, 0, 0, 0, 0, 0, 0, 0,
+                                                      0, 0, 0, 0, 0, 0, 0, 1};
+        return std::equal(one.begin(), one.end(), p->addr.begin());
+    }
+    return p->addr[0] == 127;
 }
 
 }  // namespace tunneld

@@ -25,4 +25,7 @@ struct Endpoint {
 // Fails with what is wrong (missing port, port 0 or > 65535, empty host).
 Result<Endpoint> parse_endpoint(std::string_view text, bool allow_unix);
 
+// True for 127.0.0.0/8, ::1 and "localhost".
+bool is_loopback(const Endpoint& ep);
+
 }  // namespace tunneld

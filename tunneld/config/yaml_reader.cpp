@@ -48,17 +48,6 @@ void read_duration(MapReader& r, const std::string& key, Duration& out, Duration
     }
 }
 
-bool is_loopback(const Endpoint& ep) {
-    auto p = parse_prefix(ep.host);
-    if (!p) return ep.host == "localhost";
-    if (p->v6) {
-        static const std::array<std::uint8_t, 16> one{0, 0, 0, 0, 0, 0, 0, 0,
-                                                      0, 0, 0, 0, 0, 0, 0, 1};
-        return std::equal(one.begin(), one.end(), p->addr.begin());
-    }
-    return p->addr[0] == 127;
-}
-
 // The curves a client may ask for: elliptic-curve groups only, so nobody
 // unauthenticated can make us compute a finite-field (ffdhe8192) key exchange.
 const std::set<std::string>& allowed_groups() {

@@ -99,8 +99,6 @@ Duration duration_value(MapReader& r, const YAML::Node& n, const std::string& ke
 void read_duration(MapReader& r, const std::string& key, Duration& out, Duration min,
                    Duration max = std::chrono::hours(24));
 
-bool is_loopback(const Endpoint& ep);
-
 // The curves a client may ask for: elliptic-curve groups only, so nobody
 // unauthenticated can make us compute a finite-field (ffdhe8192) key exchange.
 const std::set<std::string>& allowed_groups();

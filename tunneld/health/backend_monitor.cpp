@@ -31,6 +31,20 @@ void BackendMonitor::stop() {
     timer_.cancel();
 }
 
+asio::awaitable<ServiceBackendState> BackendMonitor::check_service(const ServiceConfig& sc) {
+    const auto& be = sc.backend;
+    Result<void> dialed;
+    if (be.is_unix()) {
+        asio::local::stream_protocol::socket sock(io_);
+        dialed = co_await dial(sock, be.unix_path, cfg_.health.check_timeout);
+    } else {
+        asio::ip::tcp::socket sock(io_);
+        dialed = co_await dial(sock, be, cfg_.health.check_timeout);
+    }
+    co_return ServiceBackendState{sc.name, bool(dialed),
+                                  dialed ? "" : be.to_string() + ": " + dialed.error().what};
+}
+
 asio::awaitable<BackendState> BackendMonitor::check_once() {
     BackendState s;
     auto timeout = cfg_.health.check_timeout;
@@ -54,6 +68,9 @@ asio::awaitable<BackendState> BackendMonitor::check_once() {
         s.reachable = s.postgres->up || s.postgres->answered;
         if (!s.reachable) s.error = s.postgres->error;
     }
+    if (cfg_.inbound)
+        for (const auto& sc : cfg_.inbound->services)
+            s.services.push_back(co_await check_service(sc));
     s.checked = true;
     s.checked_at = unix_now();
     co_return s;
@@ -65,6 +82,16 @@ void BackendMonitor::log_changes(const BackendState& before, const BackendState&
             spdlog::info("health: backend accepts connections");
         else
             spdlog::warn("health: backend does not accept connections: {}", now.error);
+    }
+    for (std::size_t i = 0; i < now.services.size(); ++i) {
+        const auto& sv = now.services[i];
+        bool was = before.checked && i < before.services.size() && before.services[i].reachable;
+        if (before.checked && i < before.services.size() && was == sv.reachable) continue;
+        if (sv.reachable)
+            spdlog::info("health: service {} backend accepts connections", sv.name);
+        else
+            spdlog::warn("health: service {} backend does not accept connections: {}", sv.name,
+                         sv.error);
     }
     if (!now.postgres) return;
     const auto& p = *now.postgres;

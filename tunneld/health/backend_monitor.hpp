@@ -23,6 +23,8 @@ class BackendMonitor {
 
     // Whether there is anything to check (an inbound backend or health.postgres).
     static bool wanted(const Config& cfg) { return cfg.inbound || !cfg.health.postgres.empty(); }
+    // Each inbound.services backend is checked too, by a connect; results in
+    // BackendState::services (and so in probe pongs, /status and /metrics).
 
     void start();
     void stop();
@@ -30,6 +32,7 @@ class BackendMonitor {
   private:
     boost::asio::awaitable<void> loop();
     boost::asio::awaitable<BackendState> check_once();
+    boost::asio::awaitable<ServiceBackendState> check_service(const ServiceConfig& sc);
     void log_changes(const BackendState& before, const BackendState& now) const;
 
     const Config& cfg_;

@@ -3,11 +3,15 @@
 #include <boost/json.hpp>
 #include <charconv>
 
+#include "tunneld/config/config.hpp"
+
 namespace tunneld {
 
 namespace json = boost::json;
 
 namespace {
+
+constexpr std::size_t kMaxServices = 64;  // read from a peer's pong at most
 
 template <class T>
 T field(const json::object& o, std::string_view key, T fallback) {
@@ -44,6 +48,12 @@ json::value to_json(const BackendState& s) {
                                      {"replay_paused", p.replay_paused},
                                      {"replay_delay_seconds", p.replay_delay_seconds}};
     }
+    if (!s.services.empty()) {
+        json::object services;
+        for (const auto& sv : s.services)
+            services[sv.name] = json::object{{"reachable", sv.reachable}, {"error", sv.error}};
+        o["services"] = std::move(services);
+    }
     return o;
 }
 
@@ -69,6 +79,17 @@ BackendState backend_state_from_json(const json::value& v) {
         pg.replay_paused = field(p, "replay_paused", false);
         pg.replay_delay_seconds = field(p, "replay_delay_seconds", 0.0);
         s.postgres = std::move(pg);
+    }
+    if (auto* sv = o->if_contains("services"); sv && sv->is_object()) {
+        // A peer's word: only well-formed names, a bounded number, short errors.
+        for (const auto& [name, value] : sv->get_object()) {
+            if (s.services.size() >= kMaxServices) break;
+            auto* entry = value.if_object();
+            if (!entry || !is_valid_service_name(std::string(name))) continue;
+            auto error = field<std::string>(*entry, "error", "");
+            if (error.size() > 512) error.resize(512);
+            s.services.push_back({std::string(name), field(*entry, "reachable", false), error});
+        }
     }
     return s;
 }

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace tunneld {
 
@@ -28,12 +29,20 @@ struct PostgresState {
         0;  // standby: age of the last replayed transaction while behind, else 0
 };
 
+// One inbound.services backend, checked like inbound.backend (a connect).
+struct ServiceBackendState {
+    std::string name;
+    bool reachable = false;
+    std::string error;  // why not
+};
+
 struct BackendState {
     bool checked = false;         // a first check has finished
     std::int64_t checked_at = 0;  // unix seconds
     bool reachable = false;  // accepts connections (inbound.backend, or postgres when no inbound)
     std::string error;       // why not, when !reachable
-    std::optional<PostgresState> postgres;  // when health.postgres is set
+    std::optional<PostgresState> postgres;      // when health.postgres is set
+    std::vector<ServiceBackendState> services;  // inbound.services, by name
 };
 
 boost::json::value to_json(const BackendState& s);

@@ -92,27 +92,28 @@ std::string render_metrics(const Snapshot& s) {
              s.reloads.last_error.empty() ? 0 : 1);
 
     m.family("tunneld_connections", "gauge",
-             "Relayed connections open now, by peer and direction.");
+             "Relayed connections open now, by peer, direction and service.");
     for (const auto& t : s.traffic)
-        m.sample("tunneld_connections", {{"peer", t.peer}, {"direction", to_string(t.direction)}},
+        m.sample("tunneld_connections",
+                 {{"peer", t.peer}, {"direction", to_string(t.direction)}, {"service", t.service}},
                  static_cast<double>(t.active));
     m.family("tunneld_connections_total", "counter",
-             "Relayed connections opened, by peer and direction.");
+             "Relayed connections opened, by peer, direction and service.");
     for (const auto& t : s.traffic)
         m.sample("tunneld_connections_total",
-                 {{"peer", t.peer}, {"direction", to_string(t.direction)}},
+                 {{"peer", t.peer}, {"direction", to_string(t.direction)}, {"service", t.service}},
                  static_cast<double>(t.opened));
     m.family("tunneld_received_bytes_total", "counter",
-             "Bytes received from the peer over TLS, by peer and direction.");
+             "Bytes received from the peer over TLS, by peer, direction and service.");
     for (const auto& t : s.traffic)
         m.sample("tunneld_received_bytes_total",
-                 {{"peer", t.peer}, {"direction", to_string(t.direction)}},
+                 {{"peer", t.peer}, {"direction", to_string(t.direction)}, {"service", t.service}},
                  static_cast<double>(t.received));
     m.family("tunneld_sent_bytes_total", "counter",
-             "Bytes sent to the peer over TLS, by peer and direction.");
+             "Bytes sent to the peer over TLS, by peer, direction and service.");
     for (const auto& t : s.traffic)
         m.sample("tunneld_sent_bytes_total",
-                 {{"peer", t.peer}, {"direction", to_string(t.direction)}},
+                 {{"peer", t.peer}, {"direction", to_string(t.direction)}, {"service", t.service}},
                  static_cast<double>(t.sent));
     m.family("tunneld_handshakes_total", "counter",
              "Finished TLS handshakes, by direction and reason (ok or the failure).");
@@ -135,6 +136,17 @@ std::string render_metrics(const Snapshot& s) {
     for (const auto& p : s.peers)
         m.sample("tunneld_peer_backend_up", {{"peer", p.name}},
                  backend_word(p.probe.peer_backend) == "up" ? 1 : 0);
+    m.family("tunneld_peer_service_up", "gauge",
+             "1 when the peer reports the backend of a service (peers[].services) accepting "
+             "connections; 0 when it does not, or does not serve it.");
+    for (const auto& p : s.peers)
+        for (const auto& [name, local] : p.services) {
+            bool up = false;
+            if (p.probe.up && p.probe.peer_backend)
+                for (const auto& sv : p.probe.peer_backend->services)
+                    up = up || (sv.name == name && sv.reachable);
+            m.sample("tunneld_peer_service_up", {{"peer", p.name}, {"service", name}}, up ? 1 : 0);
+        }
     m.family("tunneld_peer_rtt_seconds", "gauge",
              "Probe round-trip time to the peer (smoothed, RFC 6298).");
     for (const auto& p : s.peers)
@@ -176,6 +188,15 @@ std::string render_metrics(const Snapshot& s) {
     if (s.backend_checked_by_config)
         m.single("tunneld_backend_up", "gauge", "1 when the local backend accepts connections.",
                  s.backend.checked && s.backend.reachable ? 1 : 0);
+    if (!s.services.empty()) {
+        m.family("tunneld_service_backend_up", "gauge",
+                 "1 when the backend of an inbound.services entry accepts connections.");
+        for (const auto& sv : s.services) {
+            bool up = false;
+            for (const auto& b : s.backend.services) up = up || (b.name == sv.name && b.reachable);
+            m.sample("tunneld_service_backend_up", {{"service", sv.name}}, up ? 1 : 0);
+        }
+    }
     if (s.postgres_configured) {
         auto* pg = local_postgres(s);
         m.single("tunneld_postgres_up", "gauge",

@@ -18,6 +18,7 @@ namespace tunneld {
 struct TrafficView {
     Direction direction = Direction::inbound;
     std::string peer;
+    std::string service = "postgresql";  // or an inbound.services name
     std::int64_t active = 0;
     std::uint64_t opened = 0, received = 0, sent = 0;  // received = from the peer (TLS side)
     std::int64_t last_handshake = 0;
@@ -30,6 +31,15 @@ struct PeerView {
     std::string connect;  // as configured
     std::string local;
     ProbeState probe;
+    std::vector<std::pair<std::string, std::string>> services;  // peers[].services: name, local
+};
+
+// One of this node's inbound.services.
+struct ServiceView {
+    std::string name;
+    std::string alpn;
+    std::string backend;
+    std::vector<std::string> allow;
 };
 
 struct FirewallView {
@@ -64,6 +74,7 @@ struct Snapshot {
 
     std::vector<std::string> inbound_listen;  // empty: no inbound side
     std::string inbound_backend;
+    std::vector<ServiceView> services;  // inbound.services, by name
     std::vector<PeerView> peers;
     std::vector<TrafficView> traffic;
     // Handshakes and closes by direction and reason ("ok" for a successful handshake).

@@ -21,17 +21,17 @@ std::pair<std::string, std::int64_t> Traffic::last_error() const {
     return {last_error_, last_error_at_};
 }
 
-Traffic& Stats::traffic(Direction d, const std::string& peer) {
+Traffic& Stats::traffic(Direction d, const std::string& peer, const std::string& service) {
     std::lock_guard lock(mutex_);
-    auto& slot = traffic_[{d, peer}];
+    auto& slot = traffic_[{d, peer, service}];
     if (!slot) slot = std::make_unique<Traffic>();
     return *slot;
 }
 
-std::vector<std::tuple<Direction, std::string, Traffic*>> Stats::all_traffic() const {
+std::vector<std::pair<Stats::TrafficKey, Traffic*>> Stats::all_traffic() const {
     std::lock_guard lock(mutex_);
-    std::vector<std::tuple<Direction, std::string, Traffic*>> out;
-    for (const auto& [key, t] : traffic_) out.emplace_back(key.first, key.second, t.get());
+    std::vector<std::pair<TrafficKey, Traffic*>> out;
+    for (const auto& [key, t] : traffic_) out.emplace_back(key, t.get());
     return out;
 }
 

@@ -46,11 +46,19 @@ constexpr std::size_t kCloseReasonCount = static_cast<std::size_t>(CloseReason::
 
 class Stats {
   public:
-    // The counters for (direction, peer), created on first use. The pointer
-    // stays valid for the life of Stats.
-    Traffic& traffic(Direction d, const std::string& peer);
-    // Every (direction, peer) seen so far.
-    std::vector<std::tuple<Direction, std::string, Traffic*>> all_traffic() const;
+    // The counters for (direction, peer, service), created on first use; the
+    // service is "postgresql" or an inbound.services name. The pointer stays
+    // valid for the life of Stats.
+    Traffic& traffic(Direction d, const std::string& peer,
+                     const std::string& service = "postgresql");
+    struct TrafficKey {
+        Direction direction;
+        std::string peer;
+        std::string service;
+        auto operator<=>(const TrafficKey&) const = default;
+    };
+    // Every (direction, peer, service) seen so far.
+    std::vector<std::pair<TrafficKey, Traffic*>> all_traffic() const;
 
     // One finished TLS handshake of a data connection: ok, or failed by reason.
     void count_handshake(Direction d, HandshakeFailure f);
@@ -71,7 +79,7 @@ class Stats {
 
   private:
     mutable std::mutex mutex_;
-    std::map<std::pair<Direction, std::string>, std::unique_ptr<Traffic>> traffic_;
+    std::map<TrafficKey, std::unique_ptr<Traffic>> traffic_;
     std::array<std::array<std::atomic<std::uint64_t>, kHandshakeFailureCount>, 2> handshakes_{};
     std::array<std::array<std::atomic<std::uint64_t>, kCloseReasonCount>, 2> closes_{};
     Reloads reloads_;

@@ -34,9 +34,10 @@ std::string render_status(const Snapshot& s) {
         }
         return json::object{{"ok", ok}, {"failed", std::move(failed)}};
     };
-    auto traffic_of = [&](Direction d, const std::string& peer) -> const TrafficView* {
+    auto traffic_of = [&](Direction d, const std::string& peer,
+                          const std::string& service = "postgresql") -> const TrafficView* {
         for (const auto& t : s.traffic)
-            if (t.direction == d && t.peer == peer) return &t;
+            if (t.direction == d && t.peer == peer && t.service == service) return &t;
         return nullptr;
     };
     auto traffic_json = [](const TrafficView* t) {
@@ -73,6 +74,27 @@ std::string render_status(const Snapshot& s) {
             {"connections", traffic_json(t)},
             {"backend", pr.peer_backend ? to_json(*pr.peer_backend) : json::value(nullptr)},
             {"backend_state", backend_word(pr.peer_backend)}};
+        // peers[].services: the local listener, whether the peer says the
+        // service's backend answers (null: unknown), and the connections.
+        json::object services;
+        for (const auto& [name, local] : p.services) {
+            json::value reachable = nullptr;
+            std::string error;
+            if (pr.up && pr.peer_backend) {
+                error = "not served there (not in its inbound.services)";
+                for (const auto& sv : pr.peer_backend->services)
+                    if (sv.name == name) {
+                        reachable = sv.reachable;
+                        error = sv.error;
+                    }
+            }
+            services[name] = json::object{
+                {"local", local},
+                {"backend_reachable", reachable},
+                {"error", error},
+                {"connections", traffic_json(traffic_of(Direction::outbound, p.name, name))}};
+        }
+        peer["services"] = std::move(services);
         peers.push_back(std::move(peer));
     }
 
@@ -85,16 +107,42 @@ std::string render_status(const Snapshot& s) {
         for (const auto& t : s.traffic) {
             if (t.direction != Direction::inbound) continue;
             active += t.active;
+            if (t.service != "postgresql") continue;  // under "services" below
             auto o = traffic_json(&t);
             o["last_handshake"] = t.last_handshake;
             o["last_error"] = t.last_error;
             from[t.peer] = std::move(o);
         }
-        inbound = json::object{{"listen", std::move(listen)},
-                               {"backend", s.inbound_backend},
-                               {"active_connections", active},
-                               {"handshakes", handshakes(Direction::inbound)},
-                               {"peers", std::move(from)}};
+        json::object services;
+        for (const auto& sv : s.services) {
+            json::array allow;
+            for (const auto& a : sv.allow) allow.emplace_back(a);
+            json::value reachable = nullptr;
+            std::string error;
+            for (const auto& b : s.backend.services)
+                if (b.name == sv.name) {
+                    reachable = b.reachable;
+                    error = b.error;
+                }
+            json::object by_peer;
+            for (const auto& t : s.traffic) {
+                if (t.direction != Direction::inbound || t.service != sv.name) continue;
+                auto o = traffic_json(&t);
+                o["last_handshake"] = t.last_handshake;
+                o["last_error"] = t.last_error;
+                by_peer[t.peer] = std::move(o);
+            }
+            services[sv.name] = json::object{{"alpn", sv.alpn},
+                                             {"backend", sv.backend},
+                                             {"allow", std::move(allow)},
+                                             {"backend_reachable", reachable},
+                                             {"error", error},
+                                             {"peers", std::move(by_peer)}};
+        }
+        inbound = json::object{
+            {"listen", std::move(listen)},  {"backend", s.inbound_backend},
+            {"active_connections", active}, {"handshakes", handshakes(Direction::inbound)},
+            {"peers", std::move(from)},     {"services", std::move(services)}};
     }
 
     json::value firewall = nullptr;

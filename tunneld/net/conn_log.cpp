@@ -5,27 +5,27 @@
 namespace tunneld {
 
 void log_open(const ConnInfo& c, bool resumed) {
-    spdlog::info("conn={} {} open peer={} remote={} local={}{}{} resumed={}", c.id, c.direction,
-                 c.peer, c.remote, c.local, c.route.empty() ? "" : " route=", c.route,
-                 resumed ? "yes" : "no");
+    spdlog::info("conn={} {} open peer={} remote={} local={}{}{}{}{} resumed={}", c.id, c.direction,
+                 c.peer, c.remote, c.local, c.service.empty() ? "" : " service=", c.service,
+                 c.route.empty() ? "" : " route=", c.route, resumed ? "yes" : "no");
 }
 
 void log_close(const ConnInfo& c, const RelayResult& r) {
     auto secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - c.start).count();
     auto level = r.reason == CloseReason::finished ? spdlog::level::info : spdlog::level::warn;
     spdlog::log(level,
-                "conn={} {} close peer={} remote={} local={}{}{} rx={} tx={} duration={:.3f}s "
+                "conn={} {} close peer={} remote={} local={}{}{}{}{} rx={} tx={} duration={:.3f}s "
                 "reason={}{}{}",
                 c.id, c.direction, c.peer.empty() ? "-" : c.peer, c.remote,
-                c.local.empty() ? "-" : c.local, c.route.empty() ? "" : " route=", c.route,
-                r.from_tls, r.to_tls, secs, to_string(r.reason),
-                r.detail.empty() ? "" : " detail=", r.detail);
+                c.local.empty() ? "-" : c.local, c.service.empty() ? "" : " service=", c.service,
+                c.route.empty() ? "" : " route=", c.route, r.from_tls, r.to_tls, secs,
+                to_string(r.reason), r.detail.empty() ? "" : " detail=", r.detail);
 }
 
 void log_handshake_failure(const ConnInfo& c, const HandshakeResult& h) {
-    spdlog::warn("conn={} {} handshake failed peer={} remote={} reason={} detail=\"{}\"", c.id,
-                 c.direction, c.peer.empty() ? "-" : c.peer, c.remote, to_string(h.failure),
-                 h.detail);
+    spdlog::warn("conn={} {} handshake failed peer={} remote={}{}{} reason={} detail=\"{}\"", c.id,
+                 c.direction, c.peer.empty() ? "-" : c.peer, c.remote,
+                 c.service.empty() ? "" : " service=", c.service, to_string(h.failure), h.detail);
 }
 
 void log_route_refusal(const ConnInfo& c, CloseReason reason, const std::string& detail,

@@ -18,10 +18,12 @@ struct ConnInfo {
     std::string remote;          // address the connection came from / went to
     std::string local;           // the plaintext side (backend, or local client)
     std::string route;           // routes[]: the route's local address, "" otherwise
+    std::string service;         // inbound.services name; "" = postgresql (not logged)
     std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
 };
 
 // "conn=7 inbound open peer=standby-1 remote=10.0.0.2:40112 local=127.0.0.1:5432 resumed=no"
+// (with " service=patroni" after local= for a service connection)
 void log_open(const ConnInfo& c, bool resumed);
 
 // "conn=7 inbound close peer=... remote=... local=... rx=123 tx=456 duration=1.234s

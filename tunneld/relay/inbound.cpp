@@ -26,21 +26,26 @@ using asio::ip::tcp;
 
 namespace {
 
+// "postgresql" or the service's name: the label of its counters.
+std::string service_label(const ConnInfo& info) {
+    return info.service.empty() ? kAlpnData : info.service;
+}
+
 // Logs and counts the end of a connection from a verified peer.
 void finish(Runtime& rt, const ConnInfo& info, const RelayResult& r) {
     log_close(info, r);
     rt.stats.count_close(Direction::inbound, r.reason);
     if (r.reason != CloseReason::finished && !info.peer.empty())
-        rt.stats.traffic(Direction::inbound, info.peer)
+        rt.stats.traffic(Direction::inbound, info.peer, service_label(info))
             .set_error(std::string(to_string(r.reason)) +
                        (r.detail.empty() ? "" : ": " + r.detail));
 }
 
-// Connects to the backend (TCP or unix) and relays; logs the close line.
+// Connects to `be` (inbound.backend or a service's; TCP or unix) and relays;
+// logs the close line.
 template <class Plain>
 asio::awaitable<void> relay_to_backend(Runtime& rt, LiveConnection& live, ConnInfo& info,
-                                       TlsStream& tls, Plain backend) {
-    const auto& in = *rt.config.inbound;
+                                       TlsStream& tls, const Endpoint& be, Plain backend) {
     live.close = [&] {
         error_code ignored;
         backend.close(ignored);
@@ -49,16 +54,16 @@ asio::awaitable<void> relay_to_backend(Runtime& rt, LiveConnection& live, ConnIn
     CloseHook hook{live};
     Result<void> dialed;
     if constexpr (std::is_same_v<Plain, tcp::socket>) {
-        dialed = co_await dial(backend, in.backend, rt.config.timeouts.connect);
+        dialed = co_await dial(backend, be, rt.config.timeouts.connect);
         if (dialed) (void)apply_local_options(backend.native_handle());
     } else {
-        dialed = co_await dial(backend, in.backend.unix_path, rt.config.timeouts.connect);
+        dialed = co_await dial(backend, be.unix_path, rt.config.timeouts.connect);
     }
     if (!dialed) {
         tls.close();
         finish(rt, info,
                RelayResult{0, 0, CloseReason::backend_unreachable,
-                           in.backend.to_string() + ": " + dialed.error().what});
+                           be.to_string() + ": " + dialed.error().what});
         co_return;
     }
     log_open(info, tls.resumed());
@@ -66,7 +71,7 @@ asio::awaitable<void> relay_to_backend(Runtime& rt, LiveConnection& live, ConnIn
         error_code ignored;
         backend.shutdown(asio::socket_base::shutdown_receive, ignored);
     };
-    auto& traffic = rt.stats.traffic(Direction::inbound, info.peer);
+    auto& traffic = rt.stats.traffic(Direction::inbound, info.peer, service_label(info));
     RelayResult result;
     {
         ActiveGuard active(traffic);
@@ -97,7 +102,7 @@ struct HandshakeSlot {
     ~HandshakeSlot() { release(); }
 };
 
-asio::awaitable<void> serve(Runtime& rt, tcp::socket socket) {
+asio::awaitable<void> serve(Runtime& rt, const AlpnPolicy& policy, tcp::socket socket) {
     const auto& cfg = rt.config;
     ConnInfo info;
     info.id = rt.next_id++;
@@ -137,8 +142,12 @@ asio::awaitable<void> serve(Runtime& rt, tcp::socket socket) {
 
     auto material = rt.tls.load();
     TlsStream tls(std::move(socket), *material, TlsStream::Role::server);
+    // Who may connect depends on the protocol asked for: the ALPN callback
+    // narrows `allow` to the chosen protocol's list (tls/alpn.hpp). Without
+    // ALPN it stays inbound.allow, and the connection is refused below.
     tls.peer_check().allow = cfg.inbound->allow;
     tls.peer_check().allow.push_back(cfg.node);  // itself, for `certs rotate`'s probe only
+    tls.peer_check().policy = &policy;
     live->close = [&tls] { tls.close(); };
     auto hs = co_await handshake_within(tls, cfg.timeouts.handshake);
     slot.release();
@@ -174,7 +183,18 @@ asio::awaitable<void> serve(Runtime& rt, tcp::socket socket) {
         co_await tls.shutdown_send();
         co_return;
     }
-    rt.stats.traffic(Direction::inbound, info.peer).last_handshake = unix_now();
+    // A service connection (ALPN tunneld-svc/<name>, served: the callback
+    // refused anything else) goes to that service's backend.
+    const Endpoint* backend = &cfg.inbound->backend;
+    if (auto name = std::string(service_of_alpn(tls.alpn())); !name.empty()) {
+        const auto* service = cfg.inbound->service(name);
+        if (!service) co_return;  // cannot happen: the ALPN callback only picks served ones
+        info.service = name;
+        backend = &service->backend;
+    }
+    info.local = backend->to_string();
+    rt.stats.traffic(Direction::inbound, info.peer, service_label(info)).last_handshake =
+        unix_now();
     if (self) {
         log_handshake_failure(info, HandshakeResult{HandshakeFailure::identity_not_allowed,
                                                     "this node's own identity may only probe"});
@@ -190,20 +210,25 @@ asio::awaitable<void> serve(Runtime& rt, tcp::socket socket) {
         co_return;
     }
     auto ex = tls.socket().get_executor();
-    if (cfg.inbound->backend.is_unix())
-        co_await relay_to_backend(rt, *live, info, tls, asio::local::stream_protocol::socket(ex));
+    if (backend->is_unix())
+        co_await relay_to_backend(rt, *live, info, tls, *backend,
+                                  asio::local::stream_protocol::socket(ex));
     else
-        co_await relay_to_backend(rt, *live, info, tls, tcp::socket(ex));
+        co_await relay_to_backend(rt, *live, info, tls, *backend, tcp::socket(ex));
 }
 
 }  // namespace
 
-InboundListener::InboundListener(Runtime& rt, asio::io_context& io) : rt_(rt), io_(io) {
+InboundListener::InboundListener(Runtime& rt, asio::io_context& io)
+    : rt_(rt), io_(io), policy_(make_alpn_policy(rt.config)) {
     for (const auto& ep : rt.config.inbound->listen)
         acceptors_.push_back(open_listener(io, ep, "inbound.listen"));
 }
 
 void InboundListener::start() {
+    for (const auto& sc : rt_.config.inbound->services)
+        spdlog::info("inbound: service {} (ALPN {}) -> backend {} (allow: {})", sc.name,
+                     service_alpn(sc.name), sc.backend.to_string(), fmt::join(sc.allow, ", "));
     for (auto& acceptor : acceptors_) {
         spdlog::info("inbound: listening on {} -> backend {} (allow: {})",
                      Endpoint{acceptor.local_endpoint().address().to_string(),
@@ -216,7 +241,7 @@ void InboundListener::start() {
               accept_loop(acceptor, rt_.pool,
                           [this](tcp::socket s) {
                               auto ex = s.get_executor();
-                              spawn(ex, serve(rt_, std::move(s)), "an inbound connection");
+                              spawn(ex, serve(rt_, policy_, std::move(s)), "an inbound connection");
                           }),
               "the inbound accept loop");
     }

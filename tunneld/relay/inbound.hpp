@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "tunneld/health/runtime.hpp"
+#include "tunneld/tls/alpn.hpp"
 
 namespace tunneld {
 
@@ -17,7 +18,9 @@ class InboundListener {
     // max_connections it is closed; beyond max_handshakes_per_source it waits
     // for a slot up to timeouts.handshake), keepalive
     // options, TLS handshake under timeouts.handshake (client certificate
-    // required, identity in inbound.allow), then a connection to the backend
+    // required, identity allowed for the ALPN protocol asked for: inbound.allow,
+    // or the service's allow), then a connection to the backend (inbound.backend,
+    // or the service's)
     // under timeouts.connect, then the relay. Every step's failure is logged
     // with its reason and closes the connection; nothing reaches the backend
     // before the handshake and identity check succeed.
@@ -28,6 +31,7 @@ class InboundListener {
   private:
     Runtime& rt_;
     boost::asio::io_context& io_;
+    AlpnPolicy policy_;  // which protocols (postgresql, probe, services) and who may use each
     std::vector<boost::asio::ip::tcp::acceptor> acceptors_;
 };
 

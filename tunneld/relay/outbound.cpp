@@ -19,9 +19,11 @@ namespace tunneld {
 namespace asio = boost::asio;
 using asio::ip::tcp;
 
-// One configured peer: its local listener and its TLS session for resumption.
+// One local listener of a peer (peers[].local, or one of peers[].services) and
+// its TLS session for resumption.
 struct OutboundListener::Link {
     const PeerConfig& peer;
+    std::string service;  // "" = postgresql
     tcp::acceptor acceptor;
     SessionSlot session;
 };
@@ -58,7 +60,8 @@ asio::awaitable<void> carry_to_peer(Runtime& rt, const PeerConfig& peer, Session
         local.close(ec);
         pub.close(ec);
     };
-    auto& traffic = rt.stats.traffic(Direction::outbound, peer.name);
+    auto& traffic = rt.stats.traffic(Direction::outbound, peer.name,
+                                     info.service.empty() ? kAlpnData : info.service);
     auto finish = [&](const RelayResult& r) {
         log_close(info, r);
         rt.stats.count_close(Direction::outbound, r.reason);
@@ -77,13 +80,17 @@ asio::awaitable<void> carry_to_peer(Runtime& rt, const PeerConfig& peer, Session
     auto material = rt.tls.load();
     TlsStream tls(std::move(pub), *material, TlsStream::Role::client);
     tls.peer_check().allow = {peer.name};
-    tls.set_client_params(peer.name, kAlpnData, &session, material->generation);
+    const std::string alpn = info.service.empty() ? kAlpnData : service_alpn(info.service);
+    tls.set_client_params(peer.name, alpn, &session, material->generation);
     live->close = [&] {
         local.close(ec);
         tls.close();
     };
     auto hs = co_await handshake_within(tls, cfg.timeouts.handshake);
     rt.stats.count_handshake(Direction::outbound, hs.failure);
+    if (!hs.ok() && !info.service.empty() && hs.failure == HandshakeFailure::no_alpn)
+        hs.detail = peer.name + " does not serve '" + info.service +
+                    "' (not in its inbound.services, or it predates services): " + hs.detail;
     if (!hs.ok()) {
         log_handshake_failure(info, hs);
         traffic.set_error(std::string("handshake failed: ") + to_string(hs.failure) +
@@ -121,24 +128,34 @@ ConnInfo accepted_conn(Runtime& rt, tcp::socket& local) {
 }
 
 OutboundListener::OutboundListener(Runtime& rt, asio::io_context& io) : rt_(rt), io_(io) {
-    for (const auto& peer : rt.config.peers)
+    for (const auto& peer : rt.config.peers) {
         if (peer.has_local())
             links_.push_back(std::unique_ptr<Link>(new Link{
-                peer, open_listener(io, peer.local, "peers[" + peer.name + "].local"), {}}));
+                peer, "", open_listener(io, peer.local, "peers[" + peer.name + "].local"), {}}));
+        for (const auto& s : peer.services)
+            links_.push_back(std::unique_ptr<Link>(
+                new Link{peer,
+                         s.name,
+                         open_listener(io, s.local, "peers[" + peer.name + "].services." + s.name),
+                         {}}));
+    }
 }
 
 OutboundListener::~OutboundListener() = default;
 
 void OutboundListener::start() {
     for (auto& link : links_) {
-        spdlog::info("outbound: {} -> peer {} at {}", address_of(link->acceptor.local_endpoint()),
-                     link->peer.name, link->peer.connect.to_string());
+        spdlog::info("outbound: {} -> peer {} at {}{}{}",
+                     address_of(link->acceptor.local_endpoint()), link->peer.name,
+                     link->peer.connect.to_string(), link->service.empty() ? "" : ", service ",
+                     link->service);
         Link* l = link.get();
         spawn(io_,
               accept_loop(l->acceptor, rt_.pool,
                           [this, l](tcp::socket s) {
                               auto ex = s.get_executor();
                               auto info = accepted_conn(rt_, s);
+                              info.service = l->service;
                               spawn(ex,
                                     carry_to_peer(rt_, l->peer, l->session, std::move(s),
                                                   std::move(info)),

@@ -73,15 +73,36 @@ int verify_callback(int preverify_ok, X509_STORE_CTX* store) {
     return 0;
 }
 
-int alpn_select(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+int alpn_select(SSL* ssl, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
                 unsigned int inlen, void*) {
-    static const unsigned char ours[] = "\x0apostgresql\x0dtunneld-probe";
-    unsigned char* selected = nullptr;
-    if (SSL_select_next_proto(&selected, outlen, ours, sizeof ours - 1, in, inlen) !=
-        OPENSSL_NPN_NEGOTIATED)
-        return SSL_TLSEXT_ERR_ALERT_FATAL;
-    *out = selected;
-    return SSL_TLSEXT_ERR_OK;
+    auto* check = static_cast<PeerCheck*>(SSL_get_ex_data(ssl, peer_check_index()));
+    if (!check || !check->policy) {
+        static const unsigned char ours[] = "\x0apostgresql\x0dtunneld-probe";
+        unsigned char* selected = nullptr;
+        if (SSL_select_next_proto(&selected, outlen, ours, sizeof ours - 1, in, inlen) !=
+            OPENSSL_NPN_NEGOTIATED)
+            return SSL_TLSEXT_ERR_ALERT_FATAL;
+        *out = selected;
+        return SSL_TLSEXT_ERR_OK;
+    }
+    // The client's list, in its order (a tunneld peer offers exactly one id).
+    for (unsigned int i = 0; i < inlen;) {
+        unsigned int len = in[i];
+        if (len == 0 || i + 1 + len > inlen) break;  // malformed: OpenSSL checked, but be sure
+        std::string_view id(reinterpret_cast<const char*>(in + i + 1), len);
+        if (const auto* entry = check->policy->find(id)) {
+            check->allow = entry->allow;
+            check->protocol = entry->id;
+            *out = in + i + 1;
+            *outlen = static_cast<unsigned char>(len);
+            return SSL_TLSEXT_ERR_OK;
+        }
+        if (auto name = std::string(service_of_alpn(id));
+            check->unknown_service.empty() && !name.empty())  // the name is logged: only if clean
+            check->unknown_service = is_valid_service_name(name) ? name : "(not a service name)";
+        i += 1 + len;
+    }
+    return SSL_TLSEXT_ERR_ALERT_FATAL;  // no_application_protocol
 }
 
 int new_session(SSL* ssl, SSL_SESSION* session) {

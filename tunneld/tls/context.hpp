@@ -14,12 +14,10 @@
 #include <vector>
 
 #include "tunneld/config/config.hpp"
+#include "tunneld/tls/alpn.hpp"
 #include "tunneld/tls/openssl_ptr.hpp"
 
 namespace tunneld {
-
-inline constexpr const char* kAlpnData = "postgresql";
-inline constexpr const char* kAlpnProbe = "tunneld-probe";
 
 struct TlsMaterial {
     SslCtxPtr server;        // inbound: requires and verifies a client certificate
@@ -58,6 +56,12 @@ namespace tunneld {
 // presented, and whether the chain was fine but the identity was not allowed.
 struct PeerCheck {
     std::vector<std::string> allow;
+    // Server side: which ALPN ids are served and who may use each. The ALPN
+    // callback replaces `allow` with the chosen protocol's list, before the
+    // client's certificate arrives. Null: postgresql and tunneld-probe, `allow` as is.
+    const AlpnPolicy* policy = nullptr;
+    std::string protocol;         // the ALPN id the callback chose
+    std::string unknown_service;  // a service id the client asked for that is not served
     std::string matched;
     std::string presented;
     bool identity_rejected = false;

@@ -21,6 +21,7 @@ enum class HandshakeFailure {
     peer_rejected,         // the peer sent an alert (it refused us)
     no_alpn,               // no common application protocol
     no_shared_group,  // the client offers no key-exchange group of tls.groups (e.g. only ffdhe8192)
+    unknown_service,  // the client asked for a service (ALPN tunneld-svc/...) not served here
     closed,           // the peer closed the connection during the handshake
     io_error,         // socket error
 };

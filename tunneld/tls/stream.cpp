@@ -43,6 +43,8 @@ const char* to_string(HandshakeFailure f) {
             return "peer_rejected";
         case HandshakeFailure::no_alpn:
             return "no_alpn";
+        case HandshakeFailure::unknown_service:
+            return "unknown_service";
         case HandshakeFailure::no_shared_group:
             return "no_shared_group";
         case HandshakeFailure::closed:
@@ -151,15 +153,15 @@ TlsStream::TlsStream(asio::ip::tcp::socket socket, const TlsMaterial& material, 
 
 TlsStream::~TlsStream() = default;
 
-void TlsStream::set_client_params(const std::string& sni, const char* alpn, SessionSlot* slot,
+void TlsStream::set_client_params(const std::string& sni, std::string_view alpn, SessionSlot* slot,
                                   std::uint64_t generation) {
     if (!ssl_.get()) return;
     // SNI only carries DNS names; an IP or URI identity is still checked, not sent.
     if (sni.find("://") == std::string::npos) SSL_set_tlsext_host_name(ssl_.get(), sni.c_str());
-    unsigned char wire[64];
-    std::size_t n = std::strlen(alpn);
+    unsigned char wire[256];
+    std::size_t n = std::min<std::size_t>(alpn.size(), 255);
     wire[0] = static_cast<unsigned char>(n);
-    std::memcpy(wire + 1, alpn, n);
+    std::memcpy(wire + 1, alpn.data(), n);
     SSL_set_alpn_protos(ssl_.get(), wire, static_cast<unsigned>(n + 1));
     if (slot) {
         attach_session_slot(ssl_.get(), slot);
@@ -196,7 +198,7 @@ asio::awaitable<HandshakeResult> TlsStream::handshake() {
     auto [ret, err] = co_await drive([this] { return SSL_do_handshake(ssl_.get()); });
     if (err == SSL_ERROR_NONE) {
         if (!confirm_peer_identity(ssl_.get(), check_))
-            co_return HandshakeResult{HandshakeFailure::identity_not_allowed, check_.presented};
+            co_return HandshakeResult{HandshakeFailure::identity_not_allowed, not_allowed_detail()};
         // A resumed session skips chain verification: the peer certificate it
         // carries is checked again here for expiry and against the current CRL.
         if (SSL_session_reused(ssl_.get())) {
@@ -211,6 +213,13 @@ asio::awaitable<HandshakeResult> TlsStream::handshake() {
         co_return HandshakeResult{};
     }
     if (err == -1) co_return HandshakeResult{HandshakeFailure::io_error, "socket closed"};
+    if (!check_.unknown_service.empty() && check_.policy) {
+        ERR_clear_error();
+        co_return HandshakeResult{
+            HandshakeFailure::unknown_service,
+            "service '" + check_.unknown_service +
+                "' is not served here (inbound.services: " + check_.policy->service_names() + ")"};
+    }
     if (err == SSL_ERROR_SSL) {
         unsigned long e = ERR_peek_last_error();
         long verify = SSL_get_verify_result(ssl_.get());
@@ -218,7 +227,8 @@ asio::awaitable<HandshakeResult> TlsStream::handshake() {
         ERR_clear_error();
         if (ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED && verify != X509_V_OK) {
             if (verify == X509_V_ERR_APPLICATION_VERIFICATION && check_.identity_rejected)
-                co_return HandshakeResult{HandshakeFailure::identity_not_allowed, check_.presented};
+                co_return HandshakeResult{HandshakeFailure::identity_not_allowed,
+                                          not_allowed_detail()};
             co_return HandshakeResult{classify_verify_result(verify),
                                       X509_verify_cert_error_string(verify)};
         }
@@ -229,6 +239,15 @@ asio::awaitable<HandshakeResult> TlsStream::handshake() {
     int saved = errno;
     ERR_clear_error();
     co_return HandshakeResult{HandshakeFailure::io_error, std::strerror(saved)};
+}
+
+std::string TlsStream::not_allowed_detail() const {
+    // With services, who may connect depends on the protocol: say which one.
+    if (!check_.policy || check_.protocol.empty() || check_.policy->service_names() == "none")
+        return check_.presented;
+    auto service = service_of_alpn(check_.protocol);
+    return check_.presented + " (not allowed to use " +
+           (service.empty() ? check_.protocol : "service " + std::string(service)) + ")";
 }
 
 long TlsStream::note_read(BIO* b, int oper, const char*, std::size_t len, int, long, int ret,

@@ -10,6 +10,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <tuple>
 
 #include "tunneld/tls/context.hpp"
@@ -44,7 +45,7 @@ class TlsStream {
     PeerCheck& peer_check() { return check_; }
 
     // Client side only: SNI and ALPN to send, and session resumption slot.
-    void set_client_params(const std::string& sni, const char* alpn, SessionSlot* slot,
+    void set_client_params(const std::string& sni, std::string_view alpn, SessionSlot* slot,
                            std::uint64_t generation);
 
     // Performs the handshake and the identity check. Never throws; has no
@@ -89,6 +90,7 @@ class TlsStream {
     asio::ip::tcp::socket socket_;
     SslPtr ssl_;
     PeerCheck check_;
+    std::string not_allowed_detail() const;
     bool drained_ = false;
     bool closed_ = false;
 };
