@@ -26,14 +26,17 @@ class ServicePair:
         self.etcd_down = lab.free_port()  # nothing listens there
         self.tls_port = lab.free_port()
         self.local = {name: lab.free_port() for name in ("postgresql", "patroni", "etcd-client", "nope")}
+        self.own = {"postgresql": lab.free_port(), "patroni": lab.free_port()}  # on server-1 itself
         s_cert, s_key, _ = ca.issue("server-1", os.path.join(workdir, "server"))
         c_cert, c_key, _ = ca.issue("client-1", os.path.join(workdir, "client"))
         server = lab.node_config(
             "server-1", ca.cert_path, s_cert, s_key,
             inbound={"listen": f"127.0.0.1:{self.tls_port}", "backend": self.pg.address,
                      "allow": ["client-1"]})
-        server = server.replace('  allow: ["client-1"]\n', '  allow: ["client-1"]\n  services:\n'
-                                f'    patroni: {{backend: "{self.patroni.address}", allow: [client-1, monitor-1]}}\n'
+        server = server.replace('  allow: ["client-1"]\n', '  allow: ["client-1"]\n'
+                                f'  local: "127.0.0.1:{self.own["postgresql"]}"\n  services:\n'
+                                f'    patroni: {{backend: "{self.patroni.address}", allow: [client-1, monitor-1], '
+                                f'local: "127.0.0.1:{self.own["patroni"]}"}}\n'
                                 f'    etcd-client: "127.0.0.1:{self.etcd_down}"\n')
         self.server = lab.Tunneld(workdir, "server", server).start()
         client = lab.node_config(
@@ -117,6 +120,19 @@ def test_each_service_reaches_its_own_backend_through_one_port(pair):
                   service="patroni") == 1
     assert metric(pair.client, "tunneld_connections_total", peer="server-1", direction="outbound",
                   service="postgresql") == 1
+
+
+def test_own_local_listeners_reach_this_nodes_backends_without_tls(pair):
+    """inbound.local and inbound.services.X.local: the address other hosts use for
+    this node works on this host too (one connect_address for every host)."""
+    for service, backend in (("postgresql", pair.pg), ("patroni", pair.patroni)):
+        with socket.create_connection(("127.0.0.1", pair.own[service]), timeout=10) as c:
+            c.sendall(b"self " + service.encode())
+            assert c.recv(100) == b"self " + service.encode()
+        assert backend.accepted == 1
+    pair.server.wait_log(rf"local: 127\.0\.0\.1:{pair.own['patroni']} -> this node's patroni at "
+                         rf"{pair.patroni.address} \(no TLS\)")
+    pair.server.wait_log(r"outbound close peer=server-1 remote=\S+ local=\S+ service=patroni .*reason=finished")
 
 
 def test_unknown_service_gets_an_alert_and_reaches_nothing(pair, workdir):

@@ -68,7 +68,7 @@ struct Daemon::Impl {
               [this](const Result<void>& done) { rt.stats.count_reload(done); }),
           notifier(io, pool, [this] { return one_line_summary(snapshot(false)); }) {
         if (config.inbound) inbound.emplace(rt, io);
-        if (!config.peers.empty()) outbound.emplace(rt, io);
+        outbound.emplace(rt, io);  // peers[] listeners, and inbound.local ones
         if (!config.routes.empty())
             routes.emplace(rt, io, [this] { return route_candidates(config, rt, probes); });
         for (const auto& peer : config.peers) {

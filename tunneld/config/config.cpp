@@ -47,8 +47,42 @@ void read_tls(MapReader& top, const YAML::Node& root, const std::string& path, C
     }
 }
 
-// inbound.services: {name: backend} or {name: {backend, allow}}.
-std::vector<ServiceConfig> read_services(const YAML::Node& n, const std::string& path) {
+// A plaintext listener (peers[].local, peers[].services.X, routes[].local):
+// loopback unless `public: true` on its peer or route (`kind`).
+Endpoint local_listener(MapReader& r, const YAML::Node& local, const std::string& key,
+                        const std::string& kind, bool public_local, const std::string& reaches,
+                        std::set<std::string>& locals) {
+    auto ep = endpoint_value(r, local, key.substr(key.rfind('.') + 1), false);
+    if (!locals.insert(ep.to_string()).second)
+        r.fail(local, "local address " + ep.to_string() + " is used twice");
+    if (!public_local && !is_loopback(ep))
+        r.fail(local, "'" + key + "' " + ep.to_string() +
+                          " is not a loopback address: anyone who reaches it gets a connection "
+                          "to " +
+                          reaches +
+                          " with this node's identity. Use 127.0.0.1, or add 'public: true' to "
+                          "this " +
+                          kind + " if that is really intended");
+    return ep;
+}
+
+// inbound.local and inbound.services.X.local: loopback only.
+Endpoint own_local(MapReader& r, const YAML::Node& n, const std::string& key,
+                   const std::string& reaches, std::set<std::string>& locals) {
+    auto ep = endpoint_value(r, n, "local", false);
+    if (!locals.insert(ep.to_string()).second)
+        r.fail(n, "local address " + ep.to_string() + " is used twice");
+    if (!is_loopback(ep))
+        r.fail(n, "'" + key + "' " + ep.to_string() + " is not a loopback address: it reaches " +
+                      reaches +
+                      " without TLS; it exists so this host can use the same address as the "
+                      "other hosts (127.0.0.1)");
+    return ep;
+}
+
+// inbound.services: {name: backend} or {name: {backend, allow, local}}.
+std::vector<ServiceConfig> read_services(const YAML::Node& n, const std::string& path,
+                                         std::set<std::string>& locals) {
     MapReader r(n, "inbound.services", path);  // a mapping, no key twice
     std::vector<ServiceConfig> out;
     for (auto it = n.begin(); it != n.end(); ++it) {
@@ -68,6 +102,9 @@ std::vector<ServiceConfig> read_services(const YAML::Node& n, const std::string&
             if (!backend)
                 sr.fail(v, "missing required key 'inbound.services." + sc.name + ".backend'");
             sc.backend = endpoint_value(sr, *backend, "backend", true);
+            if (auto* local = sr.find("local"))
+                sc.local = own_local(sr, *local, "inbound.services." + sc.name + ".local",
+                                     "this node's " + sc.name, locals);
             if (auto* allow = sr.find("allow")) {
                 sc.allow = identity_list(sr, *allow, "allow");
                 if (sc.allow.empty())
@@ -88,7 +125,8 @@ std::vector<ServiceConfig> read_services(const YAML::Node& n, const std::string&
 }
 
 // inbound: listen, backend, allow (never empty), services.
-void read_inbound(MapReader& top, const YAML::Node& root, const std::string& path, Config& cfg) {
+void read_inbound(MapReader& top, const std::string& path, Config& cfg,
+                  std::set<std::string>& locals) {
     if (auto* in = top.find("inbound")) {
         MapReader r(*in, "inbound", path);
         InboundConfig ic;
@@ -104,31 +142,15 @@ void read_inbound(MapReader& top, const YAML::Node& root, const std::string& pat
         ic.allow = identity_list(r, *allow, "allow");
         if (ic.allow.empty())
             r.fail(*allow, "'inbound.allow' is empty: no peer could ever connect");
-        if (auto* services = r.find("services")) ic.services = read_services(*services, path);
+        if (auto* local = r.find("local"))
+            ic.local = own_local(r, *local, "inbound.local", "this node's postgres", locals);
+        if (auto* services = r.find("services"))
+            ic.services = read_services(*services, path, locals);
         for (auto& sc : ic.services)
             if (!sc.own_allow) sc.allow = ic.allow;
         r.finish();
         cfg.inbound = std::move(ic);
     }
-}
-
-// A plaintext listener (peers[].local, peers[].services.X, routes[].local):
-// loopback unless `public: true` on its peer or route (`kind`).
-Endpoint local_listener(MapReader& r, const YAML::Node& local, const std::string& key,
-                        const std::string& kind, bool public_local, const std::string& reaches,
-                        std::set<std::string>& locals) {
-    auto ep = endpoint_value(r, local, key.substr(key.rfind('.') + 1), false);
-    if (!locals.insert(ep.to_string()).second)
-        r.fail(local, "local address " + ep.to_string() + " is used twice");
-    if (!public_local && !is_loopback(ep))
-        r.fail(local, "'" + key + "' " + ep.to_string() +
-                          " is not a loopback address: anyone who reaches it gets a connection "
-                          "to " +
-                          reaches +
-                          " with this node's identity. Use 127.0.0.1, or add 'public: true' to "
-                          "this " +
-                          kind + " if that is really intended");
-    return ep;
 }
 
 // peers[]: name, connect, local (optional; loopback unless public: true), public.
@@ -420,8 +442,8 @@ Config parse_config(const std::string& text, const std::string& path) {
                  "'node': '" + cfg.node + "' is not a valid identity (letters, digits, '-', '.')");
 
     read_tls(top, root, path, cfg);
-    read_inbound(top, root, path, cfg);
-    std::set<std::string> locals;  // plaintext listeners of peers and routes: each used once
+    std::set<std::string> locals;  // plaintext listeners (inbound, peers, routes): each used once
+    read_inbound(top, path, cfg, locals);
     read_peers(top, path, cfg, locals);
     read_routes(top, path, cfg, locals);
     if (!cfg.inbound && cfg.peers.empty())

@@ -31,6 +31,7 @@ struct ServiceConfig {
     Endpoint backend;                // TCP or unix socket
     std::vector<std::string> allow;  // who may use it: its own allow, else inbound.allow
     bool own_allow = false;          // `allow` was given for this service
+    Endpoint local;  // optional loopback listener straight to `backend` (see InboundConfig::local)
 };
 
 struct InboundConfig {
@@ -38,6 +39,11 @@ struct InboundConfig {
     Endpoint backend;                     // local postgres: TCP or unix socket (ALPN "postgresql")
     std::vector<std::string> allow;       // peer identities (SAN DNS or URI) allowed in
     std::vector<ServiceConfig> services;  // sorted by name
+    // inbound.local (optional, loopback): a plaintext listener on this host
+    // straight to `backend`, no TLS. With it, the address other hosts use for
+    // this node (a peers[].local there) works on this host too, so a cluster
+    // tool's connect_address is one address everywhere.
+    Endpoint local;
 
     const ServiceConfig* service(const std::string& name) const;
 };

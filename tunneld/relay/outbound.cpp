@@ -12,6 +12,7 @@
 #include "tunneld/net/listener.hpp"
 #include "tunneld/net/socket_options.hpp"
 #include "tunneld/relay/buffers.hpp"
+#include "tunneld/relay/plain.hpp"
 #include "tunneld/relay/relay.hpp"
 
 namespace tunneld {
@@ -20,12 +21,14 @@ namespace asio = boost::asio;
 using asio::ip::tcp;
 
 // One local listener of a peer (peers[].local, or one of peers[].services) and
-// its TLS session for resumption.
+// its TLS session for resumption; or, with no peer, one of this node's own
+// (inbound.local, inbound.services.X.local) straight to `backend`.
 struct OutboundListener::Link {
-    const PeerConfig& peer;
-    std::string service;  // "" = postgresql
+    const PeerConfig* peer;  // null: this node's own backend
+    std::string service;     // "" = postgresql
     tcp::acceptor acceptor;
     SessionSlot session;
+    const Endpoint* backend = nullptr;  // with no peer
 };
 
 namespace {
@@ -128,16 +131,21 @@ ConnInfo accepted_conn(Runtime& rt, tcp::socket& local) {
 }
 
 OutboundListener::OutboundListener(Runtime& rt, asio::io_context& io) : rt_(rt), io_(io) {
+    auto add = [&](const PeerConfig* peer, std::string service, const Endpoint& local,
+                   const std::string& what, const Endpoint* backend) {
+        links_.push_back(std::unique_ptr<Link>(
+            new Link{peer, std::move(service), open_listener(io, local, what), {}, backend}));
+    };
+    if (const auto& in = rt.config.inbound) {
+        if (in->local.port) add(nullptr, "", in->local, "inbound.local", &in->backend);
+        for (const auto& s : in->services)
+            if (s.local.port)
+                add(nullptr, s.name, s.local, "inbound.services." + s.name + ".local", &s.backend);
+    }
     for (const auto& peer : rt.config.peers) {
-        if (peer.has_local())
-            links_.push_back(std::unique_ptr<Link>(new Link{
-                peer, "", open_listener(io, peer.local, "peers[" + peer.name + "].local"), {}}));
+        if (peer.has_local()) add(&peer, "", peer.local, "peers[" + peer.name + "].local", nullptr);
         for (const auto& s : peer.services)
-            links_.push_back(std::unique_ptr<Link>(
-                new Link{peer,
-                         s.name,
-                         open_listener(io, s.local, "peers[" + peer.name + "].services." + s.name),
-                         {}}));
+            add(&peer, s.name, s.local, "peers[" + peer.name + "].services." + s.name, nullptr);
     }
 }
 
@@ -145,11 +153,29 @@ OutboundListener::~OutboundListener() = default;
 
 void OutboundListener::start() {
     for (auto& link : links_) {
-        spdlog::info("outbound: {} -> peer {} at {}{}{}",
-                     address_of(link->acceptor.local_endpoint()), link->peer.name,
-                     link->peer.connect.to_string(), link->service.empty() ? "" : ", service ",
-                     link->service);
         Link* l = link.get();
+        if (!l->peer) {
+            spdlog::info("local: {} -> this node's {} at {} (no TLS)",
+                         address_of(l->acceptor.local_endpoint()),
+                         l->service.empty() ? "postgres" : l->service, l->backend->to_string());
+            spawn(io_,
+                  accept_loop(l->acceptor, rt_.pool,
+                              [this, l](tcp::socket s) {
+                                  auto ex = s.get_executor();
+                                  auto info = accepted_conn(rt_, s);
+                                  info.service = l->service;
+                                  spawn(ex,
+                                        carry_to_own_backend(rt_, std::move(s), std::move(info),
+                                                             *l->backend),
+                                        "a local connection");
+                              }),
+                  "the local accept loop");
+            continue;
+        }
+        spdlog::info("outbound: {} -> peer {} at {}{}{}",
+                     address_of(link->acceptor.local_endpoint()), link->peer->name,
+                     link->peer->connect.to_string(), link->service.empty() ? "" : ", service ",
+                     link->service);
         spawn(io_,
               accept_loop(l->acceptor, rt_.pool,
                           [this, l](tcp::socket s) {
@@ -157,7 +183,7 @@ void OutboundListener::start() {
                               auto info = accepted_conn(rt_, s);
                               info.service = l->service;
                               spawn(ex,
-                                    carry_to_peer(rt_, l->peer, l->session, std::move(s),
+                                    carry_to_peer(rt_, *l->peer, l->session, std::move(s),
                                                   std::move(info)),
                                     "an outbound connection");
                           }),

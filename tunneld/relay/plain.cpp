@@ -111,8 +111,8 @@ asio::awaitable<std::uint64_t> downstream(auto& backend, tcp::socket& local, Pla
 
 // This node is the route's target: straight to inbound.backend, no TLS.
 template <class Backend>
-asio::awaitable<void> carry(Runtime& rt, tcp::socket local, Backend backend, ConnInfo info) {
-    const auto& be = rt.config.inbound->backend;
+asio::awaitable<void> carry(Runtime& rt, tcp::socket local, Backend backend, ConnInfo info,
+                            const Endpoint& be) {
     info.direction = "outbound";
     info.peer = rt.config.node;
     info.remote = be.to_string();
@@ -171,13 +171,14 @@ asio::awaitable<void> carry(Runtime& rt, tcp::socket local, Backend backend, Con
 
 }  // namespace
 
-asio::awaitable<void> carry_to_own_backend(Runtime& rt, tcp::socket local, ConnInfo info) {
-    if (rt.config.inbound->backend.is_unix()) {
+asio::awaitable<void> carry_to_own_backend(Runtime& rt, tcp::socket local, ConnInfo info,
+                                           const Endpoint& be) {
+    if (be.is_unix()) {
         asio::local::stream_protocol::socket backend(local.get_executor());
-        co_await carry(rt, std::move(local), std::move(backend), std::move(info));
+        co_await carry(rt, std::move(local), std::move(backend), std::move(info), be);
     } else {
         tcp::socket backend(local.get_executor());
-        co_await carry(rt, std::move(local), std::move(backend), std::move(info));
+        co_await carry(rt, std::move(local), std::move(backend), std::move(info), be);
     }
 }
 

@@ -234,7 +234,8 @@ void RouteTable::accept(Route& r, tcp::socket s) {
             ex,
             [](Runtime& rt, tcp::socket local, ConnInfo i,
                std::shared_ptr<void> keep) -> asio::awaitable<void> {
-                co_await carry_to_own_backend(rt, std::move(local), std::move(i));
+                co_await carry_to_own_backend(rt, std::move(local), std::move(i),
+                                              rt.config.inbound->backend);
             }(rt_, std::move(s), std::move(info), release),
             "a route's connection");
         return;
