@@ -14,6 +14,8 @@
 #include <fstream>
 #include <optional>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <boost/json.hpp>
 #include <vector>
 
@@ -52,7 +54,13 @@ void check_reachability(const Config& cfg, Report& report) {
         Result<void> result = Problem{"not tried"};
     };
     std::vector<Target> targets;
-    if (cfg.inbound) targets.push_back({"backend (inbound.backend)", cfg.inbound->backend});
+    if (cfg.inbound) {
+        targets.push_back({"backend (inbound.backend)", cfg.inbound->backend});
+        for (const auto& s : cfg.inbound->services)
+            targets.push_back({"service " + s.name + " backend (ALPN " + service_alpn(s.name) +
+                                   ", allow: " + fmt::format("{}", fmt::join(s.allow, ", ")) + ")",
+                               s.backend});
+    }
     for (const auto& p : cfg.peers)
         targets.push_back({"peer " + p.name + " (peers[].connect)", p.connect});
     for (auto& t : targets) {
@@ -77,6 +85,10 @@ void check_reachability(const Config& cfg, Report& report) {
             report.warn(t.label + " " + t.ep.to_string() + " not reachable yet (" +
                         t.result.error().what +
                         "): fine while the other host is not set up; the probe keeps trying");
+        else if (t.label.rfind("service ", 0) == 0)
+            report.warn(t.label + " " + t.ep.to_string() + " not accepting connections yet (" +
+                        t.result.error().what +
+                        "): fine until that service is set up; the probe reports it meanwhile");
         else  // tunneld runs without it (a new standby's postgres comes after its base backup)
             report.warn(t.label + " " + t.ep.to_string() + " not accepting connections yet (" +
                         t.result.error().what +
@@ -88,10 +100,17 @@ void check_reachability(const Config& cfg, Report& report) {
 // node's running tunneld (check is run on live nodes too).
 void check_listen_addresses(const Config& cfg, const std::string& config_path, Report& report) {
     std::vector<std::pair<std::string, Endpoint>> wanted;
-    if (cfg.inbound)
+    if (cfg.inbound) {
         for (const auto& l : cfg.inbound->listen) wanted.push_back({"inbound.listen", l});
-    for (const auto& p : cfg.peers)
+        if (cfg.inbound->local.port) wanted.push_back({"inbound.local", cfg.inbound->local});
+        for (const auto& s : cfg.inbound->services)
+            if (s.local.port) wanted.push_back({"inbound.services." + s.name + ".local", s.local});
+    }
+    for (const auto& p : cfg.peers) {
         if (p.has_local()) wanted.push_back({"peers[" + p.name + "].local", p.local});
+        for (const auto& s : p.services)
+            wanted.push_back({"peers[" + p.name + "].services." + s.name, s.local});
+    }
     for (const auto& r : cfg.routes) wanted.push_back({"routes[" + r.name() + "].local", r.local});
     if (cfg.health.enabled)
         for (const auto& l : cfg.health.listen) wanted.push_back({"health.listen", l});
