@@ -18,6 +18,7 @@ packages=(
   python3 python3-pytest python3-cryptography
   clang-14 libfuzzer-14-dev libclang-rt-14-dev clang-format-14 devscripts
   systemd-container dbus
+  patroni etcd-server etcd-client
 )
 
 missing=()
