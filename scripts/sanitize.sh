@@ -20,7 +20,7 @@ echo "== unit tests under ASan+UBSan"
 build-fuzz/tests/unit/unit_tests --gtest_brief=1
 echo "== relay, rejection and admission integration tests under ASan+UBSan"
 TUNNELD_BIN="$PWD/build-fuzz/tunneld" TUNNELD_SANITIZED=1 /usr/bin/python3 -m pytest -p no:cacheprovider -q \
-  tests/integration/test_relay.py tests/integration/test_rejections.py \
+  tests/integration/test_relay.py tests/integration/test_rejections.py tests/integration/test_services.py \
   tests/integration/test_lifecycle.py -k "not ipv6 and not group_readable"
 echo "== routes (promotion, split brain, reads) under ASan+UBSan"
 TUNNELD_BIN="$PWD/build-fuzz/tunneld" TUNNELD_SANITIZED=1 /usr/bin/python3 -m pytest -p no:cacheprovider -q \

@@ -314,7 +314,7 @@ def test_metrics_pass_promtool_and_count_what_happened(echo_pair):
     conn.sendall(b"abc")
     assert conn.recv(3) == b"abc"
     conn.close()
-    lab.wait_for(lambda: 'tunneld_connections_total{peer="client-1",direction="inbound"} 1' in
+    lab.wait_for(lambda: 'tunneld_connections_total{peer="client-1",direction="inbound",service="postgresql"} 1' in
                  pair.server.http("/metrics")[2], what="inbound connection counted")
     for t in (pair.server, pair.client):
         status, headers, text = t.http("/metrics")
@@ -322,7 +322,7 @@ def test_metrics_pass_promtool_and_count_what_happened(echo_pair):
         check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr
     text = pair.server.http("/metrics")[2]
-    assert 'tunneld_received_bytes_total{peer="client-1",direction="inbound"} 3' in text
+    assert 'tunneld_received_bytes_total{peer="client-1",direction="inbound",service="postgresql"} 3' in text
     assert 'tunneld_handshakes_total{direction="inbound",reason="ok"}' in text
     assert 'tunneld_connection_closes_total{direction="inbound",reason="finished"} 1' in text
     assert 'tunneld_peer_up{peer="server-1"} 1' in pair.client.http("/metrics")[2]

@@ -64,6 +64,16 @@ Snapshot healthy() {
     return s;
 }
 
+// This node serves patroni (up) and etcd-peer (down); its peer primary-1 is
+// reached for patroni (up there) and etcd-client (not served there).
+void add_services(Snapshot& s) {
+    s.services = {{"patroni", "tunneld-svc/patroni", "127.0.0.1:8008", {"primary-1"}},
+                  {"etcd-peer", "tunneld-svc/etcd-peer", "127.0.0.1:2380", {"primary-1"}}};
+    s.backend.services = {{"patroni", true, ""}, {"etcd-peer", false, "refused"}};
+    s.peers[0].services = {{"patroni", "127.0.0.1:18002"}, {"etcd-client", "127.0.0.1:12372"}};
+    s.peers[0].probe.peer_backend->services = {{"patroni", true, ""}};
+}
+
 unsigned status_of(const Snapshot& s, std::string_view target) {
     return handle_request(s, target).status;
 }
@@ -310,6 +320,9 @@ TEST(Health, MetricsAreValidExposition) {
     s.firewall.drops[8765] = {1, 60};
     s.traffic.push_back(TrafficView{Direction::inbound, "we\"ird\\peer\nname", "postgresql", 1, 1,
                                     10, 20, 0, "", 0});
+    s.traffic.push_back(
+        TrafficView{Direction::inbound, "primary-1", "patroni", 1, 4, 10, 20, 0, "", 0});
+    add_services(s);
     s.handshakes[{Direction::outbound, "ok"}] = 3;
     auto text = render_metrics(s);
     std::istringstream in(text);
@@ -339,8 +352,37 @@ TEST(Health, MetricsAreValidExposition) {
          {"tunneld_peer_up{peer=\"primary-1\"} 1",
           "tunneld_handshakes_total{direction=\"outbound\",reason=\"ok\"} 3",
           "tunneld_firewall_dropped_packets_total{port=\"8765\"} 1",
-          "tunneld_postgres_in_recovery 1", "tunneld_certificate_expiry_seconds 2592000"})
+          "tunneld_postgres_in_recovery 1", "tunneld_certificate_expiry_seconds 2592000",
+          "tunneld_connections_total{peer=\"primary-1\",direction=\"inbound\",service=\"patroni\"} "
+          "4",
+          "tunneld_service_backend_up{service=\"patroni\"} 1",
+          "tunneld_service_backend_up{service=\"etcd-peer\"} 0",
+          "tunneld_peer_service_up{peer=\"primary-1\",service=\"patroni\"} 1",
+          "tunneld_peer_service_up{peer=\"primary-1\",service=\"etcd-client\"} 0"})
         EXPECT_NE(text.find(name), std::string::npos) << name;
+}
+
+TEST(Health, StatusShowsServicesHereAndAtPeers) {
+    auto s = healthy();
+    s.inbound_listen = {"0.0.0.0:8765"};
+    s.traffic.push_back(
+        TrafficView{Direction::inbound, "primary-1", "patroni", 1, 4, 10, 20, 0, "", 0});
+    s.traffic.push_back(
+        TrafficView{Direction::outbound, "primary-1", "patroni", 0, 2, 30, 40, 0, "", 0});
+    add_services(s);
+    auto st = json::parse(render_status(s)).as_object();
+    const auto& svc = st.at("inbound").at("services").at("patroni");
+    EXPECT_EQ(svc.at("alpn"), "tunneld-svc/patroni");
+    EXPECT_EQ(svc.at("backend_reachable"), true);
+    EXPECT_EQ(svc.at("peers").at("primary-1").at("opened"), 4);
+    EXPECT_FALSE(st.at("inbound").at("peers").as_object().contains("primary-1"));  // postgres only
+    EXPECT_EQ(st.at("inbound").at("services").at("etcd-peer").at("error"), "refused");
+    const auto& at_peer = st.at("peers").at(0).at("services");
+    EXPECT_EQ(at_peer.at("patroni").at("backend_reachable"), true);
+    EXPECT_EQ(at_peer.at("patroni").at("connections").at("opened"), 2);
+    EXPECT_EQ(at_peer.at("etcd-client").at("backend_reachable"), nullptr);
+    EXPECT_EQ(at_peer.at("etcd-client").at("error"),
+              "not served there (not in its inbound.services)");
 }
 
 TEST(Health, BackendStateSurvivesTheProbeWireAndToleratesJunk) {

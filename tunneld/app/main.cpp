@@ -87,7 +87,8 @@ int main(int argc, char** argv) {
     CLI::App app{
         "tunneld: a mutual-TLS tunnel for PostgreSQL streaming replication, from a pair\n"
         "to clusters (routes[] follow the primary through a promotion; a split brain is\n"
-        "refused). Run one per host: `tunneld --peer /etc/tunneld/standby.yaml`.",
+        "refused) and Patroni (inbound.services carry its REST API and etcd on the same\n"
+        "port). Run one per host: `tunneld --peer /etc/tunneld/standby.yaml`.",
         "tunneld"};
     app.set_version_flag("--version", std::string("tunneld ") + TUNNELD_VERSION);
     app.footer(
