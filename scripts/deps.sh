@@ -12,7 +12,7 @@ packages=(
   libpq-dev libsystemd-dev libnftnl-dev libmnl-dev
   libgtest-dev
   postgresql-15 postgresql-client-15
-  stunnel4 nftables iptables iproute2 ethtool procps
+  stunnel4 nftables iptables iproute2 ethtool procps iputils-ping
   haproxy prometheus
   dpkg-dev fakeroot rpm lintian rpmlint debootstrap systemd
   python3 python3-pytest python3-cryptography
