@@ -41,6 +41,14 @@ print(json.dumps({"n": len(lat), "p50": lat[len(lat) // 2], "p99": lat[min(len(l
 """
 
 
+def shipped_keepalive():
+    """The keepalive line of the shipped example configs (configs/standby.yaml)."""
+    for line in open(os.path.join(lab.ROOT, "configs", "standby.yaml")):
+        if line.startswith("keepalive:"):
+            return line
+    raise RuntimeError("configs/standby.yaml has no keepalive line")
+
+
 class Setup:
     def __init__(self, workdir):
         self.workdir = workdir
@@ -71,12 +79,12 @@ class Setup:
         self.tunnels += [
             lab.Tunneld(workdir, "td-server", lab.node_config(
                 "server-1", ca.cert_path, s_cert, s_key,
-                inbound={"listen": f"{A}:8765", "backend": "127.0.0.1:5432", "allow": ["client-1"]}),
-                netns=self.wan.a.name).start(),
+                inbound={"listen": f"{A}:8765", "backend": "127.0.0.1:5432", "allow": ["client-1"]},
+                extra=shipped_keepalive()), netns=self.wan.a.name).start(),
             lab.Tunneld(workdir, "td-client", lab.node_config(
                 "client-1", ca.cert_path, c_cert, c_key,
-                peers=[{"name": "server-1", "connect": f"{A}:8765", "local": f"127.0.0.1:{LOCAL['tunneld']}"}]),
-                netns=self.wan.b.name).start()]
+                peers=[{"name": "server-1", "connect": f"{A}:8765", "local": f"127.0.0.1:{LOCAL['tunneld']}"}],
+                extra=shipped_keepalive()), netns=self.wan.b.name).start()]
         # stunnel4: the same certificates' kind, TLS 1.3, client certificate required.
         common = "foreground = yes\npid =\ndebug = 3\nsslVersionMin = TLSv1.3\n"
         for ns, name, text in (
@@ -135,12 +143,70 @@ class Setup:
         self.wan.teardown()
 
 
+def keepalive_run(s, minutes, rtt=100, loss=0.01):
+    """Replication through tunneld with the shipped keepalive settings for
+    `minutes` at `rtt` ms and `loss` each way under a light write load: no tunnel
+    may close. Then a silent partition (the delay line stops forwarding): how long
+    until each tunneld closes the dead connection."""
+    s.wan.start_bridge(rtt)
+    s.wan.set_loss(loss)
+    s.use("tunneld")
+    receiver = s.standby.sql("SELECT pid FROM pg_stat_wal_receiver")
+    logs = [t.log_path for t in s.tunnels]
+    before = [len(open(p).read().splitlines()) for p in logs]
+    lab.as_postgres(["pgbench", "-h", s.primary.dir, "-p", "5432", "-U", "postgres", "-i", "-s", "1"],
+                           netns=s.wan.a)
+    bench = s.wan.a.popen(["runuser", "-u", "postgres", "--", "pgbench", "-h", s.primary.dir, "-p", "5432",
+                           "-U", "postgres", "-c", "2", "-R", "20", "-T", str(int(minutes * 60)), "-n"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd="/")
+    out = bench.communicate(timeout=minutes * 60 + 300)[0]
+    closes = []
+    for p, n in zip(logs, before):
+        closes += [l for l in open(p).read().splitlines()[n:] if " close " in l]
+    same_receiver = s.standby.sql("SELECT pid FROM pg_stat_wal_receiver") == receiver
+    tps = next((l for l in out.splitlines() if l.startswith("tps")), "?")
+    # Silent partition: frames vanish, nobody gets a reset.
+    marks = [len(open(p).read().splitlines()) for p in logs]
+    t0 = time.monotonic()
+    s.wan.stop_bridge()
+    detected = {}
+    while len(detected) < len(logs) and time.monotonic() - t0 < 300:
+        for p, n in zip(logs, marks):
+            if p not in detected and any(" close " in l for l in open(p).read().splitlines()[n:]):
+                detected[p] = time.monotonic() - t0
+        time.sleep(0.2)
+    reasons = [l.split("reason=")[1].split()[0] for p, n in zip(logs, marks)
+               for l in open(p).read().splitlines()[n:] if " close " in l]
+    s.wan.start_bridge(rtt)
+    return {"minutes": minutes, "closes": closes, "same_receiver": same_receiver, "tps": tps,
+            "detect": {os.path.basename(p): round(v, 1) for p, v in detected.items()}, "reasons": reasons}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="1 round of 4 s (a smoke run)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--keepalive", type=float, metavar="MINUTES",
+                    help="instead: replication at 100 ms / 1%% loss for MINUTES with the shipped keepalive "
+                         "settings, then a silent partition")
     args = ap.parse_args()
+    if args.keepalive:
+        workdir = lab.tmpdir("tunneld-wan-bench-")
+        s = Setup(workdir)
+        try:
+            r = keepalive_run(s, args.keepalive)
+        finally:
+            s.teardown()
+            shutil.rmtree(workdir, ignore_errors=True)
+        print(f"Keepalive ({shipped_keepalive().strip()}) at 100 ms rtt, 1% loss each way, "
+              f"{r['minutes']:g} min of replication under pgbench ({r['tps']}):")
+        print(f"  tunnel closes during the run: {len(r['closes'])}; walreceiver never restarted: "
+              f"{r['same_receiver']}")
+        for line in r["closes"]:
+            print("   ", line)
+        print(f"  silent partition detected after: {r['detect']} s (reasons: {', '.join(r['reasons'])})")
+        return
     rounds, seconds = (1, 4.0) if args.quick else (args.rounds, args.seconds)
     workdir = lab.tmpdir("tunneld-wan-bench-")
     started = time.monotonic()

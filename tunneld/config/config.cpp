@@ -95,7 +95,7 @@ std::vector<ServiceConfig> read_services(const YAML::Node& n, const std::string&
             r.fail(it->first,
                    "'inbound.services.postgresql': postgres is 'inbound.backend' (ALPN "
                    "postgresql); name other services only");
-        const YAML::Node& v = it->second;
+        const YAML::Node v = it->second;  // a copy: it->second is a temporary proxy's member
         if (v.IsMap()) {
             MapReader sr(v, "inbound.services." + sc.name, path);
             auto* backend = sr.find("backend");
