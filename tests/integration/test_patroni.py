@@ -15,7 +15,7 @@ import pytest
 
 import lab
 import patroni_lab
-from patroni_lab import APP_ROUTE, LOOP_WAIT, NODES, TTL
+from patroni_lab import APP_ROUTE, LOOP_WAIT, NODES, RETRY_TIMEOUT, TTL
 
 pytestmark = pytest.mark.skipif(not lab.is_root(), reason="needs root: network namespaces, nftables, "
                                                           "postgres run as the postgres user")
@@ -110,12 +110,14 @@ def test_leader_loss_loses_no_acknowledged_commit(cluster):
         before = len(acked_ids(out))
         t_cut = time.monotonic()
         cluster.cut(old)
+        cluster.facts["cut"] = old  # healed by the next stage, whatever happens here
         # Patroni's own word, from each survivor's REST API (its connect_address,
         # on its own host: inbound.services.patroni.local).
         new = lab.wait_for(lambda: next((h for h in survivors if cluster.http(
             h, patroni_lab.api_local(h), "/primary")[0] == 200), None),
                            timeout=TTL + LOOP_WAIT + 30, interval=0.2, what="Patroni electing a new leader")
         failover = time.monotonic() - t_cut
+        cluster.facts.update(old=old, leader=new)  # the later stages go on from here
         assert cluster.leader(survivors[0]) == new  # patronictl agrees
         other = [h for h in survivors if h != new][0]
         lab.wait_for(lambda: other in cluster.streaming_from(new), timeout=30, interval=0.5,
@@ -137,14 +139,19 @@ def test_leader_loss_loses_no_acknowledged_commit(cluster):
           f"{other} streaming from it after {follow:.1f}s; app writes resumed after {write_resumed:.1f}s; "
           f"{len(acked)} acknowledged commits, {len(lost)} lost")
     assert not lost, f"acknowledged commits missing on the new leader: {lost[:20]}"
-    assert failover <= TTL + LOOP_WAIT + 1, f"new leader after {failover:.1f}s"
-    cluster.facts.update(old=old, leader=new, acked=len(acked))
+    # The leader key expires ttl after its last refresh (<= loop_wait before the
+    # cut); each candidate then asks the other members' REST APIs, the cut one
+    # timing out, before it takes the lock: on a loaded 2-core machine that
+    # was seen at 24.2 s (20.4 s when quiet), so the bound allows retry_timeout.
+    assert failover <= TTL + LOOP_WAIT + RETRY_TIMEOUT, f"new leader after {failover:.1f}s"
 
 
 def test_old_leader_rejoins_as_a_replica(cluster):
-    old, new = cluster.facts["old"], cluster.facts["leader"]
+    old = cluster.facts.pop("cut")
     t_heal = time.monotonic()
     cluster.heal(old)
+    new = cluster.facts["leader"]
+    assert new != old, "the leader loss stage found no new leader"
     lab.wait_for(lambda: cluster.formed(new) == new and old in cluster.streaming_from(new), timeout=90,
                  interval=1, what=f"{old} back as a replica of {new}")
     took = time.monotonic() - t_heal
