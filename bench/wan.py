@@ -113,17 +113,22 @@ class Setup:
         self.primary.sql("SELECT pg_reload_conf()")
 
     def use(self, path):
-        """Points the standby's walreceiver at `path` and waits until it is the
-        primary's synchronous standby through it."""
+        """Points the standby's walreceiver at `path` and waits until a new
+        walsender (stunnel and tunneld both arrive from 127.0.0.1, so the address
+        alone cannot tell the old connection from the new) is the primary's
+        synchronous standby through it."""
         host, port = (A, 5432) if path == "direct" else ("127.0.0.1", LOCAL[path])
+        before = self.primary.sql("SELECT pid FROM pg_stat_replication", check=False)
         self.standby.sql(f"ALTER SYSTEM SET primary_conninfo = 'host={host} port={port} user=postgres "
                          f"application_name=standby'")
         self.standby.sql("SELECT pg_reload_conf()")
         want = B if path == "direct" else "127.0.0.1"
 
         def streaming():
-            out = self.primary.sql("SELECT client_addr, state, sync_state FROM pg_stat_replication", check=False)
-            return out == f"{want}|streaming|sync"
+            out = self.primary.sql("SELECT pid, client_addr, state, sync_state FROM pg_stat_replication",
+                                   check=False)
+            rows = [r.split("|") for r in out.splitlines()] if out else []
+            return len(rows) == 1 and rows[0][0] != before and rows[0][1:] == [want, "streaming", "sync"]
         lab.wait_for(streaming, timeout=60, interval=0.2, what=f"the standby streaming via {path}")
 
     def commit_loop(self, seconds):
