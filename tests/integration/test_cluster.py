@@ -311,23 +311,8 @@ def test_three_node_example_configs_pass_check(workdir):
     certificates, pass `tunneld check` (each in a namespace of its own, so the
     ports are free; the example hosts do not resolve here: warnings, not failures)."""
     import os
-    root = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "three-node")
-    ca_dir = os.path.join(workdir, "pki")
-    lab.tunneld_cli("certs", "init-ca", "--out", ca_dir, "--name", "example CA", check=True)
-    etc = os.path.join(workdir, "etc")
-    os.makedirs(etc)
-    for name in ("primary-1", "standby-1", "standby-2", "app"):
-        lab.tunneld_cli("certs", "issue", "--ca", ca_dir, "--name", name, "--out", etc, check=True)
-    os.rename(os.path.join(ca_dir, "ca.crt"), os.path.join(etc, "ca.crt"))
-    for name in ("primary-1", "standby-1", "standby-2", "app"):
-        text = open(os.path.join(root, name + ".yaml")).read().replace("/etc/tunneld/", etc + "/")
-        path = os.path.join(workdir, name + ".yaml")
-        open(path, "w").write(text)
-        ns = lab.Netns("check")
-        try:
-            r = lab.tunneld_cli("check", "--peer", path, netns=ns)
-        finally:
-            ns.delete()
-        out = r.stdout + r.stderr
-        assert r.returncode == 0 and "FAIL" not in out, out
+    root = os.path.join(lab.ROOT, "configs", "three-node")
+    names = ("primary-1", "standby-1", "standby-2", "app")
+    outputs = lab.check_example_configs(workdir, {n: os.path.join(root, n + ".yaml") for n in names})
+    for out in outputs.values():
         assert re.search(r"ok    route 127\.0\.0\.1:6432 -> the primary among ", out), out

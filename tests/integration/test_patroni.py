@@ -247,24 +247,9 @@ def test_patroni_example_configs_pass_check(workdir):
     """configs/patroni/*/tunneld.yaml, with /etc/tunneld pointed at real
     certificates, pass `tunneld check` (each in a namespace of its own; the
     example hosts do not resolve here: warnings, not failures)."""
-    ca_dir = os.path.join(workdir, "pki")
-    lab.tunneld_cli("certs", "init-ca", "--out", ca_dir, "--name", "example CA", check=True)
-    etc = os.path.join(workdir, "etc")
-    hosts = NODES + ("app",)
-    for name in hosts:
-        lab.tunneld_cli("certs", "issue", "--ca", ca_dir, "--name", name, "--out", etc, check=True)
-    os.rename(os.path.join(ca_dir, "ca.crt"), os.path.join(etc, "ca.crt"))
-    for name in hosts:
-        text = open(os.path.join(patroni_lab.CONFIGS, name, "tunneld.yaml")).read().replace("/etc/tunneld/", etc + "/")
-        path = os.path.join(workdir, name + ".yaml")
-        open(path, "w").write(text)
-        ns = lab.Netns("check")
-        try:
-            r = lab.tunneld_cli("check", "--peer", path, netns=ns)
-        finally:
-            ns.delete()
-        out = r.stdout + r.stderr
-        assert r.returncode == 0 and "FAIL" not in out, out
+    outputs = lab.check_example_configs(workdir, {name: os.path.join(patroni_lab.CONFIGS, name, "tunneld.yaml")
+                                                  for name in NODES + ("app",)})
+    for name, out in outputs.items():
         if name != "app":
             for port in (2379, 2380, 5432, 8008):
                 assert f"ok    firewall: port {port} open to loopback only" in out, out

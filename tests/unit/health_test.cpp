@@ -362,29 +362,6 @@ TEST(Health, MetricsAreValidExposition) {
         EXPECT_NE(text.find(name), std::string::npos) << name;
 }
 
-TEST(Health, StatusShowsServicesHereAndAtPeers) {
-    auto s = healthy();
-    s.inbound_listen = {"0.0.0.0:8765"};
-    s.traffic.push_back(
-        TrafficView{Direction::inbound, "primary-1", "patroni", 1, 4, 10, 20, 0, "", 0});
-    s.traffic.push_back(
-        TrafficView{Direction::outbound, "primary-1", "patroni", 0, 2, 30, 40, 0, "", 0});
-    add_services(s);
-    auto st = json::parse(render_status(s)).as_object();
-    const auto& svc = st.at("inbound").at("services").at("patroni");
-    EXPECT_EQ(svc.at("alpn"), "tunneld-svc/patroni");
-    EXPECT_EQ(svc.at("backend_reachable"), true);
-    EXPECT_EQ(svc.at("peers").at("primary-1").at("opened"), 4);
-    EXPECT_FALSE(st.at("inbound").at("peers").as_object().contains("primary-1"));  // postgres only
-    EXPECT_EQ(st.at("inbound").at("services").at("etcd-peer").at("error"), "refused");
-    const auto& at_peer = st.at("peers").at(0).at("services");
-    EXPECT_EQ(at_peer.at("patroni").at("backend_reachable"), true);
-    EXPECT_EQ(at_peer.at("patroni").at("connections").at("opened"), 2);
-    EXPECT_EQ(at_peer.at("etcd-client").at("backend_reachable"), nullptr);
-    EXPECT_EQ(at_peer.at("etcd-client").at("error"),
-              "not served there (not in its inbound.services)");
-}
-
 TEST(Health, BackendStateSurvivesTheProbeWireAndToleratesJunk) {
     BackendState b;
     b.checked = b.reachable = true;

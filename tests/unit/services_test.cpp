@@ -14,6 +14,8 @@
 #include "tls_fixture.hpp"
 #include "tunneld/config/config.hpp"
 #include "tunneld/health/backend_state.hpp"
+#include "tunneld/health/routes.hpp"
+#include "tunneld/health/snapshot.hpp"
 #include "tunneld/tls/alpn.hpp"
 
 namespace tunneld {
@@ -303,6 +305,42 @@ TEST(ServiceGuard, BackendPortsAreLoopbackOnlyUnlessListed) {
     EXPECT_EQ(v4.count(8765), 1u);     // the tunnel port, as before
     EXPECT_EQ(v4.count(9000), 0u);     // a backend on another host is not this host's port
     EXPECT_EQ(spec.ports.size(), 4u);  // etcd-client is a unix socket: nothing to guard
+}
+
+TEST(ServiceStatus, ShowsServicesHereAndAtPeers) {
+    // This node serves patroni (up) and etcd-peer (down); its peer primary-1 is
+    // reached for patroni (up there) and etcd-client (not served there).
+    Snapshot s;
+    s.node = "standby-1";
+    s.now = 1'000'000;
+    s.inbound_listen = {"0.0.0.0:8765"};
+    PeerView p;
+    p.name = "primary-1";
+    p.probe.probed = p.probe.up = true;
+    p.probe.peer_backend = BackendState{};
+    p.probe.peer_backend->services = {{"patroni", true, ""}};
+    p.services = {{"patroni", "127.0.0.1:18002"}, {"etcd-client", "127.0.0.1:12372"}};
+    s.peers.push_back(p);
+    s.services = {{"patroni", "tunneld-svc/patroni", "127.0.0.1:8008", {"primary-1"}},
+                  {"etcd-peer", "tunneld-svc/etcd-peer", "127.0.0.1:2380", {"primary-1"}}};
+    s.backend.services = {{"patroni", true, ""}, {"etcd-peer", false, "refused"}};
+    s.traffic.push_back(
+        TrafficView{Direction::inbound, "primary-1", "patroni", 1, 4, 10, 20, 0, "", 0});
+    s.traffic.push_back(
+        TrafficView{Direction::outbound, "primary-1", "patroni", 0, 2, 30, 40, 0, "", 0});
+    auto st = boost::json::parse(render_status(s)).as_object();
+    const auto& svc = st.at("inbound").at("services").at("patroni");
+    EXPECT_EQ(svc.at("alpn"), "tunneld-svc/patroni");
+    EXPECT_EQ(svc.at("backend_reachable"), true);
+    EXPECT_EQ(svc.at("peers").at("primary-1").at("opened"), 4);
+    EXPECT_FALSE(st.at("inbound").at("peers").as_object().contains("primary-1"));  // postgres only
+    EXPECT_EQ(st.at("inbound").at("services").at("etcd-peer").at("error"), "refused");
+    const auto& at_peer = st.at("peers").at(0).at("services");
+    EXPECT_EQ(at_peer.at("patroni").at("backend_reachable"), true);
+    EXPECT_EQ(at_peer.at("patroni").at("connections").at("opened"), 2);
+    EXPECT_EQ(at_peer.at("etcd-client").at("backend_reachable"), nullptr);
+    EXPECT_EQ(at_peer.at("etcd-client").at("error"),
+              "not served there (not in its inbound.services)");
 }
 
 }  // namespace

@@ -154,38 +154,31 @@ OutboundListener::~OutboundListener() = default;
 void OutboundListener::start() {
     for (auto& link : links_) {
         Link* l = link.get();
-        if (!l->peer) {
+        if (l->peer)
+            spdlog::info("outbound: {} -> peer {} at {}{}{}",
+                         address_of(l->acceptor.local_endpoint()), l->peer->name,
+                         l->peer->connect.to_string(), l->service.empty() ? "" : ", service ",
+                         l->service);
+        else
             spdlog::info("local: {} -> this node's {} at {} (no TLS)",
                          address_of(l->acceptor.local_endpoint()),
                          l->service.empty() ? "postgres" : l->service, l->backend->to_string());
-            spawn(io_,
-                  accept_loop(l->acceptor, rt_.pool,
-                              [this, l](tcp::socket s) {
-                                  auto ex = s.get_executor();
-                                  auto info = accepted_conn(rt_, s);
-                                  info.service = l->service;
-                                  spawn(ex,
-                                        carry_to_own_backend(rt_, std::move(s), std::move(info),
-                                                             *l->backend),
-                                        "a local connection");
-                              }),
-                  "the local accept loop");
-            continue;
-        }
-        spdlog::info("outbound: {} -> peer {} at {}{}{}",
-                     address_of(link->acceptor.local_endpoint()), link->peer->name,
-                     link->peer->connect.to_string(), link->service.empty() ? "" : ", service ",
-                     link->service);
         spawn(io_,
               accept_loop(l->acceptor, rt_.pool,
                           [this, l](tcp::socket s) {
                               auto ex = s.get_executor();
                               auto info = accepted_conn(rt_, s);
                               info.service = l->service;
-                              spawn(ex,
-                                    carry_to_peer(rt_, *l->peer, l->session, std::move(s),
-                                                  std::move(info)),
-                                    "an outbound connection");
+                              if (l->peer)
+                                  spawn(ex,
+                                        carry_to_peer(rt_, *l->peer, l->session, std::move(s),
+                                                      std::move(info)),
+                                        "an outbound connection");
+                              else
+                                  spawn(ex,
+                                        carry_to_own_backend(rt_, std::move(s), std::move(info),
+                                                             *l->backend),
+                                        "a local connection");
                           }),
               "the outbound accept loop");
     }
