@@ -26,6 +26,7 @@ class StartupError : public std::runtime_error {
 
 struct Problem {
     std::string what;
+    bool timed_out = false;  // the other side stayed silent until a deadline (not a refusal)
 };
 
 // Found by boost::system::result through argument-dependent lookup.

@@ -42,14 +42,16 @@ asio::awaitable<std::string> read_line(TlsStream& tls, std::string& pending, std
     }
 }
 
-// read_line, giving up after `timeout` (the stream is closed then).
+// read_line, giving up after `timeout` (the stream is closed then, and *late set).
 asio::awaitable<std::string> read_line_within(TlsStream& tls, std::string& pending,
-                                              std::string& line, Duration timeout) {
+                                              std::string& line, Duration timeout,
+                                              bool* late = nullptr) {
     asio::steady_timer timer(tls.socket().get_executor(), timeout);
     auto r = co_await (read_line(tls, pending, line) ||
                        timer.async_wait(asio::as_tuple(asio::use_awaitable)));
     if (r.index() == 1) {
         tls.close();
+        if (late) *late = true;
         co_return "no answer within " + format_duration(timeout);
     }
     co_return std::get<0>(std::move(r));
@@ -80,7 +82,19 @@ struct PeerProbe::Loop {
 
     void publish() { out.set(st); }
 
-    void went_down(std::string why) {
+    // Why one probe connection ended; `silent`: a deadline passed with no
+    // answer (connect, handshake or pong), as opposed to a refusal or an error.
+    struct Ended {
+        std::string why;
+        bool silent = false;
+    };
+
+    void went_down(Ended ended) {
+        auto& why = ended.why;
+        if (ended.silent)
+            rt.silent.mark(peer.name, why);
+        else
+            rt.silent.clear(peer.name);
         if (st.up || !st.probed) {
             st.since = unix_now();
             if (st.up)
@@ -98,6 +112,7 @@ struct PeerProbe::Loop {
     }
 
     void got_pong(double rtt_ms, BackendState backend) {
+        rt.silent.clear(peer.name);
         if (!st.up) {
             st.since = unix_now();
             spdlog::info("probe: peer {} is up ({}, rtt {:.2f} ms)", peer.name, st.address, rtt_ms);
@@ -114,11 +129,22 @@ struct PeerProbe::Loop {
 
     // One connection: connect, handshake, then ping until something fails.
     // Returns why it ended.
-    asio::awaitable<std::string> session_once() {
+    asio::awaitable<Ended> session_once() {
         const auto& cfg = rt.config;
+        // A pong must come back before the next ping would be due twice over.
+        auto answer_within =
+            std::max<Duration>(2 * cfg.health.probe_interval, std::chrono::seconds(1));
+        // While the peer is silent, each attempt is a fresh SYN within
+        // answer_within rather than one connect waiting out timeouts.connect, so a
+        // healed link is seen (and its data connections dialled again) within about
+        // answer_within + probe_interval.
+        auto dial_within = st.probed && !st.up && rt.silent.why(peer.name)
+                               ? std::min(answer_within, cfg.timeouts.connect)
+                               : cfg.timeouts.connect;
         tcp::socket sock(ex);
-        if (auto dialed = co_await dial(sock, peer.connect, cfg.timeouts.connect); !dialed)
-            co_return peer.connect.to_string() + ": " + dialed.error().what;
+        if (auto dialed = co_await dial(sock, peer.connect, dial_within); !dialed)
+            co_return Ended{peer.connect.to_string() + ": " + dialed.error().what,
+                            dialed.error().timed_out};
         error_code ec;
         auto remote = sock.remote_endpoint(ec);
         st.address = Endpoint{remote.address().to_string(), remote.port(), {}}.to_string();
@@ -132,49 +158,48 @@ struct PeerProbe::Loop {
             TlsStream*& s;
             ~Clear() { s = nullptr; }
         } clear{stream};
-        if (stopped) co_return "stopping";
+        if (stopped) co_return Ended{"stopping"};
         auto hs = co_await handshake_within(tls, cfg.timeouts.handshake);
         rt.stats.count_handshake(Direction::outbound, hs.failure);
-        if (!hs.ok()) co_return probe_error(hs);
+        if (!hs.ok()) co_return Ended{probe_error(hs), hs.failure == HandshakeFailure::timeout};
         if (tls.alpn() != kAlpnProbe)
-            co_return "the peer does not speak tunneld-probe (ALPN '" + tls.alpn() + "')";
+            co_return Ended{"the peer does not speak tunneld-probe (ALPN '" + tls.alpn() + "')"};
         st.last_handshake = unix_now();
-        // A pong must come back before the next ping would be due twice over.
-        auto answer_within =
-            std::max<Duration>(2 * cfg.health.probe_interval, std::chrono::seconds(1));
         std::string pending, line;
         for (std::uint64_t seq = 1;; ++seq) {
             std::string ping = make_ping(static_cast<std::int64_t>(seq));
             auto sent_at = std::chrono::steady_clock::now();
             st.pings++;
             if (auto wec = co_await tls.write_all(asio::buffer(ping)))
-                co_return "sending a ping: " + wec.message();
-            if (auto err = co_await read_line_within(tls, pending, line, answer_within);
+                co_return Ended{"sending a ping: " + wec.message()};
+            bool late = false;
+            if (auto err = co_await read_line_within(tls, pending, line, answer_within, &late);
                 !err.empty())
-                co_return err;
+                co_return Ended{err, late};
             double rtt = std::chrono::duration<double, std::milli>(
                              std::chrono::steady_clock::now() - sent_at)
                              .count();
             auto pong = parse_pong(line, static_cast<std::int64_t>(seq));
             if (!pong)
-                co_return "the peer answered something that is not pong " + std::to_string(seq);
+                co_return Ended{"the peer answered something that is not pong " +
+                                std::to_string(seq)};
             // The CRL may have changed since the handshake (reload): a peer revoked
             // since then is not "up", and its connection ends like a data connection's.
             if (is_revoked(SSL_get0_peer_certificate(tls.native()),
                            SSL_CTX_get_cert_store(rt.tls.load()->client.get())))
-                co_return "the peer's certificate is revoked (tls.crl); probe closed";
+                co_return Ended{"the peer's certificate is revoked (tls.crl); probe closed"};
             got_pong(rtt, std::move(*pong));
             sleep.expires_after(cfg.health.probe_interval);
             auto [sec] = co_await sleep.async_wait(asio::as_tuple(asio::use_awaitable));
-            if (sec || stopped) co_return "stopping";
+            if (sec || stopped) co_return Ended{"stopping"};
         }
     }
 
     asio::awaitable<void> run() {
         while (!stopped) {
-            auto why = co_await session_once();
+            auto ended = co_await session_once();
             if (stopped) break;
-            went_down(std::move(why));
+            went_down(std::move(ended));
             sleep.expires_after(rt.config.health.probe_interval);
             co_await sleep.async_wait(asio::as_tuple(asio::use_awaitable));
         }

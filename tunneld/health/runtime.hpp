@@ -13,6 +13,7 @@
 
 #include "tunneld/config/config.hpp"
 #include "tunneld/health/backend_state.hpp"
+#include "tunneld/health/silent_peers.hpp"
 #include "tunneld/health/stats.hpp"
 #include "tunneld/net/conn_log.hpp"
 #include "tunneld/net/connection_table.hpp"
@@ -30,6 +31,7 @@ struct Runtime {
     Stats stats;
     RefusalLog refusals{std::chrono::seconds(10)};  // limit refusals: one line per source per 10 s
     Latest<BackendState> backend;  // this node's database, as BackendMonitor saw it last
+    SilentPeers silent;            // peers the probe gets no answer from: not dialled
 
     Runtime(const Config& c, IoPool& p, std::shared_ptr<const TlsMaterial> material)
         : config(c),

@@ -44,7 +44,7 @@ asio::awaitable<Result<void>> with_deadline(Op op, Duration timeout, auto& socke
     if (winner.index() == 1) {
         boost::system::error_code ignored;
         socket.close(ignored);
-        co_return Problem{"timed out after " + format_duration(timeout)};
+        co_return Problem{"timed out after " + format_duration(timeout), true};
     }
     co_return std::get<0>(std::move(winner));
 }

@@ -72,6 +72,21 @@ asio::awaitable<void> carry_to_peer(Runtime& rt, const PeerConfig& peer, Session
             traffic.set_error(std::string(to_string(r.reason)) +
                               (r.detail.empty() ? "" : ": " + r.detail));
     };
+    if (auto silent = rt.silent.why(peer.name)) {
+        // Reset at once, like a dead host's RST, so the client tries its next
+        // address now rather than after its own timeout (silent_peers.hpp).
+        local.set_option(asio::socket_base::linger(true, 0), ec);
+        rt.stats.count_close(Direction::outbound, CloseReason::peer_unreachable);
+        traffic.set_error("peer_unreachable: " + *silent);
+        // One line per peer and service per 10 s at most: a client retrying in a
+        // tight loop (Patroni's etcd client does) cannot flood the log.
+        if (auto n = rt.refusals.note("silent " + peer.name + " " + info.service))
+            log_close(info, RelayResult{0, 0, CloseReason::peer_unreachable,
+                                        *silent + (n > 1 ? " (" + std::to_string(n) +
+                                                               " reset since the last such line)"
+                                                         : "")});
+        co_return;
+    }
     if (auto dialed = co_await dial(pub, peer.connect, cfg.timeouts.connect); !dialed) {
         finish(RelayResult{0, 0, CloseReason::peer_unreachable, dialed.error().what});
         co_return;

@@ -36,7 +36,8 @@ class OutboundListener {
     // TLS handshake with SNI = peer name and ALPN "postgresql" under
     // timeouts.handshake (server identity must be the peer name; sessions are
     // resumed when possible), then the relay. If the peer cannot be reached the
-    // local connection is closed at once, so postgres retries.
+    // local connection is closed at once, so postgres retries; while the probe
+    // finds the peer silent it is reset without dialling (silent_peers.hpp).
     void start();
     // Stops accepting; live connections go on.
     void stop();
