@@ -80,6 +80,56 @@ class Stunnel:
             p.wait()
 
 
+class Haproxy:
+    """An HAProxy 2.6 mutual-TLS pair in TCP mode: the client side originates TLS
+    to the server side with its certificate, SNI and a verified server name; the
+    server side requires a client certificate from the CA and checks its CN."""
+
+    def __init__(self, workdir, ca, backend_port):
+        self.tls_port, self.local_port = lab.free_port(), lab.free_port()
+        pems, issued = {}, {}
+        for name in ("server-1", "client-1"):
+            cert, key, _ = issued[name] = ca.issue(name, os.path.join(workdir, f"hap-{name}"))
+            pems[name] = os.path.join(workdir, f"hap-{name}.pem")
+            with open(pems[name], "w") as f:
+                f.write(open(cert).read() + open(key).read())
+        common = ("global\n  maxconn 4000\n  ssl-default-bind-options ssl-min-ver TLSv1.3\n"
+                  "  ssl-default-server-options ssl-min-ver TLSv1.3\n"
+                  "defaults\n  mode tcp\n  timeout connect 10s\n  timeout client 1h\n  timeout server 1h\n")
+        configs = {
+            "server": common + (
+                f"frontend tls\n  bind 127.0.0.1:{self.tls_port} ssl crt {pems['server-1']} "
+                f"ca-file {ca.cert_path} verify required\n"
+                "  tcp-request content reject unless { ssl_c_s_dn(CN) -m str client-1 }\n"
+                "  default_backend pg\n"
+                f"backend pg\n  server pg 127.0.0.1:{backend_port}\n"),
+            "client": common + (
+                f"frontend local\n  bind 127.0.0.1:{self.local_port}\n  default_backend tunnel\n"
+                f"backend tunnel\n  server peer 127.0.0.1:{self.tls_port} ssl crt {pems['client-1']} "
+                f"ca-file {ca.cert_path} verify required verifyhost server-1 sni str(server-1)\n"),
+        }
+        self.procs = []
+        for name, text in configs.items():
+            path = os.path.join(workdir, f"haproxy-{name}.cfg")
+            with open(path, "w") as f:
+                f.write(text)
+            log = open(os.path.join(workdir, f"haproxy-{name}.log"), "w")
+            self.procs.append(subprocess.Popen(["haproxy", "-db", "-f", path], stdout=log, stderr=subprocess.STDOUT))
+        for port in (self.tls_port, self.local_port):
+            lab.wait_for(lambda p=port: _listening(p), what=f"haproxy on {port}")
+        self.server_port = self.tls_port
+        self.client_cert = issued["client-1"][:2]
+
+    @property
+    def pids(self):
+        return [p.pid for p in self.procs]
+
+    def stop(self):
+        for p in self.procs:
+            p.terminate()
+            p.wait()
+
+
 def _listening(port):
     import socket
     try:
@@ -154,7 +204,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="smaller transfers and shorter runs")
     args = ap.parse_args()
     workdir = lab.tmpdir("tunneld-bench-")
-    procs = []
+    procs, tunnels = [], []
     try:
         backend_port = lab.free_port()
         backend = subprocess.Popen([BENCH, "server", str(backend_port)], stdout=subprocess.PIPE, text=True)
@@ -164,21 +214,28 @@ def main():
         pair = lab.Pair(workdir, f"127.0.0.1:{backend_port}", ca=ca,
                         extra_server="log_level: warn\nlimits: {max_connections: 2000}\n",
                         extra_client="log_level: warn\nlimits: {max_connections: 2000}\n")
+        tunnels.append(pair)
         stunnel = Stunnel(workdir, ca, backend_port)
+        tunnels.append(stunnel)
+        haproxy = Haproxy(workdir, ca, backend_port)
+        tunnels.append(haproxy)
         direct = Path("direct", backend_port)
         tunneld = Path("tunneld", pair.local_port, [pair.client.proc.pid, pair.server.proc.pid],
                        pair.tls_port, pair.client_cert[:2])
         stun = Path("stunnel", stunnel.local_port, stunnel.pids, stunnel.server_port, stunnel.client_cert)
-        rounds = measure_all([direct, tunneld, stun], args, ca.cert_path)
-        pair.stop()
-        stunnel.stop()
+        hap = Path("haproxy", haproxy.local_port, haproxy.pids, haproxy.server_port, haproxy.client_cert)
+        rounds = measure_all([direct, tunneld, stun, hap], args, ca.cert_path)
     finally:
+        for t in tunnels:
+            t.stop()
         for p in procs:
             p.kill()
             p.wait()
         shutil.rmtree(workdir, ignore_errors=True)
+    report(direct, tunneld, stun, hap, rounds)
 
-    t, s, d = tunneld, stun, direct
+
+def report(d, t, s, h, rounds):
     rows = [
         ("throughput, 1 stream (MiB/s)", "tput1", None, True),
         ("throughput, 4 streams (MiB/s)", "tput4", None, True),
@@ -192,20 +249,37 @@ def main():
         ("RSS per idle connection (KiB, both ends)", "rss_per_conn_kib", None, False),
     ]
 
-    def get(path, key, idx):
+    def get(path, key, idx=None):
         return path.median(key, idx)
 
+    def ratio(a, b):
+        return fmt(a / b, 2) + "x" if a and b else "-"
+
     print(f"\nmedians of {rounds} interleaved rounds; TLS 1.3, P-256 certificates, client certificate required")
-    print(f"\n{'metric':44} {'direct':>10} {'tunneld':>10} {'stunnel':>10} {'tunneld/stunnel':>16} {'tunneld/direct':>15}")
-    for label, key, idx, higher_better in rows:
-        tv, sv, dv = get(t, key, idx), get(s, key, idx), get(d, key, idx)
-        ratio_s = fmt(tv / sv, 2) + "x" if tv and sv else "-"
-        ratio_d = fmt(tv / dv, 2) + "x" if tv and dv else "-"
-        print(f"{label:44} {fmt(dv):>10} {fmt(tv):>10} {fmt(sv):>10} {ratio_s:>16} {ratio_d:>15}")
-    added_t = get(t, "rtt1", 0) - get(d, "rtt1", 0)
-    added_s = get(s, "rtt1", 0) - get(d, "rtt1", 0)
-    print(f"\nadded round-trip latency (1 B p50): tunneld {added_t:.1f} us, stunnel {added_s:.1f} us")
+    print(f"\n{'metric':42} {'direct':>9} {'tunneld':>9} {'stunnel':>9} {'haproxy':>9} "
+          f"{'t/stunnel':>10} {'t/haproxy':>10} {'t/direct':>9}")
+    for label, key, idx, _ in rows:
+        tv, sv, hv, dv = get(t, key, idx), get(s, key, idx), get(h, key, idx), get(d, key, idx)
+        print(f"{label:42} {fmt(dv):>9} {fmt(tv):>9} {fmt(sv):>9} {fmt(hv):>9} "
+              f"{ratio(tv, sv):>10} {ratio(tv, hv):>10} {ratio(tv, dv):>9}")
+    added = {p.name: get(p, "rtt1", 0) - get(d, "rtt1", 0) for p in (t, s, h)}
+    print("\nadded round-trip latency (1 B p50): " + ", ".join(f"{k} {v:.1f} us" for k, v in added.items()))
     print("higher is better for throughput, connections and handshakes; lower for the rest.")
+
+    # The targets of the loopback parity work (issue 15), each met or not.
+    best_tput = max(get(s, "tput1") or 0, get(h, "tput1") or 0)
+    targets = [
+        ("1 B round trip p50 <= 0.9x stunnel", get(t, "rtt1", 0), 0.9 * get(s, "rtt1", 0), False),
+        ("1 B round trip p99 <= stunnel", get(t, "rtt1", 1), get(s, "rtt1", 1), False),
+        ("RSS per idle connection <= 64 KiB (both ends)", get(t, "rss_per_conn_kib"), 64.0, False),
+        ("1-stream throughput >= 1.5x best of stunnel, haproxy", get(t, "tput1"), 1.5 * best_tput, True),
+        ("new connections/s >= 1.3x haproxy", get(t, "conn_s"), 1.3 * (get(h, "conn_s") or 0), True),
+        ("CPU seconds per GiB <= 0.7x haproxy", get(t, "cpu_per_gib"), 0.7 * (get(h, "cpu_per_gib") or 0), False),
+    ]
+    print("\ntargets:")
+    for label, value, bound, higher in targets:
+        met = value is not None and (value >= bound if higher else value <= bound)
+        print(f"  {'met    ' if met else 'NOT met'}  {label}: {fmt(value, 2)} (bound {fmt(bound, 2)})")
 
 
 if __name__ == "__main__":

@@ -10,14 +10,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ]; then bash scripts/deps.sh; fi
 started=$(date +%s)
-echo "== format (clang-format-14 --dry-run -Werror; fix with scripts/format.sh)"
+echo "== format (clang-format-14 --dry-run -Werror; fix with scripts/format.sh) [${SECONDS}s]"
 git ls-files '*.cpp' '*.hpp' | xargs clang-format-14 --dry-run -Werror
+echo "== build [${SECONDS}s]"
 bash scripts/build.sh
-echo "== layers (scripts/check_layers.py: includes and links as README.md's code layout says)"
+echo "== layers (scripts/check_layers.py: includes and links as README.md's code layout says) [${SECONDS}s]"
 python3 scripts/check_layers.py build
-echo "== unit tests"
+echo "== unit tests [${SECONDS}s]"
 (cd build && ctest --output-on-failure -j2)
-echo "== integration tests"
+echo "== integration tests [${SECONDS}s]"
 /usr/bin/python3 -m pytest -p no:cacheprovider -v tests/integration "$@"
 if [ "${TUNNELD_SKIP_SANITIZE:-0}" != 1 ]; then
   bash scripts/sanitize.sh

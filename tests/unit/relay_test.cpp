@@ -47,8 +47,7 @@ struct Relayed : Connected {
     int app_a = -1, app_b = -1;
     std::optional<asio::ip::tcp::socket> local_a, local_b;
     std::optional<RelayResult> result_a, result_b;
-    std::vector<char> bufs[4] = {std::vector<char>(65536), std::vector<char>(65536),
-                                 std::vector<char>(65536), std::vector<char>(65536)};
+    RelayBuffers bufs[2];
 
     Relayed() {
         std::signal(SIGPIPE, SIG_IGN);  // as the daemon does: a dead peer is an error, not a signal
@@ -79,14 +78,14 @@ struct Relayed : Connected {
             io,
             [&]() -> asio::awaitable<void> {
                 EXPECT_TRUE((co_await server.handshake()).ok());
-                result_a = co_await relay(*local_a, server, bufs[0], bufs[1]);
+                result_a = co_await relay(*local_a, server, bufs[0]);
             },
             asio::detached);
         asio::co_spawn(
             io,
             [&]() -> asio::awaitable<void> {
                 EXPECT_TRUE((co_await client.handshake()).ok());
-                result_b = co_await relay(*local_b, client, bufs[2], bufs[3]);
+                result_b = co_await relay(*local_b, client, bufs[1]);
             },
             asio::detached);
         io.run();
@@ -217,6 +216,24 @@ TEST_F(Relayed, ALocalResetWhileThePeerGoesOnIsALocalError) {
     t.join();
     EXPECT_EQ(result_a->reason, CloseReason::local_error) << result_a->detail;
     EXPECT_EQ(result_a->detail, "Connection reset by peer");
+}
+
+TEST(RelayBuffer, HeldWhileDataFlowsAndBackInTheThreadsPoolWhenAReadComesBackShort) {
+    RelayBuffer a;
+    EXPECT_FALSE(a.held());  // idle: nothing
+    char* block = a.get().data();
+    EXPECT_EQ(a.get().size(), RelayBuffer::kSize);
+    a.used(RelayBuffer::kSize);  // filled: more is queued, kept
+    EXPECT_TRUE(a.held());
+    EXPECT_EQ(a.get().data(), block);
+    a.used(100);  // drained: given back
+    EXPECT_FALSE(a.held());
+    RelayBuffer b;
+    EXPECT_EQ(b.get().data(), block);  // the same block, from the pool
+    {
+        RelayBuffer c;
+        EXPECT_NE(c.get().data(), block);  // b holds it
+    }                                      // c's block goes to the pool as c ends
 }
 
 }  // namespace

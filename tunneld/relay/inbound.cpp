@@ -76,7 +76,7 @@ asio::awaitable<void> relay_to_backend(Runtime& rt, LiveConnection& live, ConnIn
     {
         ActiveGuard active(traffic);
         RelayBuffers buffers;
-        result = co_await relay(backend, tls, buffers.out(), buffers.in(), &traffic.bytes);
+        result = co_await relay(backend, tls, buffers, &traffic.bytes);
     }
     if (live.revoked) result.reason = CloseReason::revoked;
     finish(rt, info, result);

@@ -126,7 +126,7 @@ asio::awaitable<void> carry_to_peer(Runtime& rt, const PeerConfig& peer, Session
     {
         ActiveGuard active(traffic);
         RelayBuffers buffers;
-        result = co_await relay(local, tls, buffers.out(), buffers.in(), &traffic.bytes);
+        result = co_await relay(local, tls, buffers, &traffic.bytes);
     }
     if (live->revoked) result.reason = CloseReason::revoked;
     if (!live->switched.empty()) {

@@ -1,5 +1,7 @@
 #include "tunneld/relay/plain.hpp"
 
+#include "tunneld/relay/plain_io.hpp"
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
@@ -38,16 +40,17 @@ struct PlainState {
 // resets): the backend decides, by closing, whether the session ended well.
 asio::awaitable<std::uint64_t> upstream(tcp::socket& local, auto& backend, PlainState& st,
                                         const std::function<void()>& fail) {
-    std::vector<char> buf(64 * 1024);
+    RelayBuffer buffer;  // held only while data flows (buffers.hpp)
+    bool more = true;
     std::uint64_t total = 0;
     for (;;) {
-        auto [ec, n] =
-            co_await local.async_read_some(asio::buffer(buf), asio::as_tuple(asio::use_awaitable));
+        auto [ec, n] = co_await read_plain(local, buffer, more);
         if (ec) {
             if (ec != asio::error::eof && st.local_gone.empty()) st.local_gone = ec.message();
             st.client_done = true;
             break;
         }
+        auto buf = buffer.get();  // what was read
         auto [wec, put] = co_await asio::async_write(backend, asio::buffer(buf.data(), n),
                                                      asio::as_tuple(asio::use_awaitable));
         if (wec) {
@@ -56,6 +59,7 @@ asio::awaitable<std::uint64_t> upstream(tcp::socket& local, auto& backend, Plain
             break;
         }
         total += n;
+        buffer.used(n);
     }
     error_code ignored;
     backend.shutdown(asio::socket_base::shutdown_send, ignored);
@@ -67,7 +71,8 @@ asio::awaitable<std::uint64_t> upstream(tcp::socket& local, auto& backend, Plain
 // most kLocalGoneGrace.
 asio::awaitable<std::uint64_t> downstream(auto& backend, tcp::socket& local, PlainState& st,
                                           const std::function<void()>& fail) {
-    std::vector<char> buf(64 * 1024);
+    RelayBuffer buffer;
+    bool more = true;
     std::uint64_t total = 0;
     asio::steady_timer grace(local.get_executor());
     bool grace_started = false;
@@ -79,8 +84,7 @@ asio::awaitable<std::uint64_t> downstream(auto& backend, tcp::socket& local, Pla
                 if (!ec && !st.backend_ended) fail();  // the backend did not finish either
             });
         }
-        auto [ec, n] = co_await backend.async_read_some(asio::buffer(buf),
-                                                        asio::as_tuple(asio::use_awaitable));
+        auto [ec, n] = co_await read_plain(backend, buffer, more);
         if (ec == asio::error::eof) {
             st.backend_ended = true;
             break;
@@ -98,10 +102,13 @@ asio::awaitable<std::uint64_t> downstream(auto& backend, tcp::socket& local, Pla
             break;
         }
         total += n;
-        if (!st.local_gone.empty()) continue;  // the client left: dropped
-        auto [wec, put] = co_await asio::async_write(local, asio::buffer(buf.data(), n),
-                                                     asio::as_tuple(asio::use_awaitable));
-        if (wec && st.local_gone.empty()) st.local_gone = wec.message();
+        if (st.local_gone.empty()) {  // else the client left: dropped
+            auto buf = buffer.get();  // what was read
+            auto [wec, put] = co_await asio::async_write(local, asio::buffer(buf.data(), n),
+                                                         asio::as_tuple(asio::use_awaitable));
+            if (wec && st.local_gone.empty()) st.local_gone = wec.message();
+        }
+        buffer.used(n);
     }
     grace.cancel();
     error_code ignored;
@@ -150,6 +157,9 @@ asio::awaitable<void> carry(Runtime& rt, tcp::socket local, Backend backend, Con
     (void)apply_local_options(local.native_handle());
     log_open(info, false);
     std::function<void()> fail = close_both;
+    error_code nb;
+    local.non_blocking(true, nb);  // read_plain's direct recv(2)
+    backend.non_blocking(true, nb);
     PlainState st;
     auto [to_backend, from_backend] =
         co_await (upstream(local, backend, st, fail) && downstream(backend, local, st, fail));

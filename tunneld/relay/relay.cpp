@@ -1,4 +1,5 @@
 #include "tunneld/relay/relay.hpp"
+#include "tunneld/relay/plain_io.hpp"
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -19,52 +20,6 @@ using asio::use_awaitable;
 using namespace asio::experimental::awaitable_operators;
 
 namespace {
-
-// Plaintext reads. After a read that filled the buffer more is probably queued,
-// so the next read is a direct recv(2), without a trip through the scheduler.
-// Otherwise the socket was drained: asio's own async_read_some then queues the
-// read with no syscall at all (no speculative recv that would fail with EAGAIN,
-// no epoll_ctl as async_wait needs), and performs it from the reactor when the
-// edge arrives. Per small message that is epoll_wait + recv, nothing more.
-template <class Socket>
-asio::awaitable<std::tuple<error_code, std::size_t>> read_plain(Socket& s, std::span<char> buf,
-                                                                bool& full) {
-    while (full) {
-        ssize_t n = ::recv(s.native_handle(), buf.data(), buf.size(), 0);
-        if (n > 0) {
-            full = static_cast<std::size_t>(n) == buf.size();
-            co_return std::tuple{error_code{}, static_cast<std::size_t>(n)};
-        }
-        if (n == 0) co_return std::tuple{error_code(asio::error::eof), std::size_t{0}};
-        if (errno == EINTR) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            co_return std::tuple{error_code(errno, asio::error::get_system_category()),
-                                 std::size_t{0}};
-        full = false;
-    }
-    auto [ec, n] =
-        co_await s.async_read_some(asio::buffer(buf.data(), buf.size()), as_tuple(use_awaitable));
-    full = !ec && n == buf.size();
-    co_return std::tuple{ec, n};
-}
-
-template <class Socket>
-asio::awaitable<error_code> write_plain(Socket& s, const char* data, std::size_t size) {
-    while (size > 0) {
-        ssize_t n = ::send(s.native_handle(), data, size, MSG_NOSIGNAL);
-        if (n > 0) {
-            data += n;
-            size -= static_cast<std::size_t>(n);
-            continue;
-        }
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
-            co_return error_code(errno, asio::error::get_system_category());
-        auto [ec] = co_await s.async_wait(asio::socket_base::wait_write, as_tuple(use_awaitable));
-        if (ec) co_return ec;
-    }
-    co_return error_code{};
-}
 
 // A TLS alert from the peer (OpenSSL reason SSL_AD_REASON_OFFSET + alert code).
 // In TLS 1.3 a client learns that the server refused its certificate this way,
@@ -138,10 +93,10 @@ bool ended_normally(const Pair<Plain>& p, const error_code& ec) {
 }
 
 template <class Plain>
-asio::awaitable<void> local_to_tls(Pair<Plain>& p, std::span<char> buf) {
-    bool full = false;
+asio::awaitable<void> local_to_tls(Pair<Plain>& p, RelayBuffer& buffer) {
+    bool more = true;  // the client may have spoken before the relay started
     for (;;) {
-        auto [ec, n] = co_await read_plain(p.local, buf, full);
+        auto [ec, n] = co_await read_plain(p.local, buffer, more);
         // The local end is gone (reset, or a write of the other loop found it
         // dead and this read then sees the closed socket as EOF).
         if ((ec && is_gone(ec)) || (ec == asio::error::eof && p.local_gone)) {
@@ -181,7 +136,7 @@ asio::awaitable<void> local_to_tls(Pair<Plain>& p, std::span<char> buf) {
             p.fail(false, ec);
             co_return;
         }
-        if (auto wec = co_await p.tls.write_all(asio::buffer(buf.data(), n))) {
+        if (auto wec = co_await p.tls.write_all(asio::buffer(buffer.get().data(), n))) {
             if (ended_normally(p, wec)) {  // the peer said it was done and left
                 p.close();
                 co_return;
@@ -191,11 +146,12 @@ asio::awaitable<void> local_to_tls(Pair<Plain>& p, std::span<char> buf) {
         }
         p.result.to_tls += n;
         if (p.counters) p.counters->to_tls.fetch_add(n, std::memory_order_relaxed);
+        buffer.used(n);  // buf is passed on: it may be given back now
     }
 }
 
 template <class Plain>
-asio::awaitable<void> tls_to_local(Pair<Plain>& p, std::span<char> buf) {
+asio::awaitable<void> tls_to_local(Pair<Plain>& p, RelayBuffer& buffer) {
     struct Done {
         Pair<Plain>& p;
         ~Done() {
@@ -204,7 +160,17 @@ asio::awaitable<void> tls_to_local(Pair<Plain>& p, std::span<char> buf) {
         }
     } done{p};
     for (;;) {
-        auto [ec, n] = co_await p.tls.read_some(asio::buffer(buf));
+        // Idle until the peer speaks, holding no buffer (read_some would wait
+        // with it otherwise).
+        if (p.tls.would_wait()) {
+            buffer.release();
+            if (auto wec = co_await p.tls.wait_readable()) {
+                p.fail(true, wec);
+                co_return;
+            }
+        }
+        auto buf = buffer.get();
+        auto [ec, n] = co_await p.tls.read_some(asio::buffer(buf.data(), buf.size()));
         if (ec == asio::error::eof) {
             p.tls_eof = true;
             error_code ignored;
@@ -215,7 +181,10 @@ asio::awaitable<void> tls_to_local(Pair<Plain>& p, std::span<char> buf) {
             p.fail(true, ec);
             co_return;
         }
-        if (p.local_gone) continue;  // undeliverable; local_to_tls decides how this ends
+        if (p.local_gone) {  // undeliverable; local_to_tls decides how this ends
+            buffer.used(n);
+            continue;
+        }
         if (auto wec = co_await write_plain(p.local, buf.data(), n)) {
             if (ended_normally(p, wec)) {  // the local client said it was done and left
                 p.close();
@@ -224,6 +193,7 @@ asio::awaitable<void> tls_to_local(Pair<Plain>& p, std::span<char> buf) {
             if (is_gone(wec)) {  // local_to_tls wakes on the dead socket and waits for the peer
                 p.local_gone = true;
                 p.gone_ec = wec;
+                buffer.used(n);
                 continue;
             }
             p.fail(false, wec);
@@ -231,28 +201,29 @@ asio::awaitable<void> tls_to_local(Pair<Plain>& p, std::span<char> buf) {
         }
         p.result.from_tls += n;
         if (p.counters) p.counters->from_tls.fetch_add(n, std::memory_order_relaxed);
+        buffer.used(n);  // buf is passed on: it may be given back now
     }
 }
 
 }  // namespace
 
 template <class Plain>
-asio::awaitable<RelayResult> relay(Plain& local, TlsStream& tls, std::span<char> buf_out,
-                                   std::span<char> buf_in, ByteCounters* counters) {
+asio::awaitable<RelayResult> relay(Plain& local, TlsStream& tls, RelayBuffers& buffers,
+                                   ByteCounters* counters) {
     error_code ignored;
     local.non_blocking(true, ignored);
     Pair<Plain> p{local, tls, {}};
     p.counters = counters;
     asio::steady_timer tls_done_signal(co_await asio::this_coro::executor);
     p.tls_done_signal = &tls_done_signal;
-    co_await (local_to_tls(p, buf_out) && tls_to_local(p, buf_in));
+    co_await (local_to_tls(p, buffers.out) && tls_to_local(p, buffers.in));
     p.close();
     co_return p.result;
 }
 
-template asio::awaitable<RelayResult> relay(asio::ip::tcp::socket&, TlsStream&, std::span<char>,
-                                            std::span<char>, ByteCounters*);
+template asio::awaitable<RelayResult> relay(asio::ip::tcp::socket&, TlsStream&, RelayBuffers&,
+                                            ByteCounters*);
 template asio::awaitable<RelayResult> relay(asio::local::stream_protocol::socket&, TlsStream&,
-                                            std::span<char>, std::span<char>, ByteCounters*);
+                                            RelayBuffers&, ByteCounters*);
 
 }  // namespace tunneld

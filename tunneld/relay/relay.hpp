@@ -9,6 +9,7 @@
 #include <span>
 #include <string>
 
+#include "tunneld/relay/buffers.hpp"
 #include "tunneld/relay/outcome.hpp"
 #include "tunneld/tls/stream.hpp"
 
@@ -22,17 +23,16 @@ namespace tunneld {
 // half-close: that is how PostgreSQL sessions end (Terminate, then the server
 // exits with a keepalive unread), so it is `finished` and the TLS side still
 // gets its close_notify.
-// `buf_out` and `buf_in` are the two reused buffers (one per direction).
+// `buffers` are the two directions' buffers (small while idle, see buffers.hpp).
 // Every chunk relayed is also added to `counters` (when not null) as it goes.
 // Both streams are closed when this returns. Never throws for I/O errors.
 template <class Plain>
-asio::awaitable<RelayResult> relay(Plain& local, TlsStream& tls, std::span<char> buf_out,
-                                   std::span<char> buf_in, ByteCounters* counters = nullptr);
+asio::awaitable<RelayResult> relay(Plain& local, TlsStream& tls, RelayBuffers& buffers,
+                                   ByteCounters* counters = nullptr);
 
 extern template asio::awaitable<RelayResult> relay(asio::ip::tcp::socket&, TlsStream&,
-                                                   std::span<char>, std::span<char>, ByteCounters*);
+                                                   RelayBuffers&, ByteCounters*);
 extern template asio::awaitable<RelayResult> relay(asio::local::stream_protocol::socket&,
-                                                   TlsStream&, std::span<char>, std::span<char>,
-                                                   ByteCounters*);
+                                                   TlsStream&, RelayBuffers&, ByteCounters*);
 
 }  // namespace tunneld

@@ -57,7 +57,8 @@ const char* to_string(HandshakeFailure f) {
 
 namespace {
 
-constexpr long kWriteBufferBytes = 4 * (16 * 1024 + 256);  // four full TLS 1.3 records
+constexpr std::size_t kRecordPayload = 16 * 1024;               // the most one TLS record carries
+constexpr long kWriteBufferBytes = 4 * (kRecordPayload + 256);  // four full TLS 1.3 records
 
 std::string reason_text(unsigned long e) {
     const char* r = ERR_reason_error_string(e);
@@ -128,19 +129,17 @@ TlsStream::TlsStream(asio::ip::tcp::socket socket, const TlsMaterial& material, 
     : socket_(std::move(socket)) {
     ssl_.reset(SSL_new(role == Role::server ? material.server.get() : material.client.get()));
     if (ssl_.get()) {
-        // Reads go straight to the socket (with read-ahead); writes go through a
-        // buffer so the records of one write_all() leave in one write(2).
+        // Reads go straight to the socket (with read-ahead); so do writes, until
+        // one spans several records (use_write_buffer).
         BioPtr sock(BIO_new_socket(socket_.native_handle(), BIO_NOCLOSE));
-        BioPtr buffer(BIO_new(BIO_f_buffer()));
-        if (!sock || !buffer || BIO_set_write_buffer_size(buffer.get(), kWriteBufferBytes) != 1 ||
-            BIO_up_ref(sock.get()) != 1) {
+        if (!sock || BIO_up_ref(sock.get()) != 1) {
             ssl_.reset();  // handshake() reports the failure
             return;
         }
         BIO_set_callback_arg(sock.get(), reinterpret_cast<char*>(this));
         BIO_set_callback_ex(sock.get(), &TlsStream::note_read);
-        BIO_push(buffer.get(), sock.get());  // buffer -> sock, holding the second reference
-        SSL_set_bio(ssl_.get(), sock.release(), buffer.release());
+        BIO* wbio = sock.get();  // the second reference
+        SSL_set_bio(ssl_.get(), sock.release(), wbio);
         if (role == Role::server)
             SSL_set_accept_state(ssl_.get());
         else
@@ -258,15 +257,27 @@ long TlsStream::note_read(BIO* b, int oper, const char*, std::size_t len, int, l
     return ret;
 }
 
+bool TlsStream::would_wait() const {
+    return ssl_.get() && drained_ && !SSL_has_pending(ssl_.get());
+}
+
+asio::awaitable<error_code> TlsStream::wait_readable() {
+    if (closed_) co_return error_code(asio::error::operation_aborted);
+    if (!would_wait()) co_return error_code{};
+    drained_ = false;
+    // Idle until the peer speaks: give OpenSSL's buffers back (its 64 KiB
+    // read-ahead buffer stays allocated otherwise). A no-op while a partial
+    // record is held.
+    SSL_free_buffers(ssl_.get());
+    auto [ec] = co_await socket_.async_wait(asio::socket_base::wait_read, as_tuple(use_awaitable));
+    co_return ec ? error_code(asio::error::operation_aborted) : error_code{};
+}
+
 asio::awaitable<std::tuple<error_code, std::size_t>> TlsStream::read_some(
     asio::mutable_buffer buf) {
     if (closed_) co_return std::tuple{error_code(asio::error::operation_aborted), std::size_t{0}};
-    if (drained_ && !SSL_has_pending(ssl_.get())) {
-        drained_ = false;
-        auto [ec] =
-            co_await socket_.async_wait(asio::socket_base::wait_read, as_tuple(use_awaitable));
-        if (ec) co_return std::tuple{error_code(asio::error::operation_aborted), std::size_t{0}};
-    }
+    if (auto ec = co_await wait_readable())
+        co_return std::tuple{error_code(asio::error::operation_aborted), std::size_t{0}};
     std::size_t n = 0;
     auto [ret, err] =
         co_await drive([&] { return SSL_read_ex(ssl_.get(), buf.data(), buf.size(), &n); });
@@ -304,9 +315,22 @@ asio::awaitable<std::tuple<error_code, std::size_t>> TlsStream::read_some(
     co_return std::tuple{error_code(saved, asio::error::get_system_category()), std::size_t{0}};
 }
 
+void TlsStream::use_write_buffer(bool on) {
+    if (on == write_buffer_ || !ssl_.get()) return;
+    BIO* sock = SSL_get_rbio(ssl_.get());
+    BioPtr next(on ? BIO_new(BIO_f_buffer()) : nullptr);
+    if (on && (!next || BIO_set_write_buffer_size(next.get(), kWriteBufferBytes) != 1)) return;
+    if (BIO_up_ref(sock) != 1) return;   // the new write side's reference
+    if (on) BIO_push(next.get(), sock);  // buffer -> sock
+    // Frees the old write side: the buffer BIO (empty: flushed) and its reference.
+    SSL_set0_wbio(ssl_.get(), on ? next.release() : sock);
+    write_buffer_ = on;
+}
+
 asio::awaitable<error_code> TlsStream::write_all(asio::const_buffer buf) {
     const auto* data = static_cast<const char*>(buf.data());
     std::size_t left = buf.size();
+    use_write_buffer(left > kRecordPayload);
     while (left > 0) {
         std::size_t n = 0;
         auto [ret, err] = co_await drive([&] { return SSL_write_ex(ssl_.get(), data, left, &n); });

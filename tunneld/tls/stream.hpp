@@ -52,6 +52,14 @@ class TlsStream {
     // timeout of its own (the caller races it with a timer and closes the socket).
     asio::awaitable<HandshakeResult> handshake();
 
+    // Whether the next read_some would first wait for the socket (the last
+    // read drained it and OpenSSL holds nothing): a reader can put its buffer
+    // away meanwhile.
+    bool would_wait() const;
+    // That wait alone (nothing to do unless would_wait()); OpenSSL's buffers are
+    // freed before it. operation_aborted if the stream is closed meanwhile.
+    asio::awaitable<error_code> wait_readable();
+
     // Reads at least one byte. Returns {eof, 0} after the peer's close_notify,
     // {ssl::error::stream_truncated, 0} on a TCP close without close_notify.
     asio::awaitable<std::tuple<error_code, std::size_t>> read_some(asio::mutable_buffer buf);
@@ -77,6 +85,11 @@ class TlsStream {
   private:
     // Writes out what the write buffer holds, waiting for writability as needed.
     asio::awaitable<error_code> flush();
+    // Puts a write buffer (a BIO_f_buffer of four records, so the records of one
+    // write_all leave in one write(2)) in front of the socket, or takes it away:
+    // only writes of more than one record have it, so an idle connection holds
+    // none. Only between write_all calls (the buffer is empty then).
+    void use_write_buffer(bool on);
 
     template <class Op>
     asio::awaitable<std::tuple<int, int>> drive(Op op);
@@ -93,6 +106,7 @@ class TlsStream {
     std::string not_allowed_detail() const;
     bool drained_ = false;
     bool closed_ = false;
+    bool write_buffer_ = false;
 };
 
 }  // namespace tunneld
