@@ -1,4 +1,4 @@
-"""Benchmark tunneld against direct TCP and an stunnel4 mutual-TLS pair, on
+"""Benchmark tunneld against direct TCP, an stunnel4 and an HAProxy mutual-TLS pair, on
 loopback, in one run (figures are only comparable within one run: these machines
 are shared). Every path is client -> [tunnel client -> tunnel server] -> backend,
 with the same certificates, TLS 1.3 and a client certificate for both tunnels."""

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command for the benchmark: tunneld vs direct TCP vs an stunnel mTLS pair,
+# One command for the benchmark: tunneld vs direct TCP vs stunnel and HAProxy mTLS pairs,
 # all on loopback, in one run. Prints a table with ratios. Run as root.
 #   bench/run.sh [--quick]
 set -euo pipefail

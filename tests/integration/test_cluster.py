@@ -155,10 +155,16 @@ def test_reads_spread_over_replicas_and_leave_out_one_that_lags(cluster):
     # Replay paused on standby-2 while the primary writes 8 MB of WAL: its lag passes 1 MB.
     c.pg["standby-2"].sql("SELECT pg_wal_replay_pause()")
     c.pg["primary-1"].sql("CREATE TABLE bulk AS SELECT g, md5(g::text) AS v FROM generate_series(1, 120000) g")
+    written = c.pg["primary-1"].sql("SELECT pg_current_wal_lsn()")
     def reads():
         return {x["name"]: x for x in c.route("app", REPLICA_ROUTE)["candidates"]}
 
-    # (standby-1 lags too while it replays the 8 MB, and is left out meanwhile.)
+    # standby-1 lags too while it replays the 8 MB, and is left out meanwhile. The
+    # route compares LSNs from pongs of different moments, so it can call standby-1
+    # caught up on a stale primary LSN and then not (seen under ASan): wait for
+    # standby-1's replay itself first.
+    lab.wait_for(lambda: c.pg["standby-1"].sql(f"SELECT pg_last_wal_replay_lsn() >= '{written}'") == "t",
+                 timeout=30, interval=0.2, what="standby-1 replaying past the bulk write")
     lab.wait_for(lambda: "lag" in reads()["standby-2"]["why_not"] and reads()["standby-1"]["eligible"],
                  timeout=30, what="standby-2 left out for its lag, standby-1 caught up")
     lagging = next(x for x in c.route("app", REPLICA_ROUTE)["candidates"] if x["name"] == "standby-2")
