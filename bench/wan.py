@@ -235,7 +235,7 @@ def catch_up_seconds(s, path, away, load_clients=2):
     return time.monotonic() - t0, behind
 
 
-def bulk_run(s, scale, away, rounds):
+def bulk_run(s, scale, away, rounds, rtts=(20, 100)):
     """pg_basebackup of a pgbench database of `scale` and catch-up after `away`
     seconds disconnected, per path, at 20 and 100 ms with 0% and 0.5% loss."""
     # The socket buffer maxima the README recommends for long-haul links, in the
@@ -259,7 +259,7 @@ def bulk_run(s, scale, away, rounds):
     print(f"wan bulk: {size / 1e9:.2f} GB of databases made and replicated in {time.monotonic() - t0:.0f} s",
           file=sys.stderr, flush=True)
     rows = []
-    for rtt in (20, 100):
+    for rtt in rtts:
         for loss in (0.0, 0.005):
             s.wan.start_bridge(rtt)
             s.wan.set_loss(loss)
@@ -311,13 +311,15 @@ def main():
                     help="instead: pg_basebackup and catch-up throughput (a separate run, about 25 min)")
     ap.add_argument("--scale", type=int, default=150, help="--bulk: pgbench scale (150 = 2.2 GB)")
     ap.add_argument("--away", type=float, default=60.0, help="--bulk: seconds the standby is disconnected")
+    ap.add_argument("--rtt", type=int, action="append", help="--bulk: only this round trip (ms; repeatable)")
     args = ap.parse_args()
     if args.bulk:
         workdir = lab.tmpdir("tunneld-wan-bench-")
         started = time.monotonic()
         s = Setup(workdir)
         try:
-            size, rows = bulk_run(s, args.scale, args.away, 1 if args.quick else max(1, args.rounds // 3))
+            size, rows = bulk_run(s, args.scale, args.away, 1 if args.quick else max(1, args.rounds // 3),
+                                  tuple(args.rtt or (20, 100)))
         finally:
             s.teardown()
             shutil.rmtree(workdir, ignore_errors=True)
