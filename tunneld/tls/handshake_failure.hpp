@@ -27,6 +27,11 @@ enum class HandshakeFailure {
 };
 const char* to_string(HandshakeFailure f);
 
+// How OpenSSL's certificate verification result (X509_V_ERR_*) and its error
+// reasons (SSL_R_*, alerts received) map to the reasons tunneld logs.
+HandshakeFailure classify_verify_result(long x509_v_err);
+HandshakeFailure classify_ssl_reason(int reason);
+
 struct HandshakeResult {
     HandshakeFailure failure = HandshakeFailure::none;
     std::string detail;  // OpenSSL's reason, or the identity presented

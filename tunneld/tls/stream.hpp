@@ -22,11 +22,6 @@ namespace tunneld {
 namespace asio = boost::asio;
 using boost::system::error_code;
 
-// How OpenSSL's certificate verification result (X509_V_ERR_*) and its error
-// reasons (SSL_R_*, alerts received) map to the reasons tunneld logs.
-HandshakeFailure classify_verify_result(long x509_v_err);
-HandshakeFailure classify_ssl_reason(int reason);
-
 // One TLS 1.3 connection over a TCP socket, driven by coroutines.
 class TlsStream {
   public:
