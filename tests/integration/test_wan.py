@@ -55,6 +55,25 @@ print(got, h.hexdigest() == want.hexdigest(), round(time.monotonic() - t0, 2))
 """
 
 
+TLS_PORT, LOCAL_PORT = 8765, 6432
+
+
+def start_pair(wan, workdir, ca, backend_port):
+    """A tunneld pair across the WAN: server on b (-> 127.0.0.1:backend_port),
+    client on a (127.0.0.1:LOCAL_PORT; probe_interval 500ms). Returns (server, client)."""
+    s_cert, s_key, _ = ca.issue("server-1", os.path.join(workdir, "s"))
+    c_cert, c_key, _ = ca.issue("client-1", os.path.join(workdir, "c"))
+    server = lab.Tunneld(workdir, "server", lab.node_config(
+        "server-1", ca.cert_path, s_cert, s_key,
+        inbound={"listen": f"{wan_lab.B}:{TLS_PORT}", "backend": f"127.0.0.1:{backend_port}",
+                 "allow": ["client-1"]}), netns=wan.b.name).start()
+    client = lab.Tunneld(workdir, "client", lab.node_config(
+        "client-1", ca.cert_path, c_cert, c_key,
+        peers=[{"name": "server-1", "connect": f"{wan_lab.B}:{TLS_PORT}",
+                "local": f"127.0.0.1:{LOCAL_PORT}"}]), netns=wan.a.name).start()
+    return server, client
+
+
 @pytest.fixture
 def wan():
     w = wan_lab.Wan(rtt_ms=20).setup()
@@ -80,19 +99,10 @@ def test_the_lab_wan_has_its_round_trip_and_loss(wan):
 
 def test_a_tunneld_pair_across_the_wan_carries_a_stream_intact_under_loss(wan, workdir, ca):
     wan.set_loss(0.005)
-    backend_port, tls_port, local_port = 5433, 8765, 6432
+    backend_port, local_port = 5433, LOCAL_PORT
     echo = wan.b.popen(["/usr/bin/python3", "-c", ECHO, str(backend_port)])
     try:
-        s_cert, s_key, _ = ca.issue("server-1", os.path.join(workdir, "s"))
-        c_cert, c_key, _ = ca.issue("client-1", os.path.join(workdir, "c"))
-        server = lab.Tunneld(workdir, "server", lab.node_config(
-            "server-1", ca.cert_path, s_cert, s_key,
-            inbound={"listen": f"{wan_lab.B}:{tls_port}", "backend": f"127.0.0.1:{backend_port}",
-                     "allow": ["client-1"]}), netns=wan.b.name).start()
-        client = lab.Tunneld(workdir, "client", lab.node_config(
-            "client-1", ca.cert_path, c_cert, c_key,
-            peers=[{"name": "server-1", "connect": f"{wan_lab.B}:{tls_port}",
-                    "local": f"127.0.0.1:{local_port}"}]), netns=wan.a.name).start()
+        server, client = start_pair(wan, workdir, ca, backend_port)
         try:
             total = 16 << 20
             r = wan.a.exec(["/usr/bin/python3", "-c", CLIENT, str(local_port), str(total)], timeout=300)
@@ -136,20 +146,11 @@ def test_a_silent_peer_is_reset_at_once_and_dialled_again_once_it_answers(wan, w
     of addresses (etcd's, Patroni's) moves on; the probe tries a fresh connect each
     round, so the healed link is used again promptly; a connection open across the
     cut loses nothing."""
-    backend_port, tls_port, local_port = 5433, 8765, 6432
+    backend_port, local_port = 5433, LOCAL_PORT
     echo = wan.b.popen(["/usr/bin/python3", "-c", ECHO, str(backend_port)])
     client = server = sessions = None
     try:
-        s_cert, s_key, _ = ca.issue("server-1", os.path.join(workdir, "s"))
-        c_cert, c_key, _ = ca.issue("client-1", os.path.join(workdir, "c"))
-        server = lab.Tunneld(workdir, "server", lab.node_config(
-            "server-1", ca.cert_path, s_cert, s_key,
-            inbound={"listen": f"{wan_lab.B}:{tls_port}", "backend": f"127.0.0.1:{backend_port}",
-                     "allow": ["client-1"]}), netns=wan.b.name).start()
-        client = lab.Tunneld(workdir, "client", lab.node_config(  # probe_interval 500ms
-            "client-1", ca.cert_path, c_cert, c_key,
-            peers=[{"name": "server-1", "connect": f"{wan_lab.B}:{tls_port}",
-                    "local": f"127.0.0.1:{local_port}"}]), netns=wan.a.name).start()
+        server, client = start_pair(wan, workdir, ca, backend_port)  # probe_interval 500ms
         sessions = wan.a.popen(["/usr/bin/python3", "-c", SESSIONS, str(local_port)],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
