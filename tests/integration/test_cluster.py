@@ -159,10 +159,10 @@ def test_reads_spread_over_replicas_and_leave_out_one_that_lags(cluster):
     def reads():
         return {x["name"]: x for x in c.route("app", REPLICA_ROUTE)["candidates"]}
 
-    # standby-1 lags too while it replays the 8 MB, and is left out meanwhile. The
-    # route compares LSNs from pongs of different moments, so it can call standby-1
-    # caught up on a stale primary LSN and then not (seen under ASan): wait for
-    # standby-1's replay itself first.
+    # standby-1 lags too while it replays the 8 MB, and is left out meanwhile; the
+    # route may see it caught up on samples from before the write, and then really
+    # lagging on its next one: wait for standby-1's replay itself first. (A primary
+    # sample newer than standby-1's is not held against it: route_choice.hpp.)
     lab.wait_for(lambda: c.pg["standby-1"].sql(f"SELECT pg_last_wal_replay_lsn() >= '{written}'") == "t",
                  timeout=30, interval=0.2, what="standby-1 replaying past the bulk write")
     lab.wait_for(lambda: "lag" in reads()["standby-2"]["why_not"] and reads()["standby-1"]["eligible"],

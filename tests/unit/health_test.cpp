@@ -382,5 +382,22 @@ TEST(Health, BackendStateSurvivesTheProbeWireAndToleratesJunk) {
     EXPECT_FALSE(backend_state_from_json(json::parse("[]")).checked);
 }
 
+TEST(Health, TheSampleTimeTravelsAsAnAgeAndJunkAgesAreUnknown) {
+    BackendState b;
+    b.sampled_ms = steady_ms() - 250;
+    auto wire = to_json(b);
+    auto age = wire.as_object().at("age_ms").as_int64();
+    EXPECT_GE(age, 250);
+    EXPECT_LT(age, 250 + 5000);
+    auto back = backend_state_from_json(wire);
+    EXPECT_LE(back.sampled_ms, b.sampled_ms + 5000);
+    EXPECT_GE(back.sampled_ms, b.sampled_ms - 5000);
+    EXPECT_EQ(to_json(BackendState{}).as_object().if_contains("age_ms"),
+              nullptr);  // unknown: absent
+    for (const char* junk : {R"({"age_ms":-5})", R"({"age_ms":"10"})", R"({"age_ms":3600001})",
+                             R"({"age_ms":1.5})", R"({"age_ms":-9223372036854775808})"})
+        EXPECT_EQ(backend_state_from_json(json::parse(junk)).sampled_ms, 0) << junk;
+}
+
 }  // namespace
 }  // namespace tunneld

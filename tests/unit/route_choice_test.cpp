@@ -157,13 +157,73 @@ TEST(RouteChoice, APeersGarbagePositionsNeverQualifyUnderMaxLag) {
                           {node("primary-1", primary_pg("zz")), node("standby-1", liar)});
     EXPECT_FALSE(c.target);
     EXPECT_EQ(c.candidates[1].why_not, "lag unknown");
-    EXPECT_FALSE(lag_behind(liar, {}));
+    EXPECT_FALSE(lag_behind(liar, 0, {}));
     // A primary whose position is garbage does not make an honest replica's lag up.
     auto honest = choose_route(
         to(RouteConfig::To::replica, 1 << 20),
         {node("primary-1", primary_pg("zz")), node("standby-2", standby_pg("0/5000000"))});
     ASSERT_TRUE(honest.target);
     EXPECT_EQ(honest.candidates[1].lag, 0u);
+}
+
+RouteCandidate sampled(RouteCandidate c, std::int64_t at_ms) {
+    c.sampled_ms = at_ms;
+    return c;
+}
+
+TEST(RouteChoice, AReplicaIsComparedWithThePrimaryAtTheMomentItWasSampled) {
+    // The primary wrote 10 MB at t=1300; standby-1 was sampled at t=1200, when
+    // it had replayed all there was: not lag. standby-2, sampled at t=1400, has
+    // not replayed the 10 MB: lag. (Seen in CI before: a fresh primary sample
+    // against a replica's older one refused every read for one probe round.)
+    PrimaryPositions positions;
+    auto primary = [](const char* lsn, std::int64_t at) {
+        return sampled(node("primary-1", primary_pg(lsn)), at);
+    };
+    positions.record({primary("0/1000000", 1000)});
+    positions.record({primary("0/1000000", 1000)});  // the same sample again: kept once
+    std::vector<RouteCandidate> now{primary("0/1A00000", 1300),
+                                    sampled(node("standby-1", standby_pg("0/1000000")), 1200),
+                                    sampled(node("standby-2", standby_pg("0/1000000")), 1400)};
+    positions.record(now);
+    positions.attach(now);
+    ASSERT_EQ(now[0].positions.size(), 2u);
+    EXPECT_EQ(now[1].positions.size(), 0u);  // only primaries carry positions
+    auto c = choose_route(to(RouteConfig::To::replica, 1 << 20), now);
+    ASSERT_TRUE(c.target);
+    EXPECT_EQ(*c.target, "standby-1");
+    EXPECT_EQ(c.candidates[1].lag, 0u);
+    EXPECT_EQ(c.candidates[2].lag, 10u << 20);
+    EXPECT_EQ(c.candidates[2].why_not, "lag 10 MB > 1 MB");
+    // A replica sampled before every position held, or at an unknown time, is
+    // held against the newest one: a stale sample never flatters it.
+    EXPECT_EQ(lag_behind(standby_pg("0/1000000"), 900, now), 10u << 20);
+    EXPECT_EQ(lag_behind(standby_pg("0/1000000"), 0, now), 10u << 20);
+    // Its own received-but-not-replayed WAL counts whatever the moment.
+    auto paused = standby_pg("0/1000000");
+    paused.receive_lsn = "0/1200000";
+    EXPECT_EQ(lag_behind(paused, 1200, now), 2u << 20);
+}
+
+TEST(RouteChoice, PrimaryPositionsKeepARecentWindowPerNode) {
+    PrimaryPositions positions;
+    for (int i = 1; i <= 40; ++i) {
+        std::vector<RouteCandidate> round{
+            sampled(node("primary-1", primary_pg("0/1000000")), i * 100),
+            sampled(node("standby-1", standby_pg("0/1000000")), i * 100),
+            node("primary-2", primary_pg("0/2000000")),  // no sample time: not recorded
+            sampled(node("primary-3", primary_pg("junk")), i * 100)};
+        positions.record(round);
+    }
+    std::vector<RouteCandidate> now{sampled(node("primary-1", primary_pg("0/1000000")), 4000),
+                                    node("primary-2", primary_pg("0/2000000")),
+                                    sampled(node("primary-3", primary_pg("junk")), 4000)};
+    positions.attach(now);
+    ASSERT_EQ(now[0].positions.size(), PrimaryPositions::kKeep);
+    EXPECT_EQ(now[0].positions.front().at_ms, (40 - PrimaryPositions::kKeep + 1) * 100);
+    EXPECT_EQ(now[0].positions.back().at_ms, 4000);
+    EXPECT_TRUE(now[1].positions.empty());
+    EXPECT_TRUE(now[2].positions.empty());
 }
 
 TEST(RouteChoice, WithoutMaxLagAnyStreamingReplicaQualifies) {

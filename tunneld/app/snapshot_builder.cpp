@@ -114,7 +114,10 @@ std::vector<RouteCandidate> route_candidates(
         c.known = st.probed;
         c.reachable = st.up;
         c.unreachable_why = st.probed ? st.last_error : "not probed yet";
-        if (st.up && st.peer_backend) c.postgres = st.peer_backend->postgres;
+        if (st.up && st.peer_backend) {
+            c.postgres = st.peer_backend->postgres;
+            c.sampled_ms = st.peer_backend->sampled_ms;
+        }
         out.push_back(std::move(c));
     }
     if (cfg.inbound && !cfg.health.postgres.empty()) {
@@ -126,6 +129,7 @@ std::vector<RouteCandidate> route_candidates(
         c.reachable = b.checked && b.reachable;
         c.unreachable_why = b.checked ? b.error : "not checked yet";
         c.postgres = b.postgres;
+        c.sampled_ms = b.sampled_ms;
         out.push_back(std::move(c));
     }
     return out;

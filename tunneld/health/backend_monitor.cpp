@@ -63,6 +63,7 @@ asio::awaitable<BackendState> BackendMonitor::check_once() {
     }
     if (pg_) {
         s.postgres = co_await pg_->run(timeout);
+        s.sampled_ms = steady_ms();
         // A postgres that answers but refuses the check (no such role) is up:
         // the problem is the check's, and it is reported as such.
         s.reachable = s.postgres->up || s.postgres->answered;

@@ -1,7 +1,9 @@
 #include "tunneld/health/backend_state.hpp"
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <charconv>
+#include <chrono>
 
 #include "tunneld/config/config.hpp"
 
@@ -12,6 +14,7 @@ namespace json = boost::json;
 namespace {
 
 constexpr std::size_t kMaxServices = 64;  // read from a peer's pong at most
+constexpr std::int64_t kMaxAgeMs = 3600 * 1000;
 
 template <class T>
 T field(const json::object& o, std::string_view key, T fallback) {
@@ -35,6 +38,7 @@ json::value to_json(const BackendState& s) {
                    {"checked_at", s.checked_at},
                    {"reachable", s.reachable},
                    {"error", s.error}};
+    if (s.sampled_ms != 0) o["age_ms"] = std::max<std::int64_t>(0, steady_ms() - s.sampled_ms);
     if (s.postgres) {
         const auto& p = *s.postgres;
         o["postgres"] = json::object{{"up", p.up},
@@ -65,6 +69,8 @@ BackendState backend_state_from_json(const json::value& v) {
     s.checked_at = field<std::int64_t>(*o, "checked_at", 0);
     s.reachable = field(*o, "reachable", false);
     s.error = field<std::string>(*o, "error", "");
+    if (auto age = field<std::int64_t>(*o, "age_ms", -1); age >= 0 && age <= kMaxAgeMs)
+        s.sampled_ms = steady_ms() - age;
     if (auto* pv = o->if_contains("postgres"); pv && pv->is_object()) {
         const auto& p = pv->get_object();
         PostgresState pg;
@@ -92,6 +98,12 @@ BackendState backend_state_from_json(const json::value& v) {
         }
     }
     return s;
+}
+
+std::int64_t steady_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
 }
 
 std::optional<std::uint64_t> parse_lsn(std::string_view text) {

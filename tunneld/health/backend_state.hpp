@@ -39,6 +39,11 @@ struct ServiceBackendState {
 struct BackendState {
     bool checked = false;         // a first check has finished
     std::int64_t checked_at = 0;  // unix seconds
+    // steady_ms() when postgres was last asked, in the clock of the process that
+    // holds this state (0: unknown). On the wire it travels as its age ("age_ms"),
+    // so a route can compare a replica's position with the primary's at the same
+    // moment without the hosts' clocks agreeing.
+    std::int64_t sampled_ms = 0;
     bool reachable = false;  // accepts connections (inbound.backend, or postgres when no inbound)
     std::string error;       // why not, when !reachable
     std::optional<PostgresState> postgres;      // when health.postgres is set
@@ -47,8 +52,11 @@ struct BackendState {
 
 boost::json::value to_json(const BackendState& s);
 // Reads what to_json wrote (from a peer: missing or mistyped fields read as
-// their defaults; never throws).
+// their defaults; never throws). An age outside 0..1 h reads as unknown.
 BackendState backend_state_from_json(const boost::json::value& v);
+
+// Milliseconds on this process' monotonic clock.
+std::int64_t steady_ms();
 
 // "16/B374D848" -> 0x16B374D848; nullopt for anything else.
 std::optional<std::uint64_t> parse_lsn(std::string_view text);

@@ -42,14 +42,52 @@ std::string join_names(const std::vector<std::string>& names) {
 
 }  // namespace
 
-std::optional<std::uint64_t> lag_behind(const PostgresState& pg,
+void PrimaryPositions::record(const std::vector<RouteCandidate>& candidates) {
+    for (const auto& c : candidates) {
+        if (role_of(c) != RouteRole::primary || c.sampled_ms == 0) continue;
+        auto lsn = parse_lsn(c.postgres->current_lsn);
+        if (!lsn) continue;
+        auto it = std::find_if(by_node_.begin(), by_node_.end(),
+                               [&](const auto& e) { return e.first == c.name; });
+        if (it == by_node_.end()) it = by_node_.insert(by_node_.end(), {c.name, {}});
+        auto& list = it->second;
+        if (!list.empty() && list.back().at_ms >= c.sampled_ms) continue;  // seen (or older)
+        list.push_back({c.sampled_ms, *lsn});
+        if (list.size() > kKeep) list.erase(list.begin());
+    }
+}
+
+void PrimaryPositions::attach(std::vector<RouteCandidate>& candidates) const {
+    for (auto& c : candidates) {
+        if (role_of(c) != RouteRole::primary) continue;
+        for (const auto& [name, list] : by_node_)
+            if (name == c.name) c.positions = list;
+    }
+}
+
+namespace {
+
+// A primary's position when a replica was sampled at `at_ms`.
+std::optional<std::uint64_t> primary_position(const RouteCandidate& c, std::int64_t at_ms) {
+    if (at_ms != 0) {
+        const LsnSample* before = nullptr;
+        for (const auto& p : c.positions)
+            if (p.at_ms <= at_ms) before = &p;
+        if (before) return before->lsn;
+    }
+    return parse_lsn(c.postgres->current_lsn);
+}
+
+}  // namespace
+
+std::optional<std::uint64_t> lag_behind(const PostgresState& pg, std::int64_t sampled_ms,
                                         const std::vector<RouteCandidate>& candidates) {
     auto replay = parse_lsn(pg.replay_lsn);
     if (!replay) return std::nullopt;
     std::uint64_t newest = parse_lsn(pg.receive_lsn).value_or(*replay);
     for (const auto& c : candidates)
         if (role_of(c) == RouteRole::primary)
-            if (auto lsn = parse_lsn(c.postgres->current_lsn)) newest = std::max(newest, *lsn);
+            if (auto lsn = primary_position(c, sampled_ms)) newest = std::max(newest, *lsn);
     return newest > *replay ? newest - *replay : 0;
 }
 
@@ -62,7 +100,7 @@ RouteChoice choose_route(const RouteConfig& route, const std::vector<RouteCandid
         v.role = role_of(c);
         v.reachable = c.reachable;
         v.connections = c.connections;
-        if (v.role == RouteRole::replica) v.lag = lag_behind(*c.postgres, candidates);
+        if (v.role == RouteRole::replica) v.lag = lag_behind(*c.postgres, c.sampled_ms, candidates);
         out.candidates.push_back(std::move(v));
     }
 

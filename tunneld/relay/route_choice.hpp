@@ -13,6 +13,12 @@
 
 namespace tunneld {
 
+// A primary's WAL position at a moment (steady_ms, this process' clock).
+struct LsnSample {
+    std::int64_t at_ms = 0;
+    std::uint64_t lsn = 0;
+};
+
 // One node a route could send to: a peer, or this node itself (its own backend).
 struct RouteCandidate {
     std::string name;                       // peer name, or this node's name when `self`
@@ -22,6 +28,24 @@ struct RouteCandidate {
     std::string unreachable_why;            // when !reachable
     std::optional<PostgresState> postgres;  // its postgres, as last reported
     std::size_t connections = 0;            // this route's live connections to it
+    std::int64_t sampled_ms = 0;            // when `postgres` was sampled (steady_ms; 0 unknown)
+    std::vector<LsnSample> positions;       // a primary's recent positions, oldest first
+};
+
+// The recent positions of each node that reported primary, so that a replica's
+// replay position is compared with the primary's at the moment the replica was
+// sampled, not with a newer sample: both arrive on their own probe rounds, and a
+// burst of writes between them is not lag.
+class PrimaryPositions {
+  public:
+    static constexpr std::size_t kKeep = 16;
+    // Notes each primary candidate's current_lsn at its sample time (once per sample).
+    void record(const std::vector<RouteCandidate>& candidates);
+    // Fills each primary candidate's `positions`.
+    void attach(std::vector<RouteCandidate>& candidates) const;
+
+  private:
+    std::vector<std::pair<std::string, std::vector<LsnSample>>> by_node_;
 };
 
 struct RouteChoice {
@@ -42,9 +66,11 @@ struct RouteChoice {
 // connections (first on a tie).
 RouteChoice choose_route(const RouteConfig& route, const std::vector<RouteCandidate>& candidates);
 
-// Bytes `replay_lsn` of `pg` is behind the newest position known: the primary
-// candidates' current_lsn and the node's own receive_lsn. nullopt if unknown.
-std::optional<std::uint64_t> lag_behind(const PostgresState& pg,
+// Bytes `replay_lsn` of `pg` is behind the newest position known: the node's own
+// receive_lsn and each primary candidate's position at `sampled_ms` (the last of its
+// `positions` at or before then; its current_lsn when the sample time is unknown
+// or older than every position held). nullopt if unknown.
+std::optional<std::uint64_t> lag_behind(const PostgresState& pg, std::int64_t sampled_ms,
                                         const std::vector<RouteCandidate>& candidates);
 
 }  // namespace tunneld

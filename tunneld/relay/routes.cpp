@@ -110,6 +110,11 @@ void RouteTable::reevaluate() {
 
 void RouteTable::decide(Route& r, const char* trigger) {
     auto candidates = candidates_();
+    {
+        std::lock_guard hold(positions_mutex_);
+        positions_.record(candidates);
+        positions_.attach(candidates);
+    }
     std::unique_lock lock(r.mutex);
     for (auto& c : candidates)
         if (auto it = r.live.find(c.name); it != r.live.end()) c.connections = it->second;

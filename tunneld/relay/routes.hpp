@@ -8,6 +8,7 @@
 #include <boost/asio/io_context.hpp>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "tunneld/health/route_view.hpp"
@@ -44,6 +45,8 @@ class RouteTable {
     boost::asio::io_context& io_;
     Candidates candidates_;
     std::vector<std::unique_ptr<Route>> routes_;
+    std::mutex positions_mutex_;
+    PrimaryPositions positions_;  // shared by every route: one history per primary
 };
 
 }  // namespace tunneld
