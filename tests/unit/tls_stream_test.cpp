@@ -5,6 +5,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <filesystem>
@@ -118,6 +119,117 @@ TEST_F(Connected, HalfCloseDeliversEofAndDataBothWays) {
     EXPECT_EQ(got_by_client, "pong");
 }
 
+// The read path hands OpenSSL bytes from a 1 KiB prefetch buffer after a wait
+// and straight from the socket while more is queued: every size around those
+// edges (and a TLS record's) arrives whole and in order, both ways at once.
+TEST_F(Connected, EveryMessageSizeArrivesWholeAroundThePrefetchBuffer) {
+    const std::vector<std::size_t> sizes{1,    22,    1023,  1024,  1025,  2048,
+                                         4097, 16383, 16384, 16385, 65536, 300001};
+    std::size_t total = 0;
+    for (auto n : sizes) total += n;
+    auto pattern = [](std::size_t i, char salt) {
+        return static_cast<char>((i * 131 + salt) % 251);
+    };
+    auto sender = [&](TlsStream& s, char salt) -> asio::awaitable<void> {
+        std::size_t at = 0;
+        for (auto n : sizes) {
+            std::string msg(n, '\0');
+            for (std::size_t i = 0; i < n; ++i) msg[i] = pattern(at + i, salt);
+            at += n;
+            EXPECT_FALSE(co_await s.write_all(asio::buffer(msg)));
+        }
+        EXPECT_FALSE(co_await s.shutdown_send());
+    };
+    auto receiver = [&](TlsStream& s, char salt, std::size_t& bad) -> asio::awaitable<void> {
+        std::size_t at = 0;
+        std::vector<char> buf(64 * 1024);
+        for (;;) {
+            auto [ec, n] = co_await s.read_some(asio::buffer(buf));
+            if (ec) {
+                EXPECT_EQ(ec, asio::error::eof);
+                break;
+            }
+            for (std::size_t i = 0; i < n; ++i)
+                if (buf[i] != pattern(at + i, salt)) ++bad;
+            at += n;
+        }
+        EXPECT_EQ(at, total);
+    };
+    std::size_t bad_at_server = 0, bad_at_client = 0;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            EXPECT_TRUE((co_await server.handshake()).ok());
+            using namespace asio::experimental::awaitable_operators;
+            co_await (sender(server, 7) && receiver(server, 3, bad_at_server));
+        },
+        asio::detached);
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            EXPECT_TRUE((co_await client.handshake()).ok());
+            using namespace asio::experimental::awaitable_operators;
+            co_await (sender(client, 3) && receiver(client, 7, bad_at_client));
+        },
+        asio::detached);
+    io.run();
+    EXPECT_EQ(bad_at_server, 0u);
+    EXPECT_EQ(bad_at_client, 0u);
+}
+
+// A TCP close without close_notify reads as a truncation (after the data that
+// came before it), never as a clean EOF; a reset reads as a reset.
+TEST_F(Connected, ATcpCloseWithoutCloseNotifyIsATruncationAndAResetIsAReset) {
+    for (bool reset : {false, true}) {
+        asio::io_context io2;
+        auto sockets2 = socket_pair(io2);
+        TlsStream srv{std::move(sockets2.first), *pki.a, TlsStream::Role::server};
+        TlsStream cli{std::move(sockets2.second), *pki.b, TlsStream::Role::client};
+        srv.peer_check().allow = {"b"};
+        cli.peer_check().allow = {"a"};
+        cli.set_client_params("a", kAlpnData, nullptr, 1);
+        std::string got;
+        error_code last;
+        asio::co_spawn(
+            io2,
+            [&]() -> asio::awaitable<void> {
+                EXPECT_TRUE((co_await srv.handshake()).ok());
+                EXPECT_FALSE(co_await srv.write_all(asio::buffer("unread", 6)));
+                char buf[64];
+                for (;;) {
+                    auto [ec, n] = co_await srv.read_some(asio::buffer(buf));
+                    if (ec) {
+                        last = ec;
+                        break;
+                    }
+                    got.append(buf, n);
+                }
+            },
+            asio::detached);
+        asio::co_spawn(
+            io2,
+            [&]() -> asio::awaitable<void> {
+                EXPECT_TRUE((co_await cli.handshake()).ok());
+                EXPECT_FALSE(co_await cli.write_all(asio::buffer("last words", 10)));
+                if (reset) {
+                    // Closed with the server's bytes unread: a reset (AF_UNIX like TCP).
+                    co_await cli.socket().async_wait(asio::socket_base::wait_read,
+                                                     asio::use_awaitable);
+                    cli.close();
+                } else {
+                    ::shutdown(cli.socket().native_handle(), SHUT_WR);  // FIN, no close_notify
+                }
+            },
+            asio::detached);
+        io2.run();
+        EXPECT_EQ(got, "last words") << "reset=" << reset;
+        if (reset)
+            EXPECT_EQ(last, asio::error::connection_reset);
+        else
+            EXPECT_EQ(last, asio::ssl::error::stream_truncated);
+    }
+}
+
 TEST(HandshakeClassification, EachOpenSslReasonMapsToTheReasonOperatorsSee) {
     struct Row {
         long verify;
@@ -174,8 +286,9 @@ TEST(TlsSessions, ASecondConnectionResumesAndStillChecksTheIdentity) {
     Pki pki;
     asio::io_context io;
     SessionSlot slot;
-    bool resumed[2] = {true, false};
-    for (int i = 0; i < 2; ++i) {
+    bool resumed[3] = {true, false, false};
+    std::size_t ticket_bytes = 0;
+    for (int i = 0; i < 3; ++i) {
         Dial d(io, pki, &slot, {"b"});
         asio::co_spawn(
             io,
@@ -197,6 +310,10 @@ TEST(TlsSessions, ASecondConnectionResumesAndStillChecksTheIdentity) {
                 auto [ec, n] = co_await d.client.read_some(asio::buffer(buf));
                 EXPECT_FALSE(ec);
                 resumed[i] = d.client.resumed();
+                const unsigned char* tick = nullptr;
+                if (i == 0)
+                    SSL_SESSION_get0_ticket(SSL_get0_session(d.client.native()), &tick,
+                                            &ticket_bytes);
                 co_await d.client.shutdown_send();
             },
             asio::detached);
@@ -206,6 +323,13 @@ TEST(TlsSessions, ASecondConnectionResumesAndStillChecksTheIdentity) {
     }
     EXPECT_FALSE(resumed[0]);
     EXPECT_TRUE(resumed[1]) << "the second connection did a full handshake";
+    EXPECT_TRUE(resumed[2]) << "the third connection did a full handshake";
+    // The server resumes from its own cache (a new session for each ticket).
+    EXPECT_EQ(SSL_CTX_sess_number(pki.a->server.get()), 3);
+    // The ticket is an id into that cache, not the session (with the client's
+    // certificate) encrypted, which OpenSSL would decode on every resumption.
+    EXPECT_GT(ticket_bytes, 0u);
+    EXPECT_LT(ticket_bytes, 100u);
 }
 
 TEST(TlsSessions, AServerThatRefusesTheClientsIdentityIsPeerRejectedOnTheClient) {
