@@ -1,5 +1,5 @@
 // Relay buffers that cost nothing while a connection idles. A direction takes a
-// 64 KiB block from its thread's pool when data arrives and gives it back as
+// 256 KiB block from its thread's pool when data arrives and gives it back as
 // soon as a read comes back short (its source is drained): the wait for the
 // next data holds no buffer. Blocks kept in a pool would stay resident anyway
 // (the allocator keeps freed pages), so the pool only bounds how many a thread
@@ -15,8 +15,8 @@ namespace tunneld {
 
 class RelayBuffer {
   public:
-    static constexpr std::size_t kSize = 64 * 1024;
-    static constexpr std::size_t kPoolKeep = 16;  // blocks kept per thread (1 MiB)
+    static constexpr std::size_t kSize = 256 * 1024;
+    static constexpr std::size_t kPoolKeep = 8;  // blocks kept per thread (2 MiB)
 
     RelayBuffer() = default;
     RelayBuffer(const RelayBuffer&) = delete;

@@ -21,7 +21,11 @@ namespace {
 constexpr const char* kCipherSuites =
     "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
 
-constexpr std::size_t kReadAheadBytes = 64 * 1024;
+// What one read(2) of a busy connection takes in (as much as the relay's block,
+// relay/buffers.hpp): 256 KiB rather than 64 moved 1.17x the bytes per second at
+// 0.81x the CPU per GiB on loopback (fewer reads, writes and wakeups per byte).
+// Held only while data flows (SSL_MODE_RELEASE_BUFFERS, SSL_free_buffers).
+constexpr std::size_t kReadAheadBytes = 256 * 1024;
 
 // A session ticket is good for one hour: far inside the 1-day expiry warning, so
 // resumption never carries a session much past what a full handshake would allow

@@ -15,8 +15,8 @@ using asio::use_awaitable;
 
 namespace {
 
-constexpr std::size_t kRecordPayload = 16 * 1024;               // the most one TLS record carries
-constexpr long kWriteBufferBytes = 4 * (kRecordPayload + 256);  // four full TLS 1.3 records
+constexpr std::size_t kRecordPayload = 16 * 1024;                // the most one TLS record carries
+constexpr long kWriteBufferBytes = 16 * (kRecordPayload + 256);  // sixteen full TLS 1.3 records
 
 std::string reason_text(unsigned long e) {
     const char* r = ERR_reason_error_string(e);
@@ -167,7 +167,7 @@ asio::awaitable<error_code> TlsStream::wait_readable() {
     if (closed_) co_return error_code(asio::error::operation_aborted);
     if (!would_wait()) co_return error_code{};
     drained_ = false;
-    // Idle until the peer speaks: give OpenSSL's buffers back (its 64 KiB
+    // Idle until the peer speaks: give OpenSSL's buffers back (its 256 KiB
     // read-ahead buffer stays allocated otherwise). A no-op while a partial
     // record is held.
     SSL_free_buffers(ssl_.get());

@@ -80,7 +80,7 @@ class TlsStream {
   private:
     // Writes out what the write buffer holds, waiting for writability as needed.
     asio::awaitable<error_code> flush();
-    // Puts a write buffer (a BIO_f_buffer of four records, so the records of one
+    // Puts a write buffer (a BIO_f_buffer of sixteen records, so the records of one
     // write_all leave in one write(2)) in front of the socket, or takes it away:
     // only writes of more than one record have it, so an idle connection holds
     // none. Only between write_all calls (the buffer is empty then).
