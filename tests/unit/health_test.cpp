@@ -1,6 +1,7 @@
 // The health endpoint's pure core: routing and status codes per state,
-// Patroni's lag syntax, LSN arithmetic, /status JSON and /metrics text, and the
-// probe's backend JSON (the health: config block is in health_config_test.cpp).
+// Patroni's lag syntax, LSN arithmetic, /status JSON and /metrics text (the
+// health: config block is in health_config_test.cpp, the probe's backend JSON in
+// backend_state_test.cpp).
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
@@ -360,43 +361,6 @@ TEST(Health, MetricsAreValidExposition) {
           "tunneld_peer_service_up{peer=\"primary-1\",service=\"patroni\"} 1",
           "tunneld_peer_service_up{peer=\"primary-1\",service=\"etcd-client\"} 0"})
         EXPECT_NE(text.find(name), std::string::npos) << name;
-}
-
-TEST(Health, BackendStateSurvivesTheProbeWireAndToleratesJunk) {
-    BackendState b;
-    b.checked = b.reachable = true;
-    b.checked_at = 42;
-    b.postgres = standby_pg("1/2", "1/1", "streaming");
-    b.postgres->replay_delay_seconds = 1.5;
-    auto back = backend_state_from_json(json::parse(json::serialize(to_json(b))));
-    EXPECT_TRUE(back.reachable);
-    EXPECT_EQ(back.checked_at, 42);
-    ASSERT_TRUE(back.postgres.has_value());
-    EXPECT_EQ(back.postgres->receive_lsn, "1/2");
-    EXPECT_EQ(back.postgres->replay_delay_seconds, 1.5);
-    auto junk =
-        backend_state_from_json(json::parse(R"({"reachable":"yes","postgres":[1,2],"checked":1})"));
-    EXPECT_FALSE(junk.reachable);
-    EXPECT_FALSE(junk.checked);
-    EXPECT_FALSE(junk.postgres.has_value());
-    EXPECT_FALSE(backend_state_from_json(json::parse("[]")).checked);
-}
-
-TEST(Health, TheSampleTimeTravelsAsAnAgeAndJunkAgesAreUnknown) {
-    BackendState b;
-    b.sampled_ms = steady_ms() - 250;
-    auto wire = to_json(b);
-    auto age = wire.as_object().at("age_ms").as_int64();
-    EXPECT_GE(age, 250);
-    EXPECT_LT(age, 250 + 5000);
-    auto back = backend_state_from_json(wire);
-    EXPECT_LE(back.sampled_ms, b.sampled_ms + 5000);
-    EXPECT_GE(back.sampled_ms, b.sampled_ms - 5000);
-    EXPECT_EQ(to_json(BackendState{}).as_object().if_contains("age_ms"),
-              nullptr);  // unknown: absent
-    for (const char* junk : {R"({"age_ms":-5})", R"({"age_ms":"10"})", R"({"age_ms":3600001})",
-                             R"({"age_ms":1.5})", R"({"age_ms":-9223372036854775808})"})
-        EXPECT_EQ(backend_state_from_json(json::parse(junk)).sampled_ms, 0) << junk;
 }
 
 }  // namespace

@@ -119,10 +119,11 @@ TEST_F(Connected, HalfCloseDeliversEofAndDataBothWays) {
     EXPECT_EQ(got_by_client, "pong");
 }
 
-// The read path hands OpenSSL bytes from a 1 KiB prefetch buffer after a wait
-// and straight from the socket while more is queued: every size around those
-// edges (and a TLS record's) arrives whole and in order, both ways at once.
-TEST_F(Connected, EveryMessageSizeArrivesWholeAroundThePrefetchBuffer) {
+// Reads wait for the socket only once it was drained, hand over every record
+// already read ahead, and writes over one record go through the write buffer:
+// every size around a TLS record (16 KiB) and the relay's reads arrives whole
+// and in order, both ways at once.
+TEST_F(Connected, EveryMessageSizeArrivesWholeAroundRecordAndBufferEdges) {
     const std::vector<std::size_t> sizes{1,    22,    1023,  1024,  1025,  2048,
                                          4097, 16383, 16384, 16385, 65536, 300001};
     std::size_t total = 0;
@@ -155,23 +156,16 @@ TEST_F(Connected, EveryMessageSizeArrivesWholeAroundThePrefetchBuffer) {
         }
         EXPECT_EQ(at, total);
     };
+    // Each end sends its sizes while it receives the other's.
+    auto both_ways = [&](TlsStream& s, char out, char in,
+                         std::size_t& bad) -> asio::awaitable<void> {
+        EXPECT_TRUE((co_await s.handshake()).ok());
+        using namespace asio::experimental::awaitable_operators;
+        co_await (sender(s, out) && receiver(s, in, bad));
+    };
     std::size_t bad_at_server = 0, bad_at_client = 0;
-    asio::co_spawn(
-        io,
-        [&]() -> asio::awaitable<void> {
-            EXPECT_TRUE((co_await server.handshake()).ok());
-            using namespace asio::experimental::awaitable_operators;
-            co_await (sender(server, 7) && receiver(server, 3, bad_at_server));
-        },
-        asio::detached);
-    asio::co_spawn(
-        io,
-        [&]() -> asio::awaitable<void> {
-            EXPECT_TRUE((co_await client.handshake()).ok());
-            using namespace asio::experimental::awaitable_operators;
-            co_await (sender(client, 3) && receiver(client, 7, bad_at_client));
-        },
-        asio::detached);
+    asio::co_spawn(io, both_ways(server, 7, 3, bad_at_server), asio::detached);
+    asio::co_spawn(io, both_ways(client, 3, 7, bad_at_client), asio::detached);
     io.run();
     EXPECT_EQ(bad_at_server, 0u);
     EXPECT_EQ(bad_at_client, 0u);
