@@ -44,31 +44,21 @@ def rss_kib(pids):
     return total
 
 
-class Stunnel:
-    def __init__(self, workdir, ca, backend_port):
-        self.tls_port, self.local_port = lab.free_port(), lab.free_port()
-        s_cert, s_key, _ = ca.issue("server-1", os.path.join(workdir, "st-server"))
-        c_cert, c_key, _ = ca.issue("client-1", os.path.join(workdir, "st-client"))
-        common = "foreground = yes\npid =\ndebug = 3\nsslVersionMin = TLSv1.3\n"
+class Peer:
+    """A competing tunnel pair: two processes, each with its config file."""
+
+    def start(self, workdir, kind, configs, argv):
+        """Writes each of `configs` ({name: text}) and starts `argv` + [its path]."""
         self.procs = []
-        for name, text in (
-            ("server", f"{common}[pg]\naccept = 127.0.0.1:{self.tls_port}\nconnect = 127.0.0.1:{backend_port}\n"
-                       f"cert = {s_cert}\nkey = {s_key}\nCAfile = {ca.cert_path}\nverifyChain = yes\n"
-                       "requireCert = yes\ncheckHost = client-1\n"),
-            ("client", f"{common}[pg]\nclient = yes\naccept = 127.0.0.1:{self.local_port}\n"
-                       f"connect = 127.0.0.1:{self.tls_port}\ncert = {c_cert}\nkey = {c_key}\n"
-                       f"CAfile = {ca.cert_path}\nverifyChain = yes\ncheckHost = server-1\nsni = server-1\n"),
-        ):
-            path = os.path.join(workdir, f"stunnel-{name}.conf")
+        for name, text in configs.items():
+            path = os.path.join(workdir, f"{kind}-{name}.conf")
             with open(path, "w") as f:
                 f.write(text)
-            log = open(os.path.join(workdir, f"stunnel-{name}.log"), "w")
-            self.procs.append(subprocess.Popen(["stunnel4", path], stdout=log, stderr=subprocess.STDOUT))
+            log = open(os.path.join(workdir, f"{kind}-{name}.log"), "w")
+            self.procs.append(subprocess.Popen(argv + [path], stdout=log, stderr=subprocess.STDOUT))
         for port in (self.tls_port, self.local_port):
-            lab.wait_for(lambda p=port: _listening(p), what=f"stunnel on {port}")
+            lab.wait_for(lambda p=port: _listening(p), what=f"{kind} on {port}")
         self.server_port = self.tls_port
-        self.server_cert = (s_cert, s_key)
-        self.client_cert = (c_cert, c_key)
 
     @property
     def pids(self):
@@ -80,7 +70,24 @@ class Stunnel:
             p.wait()
 
 
-class Haproxy:
+class Stunnel(Peer):
+    def __init__(self, workdir, ca, backend_port):
+        self.tls_port, self.local_port = lab.free_port(), lab.free_port()
+        s_cert, s_key, _ = ca.issue("server-1", os.path.join(workdir, "st-server"))
+        c_cert, c_key, _ = ca.issue("client-1", os.path.join(workdir, "st-client"))
+        common = "foreground = yes\npid =\ndebug = 3\nsslVersionMin = TLSv1.3\n"
+        self.start(workdir, "stunnel", {
+            "server": f"{common}[pg]\naccept = 127.0.0.1:{self.tls_port}\nconnect = 127.0.0.1:{backend_port}\n"
+                      f"cert = {s_cert}\nkey = {s_key}\nCAfile = {ca.cert_path}\nverifyChain = yes\n"
+                      "requireCert = yes\ncheckHost = client-1\n",
+            "client": f"{common}[pg]\nclient = yes\naccept = 127.0.0.1:{self.local_port}\n"
+                      f"connect = 127.0.0.1:{self.tls_port}\ncert = {c_cert}\nkey = {c_key}\n"
+                      f"CAfile = {ca.cert_path}\nverifyChain = yes\ncheckHost = server-1\nsni = server-1\n",
+        }, ["stunnel4"])
+        self.client_cert = (c_cert, c_key)
+
+
+class Haproxy(Peer):
     """An HAProxy 2.6 mutual-TLS pair in TCP mode: the client side originates TLS
     to the server side with its certificate, SNI and a verified server name; the
     server side requires a client certificate from the CA and checks its CN."""
@@ -108,26 +115,8 @@ class Haproxy:
                 f"backend tunnel\n  server peer 127.0.0.1:{self.tls_port} ssl crt {pems['client-1']} "
                 f"ca-file {ca.cert_path} verify required verifyhost server-1 sni str(server-1)\n"),
         }
-        self.procs = []
-        for name, text in configs.items():
-            path = os.path.join(workdir, f"haproxy-{name}.cfg")
-            with open(path, "w") as f:
-                f.write(text)
-            log = open(os.path.join(workdir, f"haproxy-{name}.log"), "w")
-            self.procs.append(subprocess.Popen(["haproxy", "-db", "-f", path], stdout=log, stderr=subprocess.STDOUT))
-        for port in (self.tls_port, self.local_port):
-            lab.wait_for(lambda p=port: _listening(p), what=f"haproxy on {port}")
-        self.server_port = self.tls_port
+        self.start(workdir, "haproxy", configs, ["haproxy", "-db", "-f"])
         self.client_cert = issued["client-1"][:2]
-
-    @property
-    def pids(self):
-        return [p.pid for p in self.procs]
-
-    def stop(self):
-        for p in self.procs:
-            p.terminate()
-            p.wait()
 
 
 def _listening(port):
@@ -163,8 +152,8 @@ def measure_all(paths, args, ca_path):
     """Every metric in alternating rounds over all paths, so that the machine's
     drift (these machines are shared) lands on every path alike; medians reported."""
     q = args.quick
-    rounds = 3 if q else 5
-    mib = 128 if q else 512
+    rounds = 3 if q else 7
+    mib = 128 if q else 1024
     count = 1000 if q else 3000
     secs = 1 if q else 2
     for r in range(rounds):

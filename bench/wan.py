@@ -25,9 +25,8 @@ import lab  # noqa: E402
 import wan_lab  # noqa: E402
 from wan_lab import A, B  # noqa: E402
 
-PATHS = ("direct", "stunnel", "tunneld")
-BULK_BUFFER = 33554432  # tcp_[rw]mem maximum for --bulk (32 MiB: 1 Gbit/s at 100 ms needs 12.5 MB)
-LOCAL = {"stunnel": 7432, "tunneld": 6432}
+import wan_bulk  # noqa: E402  (bench/, this script's own folder)
+from wan_bulk import LOCAL, PATHS  # noqa: E402
 
 LOOP = r"""
 import json, sys, time, psycopg2
@@ -55,7 +54,7 @@ def shipped_keepalive():
 class Setup:
     def __init__(self, workdir):
         self.workdir = workdir
-        self.procs, self.tunnels = [], []
+        self.procs, self.tunnels, self.extra_standbys = [], [], []
         self.primary = self.standby = None
         self.wan = wan_lab.Wan(rtt_ms=20, label="bw").setup()
         try:
@@ -145,7 +144,7 @@ class Setup:
         for p in self.procs:
             p.terminate()
             p.wait()
-        for pg in (self.standby, self.primary):
+        for pg in self.extra_standbys + [self.standby, self.primary]:
             if pg:
                 pg.stop()
         self.wan.teardown()
@@ -190,115 +189,6 @@ def keepalive_run(s, minutes, rtt=100, loss=0.01):
             "detect": {os.path.basename(p): round(v, 1) for p, v in detected.items()}, "reasons": reasons}
 
 
-def wal_lag(s):
-    """Bytes the standby's replay is behind the primary's WAL, or None if it is not connected."""
-    out = s.primary.sql("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn) FROM pg_stat_replication "
-                        "WHERE application_name = 'standby'", check=False)
-    return float(out) if out else None
-
-
-def point_standby(s, path):
-    """The standby's walreceiver to `path` ("" = nowhere), without waiting."""
-    conninfo = "" if not path else (f"host={A} port=5432" if path == "direct" else
-                                     f"host=127.0.0.1 port={LOCAL[path]}")
-    if conninfo:
-        conninfo += " user=postgres application_name=standby sslmode=disable"
-    s.standby.sql(f"ALTER SYSTEM SET primary_conninfo = '{conninfo}'")
-    s.standby.sql("SELECT pg_reload_conf()")
-
-
-def basebackup_seconds(s, path):
-    """pg_basebackup of the whole cluster from host b through `path`, the tar to
-    a byte counter (-X none: the data files alone). Returns (bytes, seconds)."""
-    host, port = (A, 5432) if path == "direct" else ("127.0.0.1", LOCAL[path])
-    t0 = time.monotonic()
-    r = lab.as_postgres(["sh", "-c", f"{lab.PG_BIN}/pg_basebackup -d 'host={host} port={port} user=postgres "
-                         "sslmode=disable' -D - -Ft -X none -c fast --no-manifest | wc -c"],
-                        netns=s.wan.b, timeout=3600)
-    return int(r.stdout.split()[0]), time.monotonic() - t0
-
-
-def catch_up_seconds(s, path, away, load_clients=2):
-    """The standby disconnected for `away` seconds while pgbench writes on the
-    primary, then reconnected through `path`: seconds until its replay is back
-    within 1 MB, and the WAL it had to fetch (bytes)."""
-    point_standby(s, "")
-    lab.wait_for(lambda: wal_lag(s) is None, timeout=30, interval=0.2, what="the walreceiver gone")
-    start_lsn = s.primary.sql("SELECT pg_current_wal_lsn()")
-    lab.as_postgres(["pgbench", "-h", s.primary.dir, "-p", "5432", "-U", "postgres", "-n", "-N",
-                     "-c", str(load_clients), "-T", str(int(away))], netns=s.wan.a, timeout=away + 120)
-    behind = float(s.primary.sql(f"SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '{start_lsn}')"))
-    t0 = time.monotonic()
-    point_standby(s, path)
-    lab.wait_for(lambda: (lag := wal_lag(s)) is not None and lag < (1 << 20), timeout=1800, interval=0.1,
-                 what=f"the standby back within 1 MB via {path}")
-    return time.monotonic() - t0, behind
-
-
-def bulk_run(s, scale, away, rounds, rtts=(20, 100)):
-    """pg_basebackup of a pgbench database of `scale` and catch-up after `away`
-    seconds disconnected, per path, at 20 and 100 ms with 0% and 0.5% loss."""
-    # The socket buffer maxima the README recommends for long-haul links, in the
-    # lab's two hosts only (net.ipv4.tcp_[rw]mem are per network namespace):
-    # with Debian's 4 MiB tcp_wmem every path stalls at ~2 MB in flight.
-    for ns in (s.wan.a, s.wan.b):
-        ns.exec(["sysctl", "-qw", f"net.ipv4.tcp_wmem=4096 16384 {BULK_BUFFER}",
-                 f"net.ipv4.tcp_rmem=4096 131072 {BULK_BUFFER}"])
-    s.wan.start_bridge(1)
-    s.wan.set_loss(0)
-    s.primary.sql("ALTER SYSTEM SET synchronous_standby_names = ''")  # the load must not wait for it
-    s.primary.sql("ALTER SYSTEM SET max_wal_size = '4GB'")
-    s.primary.sql("ALTER SYSTEM SET wal_keep_size = '8GB'")  # the disconnected standby's WAL stays
-    s.primary.sql("SELECT pg_reload_conf()")
-    t0 = time.monotonic()
-    lab.as_postgres(["pgbench", "-h", s.primary.dir, "-p", "5432", "-U", "postgres", "-i", "-q",
-                     "-s", str(scale), "-I", "dtGp"], netns=s.wan.a, timeout=3600)
-    size = int(s.primary.sql("SELECT sum(pg_database_size(datname)) FROM pg_database"))
-    lab.wait_for(lambda: (lag := wal_lag(s)) is not None and lag < (1 << 20), timeout=1800, interval=0.5,
-                 what="the standby caught up with the load")
-    print(f"wan bulk: {size / 1e9:.2f} GB of databases made and replicated in {time.monotonic() - t0:.0f} s",
-          file=sys.stderr, flush=True)
-    rows = []
-    for rtt in rtts:
-        for loss in (0.0, 0.005):
-            s.wan.start_bridge(rtt)
-            s.wan.set_loss(loss)
-            ping_rtt, _, _ = s.wan.ping(count=20, interval=0.05)
-            results = {p: [] for p in PATHS}
-            for r in range(rounds):
-                order = PATHS[r % len(PATHS):] + PATHS[:r % len(PATHS)]  # no path always first
-                for p in order:
-                    nbytes, secs = basebackup_seconds(s, p)
-                    catch, behind = catch_up_seconds(s, p, away)
-                    results[p].append((nbytes, secs, catch, behind))
-                    print(f"wan bulk: {rtt} ms / {loss:.1%} {p}: base backup {nbytes / 1e9:.2f} GB in "
-                          f"{secs:.1f} s; {behind / 1e6:.0f} MB behind after {away:g} s away, "
-                          f"caught up in {catch:.1f} s", file=sys.stderr, flush=True)
-            rows.append((rtt, loss, ping_rtt, results))
-    return size, rows
-
-
-def print_bulk(size, rows, away, rounds, elapsed):
-    print()
-    print(f"Bulk over a lab WAN: pg_basebackup (-Ft -X none, to a byte counter) of {size / 1e9:.2f} GB, then "
-          f"catch-up after the standby was away {away:g} s under pgbench (-N, 2 clients); {rounds} round(s), "
-          f"paths interleaved; libpq sslmode=disable on every path (direct = plain TCP); tcp_wmem/tcp_rmem max "
-          f"{BULK_BUFFER >> 20} MiB on both hosts; {elapsed:.0f} s total")
-    print("| rtt / loss each way (ping) | path | base backup MB/s | vs direct | vs stunnel "
-          "| WAL behind MB | catch-up s | catch-up MB/s vs direct |")
-    print("|---|---|---|---|---|---|---|---|")
-    for rtt, loss, ping_rtt, results in rows:
-        def med(p, f):
-            return statistics.median(f(x) for x in results[p])
-        rate = {p: med(p, lambda x: x[0] / x[1] / 1e6) for p in PATHS}
-        catch_rate = {p: med(p, lambda x: x[3] / x[2] / 1e6) for p in PATHS}
-        for p in PATHS:
-            print(f"| {rtt} ms / {loss:.1%} ({ping_rtt:.1f} ms) | {p} | {rate[p]:.1f} | "
-                  f"{rate[p] / rate['direct']:.2f}x | {rate[p] / rate['stunnel']:.2f}x | "
-                  f"{med(p, lambda x: x[3]) / 1e6:.0f} | {med(p, lambda x: x[2]):.1f} | "
-                  f"{catch_rate[p] / catch_rate['direct']:.2f}x |")
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="1 round of 4 s (a smoke run)")
@@ -308,23 +198,13 @@ def main():
                     help="instead: replication at 100 ms / 1%% loss for MINUTES with the shipped keepalive "
                          "settings, then a silent partition")
     ap.add_argument("--bulk", action="store_true",
-                    help="instead: pg_basebackup and catch-up throughput (a separate run, about 25 min)")
+                    help="instead: pg_basebackup and catch-up throughput (a separate run, about 14 min)")
     ap.add_argument("--scale", type=int, default=150, help="--bulk: pgbench scale (150 = 2.2 GB)")
     ap.add_argument("--away", type=float, default=60.0, help="--bulk: seconds the standby is disconnected")
     ap.add_argument("--rtt", type=int, action="append", help="--bulk: only this round trip (ms; repeatable)")
     args = ap.parse_args()
     if args.bulk:
-        workdir = lab.tmpdir("tunneld-wan-bench-")
-        started = time.monotonic()
-        s = Setup(workdir)
-        try:
-            size, rows = bulk_run(s, args.scale, args.away, 1 if args.quick else max(1, args.rounds // 3),
-                                  tuple(args.rtt or (20, 100)))
-        finally:
-            s.teardown()
-            shutil.rmtree(workdir, ignore_errors=True)
-        print_bulk(size, rows, args.away, 1 if args.quick else max(1, args.rounds // 3),
-                   time.monotonic() - started)
+        wan_bulk.main(Setup, args)
         return
     if args.keepalive:
         workdir = lab.tmpdir("tunneld-wan-bench-")

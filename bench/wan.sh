@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# One command for the WAN benchmark: synchronous commit latency over a lab WAN
-# (20 and 100 ms round trip, 0% and 0.5% loss each way) by direct TCP, stunnel and
-# tunneld, interleaved, in one run. Prints one table. Run as root.
-#   bench/wan.sh [--quick] [--rounds N] [--seconds S]
+# One command for the WAN benchmark over a lab WAN (20 and 100 ms round trip, 0% and
+# 0.5% loss each way), direct TCP vs stunnel vs tunneld, interleaved, one table each.
+# Run as root. Each mode takes under 15 minutes (after the build).
+#   bench/wan.sh [--quick] [--rounds N] [--seconds S]   sync-commit latency (~6 min)
+#   bench/wan.sh --bulk [--scale N] [--away S]          pg_basebackup and catch-up (~14 min)
+#   bench/wan.sh --keepalive MINUTES                    the shipped keepalive under 1% loss, then a partition
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
