@@ -246,6 +246,25 @@ TEST(Health, ReplicaLagCountsFromThePrimarysPositionToReplay) {
     EXPECT_EQ(replication_lag_bytes(s), 0x2000000u);
 }
 
+TEST(Health, ReplicaLagComparesThePrimaryAsItWasWhenThisStandbyWasSampled) {
+    auto s = healthy();
+    s.backend.postgres = standby_pg("0/5000000", "0/5000000");  // replayed all it received
+    auto& probe = s.peers[0].probe;
+    probe.peer_backend->postgres = primary_pg("0/D000000");
+    // The primary was at 0/5000000 at 900 ms and 128 MiB further at 1100 ms.
+    probe.primary_positions = {{900, 0x5000000}, {1100, 0xD000000}};
+    s.backend.sampled_ms = 1000;  // before the burst: caught up
+    EXPECT_EQ(replication_lag_bytes(s), 0u);
+    EXPECT_EQ(status_of(s, "/replica?lag=16MB"), 200u);
+    s.backend.sampled_ms = 1200;  // after it, and still at 0/5000000: 128 MiB behind
+    EXPECT_EQ(replication_lag_bytes(s), 0x8000000u);
+    EXPECT_EQ(status_of(s, "/replica?lag=16MB"), 503u);
+    for (std::int64_t unknown : {0, 800}) {  // no moment, or older than all: the newest
+        s.backend.sampled_ms = unknown;
+        EXPECT_EQ(replication_lag_bytes(s), 0x8000000u) << unknown;
+    }
+}
+
 TEST(Health, ReplicaLagSeconds) {
     auto s = healthy();
     s.backend.postgres->replay_delay_seconds = 12.5;

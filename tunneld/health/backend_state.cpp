@@ -121,4 +121,29 @@ std::optional<std::uint64_t> parse_lsn(std::string_view text) {
     return (static_cast<std::uint64_t>(hi) << 32) | lo;
 }
 
+void keep_position(std::vector<LsnSample>& positions, LsnSample s) {
+    if (!positions.empty() && positions.back().at_ms >= s.at_ms) return;  // seen (or older)
+    positions.push_back(s);
+    if (positions.size() > kPositionsKept) positions.erase(positions.begin());
+}
+
+std::optional<std::uint64_t> position_at(const std::vector<LsnSample>& positions,
+                                         std::int64_t at_ms) {
+    if (at_ms == 0) return std::nullopt;
+    std::optional<std::uint64_t> out;
+    for (const auto& p : positions)
+        if (p.at_ms <= at_ms) out = p.lsn;
+    return out;
+}
+
+void note_peer_backend(BackendState& backend, std::vector<LsnSample>& positions, double rtt_ms) {
+    if (backend.sampled_ms != 0) backend.sampled_ms -= static_cast<std::int64_t>(rtt_ms / 2);
+    const auto& pg = backend.postgres;
+    auto lsn = pg && pg->up && !pg->in_recovery ? parse_lsn(pg->current_lsn) : std::nullopt;
+    if (!lsn)
+        positions.clear();
+    else if (backend.sampled_ms != 0)
+        keep_position(positions, {backend.sampled_ms, *lsn});
+}
+
 }  // namespace tunneld

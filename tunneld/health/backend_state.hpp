@@ -61,6 +61,30 @@ std::int64_t steady_ms();
 // "16/B374D848" -> 0x16B374D848; nullopt for anything else.
 std::optional<std::uint64_t> parse_lsn(std::string_view text);
 
+// A primary's WAL position at a moment (steady_ms, this process' clock).
+struct LsnSample {
+    std::int64_t at_ms = 0;
+    std::uint64_t lsn = 0;
+};
+
+// A primary's recent positions, oldest first, so that a replica's replay position
+// is compared with the primary's at the moment the replica was sampled, not with
+// a newer sample: the two arrive on their own rounds, and a burst of writes
+// between them is not lag.
+inline constexpr std::size_t kPositionsKept = 16;
+// Appends `s` unless it is not newer than the last one; keeps the last kPositionsKept.
+void keep_position(std::vector<LsnSample>& positions, LsnSample s);
+// The last position at or before `at_ms`; nullopt when `at_ms` is 0 (unknown) or
+// older than every position held.
+std::optional<std::uint64_t> position_at(const std::vector<LsnSample>& positions,
+                                         std::int64_t at_ms);
+
+// A peer's backend from a pong answered `rtt_ms` ago, as the probe keeps it: its
+// sample moved back by half the round trip (the peer sampled, then answered),
+// and its position kept in `positions` while it reports primary (emptied when it
+// reports anything else).
+void note_peer_backend(BackendState& backend, std::vector<LsnSample>& positions, double rtt_ms);
+
 // The latest value of T, set by one thread and read by others.
 template <class T>
 class Latest {

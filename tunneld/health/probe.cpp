@@ -123,9 +123,7 @@ struct PeerProbe::Loop {
         st.rtt_min_ms = st.rtt_min_ms == 0 ? rtt_ms : std::min(st.rtt_min_ms, rtt_ms);
         st.rtt_smoothed_ms =
             st.rtt_smoothed_ms == 0 ? rtt_ms : st.rtt_smoothed_ms * 7 / 8 + rtt_ms / 8;
-        // The peer sampled its backend age_ms before answering, and answered
-        // about half a round trip ago.
-        if (backend.sampled_ms != 0) backend.sampled_ms -= static_cast<std::int64_t>(rtt_ms / 2);
+        note_peer_backend(backend, st.primary_positions, rtt_ms);
         st.peer_backend = std::move(backend);
         publish();
     }

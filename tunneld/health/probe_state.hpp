@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "tunneld/health/backend_state.hpp"
 
@@ -19,6 +20,9 @@ struct ProbeState {
     double rtt_last_ms = 0, rtt_min_ms = 0, rtt_smoothed_ms = 0;  // smoothed: RFC 6298 SRTT
     std::uint64_t pings = 0, pongs = 0, failures = 0;  // failures: attempts that ended in "down"
     std::optional<BackendState> peer_backend;          // from the last pong
+    // The peer's current_lsn from its recent pongs while it reports primary
+    // (keep_position; emptied when it reports anything else), for /replica?lag=.
+    std::vector<LsnSample> primary_positions;
 };
 
 }  // namespace tunneld

@@ -131,7 +131,11 @@ std::optional<std::uint64_t> replication_lag_bytes(const Snapshot& s) {
         const auto& b = p.probe.peer_backend;
         if (!p.probe.up || !b || !b->postgres || !b->postgres->up || b->postgres->in_recovery)
             continue;
-        if (auto lsn = parse_lsn(b->postgres->current_lsn)) newest = std::max(newest, *lsn);
+        // Its position when this node's postgres was sampled (both on this
+        // process' clock), else its latest: a burst of writes since is not lag.
+        auto lsn = position_at(p.probe.primary_positions, s.backend.sampled_ms);
+        if (!lsn) lsn = parse_lsn(b->postgres->current_lsn);
+        if (lsn) newest = std::max(newest, *lsn);
     }
     return newest > *replay ? newest - *replay : 0;
 }

@@ -41,8 +41,10 @@ HealthResponse handle_request(const Snapshot& s, std::string_view target);
 bool wants_full_snapshot(std::string_view target);
 
 // How far this standby's replay is behind, in bytes: from the newest WAL
-// position known (the primary's current LSN from a peer's pong, or this
-// node's received LSN) to its replayed LSN. nullopt when not a standby or unknown.
+// position known (this node's received LSN, or a peer primary's position when
+// this node's postgres was sampled: its last pong's when that time is unknown or
+// older than every position kept) to its replayed LSN. nullopt when not a
+// standby or unknown.
 std::optional<std::uint64_t> replication_lag_bytes(const Snapshot& s);
 
 // Why /readiness (and with `with_backend`, /health) fails; empty = healthy.

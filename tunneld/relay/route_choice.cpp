@@ -50,10 +50,7 @@ void PrimaryPositions::record(const std::vector<RouteCandidate>& candidates) {
         auto it = std::find_if(by_node_.begin(), by_node_.end(),
                                [&](const auto& e) { return e.first == c.name; });
         if (it == by_node_.end()) it = by_node_.insert(by_node_.end(), {c.name, {}});
-        auto& list = it->second;
-        if (!list.empty() && list.back().at_ms >= c.sampled_ms) continue;  // seen (or older)
-        list.push_back({c.sampled_ms, *lsn});
-        if (list.size() > kKeep) list.erase(list.begin());
+        keep_position(it->second, {c.sampled_ms, *lsn});
     }
 }
 
@@ -69,12 +66,7 @@ namespace {
 
 // A primary's position when a replica was sampled at `at_ms`.
 std::optional<std::uint64_t> primary_position(const RouteCandidate& c, std::int64_t at_ms) {
-    if (at_ms != 0) {
-        const LsnSample* before = nullptr;
-        for (const auto& p : c.positions)
-            if (p.at_ms <= at_ms) before = &p;
-        if (before) return before->lsn;
-    }
+    if (auto lsn = position_at(c.positions, at_ms)) return lsn;
     return parse_lsn(c.postgres->current_lsn);
 }
 

@@ -13,12 +13,6 @@
 
 namespace tunneld {
 
-// A primary's WAL position at a moment (steady_ms, this process' clock).
-struct LsnSample {
-    std::int64_t at_ms = 0;
-    std::uint64_t lsn = 0;
-};
-
 // One node a route could send to: a peer, or this node itself (its own backend).
 struct RouteCandidate {
     std::string name;                       // peer name, or this node's name when `self`
@@ -32,13 +26,11 @@ struct RouteCandidate {
     std::vector<LsnSample> positions;       // a primary's recent positions, oldest first
 };
 
-// The recent positions of each node that reported primary, so that a replica's
-// replay position is compared with the primary's at the moment the replica was
-// sampled, not with a newer sample: both arrive on their own probe rounds, and a
-// burst of writes between them is not lag.
+// The recent positions of each node that reported primary (keep_position), for
+// lag_behind.
 class PrimaryPositions {
   public:
-    static constexpr std::size_t kKeep = 16;
+    static constexpr std::size_t kKeep = kPositionsKept;
     // Notes each primary candidate's current_lsn at its sample time (once per sample).
     void record(const std::vector<RouteCandidate>& candidates);
     // Fills each primary candidate's `positions`.
