@@ -150,6 +150,22 @@ class Setup:
         self.wan.teardown()
 
 
+def conn_id(line):
+    """"conn=12" of a tunneld connection log line, or None."""
+    return next((w for w in line.split() if w.startswith("conn=")), None)
+
+
+def open_conns(lines):
+    """The connection ids a tunneld log shows open and not yet closed."""
+    live = set()
+    for line in lines:
+        if " open " in line and conn_id(line):
+            live.add(conn_id(line))
+        elif " close " in line:
+            live.discard(conn_id(line))
+    return live
+
+
 def keepalive_run(s, minutes, rtt=100, loss=0.01):
     """Replication through tunneld with the shipped keepalive settings for
     `minutes` at `rtt` ms and `loss` each way under a light write load: no tunnel
@@ -172,18 +188,21 @@ def keepalive_run(s, minutes, rtt=100, loss=0.01):
         closes += [l for l in open(p).read().splitlines()[n:] if " close " in l]
     same_receiver = s.standby.sql("SELECT pid FROM pg_stat_wal_receiver") == receiver
     tps = next((l for l in out.splitlines() if l.startswith("tps")), "?")
-    # Silent partition: frames vanish, nobody gets a reset.
+    # Silent partition: frames vanish, nobody gets a reset. What counts is the
+    # close of the replication connection that was open then, not the failed
+    # dials of the walreceiver's retries that follow.
     marks = [len(open(p).read().splitlines()) for p in logs]
+    live = [open_conns(open(p).read().splitlines()) for p in logs]
     t0 = time.monotonic()
     s.wan.stop_bridge()
-    detected = {}
+    detected, reasons = {}, []
     while len(detected) < len(logs) and time.monotonic() - t0 < 300:
-        for p, n in zip(logs, marks):
-            if p not in detected and any(" close " in l for l in open(p).read().splitlines()[n:]):
+        for p, n, ids in zip(logs, marks, live):
+            ended = [l for l in open(p).read().splitlines()[n:] if " close " in l and conn_id(l) in ids]
+            if p not in detected and ended:
                 detected[p] = time.monotonic() - t0
+                reasons.append(ended[0].split("reason=")[1].split()[0])
         time.sleep(0.2)
-    reasons = [l.split("reason=")[1].split()[0] for p, n in zip(logs, marks)
-               for l in open(p).read().splitlines()[n:] if " close " in l]
     s.wan.start_bridge(rtt)
     return {"minutes": minutes, "closes": closes, "same_receiver": same_receiver, "tps": tps,
             "detect": {os.path.basename(p): round(v, 1) for p, v in detected.items()}, "reasons": reasons}
