@@ -119,7 +119,7 @@ class Setup:
         walsender (stunnel and tunneld both arrive from 127.0.0.1, so the address
         alone cannot tell the old connection from the new) is the primary's
         synchronous standby through it."""
-        host, port = (A, 5432) if path == "direct" else ("127.0.0.1", LOCAL[path])
+        host, port = wan_bulk.endpoint(path)
         before = self.primary.sql("SELECT pid FROM pg_stat_replication", check=False)
         self.standby.sql(f"ALTER SYSTEM SET primary_conninfo = 'host={host} port={port} user=postgres "
                          f"application_name=standby'")

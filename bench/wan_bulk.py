@@ -25,8 +25,13 @@ BULK_BUFFER = 33554432  # tcp_[rw]mem maximum (32 MiB: 1 Gbit/s at 100 ms needs 
 WITHIN = 1 << 20  # caught up: replay within 1 MB of the primary
 
 
+def endpoint(path):
+    """(host, port) host b's walreceiver or pg_basebackup dials for `path`."""
+    return (A, 5432) if path == "direct" else ("127.0.0.1", LOCAL[path])
+
+
 def conninfo(path):
-    host, port = (A, 5432) if path == "direct" else ("127.0.0.1", LOCAL[path])
+    host, port = endpoint(path)
     return f"host={host} port={port} user=postgres sslmode=disable"
 
 
