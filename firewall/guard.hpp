@@ -68,6 +68,9 @@ class Guard {
     // (`nft flush ruleset`, a reload of nftables.service). Returns whether it
     // had to. Throws StartupError.
     bool heal();
+    // Whether the table is there now. Throws StartupError when nf_tables
+    // cannot be asked.
+    bool table_exists() { return netlink_.table_exists(spec_.table); }
     // Replaces the table with the last applied spec, in one transaction (after
     // someone else changed it). Throws StartupError.
     void reapply();

@@ -2,9 +2,15 @@
 // that can fail on bad input, so a node that refuses to start stays guarded),
 // re-resolves the peers every firewall.resolve_interval (retrying a refused
 // commit with backoff), and puts the table back when another process changes
-// or deletes it, pausing after 5 repairs in 10 s (two daemons sharing one
-// table would undo each other forever). Everything after the constructor runs
-// on the `side` io_context, never on the thread that accepts connections.
+// or deletes it. After 5 repairs in 10 s it pauses for kPause (two daemons
+// sharing one table would undo each other forever), but never leaves the
+// table missing: when the pause ends a missing table is put back at once, and
+// so is one that a process other than a tunneld changed meanwhile. Every
+// kVerifyEvery and every re-resolve round it also checks that the table is
+// there (events can be lost). While the table is missing status() says so
+// (applied=false, /readiness 503) and `missing` counts each time it was found
+// gone. Everything after the constructor runs on the `side` io_context, never
+// on the thread that accepts connections.
 #pragma once
 #include <atomic>
 #include <boost/asio/awaitable.hpp>
@@ -41,7 +47,10 @@ class Keeper {
         std::string error;  // why not applied / the last repair that failed
         std::uint64_t repairs = 0;
         std::uint64_t resolve_failures = 0;
+        std::uint64_t missing = 0;  // times the table was found deleted (then put back)
     };
+    static constexpr std::chrono::seconds kPause{3};
+    static constexpr std::chrono::seconds kVerifyEvery{5};
 
     // Applies the guard now when the config has an enabled `firewall:` block
     // (otherwise does nothing and enabled() is false). Throws StartupError when
@@ -71,7 +80,17 @@ class Keeper {
   private:
     boost::asio::awaitable<void> resolve_loop();
     boost::asio::awaitable<void> watch();
+    boost::asio::awaitable<void> verify_loop();
     void repair(const TableEvents::Change& c);
+    // Starts a pause of kPause after too many repairs; end_pause() follows.
+    void pause(const std::string& who);
+    void end_pause();
+    // Puts the table back if it is gone; `why` says who noticed. Returns
+    // whether it was gone. Records applied/missing/error either way.
+    bool verify(const std::string& why);
+    // The table is gone and stays gone for now (paused): says so once.
+    void note_missing(const std::string& why);
+    void put_back(const std::string& what, bool was_missing);  // "changed by nft (pid 7)"
 
     const Config& cfg_;
     boost::asio::io_context& side_;
@@ -79,9 +98,13 @@ class Keeper {
     std::unique_ptr<ChangeFeed> events_;
     boost::asio::posix::stream_descriptor events_fd_;
     boost::asio::steady_timer resolve_timer_;
+    boost::asio::steady_timer pause_timer_;
+    boost::asio::steady_timer verify_timer_;
     std::vector<std::chrono::steady_clock::time_point> recent_repairs_;
     std::chrono::steady_clock::time_point paused_until_{};
-    mutable std::mutex mutex_;  // guards status_
+    bool changed_while_paused_ = false;  // by a process that is not a tunneld
+    bool missing_noted_ = false;         // note_missing() said it since the table was last seen
+    mutable std::mutex mutex_;           // guards status_
     Status status_;
 };
 

@@ -21,7 +21,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 # Headers with no dependencies of their own, usable from any folder.
 PURE = {
-    "tunneld/error.hpp", "tunneld/c_ptr.hpp", "tunneld/check_line.hpp",
+    "tunneld/error.hpp", "tunneld/c_ptr.hpp", "tunneld/printable.hpp", "tunneld/check_line.hpp",
     "tunneld/relay/outcome.hpp", "tunneld/tls/handshake_failure.hpp",
     "tunneld/tls/openssl_ptr.hpp", "tunneld/health/probe_state.hpp",
 }

@@ -47,7 +47,7 @@ tunneld_library(tunneld_tls
 target_link_libraries(tunneld_tls PUBLIC tunneld_net tunneld_config OpenSSL::SSL OpenSSL::Crypto)
 
 tunneld_library(tunneld_health
-  tunneld/health/backend_monitor.cpp tunneld/health/backend_state.cpp tunneld/health/client.cpp tunneld/health/conninfo.cpp
+  tunneld/health/backend_monitor.cpp tunneld/health/backend_state.cpp tunneld/health/client.cpp tunneld/health/daemon_pid.cpp tunneld/health/conninfo.cpp
   tunneld/health/routes.cpp tunneld/health/status_json.cpp tunneld/health/metrics.cpp
   tunneld/health/server.cpp tunneld/health/pg_check.cpp tunneld/health/probe.cpp tunneld/health/probe_messages.cpp tunneld/health/stats.cpp)
 target_link_libraries(tunneld_health PUBLIC tunneld_tls tunneld_net tunneld_beast Boost::json PkgConfig::LIBPQ)
@@ -73,5 +73,5 @@ tunneld_library(tunneld_firewall
 target_link_libraries(tunneld_firewall PUBLIC tunneld_net tunneld_config PkgConfig::NFTNL)
 
 # app/: the daemon's wiring and `tunneld check` (main.cpp is the executable).
-tunneld_library(tunneld_app tunneld/app/daemon.cpp tunneld/app/drain.cpp tunneld/app/notifier.cpp tunneld/app/snapshot_builder.cpp tunneld/app/check.cpp)
+tunneld_library(tunneld_app tunneld/app/daemon.cpp tunneld/app/drain.cpp tunneld/app/notifier.cpp tunneld/app/snapshot_builder.cpp tunneld/app/check.cpp tunneld/app/log_format.cpp)
 target_link_libraries(tunneld_app PUBLIC tunneld_relay tunneld_health tunneld_firewall PkgConfig::SYSTEMD)

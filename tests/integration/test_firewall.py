@@ -3,6 +3,7 @@ Docker's DNAT bypass reproduced and closed, allowed and refused sources on the
 tunnel port (IPv4 and IPv6), atomic updates under churn, on_exit, privileges."""
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -315,21 +316,63 @@ def test_two_daemons_sharing_one_table_stop_fighting_and_say_why(site, workdir, 
     second = lab.Tunneld(workdir, "host2", text, netns=site.host.name).start()
     cleanup.append(second.stop)
     rx = r"keeps being changed by tunneld \(pid \d+\) \(5 times in 10 s\); is another tunneld using the same " \
-         r"firewall.table\? Repairs paused for 1 minute"
+         r"firewall.table\? Repairs paused for 3s"
     lab.wait_for(lambda: first.log_lines(rx) or second.log_lines(rx), timeout=10, what="the fight to be noticed")
-    # The fight is over: two sentinel changes by hand, each seen by both daemons
-    # (repaired by one that is not paused, or noted by one that is), and between
-    # them no daemon undoes the other any more.
+    # The fight is over: the pause ends (3 s) with the other daemon's table in
+    # place, which is a guard too, so nobody undoes it and nothing restarts.
     both = (first, second)
     tunneld_repairs = lambda: sum(len(d.log_lines(r"was changed by tunneld")) for d in both)
-    for i, addr in enumerate(("10.88.7.7", "10.88.7.8")):
-        seen = [len(d.log_lines(r"by nft")) for d in both]
-        site.host.exec(["nft", "add", "element", "inet", "tunneld", "allow_v4_5432", f"{{ {addr} }}"])
-        for d, n in zip(both, seen):
-            d.wait_log(r"by nft", timeout=5, count=n + 1)
-        if i == 0:
-            baseline = tunneld_repairs()
+    lab.wait_for(lambda: all(d.log_lines(r"repairs of table inet tunneld resumed") or not d.log_lines(rx) for d in both),
+                 timeout=6, what="the pause to end")
+    baseline = tunneld_repairs()
+    ended = time.monotonic()
+    lab.wait_for(lambda: time.monotonic() - ended > 4 or tunneld_repairs() != baseline, timeout=6)
     assert tunneld_repairs() == baseline, "the two daemons are still undoing each other"
+    # A pause never leaves the host unguarded: a flush now is put back by one of them.
+    site.host.exec(["nft", "flush", "ruleset"])
+    lab.wait_for(lambda: site.host.exec(["nft", "list", "table", "inet", "tunneld"], check=False).returncode == 0,
+                 timeout=5, what="the table back after a flush")
+
+
+def test_six_flushes_in_ten_seconds_leave_no_guard_only_until_the_pause_ends(site, workdir, ca, cleanup):
+    """Config management restarting nftables.service in a loop (six `nft flush
+    ruleset` 0.4 s apart). The old keeper paused for a minute after five repairs,
+    nothing re-checked, and the node stayed unguarded while /readiness said 200,
+    /status said applied and STATUS= said "firewall applied"."""
+    pg = listener(site.host, 5432)
+    cleanup.append(pg.kill)
+    daemon = guard_daemon(site, workdir, ca, [(5432, ["10.88.2.0/24"])],
+                          inbound={"listen": "0.0.0.0:8765", "backend": "127.0.0.1:5432", "allow": ["x"]})
+    daemon.start()
+    cleanup.append(daemon.stop)
+    assert daemon.http("/readiness")[0] == 200
+    table_present = lambda: site.host.exec(["nft", "list", "table", "inet", "tunneld"], check=False).returncode == 0
+    for i in range(6):
+        if i:
+            time.sleep(0.4)  # the pace of the outside loop, not a wait for tunneld
+        site.host.exec(["nft", "flush", "ruleset"])
+    last_flush = time.monotonic()
+    daemon.wait_log(r"keeps being changed by nft \(pid \d+\) \(5 times in 10 s\).*Repairs paused for 3s", timeout=3)
+    # While the table is missing every signal says so.
+    lab.wait_for(lambda: daemon.http("/readiness")[0] == 503, timeout=2.5, what="/readiness 503 while the table is missing")
+    assert not table_present()
+    status = daemon.status()["firewall"]
+    assert status["applied"] is False and "is missing" in status["error"], status
+    assert status["missing"] >= 1
+    metrics = daemon.http("/metrics")[2]
+    assert re.search(r"^tunneld_firewall_applied\{table=\"tunneld\"\} 0$", metrics, re.M), metrics
+    assert re.search(r"^tunneld_firewall_missing_total [1-9]", metrics, re.M), metrics
+    lab.wait_for(lambda: "firewall NOT applied" in daemon.poll_notifications(), timeout=3, what="STATUS= says so")
+    assert daemon.log_lines(r"warning firewall: table inet tunneld is missing .*nothing is guarded meanwhile")
+    # Back within a few seconds of the last flush, and every signal with it.
+    lab.wait_for(table_present, timeout=5, what="the table back after the pause")
+    back_after = time.monotonic() - last_flush
+    assert back_after < 5, back_after
+    daemon.wait_log(r"was found missing by the end of the pause; put back")
+    lab.wait_for(lambda: daemon.http("/readiness")[0] == 200, timeout=5, what="/readiness 200 again")
+    assert daemon.status()["firewall"]["applied"] is True
+    assert not can_connect(site.bad, "10.88.1.1", 5432)
+    assert can_connect(site.good, "10.88.2.1", 5432)
 
 
 def test_on_exit_remove_deletes_the_table(site, workdir, ca):

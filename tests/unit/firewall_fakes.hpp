@@ -42,6 +42,7 @@ struct FakeNetlink : Netlink {
             throw StartupError("netlink: Cannot allocate memory");
         }
         ++commits;
+        exists = true;  // every batch the guard sends leaves the table in place
     }
     bool table_exists(const std::string&) override { return exists; }
 };

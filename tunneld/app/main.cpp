@@ -15,6 +15,7 @@
 #include "firewall/commands.hpp"
 #include "tunneld/app/check.hpp"
 #include "tunneld/app/daemon.hpp"
+#include "tunneld/app/log_format.hpp"
 #include "tunneld/config/config.hpp"
 #include "tunneld/error.hpp"
 #include "tunneld/health/client.hpp"
@@ -22,48 +23,11 @@
 
 namespace {
 
-// "<3>" ... "<7>": the priority prefix journald reads from a service's stderr
-// (sd-daemon(3)), so `journalctl -p warning` shows warnings and errors.
-class JournalPriority final : public spdlog::custom_flag_formatter {
-  public:
-    void format(const spdlog::details::log_msg& msg, const std::tm&,
-                spdlog::memory_buf_t& dest) override {
-        const char* p = "<6>";
-        switch (msg.level) {
-            case spdlog::level::critical:
-                p = "<2>";
-                break;
-            case spdlog::level::err:
-                p = "<3>";
-                break;
-            case spdlog::level::warn:
-                p = "<4>";
-                break;
-            case spdlog::level::info:
-                p = "<6>";
-                break;
-            default:
-                p = "<7>";
-                break;
-        }
-        dest.append(p, p + 3);
-    }
-    std::unique_ptr<custom_flag_formatter> clone() const override {
-        return std::make_unique<JournalPriority>();
-    }
-};
-
 // Under systemd (stderr connected to the journal: $JOURNAL_STREAM) every line
 // carries its priority and no time stamp (the journal has its own); elsewhere
-// plain text with a time stamp.
+// plain text with a time stamp. Either way a message is one escaped line.
 void set_log_format() {
-    if (std::getenv("JOURNAL_STREAM")) {
-        auto f = std::make_unique<spdlog::pattern_formatter>();
-        f->add_flag<JournalPriority>('*').set_pattern("%*%v");
-        spdlog::set_formatter(std::move(f));
-    } else {
-        spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
-    }
+    spdlog::set_formatter(tunneld::make_log_formatter(std::getenv("JOURNAL_STREAM") != nullptr));
 }
 
 int run_daemon(const std::string& path) {
@@ -246,11 +210,17 @@ int main(int argc, char** argv) {
             return tunneld::run_health(health_peer, health_path, std::cout, std::cerr,
                                        std::chrono::seconds(health_wait_s));
         if (*reload) {
+            std::string pid_source = "--pid";
             if (reload_pid == 0)
-                if (const char* m = std::getenv("MAINPID"); m && *m) reload_pid = std::atoll(m);
+                if (const char* m = std::getenv("MAINPID"); m && *m) {
+                    pid_source = "$MAINPID";
+                    char* end = nullptr;
+                    reload_pid = std::strtoll(m, &end, 10);
+                    if (*end != '\0' || reload_pid == 0) reload_pid = -1;  // refused, named
+                }
             // Under systemd (ExecReload) its complaint is an error in the journal.
             std::ostringstream err;
-            int rc = tunneld::run_reload(reload_peer, reload_pid,
+            int rc = tunneld::run_reload(reload_peer, reload_pid, pid_source,
                                          std::chrono::seconds(reload_timeout_s), std::cout, err);
             std::istringstream lines(err.str());
             for (std::string line; std::getline(lines, line);)

@@ -8,6 +8,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "tunneld/net/spawn.hpp"
+#include "tunneld/printable.hpp"
 
 namespace tunneld {
 
@@ -26,6 +27,11 @@ std::int64_t steady_ms() {
 constexpr std::int64_t kHeartbeatStaleMs = 5000;
 
 }  // namespace
+
+// The summary holds
+// text from peers (their postgres errors); a newline there would start a new
+// assignment in the datagram ("\nWATCHDOG=trigger" makes systemd act on it).
+std::string status_assignment(const std::string& line) { return "STATUS=" + printable(line, 1024); }
 
 Notifier::Notifier(asio::io_context& io, IoPool& pool, std::function<std::string()> status_line)
     : io_(io),
@@ -69,7 +75,7 @@ asio::awaitable<void> Notifier::announce_ready(std::function<bool()> ready, Dura
     if (stopping_) co_return;
     auto line = status_line_();
     log_ready(line);
-    sd_notify(0, ("READY=1\nSTATUS=" + line).c_str());
+    sd_notify(0, ("READY=1\n" + status_assignment(line)).c_str());
     co_await notify_loop(line);
 }
 
@@ -92,7 +98,7 @@ asio::awaitable<void> Notifier::notify_loop(std::string last) {
         }
         auto line = status_line_();
         if (line != last) {
-            sd_notify(0, ("STATUS=" + line).c_str());
+            sd_notify(0, status_assignment(line).c_str());
             last = line;
         }
         timer_.expires_at(next_tick);
@@ -108,7 +114,9 @@ void Notifier::poke() {
 
 void Notifier::reloading() { sd_notify(0, "RELOADING=1"); }
 
-void Notifier::reloaded() { sd_notify(0, ("READY=1\nSTATUS=" + status_line_()).c_str()); }
+void Notifier::reloaded() {
+    sd_notify(0, ("READY=1\n" + status_assignment(status_line_())).c_str());
+}
 
 void Notifier::stopping() {
     sd_notify(0, "STOPPING=1");

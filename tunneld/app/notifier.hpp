@@ -18,6 +18,10 @@
 
 namespace tunneld {
 
+// "STATUS=<line>" with `line` made one line of printable ASCII (printable.hpp,
+// at most 1 KiB): the only form in which a summary reaches sd_notify.
+std::string status_assignment(const std::string& line);
+
 class Notifier {
   public:
     // `status_line` gives the current one-line summary (called on `io`'s thread).

@@ -50,6 +50,7 @@ void add_firewall(Snapshot& s, const Config& cfg, const firewall::Keeper& keeper
     s.firewall.applied = st.applied;
     s.firewall.error = st.error;
     s.firewall.repairs = st.repairs;
+    s.firewall.missing = st.missing;
     s.firewall.resolve_failures = st.resolve_failures;
     if (!full) return;
     try {

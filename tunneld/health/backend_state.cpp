@@ -1,4 +1,5 @@
 #include "tunneld/health/backend_state.hpp"
+#include "tunneld/printable.hpp"
 
 #include <algorithm>
 #include <boost/json.hpp>
@@ -23,7 +24,8 @@ T field(const json::object& o, std::string_view key, T fallback) {
     if constexpr (std::is_same_v<T, bool>) {
         return v->is_bool() ? v->get_bool() : fallback;
     } else if constexpr (std::is_same_v<T, std::string>) {
-        return v->is_string() ? std::string(v->get_string()) : fallback;
+        // Text from a peer: escaped and capped here, where it enters.
+        return v->is_string() ? printable(std::string_view(v->get_string())) : fallback;
     } else if constexpr (std::is_same_v<T, double>) {
         return v->is_number() ? v->to_number<double>() : fallback;
     } else {

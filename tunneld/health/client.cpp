@@ -14,6 +14,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -22,6 +23,8 @@
 
 #include "tunneld/config/config.hpp"
 #include "tunneld/error.hpp"
+#include "tunneld/health/daemon_pid.hpp"
+#include "tunneld/net/port_owner.hpp"
 
 namespace tunneld {
 
@@ -204,8 +207,8 @@ std::optional<ReloadCount> reload_count(const Endpoint& ep, const std::string& c
 
 }  // namespace
 
-int run_reload(const std::string& config_path, std::int64_t pid, Duration timeout,
-               std::ostream& out, std::ostream& err) {
+int run_reload(const std::string& config_path, std::int64_t pid, const std::string& pid_source,
+               Duration timeout, std::ostream& out, std::ostream& err) {
     const std::string who = "tunneld reload";
     auto cfg = load_for(who, config_path, err);
     if (!cfg) return 1;
@@ -222,9 +225,27 @@ int run_reload(const std::string& config_path, std::int64_t pid, Duration timeou
         err << who << ": http://" << ep->to_string() << "/status: " << failure << "\n";
         return 1;
     }
-    if (pid <= 0) pid = before->pid;
-    if (pid <= 0) {
-        err << who << ": the daemon did not say its pid; give --pid\n";
+    // Whoever answered on health.listen is not trusted: any local user can
+    // bind it while the daemon is down. A pid it names is signalled only if
+    // that process holds the listening socket, and every pid only if it is
+    // a tunneld running this config.
+    std::string source = pid_source;
+    if (pid == 0) {
+        pid = before->pid;
+        source = "the /status of " + ep->to_string();
+        auto holders = listening_pids(ep->port);
+        if (std::find(holders.begin(), holders.end(), pid) == holders.end()) {
+            err << who << ": refusing to signal pid " << pid << " named by " << source << ": that process does not hold the listening socket (held by " << (holders.empty() ? std::string("a process this user cannot see") : [&] {
+                std::string s;
+                for (int h : holders) s += (s.empty() ? "pid " : ", pid ") + std::to_string(h);
+                return s;
+            }()) << "); give --pid\n";
+            return 1;
+        }
+    }
+    if (auto problem = daemon_pid_problem(pid, read_process(pid), config_path); !problem.empty()) {
+        err << who << ": refusing to signal " << problem << " (from " << source
+            << "); give the daemon's --pid\n";
         return 1;
     }
     if (::kill(static_cast<pid_t>(pid), SIGHUP) != 0) {

@@ -19,12 +19,14 @@ int run_health(const std::string& config_path, const std::string& path, std::ost
                std::ostream& err, Duration wait = Duration(0));
 
 // `tunneld reload --peer FILE [--pid N]`: sends SIGHUP to the daemon (pid from
-// --pid, else the one its /status reports) and waits, through the health
+// --pid or $MAINPID, said by `pid_source`; with pid 0 the one its /status
+// reports, only if that process holds the health listener) and only if /proc
+// shows a tunneld running FILE (daemon_pid.hpp), and waits, through the health
 // endpoint, until that reload has finished (after the daemon's READY=1).
 // 0 when it succeeded; 1 with the daemon's reason when it failed, when nothing
 // finished within `timeout`, or when there is no health endpoint to confirm with.
 // It is the unit's ExecReload, so `systemctl reload` is truthful.
-int run_reload(const std::string& config_path, std::int64_t pid, Duration timeout,
-               std::ostream& out, std::ostream& err);
+int run_reload(const std::string& config_path, std::int64_t pid, const std::string& pid_source,
+               Duration timeout, std::ostream& out, std::ostream& err);
 
 }  // namespace tunneld

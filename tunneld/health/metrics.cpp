@@ -171,6 +171,10 @@ std::string render_metrics(const Snapshot& s) {
         m.single("tunneld_firewall_repairs_total", "counter",
                  "Times the guard table was put back after an outside change.",
                  static_cast<double>(s.firewall.repairs));
+        m.single("tunneld_firewall_missing_total", "counter",
+                 "Times the guard table was found deleted from outside (flush ruleset); "
+                 "tunneld_firewall_applied is 0 until it is back.",
+                 static_cast<double>(s.firewall.missing));
         m.single("tunneld_firewall_resolve_failures_total", "counter",
                  "Peer name lookups that failed; the peer kept its last known addresses.",
                  static_cast<double>(s.firewall.resolve_failures));

@@ -48,6 +48,7 @@ struct FirewallView {
     std::string table;
     std::string error;  // why not applied / last repair failure
     std::uint64_t repairs = 0;
+    std::uint64_t missing = 0;           // times the table was found deleted from outside
     std::uint64_t resolve_failures = 0;  // peer name lookups that failed (last addresses kept)
     struct Drops {
         std::uint64_t packets = 0, bytes = 0;

@@ -150,12 +150,11 @@ std::string render_status(const Snapshot& s) {
         json::object drops;
         for (const auto& [port, d] : s.firewall.drops)
             drops[std::to_string(port)] = json::object{{"packets", d.packets}, {"bytes", d.bytes}};
-        firewall = json::object{{"applied", s.firewall.applied},
-                                {"table", "inet " + s.firewall.table},
-                                {"error", s.firewall.error},
-                                {"repairs", s.firewall.repairs},
-                                {"resolve_failures", s.firewall.resolve_failures},
-                                {"drops", std::move(drops)}};
+        firewall = json::object{
+            {"applied", s.firewall.applied}, {"table", "inet " + s.firewall.table},
+            {"error", s.firewall.error},     {"repairs", s.firewall.repairs},
+            {"missing", s.firewall.missing}, {"resolve_failures", s.firewall.resolve_failures},
+            {"drops", std::move(drops)}};
     }
 
     json::value backend = nullptr;

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <vector>
 
 #include "tunneld/c_ptr.hpp"
 
@@ -44,10 +45,12 @@ std::string read_all(const std::string& path) {
     return b.str();
 }
 
-std::optional<PortOwner> owner_of(const std::set<std::string>& inodes) {
-    if (inodes.empty()) return std::nullopt;
+// Pids holding one of `inodes` (socket inodes), at most `limit` of them.
+std::vector<int> holders(const std::set<std::string>& inodes, std::size_t limit) {
+    std::vector<int> out;
+    if (inodes.empty()) return out;
     DirPtr proc(opendir("/proc"));
-    if (!proc) return std::nullopt;
+    if (!proc) return out;
     while (dirent* p = readdir(proc.get())) {
         if (!std::isdigit(static_cast<unsigned char>(p->d_name[0]))) continue;
         std::string fds = std::string("/proc/") + p->d_name + "/fd";
@@ -59,21 +62,33 @@ std::optional<PortOwner> owner_of(const std::set<std::string>& inodes) {
                 continue;
             std::string t(target);
             if (t.rfind("socket:[", 0) != 0 || !inodes.count(t.substr(8, t.size() - 9))) continue;
-            PortOwner o;
-            o.pid = std::atoi(p->d_name);
-            o.command = read_all(std::string("/proc/") + p->d_name + "/comm");
-            if (!o.command.empty() && o.command.back() == '\n') o.command.pop_back();
-            o.cmdline = read_all(std::string("/proc/") + p->d_name + "/cmdline");
-            for (auto& c : o.cmdline)
-                if (c == '\0') c = ' ';
-            while (!o.cmdline.empty() && o.cmdline.back() == ' ') o.cmdline.pop_back();
-            return o;
+            out.push_back(std::atoi(p->d_name));
+            if (out.size() >= limit) return out;
+            break;
         }
     }
-    return PortOwner{};
+    return out;
+}
+
+std::optional<PortOwner> owner_of(const std::set<std::string>& inodes) {
+    if (inodes.empty()) return std::nullopt;
+    auto pids = holders(inodes, 1);
+    if (pids.empty()) return PortOwner{};
+    PortOwner o;
+    o.pid = pids.front();
+    const std::string dir = "/proc/" + std::to_string(o.pid);
+    o.command = read_all(dir + "/comm");
+    if (!o.command.empty() && o.command.back() == '\n') o.command.pop_back();
+    o.cmdline = read_all(dir + "/cmdline");
+    for (auto& c : o.cmdline)
+        if (c == '\0') c = ' ';
+    while (!o.cmdline.empty() && o.cmdline.back() == ' ') o.cmdline.pop_back();
+    return o;
 }
 
 }  // namespace
+
+std::vector<int> listening_pids(std::uint16_t port) { return holders(listening_inodes(port), 64); }
 
 std::optional<PortOwner> listen_address_taken(const Endpoint& ep) {
     sockaddr_storage ss{};

@@ -3,6 +3,7 @@
 #pragma once
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "tunneld/config/endpoint.hpp"
 
@@ -18,5 +19,10 @@ struct PortOwner {
 // nullopt when the address is free (or cannot be tested: then the daemon's own
 // start reports it); otherwise who listens there, as far as /proc says.
 std::optional<PortOwner> listen_address_taken(const Endpoint& ep);
+
+// Pids of the processes that hold a listening TCP socket on `port` (IPv4 or
+// IPv6), as far as /proc shows them to this user (root sees all). Empty when
+// nobody listens there or the holder is hidden.
+std::vector<int> listening_pids(std::uint16_t port);
 
 }  // namespace tunneld

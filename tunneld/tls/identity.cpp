@@ -9,6 +9,8 @@
 #include <strings.h>
 #include "tunneld/tls/openssl_ptr.hpp"
 
+#include "tunneld/printable.hpp"
+
 namespace tunneld {
 namespace {
 
@@ -81,12 +83,13 @@ std::string describe_identities(const CertIdentities& ids) {
         if (v.empty()) return;
         if (!out.empty()) out += ' ';
         out += tag;
-        for (std::size_t i = 0; i < v.size(); ++i) out += (i ? "," : "") + v[i];
+        for (std::size_t i = 0; i < v.size(); ++i) out += (i ? "," : "") + printable(v[i], 256);
     };
     add("dns:", ids.dns);
     add("uri:", ids.uris);
     if (out.empty())
-        out = "cn:" + (ids.common_name.empty() ? std::string("(none)") : ids.common_name);
+        out = "cn:" +
+              (ids.common_name.empty() ? std::string("(none)") : printable(ids.common_name, 256));
     return out;
 }
 

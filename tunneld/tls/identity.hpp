@@ -30,7 +30,8 @@ CertIdentities extract_identities(X509* cert);
 std::optional<std::string> match_identity(const CertIdentities& ids,
                                           const std::vector<std::string>& allow);
 
-// A short description for logs: "dns:a,b uri:c" or "cn:x".
+// A short description for logs: "dns:a,b uri:c" or "cn:x"; each name escaped
+// and capped (printable.hpp), since a certificate field is outside text.
 std::string describe_identities(const CertIdentities& ids);
 
 }  // namespace tunneld
