@@ -47,6 +47,23 @@ std::vector<Interval> merge(const std::vector<Prefix>& prefixes, bool v6) {
     return out;
 }
 
+std::vector<Endpoint> plaintext_listeners(const Config& cfg) {
+    std::vector<Endpoint> out;
+    if (cfg.inbound) {
+        if (cfg.inbound->local.port) out.push_back(cfg.inbound->local);
+        for (const auto& sc : cfg.inbound->services)
+            if (sc.local.port) out.push_back(sc.local);
+    }
+    for (const auto& p : cfg.peers) {
+        if (p.has_local()) out.push_back(p.local);
+        for (const auto& s : p.services) out.push_back(s.local);
+    }
+    for (const auto& r : cfg.routes) out.push_back(r.local);
+    if (cfg.health.enabled)
+        for (const auto& ep : cfg.health.listen) out.push_back(ep);
+    return out;
+}
+
 GuardSpec make_spec(const Config& cfg, const std::vector<Prefix>& peer_addresses) {
     GuardSpec spec;
     spec.table = cfg.firewall ? cfg.firewall->table : "tunneld";
@@ -65,6 +82,14 @@ GuardSpec make_spec(const Config& cfg, const std::vector<Prefix>& peer_addresses
         backend(cfg.inbound->backend);
         for (const auto& sc : cfg.inbound->services) backend(sc.backend);
     }
+    // Every plaintext listener of our own: loopback-only unless listed. They
+    // bind loopback addresses, but with route_localnet=1 (kube-proxy, Docker
+    // without the userland proxy) a neighbour can send to 127.0.0.1 through
+    // eth0, and inbound.local is postgres without TLS, a route or a peer's
+    // local port postgres with this node's identity. A public one is listed
+    // in firewall.protect (the config loader insists).
+    for (const auto& ep : plaintext_listeners(cfg))
+        if (!ep.is_unix()) wanted.try_emplace(ep.port);
     for (const auto& [port, allow] : wanted) {
         PortGuard g;
         g.port = port;

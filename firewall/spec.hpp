@@ -22,11 +22,17 @@ struct GuardSpec {
     std::vector<PortGuard> ports;  // sorted by port
 };
 
+// Every plaintext (no TLS) TCP listener the config opens: inbound.local,
+// inbound.services[].local, peers[].local, peers[].services, routes[].local
+// and health.listen.
+std::vector<Endpoint> plaintext_listeners(const Config& cfg);
+
 // The spec for `cfg.firewall`: every protect entry, plus inbound.listen's ports
 // (allow: peers) if not listed; a port listed with the inbound port gets the
 // peers added. The ports of inbound.backend and every inbound.services backend
-// on a loopback address are guarded loopback-only unless listed. `peer_addresses` are the resolved
-// addresses of peers[].connect.
+// on a loopback address, and of every plaintext listener, are guarded
+// loopback-only unless listed. `peer_addresses` are the resolved addresses of
+// peers[].connect.
 GuardSpec make_spec(const Config& cfg, const std::vector<Prefix>& peer_addresses);
 
 // An inclusive address range of one family, big-endian bytes.

@@ -828,6 +828,8 @@ class ReplicationLab:
         if self.firewall:
             guard = (f"firewall:\n  protect:\n    - port: {TLS_PORT}\n      allow: [{STANDBY_ADDR}]\n"
                      f"    - port: 5432\n      allow: [{APP_PRIMARY_NET + '.2' if self.health else ''}]\n")
+            if self.health:  # health.public: the other lab hosts ask it (HAProxy, the demo)
+                guard += "    - port: 8080\n      allow: [10.77.0.0/16]\n"
         log("starting tunneld on both hosts" + (" (the primary's with its firewall guard)" if guard else ""))
         def health_block(cluster_dir, port):
             return ("health:\n  listen: \"0.0.0.0:8080\"\n  public: true\n  probe_interval: 500ms\n"

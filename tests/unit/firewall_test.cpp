@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <map>
 #include <memory>
 
 #include "config_error.hpp"
@@ -98,15 +99,17 @@ TEST(Spec, InboundPortAllowsPeersEvenWhenNotListed) {
         std::string(kNode) + "firewall:\n  protect:\n    - {port: 5432, allow: []}\n", "/x.yaml");
     auto spec = make_spec(cfg, {P("198.51.100.7"), P("2001:db8::7")});
     EXPECT_EQ(spec.table, "tunneld");
-    ASSERT_EQ(spec.ports.size(), 2u);
+    ASSERT_EQ(spec.ports.size(), 3u);
     EXPECT_EQ(spec.ports[0].port, 5432);  // sorted
     EXPECT_TRUE(spec.ports[0].v4.empty());
     EXPECT_TRUE(spec.ports[0].v6.empty());
-    EXPECT_EQ(spec.ports[1].port, 8765);
-    ASSERT_EQ(spec.ports[1].v4.size(), 1u);
-    EXPECT_EQ(spec.ports[1].v4[0].to_string(), "198.51.100.7/32");
-    ASSERT_EQ(spec.ports[1].v6.size(), 1u);
-    EXPECT_EQ(spec.ports[1].v6[0].to_string(), "2001:db8::7/128");
+    EXPECT_EQ(spec.ports[1].port, 6432);  // peers[].local: loopback only
+    EXPECT_TRUE(spec.ports[1].v4.empty() && spec.ports[1].v6.empty());
+    EXPECT_EQ(spec.ports[2].port, 8765);
+    ASSERT_EQ(spec.ports[2].v4.size(), 1u);
+    EXPECT_EQ(spec.ports[2].v4[0].to_string(), "198.51.100.7/32");
+    ASSERT_EQ(spec.ports[2].v6.size(), 1u);
+    EXPECT_EQ(spec.ports[2].v6[0].to_string(), "2001:db8::7/128");
 }
 
 TEST(Spec, ListingTheInboundPortAddsThePeersToItsPrefixes) {
@@ -117,11 +120,72 @@ TEST(Spec, ListingTheInboundPortAddsThePeersToItsPrefixes) {
                             "/x.yaml");
     auto spec = make_spec(cfg, {P("198.51.100.7")});
     EXPECT_EQ(spec.table, "guard_x");
-    ASSERT_EQ(spec.ports.size(), 2u);
+    ASSERT_EQ(spec.ports.size(), 3u);
     ASSERT_EQ(spec.ports[0].v4.size(), 2u);  // 5432: peers + 10/8
     EXPECT_EQ(spec.ports[0].v4[0].to_string(), "198.51.100.7/32");
     EXPECT_EQ(spec.ports[0].v4[1].to_string(), "10.0.0.0/8");
-    ASSERT_EQ(spec.ports[1].v4.size(), 2u);  // 8765: peers always, + the listed prefix
+    ASSERT_EQ(spec.ports[2].v4.size(), 2u);  // 8765: peers always, + the listed prefix
+}
+
+// With route_localnet=1 a neighbour reaches 127.0.0.1 listeners through eth0:
+// every plaintext listener is loopback-only in the guard unless listed.
+TEST(Spec, EveryPlaintextListenerIsLoopbackOnlyUnlessListed) {
+    auto cfg = parse_config(R"(node: a
+tls: {ca: /c, cert: /a.crt, key: /a.key}
+inbound:
+  listen: 0.0.0.0:8765
+  backend: unix:/run/postgresql/.s.PGSQL.5432
+  allow: [b]
+  local: 127.0.0.1:6431
+  services:
+    patroni: {backend: 127.0.0.1:8008, local: 127.0.0.1:18001}
+peers:
+  - {name: b, connect: "192.0.2.2:8765", local: "127.0.0.1:6433", services: {patroni: 127.0.0.1:18002}}
+  - {name: c, connect: "192.0.2.3:8765", local: "0.0.0.0:6434", public: true}
+routes:
+  - {local: 127.0.0.1:6432, to: primary}
+health: {listen: 127.0.0.1:8766}
+firewall:
+  protect:
+    - {port: 6434, allow: [10.1.0.0/16]}
+)",
+                            "/x.yaml");
+    auto spec = make_spec(cfg, {P("192.0.2.2"), P("192.0.2.3")});
+    std::map<int, std::string> got;
+    for (const auto& g : spec.ports) {
+        std::string allowed;
+        for (const auto& p : g.v4) allowed += p.to_string() + " ";
+        got[g.port] = allowed;
+    }
+    const std::map<int, std::string> want{{6431, ""}, {6432, ""},
+                                          {6433, ""}, {6434, "10.1.0.0/16 "},
+                                          {8008, ""}, {8765, "192.0.2.2/32 192.0.2.3/32 "},
+                                          {8766, ""}, {18001, ""},
+                                          {18002, ""}};
+    EXPECT_EQ(got, want);
+}
+
+TEST(Spec, APublicListenerWithoutAnAllowListIsRefused) {
+    const char* base = R"(node: a
+tls: {ca: /c, cert: /a.crt, key: /a.key}
+peers:
+  - {name: c, connect: "192.0.2.3:8765", local: "0.0.0.0:6434", public: true}
+)";
+    auto err = tunneld::test::config_error_of(std::string(base) + "firewall: {}\n");
+    EXPECT_NE(err.find("t.yaml:5:11: peers[c].local 0.0.0.0:6434 is public (no TLS): list port "
+                       "6434 in firewall.protect with the sources allowed"),
+              std::string::npos)
+        << err;
+    // Without the guard there is nothing to list it in; with the port listed it is fine.
+    EXPECT_EQ(tunneld::test::config_error_of(base), "(no error)");
+    EXPECT_EQ(tunneld::test::config_error_of(
+                  std::string(base) + "firewall: {protect: [{port: 6434, allow: [10.0.0.0/8]}]}\n"),
+              "(no error)");
+    auto health = tunneld::test::config_error_of(
+        std::string(base) +
+        "health: {listen: 0.0.0.0:8766, public: true}\nfirewall: {protect: [{port: 6434, "
+        "allow: []}]}\n");
+    EXPECT_NE(health.find("health.listen 0.0.0.0:8766 is public"), std::string::npos) << health;
 }
 
 // Hermetic: literals and /etc/hosts only. An unresolvable name needs DNS, so

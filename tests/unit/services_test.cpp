@@ -301,10 +301,14 @@ TEST(ServiceGuard, BackendPortsAreLoopbackOnlyUnlessListed) {
     EXPECT_EQ(v4[5432], 0u);        // loopback only
     EXPECT_EQ(v4.count(2380), 1u);  // etcd-peer
     EXPECT_EQ(v4[2380], 0u);
-    EXPECT_EQ(v4[8008], 1u);           // listed: the operator's allow wins
-    EXPECT_EQ(v4.count(8765), 1u);     // the tunnel port, as before
-    EXPECT_EQ(v4.count(9000), 0u);     // a backend on another host is not this host's port
-    EXPECT_EQ(spec.ports.size(), 4u);  // etcd-client is a unix socket: nothing to guard
+    EXPECT_EQ(v4[8008], 1u);        // listed: the operator's allow wins
+    EXPECT_EQ(v4.count(8765), 1u);  // the tunnel port, as before
+    EXPECT_EQ(v4.count(9000), 0u);  // a backend on another host is not this host's port
+    // The plaintext listeners too (inbound.local, the patroni local, the peer's
+    // local and service ports), all loopback-only; etcd-client is a unix socket.
+    for (std::uint16_t p : {6431, 18001, 6432, 18002, 12382})
+        EXPECT_EQ(v4.count(p) ? v4[p] : 99u, 0u) << p;
+    EXPECT_EQ(spec.ports.size(), 9u);
 }
 
 TEST(ServiceStatus, ShowsServicesHereAndAtPeers) {

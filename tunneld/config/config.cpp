@@ -364,6 +364,7 @@ Config parse_config(const std::string& text, const std::string& path) {
     read_tuning(top, root, path, cfg);
     read_firewall(top, root, path, cfg);
     read_health(top, root, path, cfg);
+    check_public_listeners(top, cfg);
     if (auto* lv = top.find("log_level")) {
         cfg.log_level = scalar(top, *lv, "log_level");
         static const std::set<std::string> levels{"trace", "debug", "info", "warn", "error"};

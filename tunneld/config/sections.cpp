@@ -69,6 +69,29 @@ void read_firewall(MapReader& top, const YAML::Node& root, const std::string& pa
     }
 }
 
+void check_public_listeners(MapReader& top, const Config& cfg) {
+    if (!cfg.firewall || !cfg.firewall->enabled) return;
+    std::set<int> listed;
+    for (const auto& p : cfg.firewall->protect) listed.insert(p.port);
+    auto need = [&](const std::string& what, const Endpoint& ep) {
+        if (ep.is_unix() || is_loopback(ep) || listed.count(ep.port)) return;
+        top.fail(*top.find("firewall"),
+                 what + " " + ep.to_string() + " is public (no TLS): list port " +
+                     std::to_string(ep.port) +
+                     " in firewall.protect with the sources allowed to use it (the guard keeps "
+                     "every other plaintext listener loopback-only)");
+    };
+    for (const auto& p : cfg.peers) {
+        if (!p.public_local) continue;
+        if (p.has_local()) need("peers[" + p.name + "].local", p.local);
+        for (const auto& s : p.services) need("peers[" + p.name + "].services." + s.name, s.local);
+    }
+    for (const auto& r : cfg.routes)
+        if (r.public_local) need("routes[].local", r.local);
+    if (cfg.health.enabled && cfg.health.public_listen)
+        for (const auto& ep : cfg.health.listen) need("health.listen", ep);
+}
+
 // health: enabled, listen (loopback unless public: true), public, postgres, intervals.
 void read_health(MapReader& top, const YAML::Node& root, const std::string& path, Config& cfg) {
     if (auto* h = top.find("health")) {

@@ -17,4 +17,10 @@ void read_firewall(yaml_config::MapReader& top, const YAML::Node& root, const st
 void read_health(yaml_config::MapReader& top, const YAML::Node& root, const std::string& path,
                  Config& cfg);
 
+// With the firewall on, a plaintext listener that is public (peers[].public,
+// routes[].public, health.public) must have its port in firewall.protect: the
+// guard keeps every other plaintext listener loopback-only, and a public one
+// needs an explicit list of who may use it. Fails at the firewall: key.
+void check_public_listeners(yaml_config::MapReader& top, const Config& cfg);
+
 }  // namespace tunneld
