@@ -1,8 +1,10 @@
 // Admission of connections: the unauthenticated budget (per source, in total),
-// max_connections for authenticated peers, and the refusal log's rate limit.
+// max_connections for authenticated peers, each local listener's own places,
+// probes per identity, and the refusal log's rate limit.
 #include <gtest/gtest.h>
 
 #include <boost/asio/io_context.hpp>
+#include <vector>
 
 #include "tunneld/net/conn_log.hpp"
 #include "tunneld/net/connection_table.hpp"
@@ -51,8 +53,53 @@ TEST(Admission, TotalBudgetAndReleaseOnEveryPath) {
     EXPECT_EQ(table.size(), 0u);  // released with the Admission
     auto y = table.admit(io.get_executor(), 3);
     EXPECT_TRUE(y);
-    table.mark_probe(*y);  // a probe gives its place back
+    EXPECT_TRUE(table.mark_probe(*y, "peer-1"));  // a probe gives its place back
     EXPECT_TRUE(table.admit(io.get_executor(), 4));
+}
+
+// The old table shared max_connections between local clients and inbound
+// peers: a local process holding 4 sockets (max_connections: 4) made the next
+// inbound replication connection fail.
+TEST(Admission, LocalListenersHaveTheirOwnPlacesEachAndNeverTakeThePeersRoom) {
+    boost::asio::io_context io;
+    auto ex = io.get_executor();
+    ConnectionTable table(/*max_connections=*/2, /*max_local=*/2);
+    auto l1 = table.admit_local(ex, 100, "127.0.0.1:6432");
+    auto l2 = table.admit_local(ex, 101, "127.0.0.1:6432");
+    ASSERT_TRUE(l1 && l2);
+    EXPECT_FALSE(table.admit_local(ex, 102, "127.0.0.1:6432"));  // that listener is full
+    auto other = table.admit_local(ex, 103, "127.0.0.1:6433");   // its own places
+    EXPECT_TRUE(other);
+    // Every max_connections place is still free for authenticated inbound peers.
+    auto p1 = table.admit(ex, 200, false);
+    auto p2 = table.admit(ex, 201, false);
+    ASSERT_TRUE(p1 && p2);
+    EXPECT_TRUE(table.count(*p1));
+    EXPECT_TRUE(table.count(*p2));
+    {
+        auto l3 = table.admit_local(ex, 104, "127.0.0.1:6434");
+        EXPECT_TRUE(l3);
+    }
+    EXPECT_TRUE(table.admit_local(ex, 105, "127.0.0.1:6434"));  // released with its Admission
+}
+
+TEST(Admission, OneIdentityHoldsAtMostTwoProbes) {
+    boost::asio::io_context io;
+    auto ex = io.get_executor();
+    ConnectionTable table(8);
+    auto a = table.admit(ex, 1, false);
+    auto b = table.admit(ex, 2, false);
+    auto c = table.admit(ex, 3, false);
+    EXPECT_TRUE(table.mark_probe(*a, "standby-1"));
+    EXPECT_TRUE(table.mark_probe(*b, "standby-1"));
+    EXPECT_FALSE(table.mark_probe(*c, "standby-1"));  // 47 of these exhausted fds
+    EXPECT_FALSE(c->probe);
+    auto other = table.admit(ex, 10, false);
+    EXPECT_TRUE(table.mark_probe(*other, "primary-1"));
+    {
+        auto d = table.admit(ex, 11, false);
+        EXPECT_FALSE(table.mark_probe(*d, "standby-1"));
+    }
 }
 
 TEST(RefusalLog, OneLinePerSourcePerIntervalWithTheCount) {

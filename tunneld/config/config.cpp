@@ -272,6 +272,7 @@ void read_tuning(MapReader& top, const YAML::Node& root, const std::string& path
     if (auto* l = top.find("limits")) {
         MapReader r(*l, "limits", path);
         read_int(r, "max_connections", cfg.limits.max_connections, 1, 1'000'000);
+        read_int(r, "max_local_connections", cfg.limits.max_local_connections, 1, 1'000'000);
         read_int(r, "max_handshakes_per_source", cfg.limits.max_handshakes_per_source, 1, 100'000);
         read_int(r, "max_handshakes", cfg.limits.max_handshakes, 1, 100'000);
         r.finish();

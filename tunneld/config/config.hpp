@@ -97,7 +97,8 @@ struct TimeoutConfig {
 };
 
 struct LimitConfig {
-    int max_connections = 256;           // live relayed connections, both directions together
+    int max_connections = 256;        // live relayed connections from authenticated inbound peers
+    int max_local_connections = 128;  // live connections per local plaintext listener
     int max_handshakes_per_source = 16;  // TLS handshakes in progress from one source address
     int max_handshakes = 64;  // TLS handshakes in progress in total (unauthenticated connections)
 };

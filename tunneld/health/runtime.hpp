@@ -36,7 +36,8 @@ struct Runtime {
     Runtime(const Config& c, IoPool& p, std::shared_ptr<const TlsMaterial> material)
         : config(c),
           pool(p),
-          connections(static_cast<std::size_t>(c.limits.max_connections)),
+          connections(static_cast<std::size_t>(c.limits.max_connections),
+                      static_cast<std::size_t>(c.limits.max_local_connections)),
           tls(std::move(material)) {}
 };
 

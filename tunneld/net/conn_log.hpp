@@ -17,6 +17,7 @@ struct ConnInfo {
     std::string peer;            // identity of the other tunneld (verified, or expected)
     std::string remote;          // address the connection came from / went to
     std::string local;           // the plaintext side (backend, or local client)
+    std::string listener;        // the local plaintext listener it came in on, "" for inbound
     std::string route;           // routes[]: the route's local address, "" otherwise
     std::string service;         // inbound.services name; "" = postgresql (not logged)
     std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();

@@ -24,6 +24,23 @@ Admission ConnectionTable::admit(boost::asio::any_io_executor executor, std::uin
     return Admission(*this, std::move(c));
 }
 
+Admission ConnectionTable::admit_local(boost::asio::any_io_executor executor, std::uint64_t id,
+                                       const std::string& listener, std::string route,
+                                       std::string target) {
+    std::lock_guard lock(mutex_);
+    auto& n = local_[listener];
+    if (n >= max_local_) return Admission(*this, nullptr);
+    ++n;
+    auto c = std::make_shared<LiveConnection>();
+    c->executor = std::move(executor);
+    c->id = id;
+    c->listener = listener;
+    c->route = std::move(route);
+    c->target = std::move(target);
+    live_.emplace(id, c);
+    return Admission(*this, std::move(c));
+}
+
 bool ConnectionTable::count(LiveConnection& c) {
     std::lock_guard lock(mutex_);
     if (c.counted) return true;
@@ -42,6 +59,13 @@ void ConnectionTable::release(const std::shared_ptr<LiveConnection>& c) {
         std::lock_guard lock(mutex_);
         if (c->probe) --probes_;
         if (c->counted) --counted_;
+        if (!c->listener.empty())
+            if (auto it = local_.find(c->listener); it != local_.end() && --it->second == 0)
+                local_.erase(it);
+        if (!c->probe_identity.empty())
+            if (auto it = probes_by_identity_.find(c->probe_identity);
+                it != probes_by_identity_.end() && --it->second == 0)
+                probes_by_identity_.erase(it);
         live_.erase(c->id);
         if (live_.size() == probes_) notify = on_empty_;
     }
@@ -53,12 +77,18 @@ void ConnectionTable::on_empty(std::function<void()> f) {
     on_empty_ = std::move(f);
 }
 
-void ConnectionTable::mark_probe(LiveConnection& c) {
+bool ConnectionTable::mark_probe(LiveConnection& c, const std::string& identity) {
     std::lock_guard lock(mutex_);
-    if (!c.probe) ++probes_;
+    if (c.probe) return true;
+    auto& n = probes_by_identity_[identity];
+    if (n >= kMaxProbesPerIdentity) return false;
+    ++n;
+    c.probe_identity = identity;
+    ++probes_;
     c.probe = true;
     if (c.counted) --counted_;
     c.counted = false;
+    return true;
 }
 
 std::size_t ConnectionTable::size() const {

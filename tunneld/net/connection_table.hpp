@@ -1,6 +1,8 @@
 // Admission and bookkeeping of live connections: enforces
-// limits.max_connections and lets the daemon close every live connection
-// from its own thread when the drain time on SIGTERM runs out.
+// limits.max_connections (authenticated inbound peers), limits.max_local_connections
+// (each local plaintext listener on its own), the probes allowed per peer
+// identity, and lets the daemon close every live connection from its own
+// thread when the drain time on SIGTERM runs out.
 #pragma once
 #include <boost/asio/any_io_executor.hpp>
 #include <cstddef>
@@ -26,10 +28,12 @@ struct LiveConnection {
     std::function<void()> quiesce;
     bool alive = true;
     std::uint64_t id = 0;
-    X509Ptr peer_cert;     // set after the handshake; checked when a new CRL arrives
-    bool revoked = false;  // closed because peer_cert was revoked
-    bool probe = false;    // a peer probe connection (closed at once on SIGTERM, not drained)
-    bool counted = false;  // holds one of limits.max_connections
+    X509Ptr peer_cert;           // set after the handshake; checked when a new CRL arrives
+    bool revoked = false;        // closed because peer_cert was revoked
+    bool probe = false;          // a peer probe connection (closed at once on SIGTERM, not drained)
+    bool counted = false;        // holds one of limits.max_connections
+    std::string listener;        // holds one of this local listener's max_local_connections
+    std::string probe_identity;  // a probe: holds one of this identity's kMaxProbesPerIdentity
     // routes[]: which route carried it and to which node (set by admit, then
     // constant). `switched` is set, on `executor`, when the route closed it
     // because the primary changed.
@@ -68,7 +72,12 @@ class Admission {
 
 class ConnectionTable {
   public:
-    explicit ConnectionTable(std::size_t max_connections) : max_(max_connections) {}
+    // Probe connections one peer identity may hold at once: a prober keeps
+    // one, `certs rotate` opens one more for a moment.
+    static constexpr int kMaxProbesPerIdentity = 2;
+
+    explicit ConnectionTable(std::size_t max_connections, std::size_t max_local = 128)
+        : max_(max_connections), max_local_(max_local) {}
 
     // Admits a connection, or returns an empty Admission when max_connections
     // are already live. With counted=false it takes no max_connections place
@@ -76,6 +85,13 @@ class ConnectionTable {
     // `route`/`target`: for a routes[] connection (fixed for its life).
     Admission admit(boost::asio::any_io_executor executor, std::uint64_t id, bool counted = true,
                     std::string route = {}, std::string target = {});
+    // Admits a connection accepted on the local plaintext listener `listener`
+    // (its address): it takes a place among that listener's max_local places,
+    // never one of max_connections, so local clients cannot use up the room of
+    // inbound replication. Empty when the listener's places are all taken.
+    Admission admit_local(boost::asio::any_io_executor executor, std::uint64_t id,
+                          const std::string& listener, std::string route = {},
+                          std::string target = {});
     // Gives an admitted, not yet counted connection its max_connections place;
     // false when they are all taken.
     bool count(LiveConnection& c);
@@ -86,9 +102,11 @@ class ConnectionTable {
     // `f` is called (on the releasing connection's thread, outside the lock)
     // each time size() drops to 0: the drain waits for that instead of polling.
     void on_empty(std::function<void()> f);
-    // Marks `c` as a peer probe: it stays closable but stops counting toward
-    // max_connections (the limit is on relayed connections).
-    void mark_probe(LiveConnection& c);
+    // Marks `c` as a peer probe of `identity`: it stays closable but stops
+    // counting toward max_connections (the limit is on relayed connections).
+    // False (nothing marked) when `identity` already holds
+    // kMaxProbesPerIdentity probes: the caller closes it.
+    bool mark_probe(LiveConnection& c, const std::string& identity);
     // Posts close() to every live connection's executor; with probes_only,
     // only to peer probe connections.
     void close_all(bool probes_only = false);
@@ -118,8 +136,11 @@ class ConnectionTable {
     std::map<std::uint64_t, std::shared_ptr<LiveConnection>> live_;
     std::map<std::string, int> handshakes_;
     int handshakes_total_ = 0;
+    std::size_t max_local_;
     std::size_t probes_ = 0;
     std::size_t counted_ = 0;
+    std::map<std::string, std::size_t> local_;  // live connections per local listener
+    std::map<std::string, int> probes_by_identity_;
     std::function<void()> on_empty_;
 };
 

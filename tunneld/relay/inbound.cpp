@@ -172,7 +172,17 @@ asio::awaitable<void> serve(Runtime& rt, const AlpnPolicy& policy, tcp::socket s
         spdlog::log(self ? spdlog::level::info : spdlog::level::debug,
                     "conn={} inbound probe from {} ({}): handshake ok, serial {}", info.id,
                     info.peer, info.remote, material->serial_hex);
-        rt.connections.mark_probe(*live);
+        if (!rt.connections.mark_probe(*live, info.peer)) {
+            // One prober needs one connection; a peer opening dozens would
+            // hold file descriptors the real peer needs.
+            rt.stats.count_close(Direction::inbound, CloseReason::limit);
+            if (auto n = rt.refusals.note("probe " + info.peer))
+                spdlog::warn(
+                    "conn={} inbound: refused {} probe connection(s) from {}: {} already open "
+                    "(the most one identity may hold)",
+                    info.id, n, info.peer, ConnectionTable::kMaxProbesPerIdentity);
+            co_return;
+        }
         co_await serve_probe(rt, tls, info);
         if (live->revoked) {
             spdlog::warn(

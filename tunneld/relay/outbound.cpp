@@ -48,12 +48,16 @@ asio::awaitable<void> carry_to_peer(Runtime& rt, const PeerConfig& peer, Session
     info.remote = peer.connect.to_string();
     error_code ec;
 
-    auto live = rt.connections.admit(local.get_executor(), info.id, true, info.route,
-                                     info.route.empty() ? "" : peer.name);
+    auto live = rt.connections.admit_local(local.get_executor(), info.id, info.listener, info.route,
+                                           info.route.empty() ? "" : peer.name);
     if (!live) {
-        log_close(info, RelayResult{0, 0, CloseReason::limit,
-                                    "limits.max_connections=" +
-                                        std::to_string(cfg.limits.max_connections)});
+        rt.stats.count_close(Direction::outbound, CloseReason::limit);
+        if (auto n = rt.refusals.note("listener " + info.listener))
+            log_close(info, RelayResult{0, 0, CloseReason::limit,
+                                        "limits.max_local_connections=" +
+                                            std::to_string(cfg.limits.max_local_connections) +
+                                            " reached on " + info.listener +
+                                            (n > 1 ? " (" + std::to_string(n) + " refused)" : "")});
         co_return;
     }
     (void)apply_local_options(local.native_handle());  // best effort: only latency
@@ -142,6 +146,8 @@ ConnInfo accepted_conn(Runtime& rt, tcp::socket& local) {
     error_code ec;
     auto client = local.remote_endpoint(ec);
     info.local = ec ? "" : address_of(client);
+    auto at = local.local_endpoint(ec);
+    info.listener = ec ? "" : address_of(at);
     return info;
 }
 

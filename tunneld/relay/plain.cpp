@@ -123,16 +123,20 @@ asio::awaitable<void> carry(Runtime& rt, tcp::socket local, Backend backend, Con
     info.direction = "outbound";
     info.peer = rt.config.node;
     info.remote = be.to_string();
-    auto live =
-        rt.connections.admit(local.get_executor(), info.id, true, info.route, rt.config.node);
+    auto live = rt.connections.admit_local(local.get_executor(), info.id, info.listener, info.route,
+                                           rt.config.node);
     auto finish = [&](const RelayResult& r) {
         log_close(info, r);
         rt.stats.count_close(Direction::outbound, r.reason);
     };
     if (!live) {
-        finish(RelayResult{
-            0, 0, CloseReason::limit,
-            "limits.max_connections=" + std::to_string(rt.config.limits.max_connections)});
+        rt.stats.count_close(Direction::outbound, CloseReason::limit);
+        if (auto n = rt.refusals.note("listener " + info.listener))
+            log_close(info, RelayResult{0, 0, CloseReason::limit,
+                                        "limits.max_local_connections=" +
+                                            std::to_string(rt.config.limits.max_local_connections) +
+                                            " reached on " + info.listener +
+                                            (n > 1 ? " (" + std::to_string(n) + " refused)" : "")});
         co_return;
     }
     auto close_both = [&] {
