@@ -311,3 +311,22 @@ def test_a_flood_of_local_listeners_and_probes_from_one_source_leaves_replicatio
     assert open_local <= 16, open_local
     assert pair.server.fd_count() < fds_before + 2 * (16 + 2) + 10
     assert pair.client.http("/readiness")[0] == 200
+
+
+def test_check_warns_that_a_unix_socket_backend_with_peer_auth_lets_peers_in_as_tunneld(workdir, ca):
+    """inbound.backend: unix:... plus Debian's `local all all peer`: every tunnelled
+    connection is the OS user tunneld, so a peer logs in as role tunneld (pg_monitor)
+    with no password. `tunneld check` says so; a TCP backend gets no such line."""
+    cert, key, _ = ca.issue("node-1", os.path.join(workdir, "node"))
+    path = os.path.join(workdir, "node.yaml")
+    for backend, warned in (("unix:/var/run/postgresql/.s.PGSQL.5432", True), ("127.0.0.1:5432", False)):
+        with open(path, "w") as f:
+            f.write(lab.node_config("node-1", ca.cert_path, cert, key,
+                                    inbound={"listen": f"127.0.0.1:{lab.free_port()}", "backend": backend,
+                                             "allow": ["node-2"]}))
+        r = lab.tunneld_cli("check", "--peer", path)
+        line = [ln for ln in r.stdout.splitlines() if "any allowed peer can log in as role tunneld" in ln]
+        assert bool(line) == warned, r.stdout
+        if warned:
+            assert line[0].startswith("warn  inbound.backend unix:/var/run/postgresql/.s.PGSQL.5432: ")
+            assert "`local all all peer`" in line[0] and "127.0.0.1:5432" in line[0]

@@ -271,6 +271,50 @@ def test_parked_keep_alive_sockets_never_hold_monitors_out(echo_pair):
         s.close()
 
 
+def test_a_flood_from_many_loopback_addresses_never_cuts_a_monitors_check(echo_pair):
+    """A local user has all of 127/8: 64 connections from 64 loopback addresses
+    filled the old server's 64 sessions, and the 64th evicted the oldest idle
+    one, a monitor that had connected and was about to send its check (EOF).
+    Now loopback is one source (8 sessions), and a session that has not had its
+    first request's deadline yet is never evicted."""
+    pair, _ = echo_pair
+    host, port = pair.server.health_address.rsplit(":", 1)
+    monitor = socket.create_connection((host, int(port)), timeout=5)
+    flood = []
+    for i in range(64):
+        s = socket.socket()
+        s.bind((f"127.0.1.{10 + i}", 0))
+        s.connect((host, int(port)))
+        flood.append(s)
+    for s in flood:
+        s.setblocking(False)
+
+    def refused():
+        n = 0
+        for s in flood:
+            try:
+                n += s.recv(1) == b""
+            except BlockingIOError:
+                pass
+            except ConnectionResetError:
+                n += 1
+        return n
+
+    seen = 0
+    deadline = time.monotonic() + 3
+    while seen < 64 - 8 and time.monotonic() < deadline:  # all but loopback's 8 places refused
+        seen += refused()
+        time.sleep(0.05)
+    monitor.sendall(b"GET /liveness HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    answer = b""
+    while chunk := monitor.recv(65536):
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    monitor.close()
+    for s in flood:
+        s.close()
+
+
 def test_health_command_exit_codes_and_output(echo_pair):
     pair, backend = echo_pair
     r = lab.tunneld_cli("health", "--peer", pair.client.config_path)

@@ -72,6 +72,17 @@ std::string message(int type, int family, std::uint32_t port,
     return std::string(reinterpret_cast<char*>(&h), 16) + payload;
 }
 
+// A local user has all of 127/8: 64 loopback addresses are one source for the
+// health server's per-source cap, or they could evict a monitor's check.
+TEST(HealthSource, EveryLoopbackAddressIsOneSource) {
+    using boost::asio::ip::make_address;
+    for (const char* a : {"127.0.0.1", "127.0.0.73", "127.255.255.254", "::1", "::ffff:127.0.0.9"})
+        EXPECT_EQ(health_source(make_address(a)), "loopback") << a;
+    EXPECT_EQ(health_source(make_address("10.0.0.7")), "10.0.0.7");
+    EXPECT_EQ(health_source(make_address("::ffff:10.0.0.7")), "::ffff:10.0.0.7");
+    EXPECT_EQ(health_source(make_address("2001:db8::1")), "2001:db8::1");
+}
+
 TEST(TableEventParser, ForeignChangesCountOwnTransactionsDoNot) {
     std::string name("tunneld\0", 8), pid(4, '\0');
     std::uint32_t be = htonl(1234);

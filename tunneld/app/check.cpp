@@ -272,6 +272,20 @@ void check_routes(const Config& cfg, Report& report) {
     }
 }
 
+// A unix-socket backend makes every tunnelled connection the OS user the
+// daemon runs as; with peer authentication (Debian's `local all all peer`)
+// any allowed peer then logs in as the role of that name (tunneld, which has
+// pg_monitor for health.postgres) with no password.
+void check_backend_identity(const Config& cfg, Report& report) {
+    if (!cfg.inbound || !cfg.inbound->backend.is_unix()) return;
+    report.warn(
+        "inbound.backend " + cfg.inbound->backend.to_string() +
+        ": postgres sees every tunnelled connection as this daemon's OS user (tunneld), so with "
+        "pg_hba's `local all all peer` (Debian's default) any allowed peer can log in as role "
+        "tunneld without a password. Use inbound.backend: 127.0.0.1:5432 with pg_hba `host` "
+        "lines that ask for a password (scram-sha-256), as README.md's setup does");
+}
+
 int run_check(const std::string& config_path, std::ostream& out, const ExtraCheck& extra,
               const std::string& as_user) {
     Report report{out};
@@ -343,6 +357,7 @@ int run_check(const std::string& config_path, std::ostream& out, const ExtraChec
     check_listen_addresses(cfg, config_path, report);
     check_health(cfg, report, user);
     check_routes(cfg, report);
+    check_backend_identity(cfg, report);
     if (extra)
         for (const auto& line : extra(cfg)) {
             if (line.kind == CheckLine::ok)

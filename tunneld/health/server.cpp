@@ -82,6 +82,15 @@ void limit(http::request_parser<http::string_body>& parser) {
 
 }  // namespace
 
+std::string health_source(const asio::ip::address& a) {
+    if (a.is_loopback()) return "loopback";
+    if (a.is_v6() && a.to_v6().is_v4_mapped() &&  // ::ffff:127.x on a dual-stack listener
+        asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).is_loopback())
+        return "loopback";
+    if (a.is_v4() && a.to_v4().to_bytes()[0] == 127) return "loopback";
+    return a.to_string();
+}
+
 std::string http_answer(std::string_view request, const std::function<Snapshot(bool)>& snapshot) {
     http::request_parser<http::string_body> parser;
     limit(parser);
@@ -116,6 +125,14 @@ struct HealthServer::Impl {
         std::string source;
         bool idle = true;  // waiting for a request (not answering one)
         std::uint64_t id = 0;
+        bool answered = false;  // at least one request answered
+        std::chrono::steady_clock::time_point opened = std::chrono::steady_clock::now();
+
+        // Never a session still within its first request's deadline: it may
+        // be a monitor's check on its way in.
+        bool evictable(std::chrono::steady_clock::time_point now) const {
+            return idle && (answered || now - opened >= kRequestTimeout);
+        }
     };
     std::list<Open> open;
     std::uint64_t next_id = 0;
@@ -153,6 +170,7 @@ struct HealthServer::Impl {
             stream->expires_after(kRequestTimeout);
             auto [wec, wn] =
                 co_await http::async_write(*stream, res, asio::as_tuple(asio::use_awaitable));
+            self->answered = true;
             if (wec || !res.keep_alive()) break;
         }
         error_code ignored;
@@ -164,8 +182,9 @@ struct HealthServer::Impl {
     // none of them is idle.
     template <class Match>
     bool evict_oldest_idle(Match match) {
+        const auto now = std::chrono::steady_clock::now();
         for (auto& o : open)
-            if (o.idle && match(o))
+            if (o.evictable(now) && match(o))
                 if (auto s = o.stream.lock()) {
                     s->close();  // its coroutine ends with operation_aborted and erases the entry
                     o.idle = false;
@@ -178,7 +197,7 @@ struct HealthServer::Impl {
         error_code ec;
         auto remote = socket.remote_endpoint(ec);
         if (ec) return;
-        std::string source = remote.address().to_string();
+        std::string source = health_source(remote.address());
         auto from_source = std::count_if(open.begin(), open.end(),
                                          [&](const Open& o) { return o.source == source; });
         bool room = true;
@@ -192,7 +211,7 @@ struct HealthServer::Impl {
             return;
         }
         auto stream = std::make_shared<beast::tcp_stream>(std::move(socket));
-        open.push_back(Open{stream, source, true, next_id++});
+        open.push_back(Open{stream, source, true, next_id++});  // answered: no, opened: now
         spawn(stream->get_executor(), session(stream, std::prev(open.end())), "a health request");
     }
 };

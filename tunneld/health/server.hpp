@@ -2,11 +2,15 @@
 // on its own thread, so neither a busy relay nor a slow postgres check delays
 // an answer: each request takes a fresh Snapshot and answers from it
 // (health_routes.hpp). Hostile clients are bounded so they cannot hold monitors
-// out: at most 64 connections at once and 8 per source address; at either cap
-// a new connection evicts the longest-idle one (of that source, or of all)
-// instead of being refused, so a client parking keep-alive sockets only ever
-// displaces itself. 8 KiB of headers, 4 KiB of body, 5 s to send the first
-// request, 2 s keep-alive idle. GET and HEAD only (405 otherwise).
+// out: at most 64 connections at once and 8 per source address (every
+// loopback address counts as one source: a local user has all of 127/8); at
+// either cap a new connection evicts the longest-idle evictable one (of that
+// source, or of all) instead of being refused, so a client parking keep-alive
+// sockets only ever displaces itself. A session is evictable once it has been
+// answered, or once its first request's deadline has passed: a monitor that
+// has connected and is sending its check is never cut by a flood. 8 KiB of
+// headers, 4 KiB of body, 5 s to send the first request, 2 s keep-alive idle.
+// GET and HEAD only (405 otherwise).
 #pragma once
 #include <boost/asio/ip/tcp.hpp>
 #include <functional>
@@ -25,6 +29,10 @@ namespace tunneld {
 // parser and routes as a session. "" when the bytes are an incomplete request
 // (a session would wait for more). For tests and the fuzzer.
 std::string http_answer(std::string_view request, const std::function<Snapshot(bool)>& snapshot);
+
+// The source a health connection counts against: its address, or
+// "loopback" for any of 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104.
+std::string health_source(const boost::asio::ip::address& a);
 
 class HealthServer {
   public:
