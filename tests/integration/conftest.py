@@ -9,6 +9,9 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 import lab  # noqa: E402
 
+# With CI=true a root-only test that skips fails (ci_skips.py).
+pytest_plugins = ["ci_skips"]
+
 
 @pytest.fixture
 def workdir():

@@ -330,3 +330,22 @@ def test_check_warns_that_a_unix_socket_backend_with_peer_auth_lets_peers_in_as_
         if warned:
             assert line[0].startswith("warn  inbound.backend unix:/var/run/postgresql/.s.PGSQL.5432: ")
             assert "`local all all peer`" in line[0] and "127.0.0.1:5432" in line[0]
+
+
+def test_with_ci_true_a_root_only_test_that_skips_fails(tmp_path):
+    """CI runs as root: a root-only test that skips there has silently stopped
+    testing anything. The plugin turns such a skip into a failure under CI=true
+    and leaves every other skip (and every run outside CI) alone."""
+    (tmp_path / "test_sample.py").write_text(
+        "import pytest\n"
+        "def test_root_only():\n    pytest.skip('needs root: network namespaces')\n"
+        "def test_other_skip():\n    pytest.skip('no IPv6 on this host')\n")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(__file__))
+    cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "ci_skips", "-q", "-rA", str(tmp_path)]
+    ci = subprocess.run(cmd, env=dict(env, CI="true"), capture_output=True, text=True, cwd=tmp_path)
+    assert ci.returncode == 1, ci.stdout
+    assert "1 failed, 1 skipped" in ci.stdout, ci.stdout
+    assert "CI=true: this root-only test skipped (needs root: network namespaces)" in ci.stdout, ci.stdout
+    env.pop("CI", None)
+    local = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert local.returncode == 0 and "2 skipped" in local.stdout, local.stdout
