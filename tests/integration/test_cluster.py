@@ -120,8 +120,12 @@ def test_promotion_is_followed_and_split_brain_is_never_routed(cluster):
     _, _, metrics = lab.http_request("127.0.0.1:8080", "/metrics", netns=c.ns["app"].name)
     assert re.search(r'tunneld_route_split_brain\{route="127\.0\.0\.1:6432"\} 1', metrics), metrics
     assert re.search(r'tunneld_route_candidates\{route="127\.0\.0\.1:6432",role="primary"\} 2', metrics)
-    # standby-2 is never connected to the old primary; its safe stream stays.
-    time.sleep(3)
+    # standby-2 is never connected to the old primary; its safe stream stays. Once
+    # standby-2's own route has seen the split brain (the decision that would have
+    # sent it to primary-1 is made), it has not gone there and no longer can.
+    lab.wait_for(lambda: c.route("standby-2")["split_brain"], timeout=30, what="standby-2's route seeing it")
+    r2 = c.route("standby-2")
+    assert r2["target"] is None and (r2["last_switch"] or {}).get("to") != "primary-1", r2
     assert "standby2" not in c.streaming_from("primary-1")
     assert c.streaming_from("standby-1") == ["standby2"]
 

@@ -4,6 +4,7 @@ and what happens when either end of the path is missing."""
 import hashlib
 import os
 import socket
+import subprocess
 import threading
 import time
 
@@ -291,13 +292,24 @@ def test_server_resetting_just_before_the_clients_last_bytes_and_half_close_is_a
     before the client's half-close does. Seen in the README walkthrough's
     pg_basebackup. Both tunnels: finished, at info."""
 
+    done = threading.Event()
+
     def backend_script(conn, first):
         reset(conn)  # exits after the first byte of Terminate; the rest unread: RST
+        done.set()
 
     backend, pair = scripted_pair(workdir, cleanup, backend_script)
+    port = backend.address.rsplit(":", 1)[1]
+
+    def tunneld_side_reset():  # the server tunneld's backend socket is no longer established
+        return not subprocess.run(["ss", "-Htn", "state", "established", f"dport = :{port}"],
+                                  capture_output=True, text=True).stdout.strip()
+
     with pair.connect() as c:
         c.sendall(b"X\x00\x00\x00\x04")
-        time.sleep(0.2)  # the reset is back at tunneld before the rest is sent
+        # The reset is back at tunneld before the rest is sent (an event, not a sleep).
+        assert done.wait(10), "the backend never saw the first byte"
+        lab.wait_for(tunneld_side_reset, timeout=5, what="the RST at the server tunneld's backend socket")
         c.sendall(b"\x15\x03\x03\x00\x02\x01\x00")  # the client's close_notify alert
         c.shutdown(socket.SHUT_WR)
         c.settimeout(10)
