@@ -342,6 +342,8 @@ class Backend:
         self.port = self.sock.getsockname()[1]
         self.address = f"{host}:{self.port}"
         self.accepted = 0
+        self.peers = []  # the client address of every accepted connection, in accept order
+        self._sentinels = set()
         self.results = []  # per connection: dict(received, sha256)
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._accept, daemon=True)
@@ -350,9 +352,11 @@ class Backend:
     def _accept(self):
         while True:
             try:
-                conn, _ = self.sock.accept()
+                conn, peer = self.sock.accept()
             except OSError:
                 return
+            with self.lock:
+                self.peers.append(peer[:2])
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _count(self, before, n):
@@ -402,6 +406,23 @@ class Backend:
                 with self.lock:
                     self.results.append({"received": received, "sha256": h.hexdigest()})
             conn.close()
+
+    def accepts_so_far(self):
+        """How many connections (with or without data) the backend has accepted,
+        not counting its own sentinels: a sentinel connection is made and, since
+        the kernel hands out connections in order, every connection made before
+        it has been counted once the sentinel has. No sleep, no guess."""
+        family = self.sock.family
+        s = socket.socket(family)
+        s.connect(self.sock.getsockname()[:2])
+        me = s.getsockname()[:2]
+        with self.lock:
+            self._sentinels.add(me)
+        wait_for(lambda: me in self.peers, timeout=10, what="the backend accepting its sentinel")
+        s.close()
+        with self.lock:
+            before = self.peers[:self.peers.index(me)]
+        return sum(1 for p in before if p not in self._sentinels)
 
     def close(self):
         try:
