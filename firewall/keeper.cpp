@@ -89,21 +89,27 @@ bool Keeper::refresh(const char* why) {
     return ok;
 }
 
+Duration RetryBackoff::after(bool ok) {
+    if (ok) {
+        failures_ = 0;
+        return interval_;
+    }
+    Duration wait = std::chrono::seconds(1);
+    for (int i = 0; i < failures_ && wait < interval_; ++i) wait *= 2;
+    ++failures_;
+    return std::min(wait, interval_);
+}
+
 // Every resolve_interval; after a refused commit, again after 1 s, 2 s, 4 s ...
 // (at most resolve_interval) until the kernel takes it.
 asio::awaitable<void> Keeper::resolve_loop() {
-    Duration backoff = std::chrono::seconds(1), wait = cfg_.firewall->resolve_interval;
+    RetryBackoff backoff(cfg_.firewall->resolve_interval);
+    Duration wait = cfg_.firewall->resolve_interval;
     for (;;) {
         resolve_timer_.expires_after(wait);
         auto [ec] = co_await resolve_timer_.async_wait(asio::as_tuple(asio::use_awaitable));
         if (ec) co_return;
-        if (refresh("re-resolve")) {
-            wait = cfg_.firewall->resolve_interval;
-            backoff = std::chrono::seconds(1);
-        } else {
-            wait = std::min<Duration>(backoff, cfg_.firewall->resolve_interval);
-            backoff *= 2;
-        }
+        wait = backoff.after(refresh("re-resolve"));
     }
 }
 

@@ -40,6 +40,19 @@ class ChangeFeed {
     virtual std::vector<TableEvents::Change> read() = 0;
 };
 
+// When the resolve loop tries again: resolve_interval after a success; after
+// the 1st, 2nd, 3rd ... failure in a row 1 s, 2 s, 4 s ... (never more than
+// resolve_interval), so a kernel that refused a commit is asked again soon.
+class RetryBackoff {
+  public:
+    explicit RetryBackoff(Duration interval) : interval_(interval) {}
+    Duration after(bool ok);
+
+  private:
+    Duration interval_;
+    int failures_ = 0;
+};
+
 class Keeper {
   public:
     struct Status {

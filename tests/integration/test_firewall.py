@@ -565,3 +565,32 @@ def test_with_route_localnet_every_plaintext_listener_drops_what_did_not_come_ov
     assert site.host.exec(["/usr/bin/python3", "-c", "import socket; socket.create_connection(('127.0.0.1', 6431), 2)"],
                           check=False).returncode == 0
     assert lab.http_request("127.0.0.1:18766", "/liveness", netns=site.host.name)[0] == 200
+
+
+def test_an_unresolvable_peer_starts_guarded_and_a_refused_start_leaves_the_guard(site, workdir, ca, cleanup):
+    """A peer name that does not resolve (no DNS in this namespace) is not fatal:
+    the daemon starts with the guard applied (the peer's unknown address simply is
+    not allowed yet) and retries. A start that fails after the guard (the inbound
+    port taken by another process) exits 1 and leaves the guard in place."""
+    pg = listener(site.host, 5432)
+    cleanup.append(pg.kill)
+    cfg = guard_config(workdir, ca, [(5432, ["10.88.2.0/24"])])
+    text = open(cfg).read().replace("10.88.9.9:1", "no-such-host.invalid:8765")
+    daemon = lab.Tunneld(workdir, "host", text, netns=site.host.name).start()
+    cleanup.append(daemon.stop)
+    daemon.wait_log(r"firewall: peer address not resolved \(retried every 1m\): no-such-host\.invalid")
+    assert site.host.exec(["nft", "list", "table", "inet", "tunneld"], check=False).returncode == 0
+    assert not can_connect(site.bad, "10.88.1.1", 5432)
+    assert can_connect(site.good, "10.88.2.1", 5432)
+    daemon.stop()
+    # Now a start that fails after the guard is applied: inbound.listen is taken.
+    taken = listener(site.host, 8765)
+    cleanup.append(taken.kill)
+    inbound_cfg = guard_config(workdir, ca, [(5432, ["10.88.2.0/24"])],
+                               inbound={"listen": "0.0.0.0:8765", "backend": "127.0.0.1:5432", "allow": ["x"]})
+    site.host.exec(["nft", "delete", "table", "inet", "tunneld"])
+    r = site.host.exec([lab.TUNNELD, "--peer", inbound_cfg], check=False, timeout=30)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "8765" in r.stderr and "in use" in r.stderr, r.stderr
+    assert site.host.exec(["nft", "list", "table", "inet", "tunneld"], check=False).returncode == 0
+    assert not can_connect(site.bad, "10.88.1.1", 5432), "a daemon that refused to start left postgres open"

@@ -168,6 +168,34 @@ TEST_F(KeeperTest, EveryRefreshRoundPutsBackATableWhoseDeletionWentUnheard) {
     EXPECT_EQ(nl.commits, 2);
 }
 
+TEST(RetryBackoff, ARefusedCommitIsRetriedAfterOneTwoFourSecondsUpToTheInterval) {
+    using std::chrono::seconds;
+    RetryBackoff b(seconds(60));
+    std::vector<Duration> waits;
+    for (bool ok : {false, false, false, false, false, false, false, true, false, true})
+        waits.push_back(b.after(ok));
+    const std::vector<Duration> want{seconds(1),  seconds(2),  seconds(4),  seconds(8),
+                                     seconds(16), seconds(32), seconds(60), seconds(60),
+                                     seconds(1),  seconds(60)};
+    EXPECT_EQ(waits, want);
+    RetryBackoff short_interval(seconds(3));  // never longer than resolve_interval
+    EXPECT_EQ(short_interval.after(false), seconds(1));
+    EXPECT_EQ(short_interval.after(false), seconds(2));
+    EXPECT_EQ(short_interval.after(false), seconds(3));
+    EXPECT_EQ(short_interval.after(false), seconds(3));
+}
+
+// A refresh the kernel refused recorded nothing: the next try (the loop's,
+// RetryBackoff's 1 s later) commits the same change.
+TEST_F(KeeperTest, ARefusedRefreshRecordsNothingAndTheNextTryCommitsIt) {
+    dns.answers["primary.example.net"] = {"192.0.2.9"};  // a change to commit
+    nl.fail_next = 1;
+    EXPECT_FALSE(keeper->refresh("re-resolve"));
+    EXPECT_EQ(nl.commits, 1);
+    EXPECT_TRUE(keeper->refresh("re-resolve"));
+    EXPECT_EQ(nl.commits, 2);
+}
+
 TEST_F(KeeperTest, AChangeWithoutAPidOnlyActsOnAMissingTable) {
     outside_change("", 0);  // the kernel did not say who: could be our own commit
     EXPECT_EQ(nl.commits, 1);
