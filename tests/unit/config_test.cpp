@@ -35,7 +35,28 @@ TEST(Config, ParsesMinimalConfigWithSecureDefaults) {
     EXPECT_EQ(c.keepalive.user_timeout, std::chrono::seconds(60));
     EXPECT_EQ(c.timeouts.handshake, std::chrono::seconds(10));
     EXPECT_EQ(c.limits.max_connections, 256);
+    EXPECT_EQ(c.limits.max_local_connections, 128);
+    EXPECT_EQ(c.tls.rekey_bytes, std::uint64_t{64} << 30);  // well before AES-GCM's ~390 GB
+    EXPECT_EQ(c.tls.rekey_interval, std::chrono::hours(24));
     EXPECT_EQ(c.workers, 0u);
+}
+
+TEST(Config, RekeyAndLocalLimitKeys) {
+    std::string text(kMinimal);
+    text.replace(text.find("  key: /etc/tunneld/node.key\n"), 29,
+                 "  key: /etc/tunneld/node.key\n  rekey_bytes: 1GB\n  rekey_interval: 1h\n");
+    auto c = parse_config(text + "limits: {max_local_connections: 16}\n", "/etc/tunneld/t.yaml");
+    EXPECT_EQ(c.tls.rekey_bytes, std::uint64_t{1} << 30);
+    EXPECT_EQ(c.tls.rekey_interval, std::chrono::hours(1));
+    EXPECT_EQ(c.limits.max_local_connections, 16);
+    auto small = text;
+    small.replace(small.find("1GB"), 3, "1kB");
+    EXPECT_NE(error_of(small).find("'tls.rekey_bytes': '1kB': expected bytes of at least 64kB"),
+              std::string::npos)
+        << error_of(small);
+    EXPECT_NE(error_of(std::string(kMinimal) + "limits: {max_local_connections: 0}\n")
+                  .find("max_local_connections"),
+              std::string::npos);
 }
 
 TEST(Config, ParsesFullConfig) {

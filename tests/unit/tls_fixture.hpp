@@ -26,8 +26,10 @@ struct Pki {
     fs::path dir = fs::temp_directory_path() /
                    ("tunneld-tls-" + std::to_string(::getpid()) + "-" + std::to_string(++serial));
     std::shared_ptr<const TlsMaterial> a, b;
+    std::uint64_t rekey_bytes = TlsFiles{}.rekey_bytes;
 
-    Pki() {
+    explicit Pki(std::uint64_t rekey = 0) {
+        if (rekey) rekey_bytes = rekey;
         fs::create_directories(dir);
         auto ca_key = generate_key(KeyType::ec_p256);
         auto ca = make_ca_cert("unit CA", 2, ca_key.get());
@@ -53,6 +55,7 @@ struct Pki {
                        (dir / (name + ".key")).string(),
                        "",
                        {"X25519"}};
+        files.rekey_bytes = rekey_bytes;
         return load_tls_material(files, name, 1);
     }
 };

@@ -5,6 +5,7 @@
 #include "tunneld/error.hpp"
 #include "tunneld/health/backend_monitor.hpp"
 #include "tunneld/net/spawn.hpp"
+#include "tunneld/tls/stream.hpp"
 
 namespace tunneld {
 
@@ -78,6 +79,7 @@ Snapshot build_snapshot(const SnapshotSources& src, const NodeFlags& flags, bool
     s.cert_serial = m->serial_hex;
     s.cert_not_after = unix_seconds(m->not_after);
     s.reloads = src.rt.stats.reloads();
+    s.key_updates = key_updates_sent();
     s.internal_errors = internal_errors();
     if (cfg.inbound) {
         for (const auto& l : cfg.inbound->listen) s.inbound_listen.push_back(l.to_string());

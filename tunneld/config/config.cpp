@@ -22,7 +22,7 @@ using namespace yaml_config;
 
 namespace {
 
-// tls: ca, cert, key (paths relative to the config file), crl, groups.
+// tls: ca, cert, key (paths relative to the config file), crl, groups, rekey_bytes, rekey_interval.
 void read_tls(MapReader& top, const YAML::Node& root, const std::string& path, Config& cfg) {
     auto* tls = top.find("tls");
     if (!tls) top.fail(root, "missing required key 'tls' (ca, cert, key)");
@@ -44,6 +44,15 @@ void read_tls(MapReader& top, const YAML::Node& root, const std::string& path, C
                 cfg.tls.groups.push_back(g.Scalar());
             }
         }
+        if (auto* n = r.find("rekey_bytes")) {
+            auto text = scalar(r, *n, "rekey_bytes");
+            auto v = parse_size(text);
+            if (!v || *v < 64 * 1024)
+                r.fail(*n, "'tls.rekey_bytes': '" + text +
+                               "': expected bytes of at least 64kB, e.g. 64GB");
+            cfg.tls.rekey_bytes = *v;
+        }
+        read_duration(r, "rekey_interval", cfg.tls.rekey_interval, 1s, 24h);
         r.finish();
     }
 }

@@ -22,6 +22,11 @@ struct TlsFiles {
     std::string crl;   // optional PEM CRL(s); empty = no revocation check
     // Key-exchange groups offered and accepted (tls.groups): elliptic curves only.
     std::vector<std::string> groups{"X25519", "P-256", "P-384"};
+    // TLS 1.3 KeyUpdate (both directions' keys) after this many bytes sent on
+    // one connection (tls.rekey_bytes) or this long since the last (tls.rekey_interval),
+    // well before AES-GCM's 2^24.5 records (~390 GB). OpenSSL never rekeys by itself.
+    std::uint64_t rekey_bytes = std::uint64_t{64} << 30;
+    Duration rekey_interval = 24h;
 };
 
 // inbound.services: another local backend on the inbound port, chosen by the

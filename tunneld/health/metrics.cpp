@@ -87,6 +87,9 @@ std::string render_metrics(const Snapshot& s) {
     m.sample("tunneld_reloads_total", {{"result", "ok"}}, static_cast<double>(s.reloads.ok));
     m.sample("tunneld_reloads_total", {{"result", "failed"}},
              static_cast<double>(s.reloads.failed));
+    m.single("tunneld_tls_key_updates_total", "counter",
+             "TLS 1.3 KeyUpdates sent on long connections (tls.rekey_bytes, tls.rekey_interval).",
+             static_cast<double>(s.key_updates));
     m.single("tunneld_last_reload_failed", "gauge",
              "1 when the last reload failed (the previous material is in use).",
              s.reloads.last_error.empty() ? 0 : 1);

@@ -70,6 +70,7 @@ struct Snapshot {
     std::string cert_serial;
     std::int64_t cert_not_after = 0;  // unix seconds
     Stats::Reloads reloads;
+    std::uint64_t key_updates = 0;  // TLS 1.3 KeyUpdates sent (tls.rekey_bytes / rekey_interval)
     std::uint64_t internal_errors =
         0;  // exceptions that escaped a task (logged; the daemon went on)
 

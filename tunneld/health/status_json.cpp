@@ -20,7 +20,8 @@ std::string render_status(const Snapshot& s) {
                      {"not_after", s.cert_not_after},
                      {"seconds_left", s.cert_not_after - s.now},
                      {"days_left", (s.cert_not_after - s.now) / 86400},
-                     {"reloads", std::move(reloads)}};
+                     {"reloads", std::move(reloads)},
+                     {"key_updates", s.key_updates}};
 
     auto handshakes = [&](Direction d) {
         json::object failed;

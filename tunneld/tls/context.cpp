@@ -275,6 +275,8 @@ std::shared_ptr<const TlsMaterial> load_tls_material(const TlsFiles& files, cons
 
     auto material = std::make_shared<TlsMaterial>();
     material->generation = generation;
+    material->rekey_bytes = files.rekey_bytes;
+    material->rekey_interval = files.rekey_interval;
     const std::uint64_t* gen = &material->generation;
 
     material->server.reset(SSL_CTX_new(TLS_server_method()));

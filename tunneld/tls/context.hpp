@@ -28,6 +28,8 @@ struct TlsMaterial {
     // Earliest nextUpdate of the loaded CRLs; unset without tls.crl. Past it,
     // OpenSSL refuses every peer, so it is watched like the certificate's expiry.
     std::optional<std::chrono::system_clock::time_point> crl_next_update;
+    std::uint64_t rekey_bytes = 0;  // tls.rekey_bytes / tls.rekey_interval, for TlsStream
+    std::chrono::milliseconds rekey_interval{0};
 
     int days_left() const;
 };

@@ -4,9 +4,11 @@
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
 
+#include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <chrono>
 
 namespace tunneld {
 
@@ -25,8 +27,36 @@ std::string reason_text(unsigned long e) {
 
 }  // namespace
 
+namespace {
+std::atomic<std::uint64_t> g_key_updates{0};
+}  // namespace
+
+std::uint64_t key_updates_sent() { return g_key_updates.load(std::memory_order_relaxed); }
+
+void TlsStream::maybe_update_keys(std::size_t about_to_send) {
+    if (!rekey_bytes_ || !SSL_is_init_finished(ssl_.get())) return;
+    auto now = std::chrono::steady_clock::now();
+    if (sent_since_rekey_ + about_to_send >= rekey_bytes_ ||
+        (rekey_interval_.count() > 0 && now - last_rekey_ >= rekey_interval_)) {
+        // Only marks the update: OpenSSL sends it ahead of the next record.
+        // update_not_requested: our sending keys only (the peer's tunneld
+        // rekeys its own direction by the same rule). Asking the peer to answer
+        // would make its *reader* write a KeyUpdate, into the write buffer its
+        // writer may be swapping (use_write_buffer): the stream broke that way.
+        if (SSL_key_update(ssl_.get(), SSL_KEY_UPDATE_NOT_REQUESTED) == 1)
+            g_key_updates.fetch_add(1, std::memory_order_relaxed);
+        else
+            ERR_clear_error();  // e.g. a TLS 1.2 peer (tests): nothing to update
+        sent_since_rekey_ = 0;
+        last_rekey_ = now;
+    }
+    sent_since_rekey_ += about_to_send;
+}
+
 TlsStream::TlsStream(asio::ip::tcp::socket socket, const TlsMaterial& material, Role role)
-    : socket_(std::move(socket)) {
+    : socket_(std::move(socket)),
+      rekey_bytes_(material.rekey_bytes),
+      rekey_interval_(material.rekey_interval) {
     ssl_.reset(SSL_new(role == Role::server ? material.server.get() : material.client.get()));
     if (ssl_.get()) {
         // Reads go straight to the socket (with read-ahead); so do writes, until
@@ -232,6 +262,7 @@ void TlsStream::use_write_buffer(bool on) {
 asio::awaitable<error_code> TlsStream::write_all(asio::const_buffer buf) {
     const auto* data = static_cast<const char*>(buf.data());
     std::size_t left = buf.size();
+    maybe_update_keys(left);
     use_write_buffer(left > kRecordPayload);
     while (left > 0) {
         std::size_t n = 0;

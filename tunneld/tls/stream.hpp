@@ -8,6 +8,8 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <chrono>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -59,7 +61,12 @@ class TlsStream {
     // {ssl::error::stream_truncated, 0} on a TCP close without close_notify.
     asio::awaitable<std::tuple<error_code, std::size_t>> read_some(asio::mutable_buffer buf);
 
-    // Writes all of `buf` (awaiting socket writability as needed).
+    // Writes all of `buf` (awaiting socket writability as needed). First, when
+    // this connection has sent the material's rekey_bytes or rekey_interval has
+    // passed since its last key update (or handshake), asks OpenSSL for a TLS 1.3
+    // KeyUpdate of our sending keys (update_not_requested: the peer rekeys its
+    // own direction by its own count, so a reader never has to write), which
+    // leaves with this write.
     asio::awaitable<error_code> write_all(asio::const_buffer buf);
 
     // Half-close: sends close_notify and shuts down the TCP write side. Reading
@@ -102,7 +109,15 @@ class TlsStream {
     bool drained_ = false;
     bool closed_ = false;
     bool write_buffer_ = false;
+    void maybe_update_keys(std::size_t about_to_send);
+    std::uint64_t rekey_bytes_ = 0;  // 0: never
+    std::chrono::milliseconds rekey_interval_{0};
+    std::uint64_t sent_since_rekey_ = 0;
+    std::chrono::steady_clock::time_point last_rekey_ = std::chrono::steady_clock::now();
 };
+
+// TLS 1.3 KeyUpdates this process has asked for since start (all connections).
+std::uint64_t key_updates_sent();
 
 }  // namespace tunneld
 
