@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 
@@ -391,3 +392,37 @@ def test_long_streams_are_rekeyed_over_a_live_relay_and_the_data_is_unchanged(wo
         assert t.status()["tls"]["key_updates"] >= 25
     pair.server.wait_log(r"inbound close peer=client-1 .*reason=finished")
     assert not pair.server.log_lines(r"reason=peer_error|reason=local_error")
+
+
+def test_a_peer_certificate_that_expires_while_connected_loses_its_live_connections(workdir, cleanup):
+    """Expiry was checked at handshake and resumption only: a stream opened a
+    minute before the peer's notAfter lived on with an expired identity. Now the
+    live data connection and the peer's probe are closed with reason=expired
+    within about a second of notAfter, in the same way a new CRL closes them."""
+    import datetime
+    ca = lab.CA(os.path.join(workdir, "ca"))
+    server_cert = ca.issue("server-1", os.path.join(workdir, "server"))
+    now = datetime.datetime.now(datetime.timezone.utc)
+    lifetime = 12
+    client_cert = ca.issue("client-1", os.path.join(workdir, "client"), not_before=now - datetime.timedelta(minutes=5),
+                           not_after=now + datetime.timedelta(seconds=lifetime))
+    expires_at = time.time() + lifetime
+    backend = lab.Backend("echo")
+    cleanup.append(backend.close)
+    pair = lab.Pair(workdir, backend.address, files={"ca": ca.cert_path, "server": server_cert[:2],
+                                                     "client": client_cert[:2]})
+    cleanup.append(pair.stop)
+    c = pair.connect(timeout=30)
+    cleanup.append(c.close)
+    assert echo_once(c, b"before notAfter") == b"before notAfter"
+    assert time.time() < expires_at - 2, "the pair took too long to start for this test"
+    line = pair.server.wait_log(r"inbound close peer=client-1 .*reason=expired", timeout=lifetime + 10)[0]
+    closed_at = time.time()
+    assert closed_at >= expires_at - 1.5 and closed_at - expires_at < 4, (closed_at - expires_at, line)
+    assert "the peer's certificate expired while connected" in line
+    c.settimeout(5)
+    assert c.recv(100) == b""  # the local client sees the end at once
+    pair.server.wait_log(r"inbound probe from client-1 closed: its certificate expired while connected")
+    m = re.search(r'^tunneld_connection_closes_total\{[^}]*reason="expired"[^}]*\} (\d+)',
+                  pair.server.http("/metrics")[2], re.M)
+    assert m and int(m.group(1)) >= 1

@@ -137,6 +137,18 @@ struct Daemon::Impl {
     // SIGHUP: RELOADING=1, re-read the TLS files and re-resolve the peers on
     // `side`, READY=1, and only then count the reload (`tunneld reload` waits
     // for the count). SIGTERM/SIGINT: stop everything and drain.
+    // Every second: live connections whose peer certificate has expired are
+    // closed (reason=expired), as a new CRL closes revoked ones.
+    asio::steady_timer expiry_timer{side};
+    asio::awaitable<void> close_expired_loop() {
+        for (;;) {
+            expiry_timer.expires_after(std::chrono::seconds(1));
+            auto [ec] = co_await expiry_timer.async_wait(asio::as_tuple(asio::use_awaitable));
+            if (ec) co_return;
+            rt.connections.close_expired();
+        }
+    }
+
     asio::awaitable<void> handle_signals() {
         for (;;) {
             auto [ec, signo] = co_await signals.async_wait(asio::as_tuple(asio::use_awaitable));
@@ -158,6 +170,7 @@ struct Daemon::Impl {
             asio::post(side, [this] {
                 tls.stop();
                 keeper.stop();
+                expiry_timer.cancel();
             });
             if (inbound) inbound->stop();
             if (outbound) outbound->stop();
@@ -182,6 +195,7 @@ int Daemon::run() {
     spawn(d.io, d.handle_signals(), "signal handling");
     d.tls.start();
     d.keeper.start();
+    spawn(d.side, d.close_expired_loop(), "the expiry check of live connections");
     d.notifier.start_heartbeats();
     if (d.backend_monitor) d.backend_monitor->start();
     for (auto& p : d.probes) p->start();

@@ -189,6 +189,9 @@ struct PeerProbe::Loop {
             if (is_revoked(SSL_get0_peer_certificate(tls.native()),
                            SSL_CTX_get_cert_store(rt.tls.load()->client.get())))
                 co_return Ended{"the peer's certificate is revoked (tls.crl); probe closed"};
+            if (X509* theirs = SSL_get0_peer_certificate(tls.native());
+                !theirs || X509_cmp_current_time(X509_get0_notAfter(theirs)) <= 0)
+                co_return Ended{"the peer's certificate has expired; probe closed"};
             got_pong(rtt, std::move(*pong));
             sleep.expires_after(cfg.health.probe_interval);
             auto [sec] = co_await sleep.async_wait(asio::as_tuple(asio::use_awaitable));

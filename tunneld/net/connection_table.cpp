@@ -1,5 +1,7 @@
 #include "tunneld/net/connection_table.hpp"
 
+#include <openssl/x509.h>
+
 #include <boost/asio/post.hpp>
 #include <vector>
 
@@ -131,6 +133,22 @@ void ConnectionTable::close_revoked(std::function<bool(X509*)> revoked) {
         boost::asio::post(c->executor, [c, check] {
             if (c->alive && c->close && c->peer_cert && (*check)(c->peer_cert.get())) {
                 c->revoked = true;
+                c->close();
+            }
+        });
+}
+
+void ConnectionTable::close_expired() {
+    std::vector<std::shared_ptr<LiveConnection>> all;
+    {
+        std::lock_guard lock(mutex_);
+        for (auto& [id, c] : live_) all.push_back(c);
+    }
+    for (auto& c : all)
+        boost::asio::post(c->executor, [c] {
+            if (c->alive && c->close && c->peer_cert &&
+                X509_cmp_current_time(X509_get0_notAfter(c->peer_cert.get())) <= 0) {
+                c->expired = true;
                 c->close();
             }
         });

@@ -30,6 +30,7 @@ struct LiveConnection {
     std::uint64_t id = 0;
     X509Ptr peer_cert;           // set after the handshake; checked when a new CRL arrives
     bool revoked = false;        // closed because peer_cert was revoked
+    bool expired = false;        // closed because peer_cert passed its notAfter
     bool probe = false;          // a peer probe connection (closed at once on SIGTERM, not drained)
     bool counted = false;        // holds one of limits.max_connections
     std::string listener;        // holds one of this local listener's max_local_connections
@@ -116,6 +117,11 @@ class ConnectionTable {
     // `revoked` (on the connection's executor; it must own what it reads, e.g.
     // the new CRL's store); revoked ones are marked and closed.
     void close_revoked(std::function<bool(X509*)> revoked);
+    // Posts to every live connection (probes too) a check of its peer
+    // certificate's notAfter against the clock; expired ones are marked and
+    // closed. The daemon calls it every second: an identity that expired
+    // while connected loses its live connections, not only new ones.
+    void close_expired();
     // Posts to every live connection of `route` to `target`: marks it
     // switched (`why`) and closes it. Returns how many were asked to close.
     std::size_t close_routed(const std::string& route, const std::string& target,

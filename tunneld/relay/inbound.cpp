@@ -79,6 +79,10 @@ asio::awaitable<void> relay_to_backend(Runtime& rt, LiveConnection& live, ConnIn
         result = co_await relay(backend, tls, buffers, &traffic.bytes);
     }
     if (live.revoked) result.reason = CloseReason::revoked;
+    if (live.expired) {
+        result.reason = CloseReason::expired;
+        result.detail = "the peer's certificate expired while connected";
+    }
     finish(rt, info, result);
 }
 
@@ -184,10 +188,10 @@ asio::awaitable<void> serve(Runtime& rt, const AlpnPolicy& policy, tcp::socket s
             co_return;
         }
         co_await serve_probe(rt, tls, info);
-        if (live->revoked) {
-            spdlog::warn(
-                "conn={} inbound probe from {} closed: its certificate is now revoked (tls.crl)",
-                info.id, info.peer);
+        if (live->revoked || live->expired) {
+            spdlog::warn("conn={} inbound probe from {} closed: its certificate {}", info.id,
+                         info.peer,
+                         live->revoked ? "is now revoked (tls.crl)" : "expired while connected");
             co_return;  // the stream is closed: nothing more is written to it
         }
         co_await tls.shutdown_send();

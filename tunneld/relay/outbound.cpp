@@ -133,6 +133,10 @@ asio::awaitable<void> carry_to_peer(Runtime& rt, const PeerConfig& peer, Session
         result = co_await relay(local, tls, buffers, &traffic.bytes);
     }
     if (live->revoked) result.reason = CloseReason::revoked;
+    if (live->expired) {
+        result.reason = CloseReason::expired;
+        result.detail = "the peer's certificate expired while connected";
+    }
     if (!live->switched.empty()) {
         result.reason = CloseReason::switched;
         result.detail = live->switched;

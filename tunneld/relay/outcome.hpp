@@ -17,6 +17,7 @@ enum class CloseReason {
     peer_timeout,         // keepalive / TCP_USER_TIMEOUT declared the path dead
     shutdown,             // tunneld stopped and the drain time ran out
     revoked,              // the peer's certificate appeared on a newly loaded CRL
+    expired,              // the peer's certificate passed its notAfter while connected
     handshake_failed,     // see HandshakeFailure
     backend_unreachable,  // inbound: local postgres refused / timed out
     peer_unreachable,     // outbound: peer tunneld refused / timed out / not resolvable
@@ -46,6 +47,8 @@ inline const char* to_string(CloseReason r) {
             return "shutdown";
         case CloseReason::revoked:
             return "revoked";
+        case CloseReason::expired:
+            return "expired";
         case CloseReason::handshake_failed:
             return "handshake_failed";
         case CloseReason::backend_unreachable:
