@@ -5,6 +5,24 @@
 #include <string>
 
 #include "tunneld/health/probe_messages.hpp"
+#include "tunneld/printable.hpp"
+
+namespace {
+
+// Whatever a peer sends, the text that reaches state (and from there the
+// journal, STATUS= and /status) holds no control character.
+void require_printable(const tunneld::BackendState& s) {
+    auto ok = [](const std::string& t) { return tunneld::is_printable(t); };
+    if (!ok(s.error)) __builtin_trap();
+    if (s.postgres)
+        for (const auto* t : {&s.postgres->error, &s.postgres->current_lsn, &s.postgres->receive_lsn,
+                              &s.postgres->replay_lsn, &s.postgres->receiver_status})
+            if (!ok(*t)) __builtin_trap();
+    for (const auto& svc : s.services)
+        if (!ok(svc.error) || !ok(svc.name)) __builtin_trap();
+}
+
+}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     std::string pending(reinterpret_cast<const char*>(data), size);
@@ -16,7 +34,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             if (!tunneld::parse_pong(pong.substr(0, pong.size() - 1), *ping))
                 __builtin_trap();  // round trip
         }
-        if (auto state = tunneld::parse_pong(line, seq)) (void)state;
+        if (auto state = tunneld::parse_pong(line, seq)) require_printable(*state);
         ++seq;
     }
     return 0;
