@@ -322,6 +322,63 @@ def test_a_flood_from_many_loopback_addresses_never_cuts_a_monitors_check(echo_p
         s.close()
 
 
+class ThreadStop:
+    """Stops one thread of another process (PTRACE_SEIZE + PTRACE_INTERRUPT act on
+    that thread alone; SIGSTOP would stop them all) until resume()."""
+    SEIZE, INTERRUPT, DETACH, WALL = 0x4206, 0x4207, 17, 0x40000000
+
+    def __init__(self, tid):
+        import ctypes
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+        self.tid = tid
+        for op in (self.SEIZE, self.INTERRUPT):
+            if self.libc.ptrace(op, tid, None, None) != 0:
+                raise OSError(ctypes.get_errno(), f"ptrace {op:#x} on thread {tid}")
+        os.waitpid(tid, self.WALL)  # the thread is in its ptrace stop now
+
+    def resume(self):
+        self.libc.ptrace(self.DETACH, self.tid, None, None)
+
+
+def thread_named(pid, name):
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            if f.read().strip() == name:
+                return int(tid)
+    raise LookupError(f"no thread {name} in {pid}")
+
+
+def test_one_wedged_io_thread_fails_liveness_and_stops_the_watchdog(echo_pair):
+    """Only one I/O thread stuck (not the whole process, whose other threads still
+    answer HTTP): /liveness says so within the 5 s heartbeat bound, WATCHDOG=1
+    stops (so systemd's watchdog restarts the unit), and both come back when the
+    thread runs again."""
+    pair, _ = echo_pair
+    c = pair.client
+    c.stop()
+    c.start(env={"WATCHDOG_USEC": "1000000"})  # WatchdogSec=1s: WATCHDOG=1 every 0.5 s
+    lab.wait_for(lambda: c.poll_notifications().count("WATCHDOG=1") >= 2, timeout=5, what="WATCHDOG=1")
+    assert code(c, "/liveness") == 200
+    stopped = ThreadStop(thread_named(c.proc.pid, "td-io-0"))
+    try:
+        wedged_at = time.monotonic()
+        lab.wait_for(lambda: code(c, "/liveness") == 503, timeout=10, what="/liveness 503")
+        assert time.monotonic() - wedged_at < 8
+        assert "an I/O thread did not answer its heartbeat" in c.http("/liveness")[2] + c.http("/readiness")[2]
+        # STATUS= says it too; from then on no WATCHDOG=1 for four of its periods
+        # (a negative: an observation window is the only way to see it).
+        lab.wait_for(lambda: "STATUS=client-1: an I/O thread did not answer its heartbeat" in c.poll_notifications(),
+                     timeout=5, what="STATUS= naming the wedged thread")
+        watchdogs = c.poll_notifications().count("WATCHDOG=1")
+        time.sleep(2)
+        assert c.poll_notifications().count("WATCHDOG=1") == watchdogs, "WATCHDOG=1 went on with a wedged thread"
+    finally:
+        stopped.resume()
+    lab.wait_for(lambda: code(c, "/liveness") == 200, timeout=5, what="/liveness 200 again")
+    lab.wait_for(lambda: c.poll_notifications().count("WATCHDOG=1") > watchdogs, timeout=5, what="WATCHDOG=1 again")
+
+
 def test_health_command_exit_codes_and_output(echo_pair):
     pair, backend = echo_pair
     r = lab.tunneld_cli("health", "--peer", pair.client.config_path)
@@ -474,6 +531,54 @@ def test_pg_peer_postgres_stopped_and_local_postgres_stopped(pg):
         pg.primary.start()
     lab.wait_for(lambda: code(pg.primary_tunnel, "/health") == 200, timeout=10, what="primary healthy again")
     lab.wait_for(lambda: pg.streaming(), timeout=30, what="streaming again")
+
+
+def postgres_processes(cluster):
+    """The postmaster of `cluster` (lab.Postgres) and every process under it."""
+    with open(os.path.join(cluster.data, "postmaster.pid")) as f:
+        top = int(f.readline())
+    out, todo = [], [top]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                todo += [int(c) for c in f.read().split()]
+    return out
+
+
+@needs_root
+def test_pg_a_hung_postgres_shows_as_timed_out_and_the_endpoint_never_waits_for_it(pg):
+    """The real postmaster and its backends stopped (SIGSTOP: accepts, but never
+    answers): every health request is still answered at once, and within
+    check_timeout (3 s) /health says `timed out after 3s`. Until now this was
+    shown only with injected snapshots."""
+    t = pg.primary_tunnel
+    lab.wait_for(lambda: code(t, "/health") == 200, timeout=10, what="primary healthy")
+    procs = postgres_processes(pg.primary)
+    for p in procs:
+        os.kill(p, signal.SIGSTOP)
+    try:
+        stopped_at = time.monotonic()
+        slowest = 0.0
+
+        def timed_out():
+            nonlocal slowest
+            started = time.monotonic()
+            status, _, body = t.http("/health", timeout=5)
+            slowest = max(slowest, time.monotonic() - started)
+            return status == 503 and "timed out after 3s" in body
+
+        lab.wait_for(timed_out, timeout=15, interval=0.1, what="/health: timed out after 3s")
+        assert time.monotonic() - stopped_at < 3 + 2 * PROBE_INTERVAL + 2
+        assert slowest < 1.5, f"a health request waited {slowest:.2f} s for postgres"
+        started = time.monotonic()
+        assert code(t, "/liveness") == 200 and code(t, "/readiness") == 200
+        assert time.monotonic() - started < 1.5
+    finally:
+        for p in procs:
+            os.kill(p, signal.SIGCONT)
+    lab.wait_for(lambda: code(t, "/health") == 200, timeout=15, what="healthy once postgres runs again")
 
 
 @needs_root

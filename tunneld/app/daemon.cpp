@@ -37,7 +37,7 @@ struct Daemon::Impl {
     Config config;
     asio::io_context io{1};
     IoPool pool;
-    IoPool side_pool{1};
+    IoPool side_pool{1, "side"};
     asio::io_context& side = side_pool.at(0);
     firewall::Keeper keeper{config, side};
     Runtime rt;

@@ -116,7 +116,7 @@ std::string http_answer(std::string_view request, const std::function<Snapshot(b
 }
 
 struct HealthServer::Impl {
-    IoPool pool{1};
+    IoPool pool{1, "http"};
     SnapshotFn snapshot;
     std::vector<tcp::acceptor> acceptors;
     // Open sessions, oldest first; only touched on the server thread.

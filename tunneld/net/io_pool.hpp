@@ -4,6 +4,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <deque>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -12,7 +13,8 @@ namespace tunneld {
 // One io_context per worker thread; a connection lives on one of them.
 class IoPool {
   public:
-    explicit IoPool(unsigned threads);
+    // Threads are named "td-<name>-<i>" (top -H, /proc/PID/task/TID/comm).
+    explicit IoPool(unsigned threads, std::string name = "io");
     // `workers:` as configured; 0 ("auto") = one per CPU, at most 8.
     static unsigned threads_for(unsigned configured);
     boost::asio::io_context& next();  // round robin
@@ -27,6 +29,7 @@ class IoPool {
     std::vector<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> guards_;
     std::vector<std::thread> threads_;
     std::atomic<std::size_t> next_{0};
+    std::string name_;
 };
 
 }  // namespace tunneld
