@@ -647,6 +647,17 @@ class Postgres:
                            netns=self.netns)
 
 
+def echo_once(conn, data):
+    """Sends `data` and reads until as many bytes came back (an echo backend)."""
+    conn.sendall(data)
+    got = b""
+    while len(got) < len(data):
+        chunk = conn.recv(65536)
+        assert chunk, "connection closed"
+        got += chunk
+    return got
+
+
 def assert_closed_by_peer(conn, timeout=5):
     """The other side closes `conn` (EOF or reset) without sending anything."""
     conn.settimeout(timeout)
