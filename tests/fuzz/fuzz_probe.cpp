@@ -15,8 +15,9 @@ void require_printable(const tunneld::BackendState& s) {
     auto ok = [](const std::string& t) { return tunneld::is_printable(t); };
     if (!ok(s.error)) __builtin_trap();
     if (s.postgres)
-        for (const auto* t : {&s.postgres->error, &s.postgres->current_lsn, &s.postgres->receive_lsn,
-                              &s.postgres->replay_lsn, &s.postgres->receiver_status})
+        for (const auto* t :
+             {&s.postgres->error, &s.postgres->current_lsn, &s.postgres->receive_lsn,
+              &s.postgres->replay_lsn, &s.postgres->receiver_status})
             if (!ok(*t)) __builtin_trap();
     for (const auto& svc : s.services)
         if (!ok(svc.error) || !ok(svc.name)) __builtin_trap();
