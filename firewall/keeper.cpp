@@ -199,16 +199,29 @@ void Keeper::put_back(const std::string& what, bool was_missing) {
         cfg_.firewall->table, what, repairs);
 }
 
+namespace {
+
+// nf_tables names the thread that sent a batch: a tunneld's keeper runs on
+// its "td-side-0" thread (IoPool names them), an older one's on "tunneld".
+bool is_tunneld(const std::string& process) {
+    return process == "tunneld" || process.starts_with("td-");
+}
+
+}  // namespace
+
 void Keeper::repair(const TableEvents::Change& c) {
     const auto& table = cfg_.firewall->table;
+    const bool by_tunneld = is_tunneld(c.process);
     std::string who = c.overrun ? std::string("someone (events were lost)")
-                                : (c.process.empty() ? "another process" : c.process) +
+                                : (c.process.empty() ? "another process"
+                                   : by_tunneld      ? std::string("tunneld")
+                                                     : c.process) +
                                       (c.pid ? " (pid " + std::to_string(c.pid) + ")" : "");
     auto now = std::chrono::steady_clock::now();
     if (now < paused_until_) {
         // Another tunneld's change is its own guard (two daemons sharing one
         // table): left alone. Anyone else's is undone when the pause ends.
-        if (c.process != "tunneld") changed_while_paused_ = true;
+        if (!by_tunneld) changed_while_paused_ = true;
         if (!guard_->table_exists()) {
             note_missing(who);
             return;
@@ -216,7 +229,7 @@ void Keeper::repair(const TableEvents::Change& c) {
         spdlog::warn(
             "firewall: table inet {} changed by {} while repairs are paused; {} when the pause "
             "ends",
-            table, who, c.process == "tunneld" ? "left as it is" : "put back");
+            table, who, by_tunneld ? "left as it is" : "put back");
         return;
     }
     try {
@@ -226,7 +239,7 @@ void Keeper::repair(const TableEvents::Change& c) {
         std::erase_if(recent_repairs_, [&](auto t) { return now - t > std::chrono::seconds(10); });
         if (recent_repairs_.size() >= 5) {
             pause(who);
-            if (c.process != "tunneld") changed_while_paused_ = true;
+            if (!by_tunneld) changed_while_paused_ = true;
             if (missing) note_missing(who);
             return;
         }

@@ -112,8 +112,8 @@ TEST_F(KeeperTest, ARepairTheKernelRefusesIsReportedAndTheNextChangeRepairsAgain
 TEST_F(KeeperTest, FiveRepairsInTenSecondsPauseRepairs) {
     for (int i = 0; i < 5; ++i) outside_change("tunneld", 777);
     EXPECT_EQ(nl.commits, 6);
-    outside_change("tunneld", 777);  // the sixth: paused, left alone
-    outside_change("tunneld", 777);  // and while paused
+    outside_change("tunneld", 777);    // the sixth: paused, left alone
+    outside_change("td-side-0", 777);  // and while paused (a tunneld's keeper thread, by name)
     EXPECT_EQ(nl.commits, 6);
     EXPECT_EQ(keeper->status().repairs, 5u);
     EXPECT_TRUE(keeper->status().applied);  // another tunneld's table is still a guard
