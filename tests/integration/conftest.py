@@ -12,6 +12,8 @@ import lab  # noqa: E402
 # With CI=true a root-only test that skips fails (ci_skips.py).
 pytest_plugins = ["ci_skips"]
 
+from firewall_lab import site  # noqa: E402,F401  (the fixture of the test_firewall*.py files)
+
 
 @pytest.fixture
 def workdir():
