@@ -13,6 +13,7 @@ import lab  # noqa: E402
 pytest_plugins = ["ci_skips"]
 
 from firewall_lab import site  # noqa: E402,F401  (the fixture of the test_firewall*.py files)
+from health_lab import echo_pair  # noqa: E402,F401  (the fixture of the test_health*.py files)
 
 
 @pytest.fixture
