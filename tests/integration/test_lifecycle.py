@@ -12,6 +12,7 @@ import time
 import pytest
 
 import lab
+from lab import echo_once
 
 
 def presented_serial(port, ca, cert, key):
@@ -25,16 +26,6 @@ def presented_serial(port, ca, cert, key):
             der = s.getpeercert(binary_form=True)
     from cryptography import x509
     return lab.serial_hex(x509.load_der_x509_certificate(der).serial_number)
-
-
-def echo_once(conn, data):
-    conn.sendall(data)
-    got = b""
-    while len(got) < len(data):
-        chunk = conn.recv(65536)
-        assert chunk, "connection closed"
-        got += chunk
-    return got
 
 
 def test_sighup_reload_switches_certificate_and_keeps_live_connection(workdir, cleanup):
