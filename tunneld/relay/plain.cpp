@@ -2,6 +2,9 @@
 
 #include "tunneld/relay/plain_io.hpp"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
@@ -37,6 +40,16 @@ struct PlainState {
     std::string backend_gone;  // the backend reset after that (its unread bytes): why
     bool backend_ended = false;
 };
+
+// Whether the client has closed or reset its end, whatever upstream has read
+// so far: the kernel's TCP state of the local socket (CLOSE_WAIT after its FIN,
+// CLOSE after its reset).
+bool client_has_left(tcp::socket& local) {
+    tcp_info info{};
+    socklen_t len = sizeof info;
+    if (::getsockopt(local.native_handle(), IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return false;
+    return info.tcpi_state == TCP_CLOSE_WAIT || info.tcpi_state == TCP_CLOSE;
+}
 
 // client -> backend. EOF is passed on as a half-close. A reset is treated the
 // same way (libpq over SSL ends with its close_notify unread, so the kernel
@@ -92,9 +105,12 @@ asio::awaitable<std::uint64_t> downstream(auto& backend, tcp::socket& local, Pla
             st.backend_ended = true;
             break;
         }
-        if (ec && ec != asio::error::operation_aborted && st.client_done) {
+        if (ec && ec != asio::error::operation_aborted &&
+            (st.client_done || client_has_left(local))) {
             // postgres ends a session with the client's last bytes (an SSL
             // close_notify) unread, so its close is a reset: a clean end here.
+            // The client may have left already without upstream having read
+            // its FIN or reset yet (psql sends Terminate and closes at once).
             st.backend_gone = ec.message();
             st.backend_ended = true;
             break;
