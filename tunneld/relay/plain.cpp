@@ -27,11 +27,8 @@ using namespace asio::experimental::awaitable_operators;
 namespace {
 
 // How long the backend may take to finish after the client left with bytes
-// unread. 500 ms (the TLS relay's grace for a peer's close) was too short for a
-// postgres backend to exit on a loaded 2-core host: psql's reset then counted
-// as local_error (seen in CI under ASan, four clusters running). A client that
-// is gone holds nothing but this socket pair meanwhile.
-constexpr auto kLocalGoneGrace = std::chrono::seconds(2);
+// unread (the same grace the TLS relay gives a peer's close).
+constexpr auto kLocalGoneGrace = std::chrono::milliseconds(500);
 
 struct PlainState {
     std::string error;         // a failure that makes the close a local_error
