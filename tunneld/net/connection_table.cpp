@@ -98,25 +98,22 @@ std::size_t ConnectionTable::size() const {
     return live_.size() - probes_;
 }
 
-void ConnectionTable::close_all(bool probes_only) {
+std::vector<std::shared_ptr<LiveConnection>> ConnectionTable::live_now() const {
     std::vector<std::shared_ptr<LiveConnection>> all;
-    {
-        std::lock_guard lock(mutex_);
-        for (auto& [id, c] : live_) all.push_back(c);
-    }
-    for (auto& c : all)
+    std::lock_guard lock(mutex_);
+    for (const auto& [id, c] : live_) all.push_back(c);
+    return all;
+}
+
+void ConnectionTable::close_all(bool probes_only) {
+    for (auto& c : live_now())
         boost::asio::post(c->executor, [c, probes_only] {
             if (c->alive && c->close && (c->probe || !probes_only)) c->close();
         });
 }
 
 void ConnectionTable::quiesce_all() {
-    std::vector<std::shared_ptr<LiveConnection>> all;
-    {
-        std::lock_guard lock(mutex_);
-        for (auto& [id, c] : live_) all.push_back(c);
-    }
-    for (auto& c : all)
+    for (auto& c : live_now())
         boost::asio::post(c->executor, [c] {
             if (c->alive && c->quiesce) c->quiesce();
         });
@@ -124,12 +121,7 @@ void ConnectionTable::quiesce_all() {
 
 void ConnectionTable::close_revoked(std::function<bool(X509*)> revoked) {
     auto check = std::make_shared<const std::function<bool(X509*)>>(std::move(revoked));
-    std::vector<std::shared_ptr<LiveConnection>> all;
-    {
-        std::lock_guard lock(mutex_);
-        for (auto& [id, c] : live_) all.push_back(c);
-    }
-    for (auto& c : all)
+    for (auto& c : live_now())
         boost::asio::post(c->executor, [c, check] {
             if (c->alive && c->close && c->peer_cert && (*check)(c->peer_cert.get())) {
                 c->revoked = true;
@@ -139,12 +131,7 @@ void ConnectionTable::close_revoked(std::function<bool(X509*)> revoked) {
 }
 
 void ConnectionTable::close_expired() {
-    std::vector<std::shared_ptr<LiveConnection>> all;
-    {
-        std::lock_guard lock(mutex_);
-        for (auto& [id, c] : live_) all.push_back(c);
-    }
-    for (auto& c : all)
+    for (auto& c : live_now())
         boost::asio::post(c->executor, [c] {
             if (c->alive && c->close && c->peer_cert &&
                 X509_cmp_current_time(X509_get0_notAfter(c->peer_cert.get())) <= 0) {

@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "tunneld/tls/openssl_ptr.hpp"
 
@@ -137,6 +138,10 @@ class ConnectionTable {
     void end_handshake(const std::string& source);
 
   private:
+    // Every live connection now (taken under the lock; the posting that
+    // follows runs outside it).
+    std::vector<std::shared_ptr<LiveConnection>> live_now() const;
+
     mutable std::mutex mutex_;
     std::size_t max_;
     std::map<std::uint64_t, std::shared_ptr<LiveConnection>> live_;
