@@ -48,7 +48,7 @@ target_link_libraries(tunneld_tls PUBLIC tunneld_net tunneld_config OpenSSL::SSL
 
 tunneld_library(tunneld_health
   tunneld/health/backend_monitor.cpp tunneld/health/backend_state.cpp tunneld/health/client.cpp tunneld/health/daemon_pid.cpp tunneld/health/conninfo.cpp
-  tunneld/health/routes.cpp tunneld/health/status_json.cpp tunneld/health/metrics.cpp
+  tunneld/health/routes.cpp tunneld/health/patroni.cpp tunneld/health/status_json.cpp tunneld/health/metrics.cpp
   tunneld/health/server.cpp tunneld/health/pg_check.cpp tunneld/health/probe.cpp tunneld/health/probe_messages.cpp tunneld/health/stats.cpp)
 target_link_libraries(tunneld_health PUBLIC tunneld_tls tunneld_net tunneld_beast Boost::json PkgConfig::LIBPQ)
 

@@ -35,7 +35,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             if (!tunneld::parse_pong(pong.substr(0, pong.size() - 1), *ping))
                 __builtin_trap();  // round trip
         }
-        if (auto state = tunneld::parse_pong(line, seq)) require_printable(*state);
+        if (auto pong = tunneld::parse_pong(line, seq)) {
+            require_printable(pong->backend);
+            if (const auto& w = pong->you)
+                for (const auto* t :
+                     {&w->usename, &w->application_name, &w->client_addr, &w->state, &w->sync_state,
+                      &w->sent_lsn, &w->write_lsn, &w->flush_lsn, &w->replay_lsn, &w->peer})
+                    if (!tunneld::is_printable(*t)) __builtin_trap();
+        }
         ++seq;
     }
     return 0;

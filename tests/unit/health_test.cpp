@@ -150,9 +150,11 @@ TEST(Health, PostgresRefusingTheCheckIsNotABackendDown) {
     auto r = handle_request(s, "/health");
     EXPECT_EQ(r.status, 503u);
     auto body = json::parse(r.body);
-    EXPECT_EQ(body.at("problems").at(0).as_string().subview().substr(0, 48),
+    EXPECT_EQ(body.at("tunneld").at("problems").at(0).as_string().subview().substr(0, 48),
               "health.postgres: role tunneld does not exist: on");
-    EXPECT_EQ(body.at("role"), "unknown");
+    EXPECT_EQ(body.at("tunneld").at("role"), "unknown");
+    EXPECT_EQ(body.at("role"), "unknown");   // Patroni's
+    EXPECT_EQ(body.at("state"), "unknown");  // running, but the check is refused
     EXPECT_EQ(r.body.find("backend"), std::string::npos) << r.body;
     EXPECT_EQ(status_of(s, "/replica"), 503u);
     EXPECT_NE(one_line_summary(s).find(": health.postgres: role tunneld does not exist"),

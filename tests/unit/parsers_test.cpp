@@ -27,7 +27,7 @@ TEST(ProbeMessages, PingPongRoundTripAndRefusals) {
     ASSERT_EQ(pong.back(), '\n');
     auto back = parse_pong(pong.substr(0, pong.size() - 1), 7);
     ASSERT_TRUE(back);
-    EXPECT_TRUE(back->reachable);
+    EXPECT_TRUE(back->backend.reachable);
     EXPECT_FALSE(parse_pong(pong.substr(0, pong.size() - 1), 8));  // answers another ping
     std::string pending = "a\nb\nc", line;
     EXPECT_TRUE(take_line(pending, line));

@@ -88,9 +88,10 @@ TEST(Printable, NoPongTextReachesStateUnescaped) {
             s += c < 0x80 ? std::string(1, static_cast<char>(c))
                  : c % 2  ? std::string("\xc3\xa9")
                           : std::string("\xe2\x80\xa8");
-        auto st = parse_pong(pong_with(s), 7);
-        if (!st) continue;  // refused whole (not JSON once broken UTF-8 is in it, too long)
+        auto pong = parse_pong(pong_with(s), 7);
+        if (!pong) continue;  // refused whole (not JSON once broken UTF-8 is in it, too long)
         ++parsed;
+        const auto* st = &pong->backend;
         EXPECT_FALSE(has_control(st->error));
         ASSERT_TRUE(st->postgres.has_value());
         EXPECT_FALSE(has_control(st->postgres->error));
@@ -105,8 +106,9 @@ TEST(Printable, NoPongTextReachesStateUnescaped) {
 // The reproduced attack end to end through the pure parts: a pong from an
 // authenticated peer -> the snapshot -> STATUS=, /status and /readiness text.
 TEST(Printable, AForgedPongCannotAddAnAssignmentToSdNotifyOrALineToStatus) {
-    auto st = parse_pong(pong_with(kForged), 7);
-    ASSERT_TRUE(st.has_value());
+    auto pong = parse_pong(pong_with(kForged), 7);
+    ASSERT_TRUE(pong.has_value());
+    auto st = std::optional<BackendState>(pong->backend);
     Snapshot s;
     s.node = "standby-1";
     s.listeners_up = true;

@@ -76,7 +76,10 @@ struct Daemon::Impl {
             probes.back()->on_change([this] { changed(); });
         }
         rt.backend.on_set([this] { changed(); });
-        if (BackendMonitor::wanted(config)) backend_monitor.emplace(config, io, rt.backend);
+        if (BackendMonitor::wanted(config))
+            backend_monitor.emplace(config, io, rt.backend, [this](const std::string& source) {
+                return rt.connections.peer_of_backend_source(source);
+            });
         if (config.health.enabled && !config.health.listen.empty())
             health.emplace(config.health.listen, [this](bool full) { return snapshot(full); });
     }

@@ -104,6 +104,7 @@ Snapshot build_snapshot(const SnapshotSources& src, const NodeFlags& flags, bool
     s.backend_checked_by_config = BackendMonitor::wanted(cfg);
     s.postgres_configured = !cfg.health.postgres.empty();
     s.backend = src.rt.backend.get();
+    s.tags = cfg.health.tags;
     return s;
 }
 

@@ -1,5 +1,7 @@
 #include "tunneld/config/config.hpp"
 
+#include <boost/asio/ip/address.hpp>
+
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -134,7 +136,40 @@ std::vector<ServiceConfig> read_services(const YAML::Node& n, const std::string&
     return out;
 }
 
-// inbound: listen, backend, allow (never empty), services.
+// inbound.source: {identity: loopback address}. Each identity must be allowed
+// in, each address a loopback literal of the backend's family and not shared.
+void read_sources(MapReader& r, const YAML::Node& n, const std::string& path, InboundConfig& ic) {
+    MapReader sr(n, "inbound.source", path);
+    boost::system::error_code ec;
+    auto backend = boost::asio::ip::make_address(ic.backend.host, ec);
+    if (ic.backend.is_unix() || ec || !backend.is_loopback())
+        r.fail(n,
+               "'inbound.source' needs inbound.backend on a loopback address given as a "
+               "literal (127.0.0.1:5432 or [::1]:5432), not " +
+                   ic.backend.to_string());
+    std::set<std::string> used;
+    for (auto it = n.begin(); it != n.end(); ++it) {
+        auto identity = it->first.Scalar();
+        if (std::find(ic.allow.begin(), ic.allow.end(), identity) == ic.allow.end())
+            sr.fail(it->first, "'inbound.source': '" + identity + "' is not in inbound.allow");
+        if (!it->second.IsScalar())
+            sr.fail(it->second, "'inbound.source." + identity + "' must be an address");
+        auto text = it->second.Scalar();
+        auto a = boost::asio::ip::make_address(text, ec);
+        if (ec || !a.is_loopback() || a.is_v4() != backend.is_v4())
+            sr.fail(it->second, "'inbound.source." + identity + "': '" + text +
+                                    "' is not a loopback address like the backend's (" +
+                                    ic.backend.host +
+                                    "); use 127.0.1.N (all of 127.0.0.0/8 is local on Linux)");
+        if (!used.insert(a.to_string()).second)
+            sr.fail(it->second, "'inbound.source." + identity + "': " + text +
+                                    " is given to another identity too: they could not be told "
+                                    "apart");
+        ic.source[identity] = a.to_string();
+    }
+}
+
+// inbound: listen, backend, allow (never empty), services, source.
 void read_inbound(MapReader& top, const std::string& path, Config& cfg,
                   std::set<std::string>& locals) {
     if (auto* in = top.find("inbound")) {
@@ -156,6 +191,7 @@ void read_inbound(MapReader& top, const std::string& path, Config& cfg,
             ic.local = own_local(r, *local, "inbound.local", "this node's postgres", locals);
         if (auto* services = r.find("services"))
             ic.services = read_services(*services, path, locals);
+        if (auto* source = r.find("source")) read_sources(r, *source, path, ic);
         for (auto& sc : ic.services)
             if (!sc.own_allow) sc.allow = ic.allow;
         r.finish();

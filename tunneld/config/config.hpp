@@ -4,6 +4,7 @@
 // becomes a default. Relative file paths are resolved against the config's folder.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -49,6 +50,11 @@ struct InboundConfig {
     // this node (a peers[].local there) works on this host too, so a cluster
     // tool's connect_address is one address everywhere.
     Endpoint local;
+    // inbound.source (optional): peer identity -> a loopback address the
+    // backend connection for that peer's tunnel comes from (127.0.1.N), so
+    // pg_hba.conf and pg_stat_replication.client_addr can tell peers apart.
+    // Only with a TCP backend on a loopback literal address.
+    std::map<std::string, std::string> source;
 
     const ServiceConfig* service(const std::string& name) const;
 };
@@ -132,6 +138,9 @@ struct HealthConfig {
     std::string postgres_at;       // "FILE:LINE:COL" of health.postgres, for check_conninfo()
     Duration probe_interval = 2s;  // peer probe ping period; a peer is down after 2 missed pongs
     Duration check_timeout = 3s;   // each backend / postgres check (connect + query)
+    // Patroni's tags, for its ?tag_KEY=VALUE filters on /replica and the like
+    // (noloadbalance: true takes the node out of /replica, as in Patroni).
+    std::map<std::string, std::string> tags;
 };
 
 struct Config {

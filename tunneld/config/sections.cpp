@@ -92,7 +92,7 @@ void check_public_listeners(MapReader& top, const Config& cfg) {
         for (const auto& ep : cfg.health.listen) need("health.listen", ep);
 }
 
-// health: enabled, listen (loopback unless public: true), public, postgres, intervals.
+// health: enabled, listen (loopback unless public: true), public, postgres, intervals, tags.
 void read_health(MapReader& top, const YAML::Node& root, const std::string& path, Config& cfg) {
     if (auto* h = top.find("health")) {
         MapReader r(*h, "health", path);
@@ -118,6 +118,17 @@ void read_health(MapReader& top, const YAML::Node& root, const std::string& path
         }
         read_duration(r, "probe_interval", cfg.health.probe_interval, 100ms, 1h);
         read_duration(r, "check_timeout", cfg.health.check_timeout, 100ms, 10min);
+        if (auto* tags = r.find("tags")) {
+            MapReader tr(*tags, "health.tags", path);  // a mapping, no key twice
+            for (auto it = tags->begin(); it != tags->end(); ++it) {
+                if (!it->second.IsScalar())
+                    tr.fail(it->second, "'health.tags." + it->first.Scalar() +
+                                            "' must be a plain value (Patroni compares it as "
+                                            "text: ?tag_" +
+                                            it->first.Scalar() + "=value)");
+                cfg.health.tags[it->first.Scalar()] = it->second.Scalar();
+            }
+        }
         r.finish();
     }
 }

@@ -10,14 +10,16 @@
 
 #include "tunneld/health/pg_check.hpp"
 #include "tunneld/health/stats.hpp"
+#include "tunneld/net/connection_table.hpp"
 #include "tunneld/net/dial.hpp"
 
 namespace tunneld {
 
 namespace asio = boost::asio;
 
-BackendMonitor::BackendMonitor(const Config& cfg, asio::io_context& io, Latest<BackendState>& out)
-    : cfg_(cfg), io_(io), out_(out), timer_(io) {
+BackendMonitor::BackendMonitor(const Config& cfg, asio::io_context& io, Latest<BackendState>& out,
+                               PeerOfSource peer_of)
+    : cfg_(cfg), io_(io), out_(out), timer_(io), peer_of_(std::move(peer_of)) {
     if (!cfg.health.postgres.empty())
         pg_ = std::make_unique<PostgresCheck>(io.get_executor(), cfg.health.postgres);
 }
@@ -68,6 +70,13 @@ asio::awaitable<BackendState> BackendMonitor::check_once() {
         // the problem is the check's, and it is reported as such.
         s.reachable = s.postgres->up || s.postgres->answered;
         if (!s.reachable) s.error = s.postgres->error;
+        for (auto& w : s.postgres->walsenders) {
+            if (w.client_addr.empty() || w.client_port < 0) continue;  // a unix-socket client
+            if (peer_of_) w.peer = peer_of_(backend_source_key(w.client_addr, w.client_port));
+            if (w.peer.empty() && cfg_.inbound)
+                for (const auto& [identity, address] : cfg_.inbound->source)
+                    if (address == w.client_addr) w.peer = identity;
+        }
     }
     if (cfg_.inbound)
         for (const auto& sc : cfg_.inbound->services)

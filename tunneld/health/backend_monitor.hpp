@@ -6,6 +6,7 @@
 #pragma once
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <functional>
 #include <memory>
 
 #include "tunneld/config/config.hpp"
@@ -17,8 +18,15 @@ class PostgresCheck;
 
 class BackendMonitor {
   public:
-    // Publishes every result to `out`. Nothing runs until start().
-    BackendMonitor(const Config& cfg, boost::asio::io_context& io, Latest<BackendState>& out);
+    // The peer identity whose tunnel reaches the backend from a source
+    // ("127.0.0.1:40112"), "" if none: ConnectionTable::peer_of_backend_source.
+    using PeerOfSource = std::function<std::string(const std::string&)>;
+
+    // Publishes every result to `out`. Nothing runs until start(). Each
+    // walsender's peer is looked up with `peer_of` (by its client address and
+    // port), else by inbound.source.
+    BackendMonitor(const Config& cfg, boost::asio::io_context& io, Latest<BackendState>& out,
+                   PeerOfSource peer_of = {});
     ~BackendMonitor();
 
     // Whether there is anything to check (an inbound backend or health.postgres).
@@ -40,6 +48,7 @@ class BackendMonitor {
     Latest<BackendState>& out_;
     boost::asio::steady_timer timer_;
     std::unique_ptr<PostgresCheck> pg_;
+    PeerOfSource peer_of_;
     bool stopped_ = false;
 };
 

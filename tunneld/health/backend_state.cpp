@@ -52,7 +52,8 @@ json::value to_json(const BackendState& s) {
                                      {"replay_lsn", p.replay_lsn},
                                      {"receiver_status", p.receiver_status},
                                      {"replay_paused", p.replay_paused},
-                                     {"replay_delay_seconds", p.replay_delay_seconds}};
+                                     {"replay_delay_seconds", p.replay_delay_seconds},
+                                     {"timeline", p.timeline}};
     }
     if (!s.services.empty()) {
         json::object services;
@@ -61,6 +62,48 @@ json::value to_json(const BackendState& s) {
         o["services"] = std::move(services);
     }
     return o;
+}
+
+json::value to_json(const WalSender& w) {
+    return json::object{{"pid", w.pid},
+                        {"usename", w.usename},
+                        {"application_name", w.application_name},
+                        {"client_addr", w.client_addr},
+                        {"client_port", w.client_port},
+                        {"state", w.state},
+                        {"sync_state", w.sync_state},
+                        {"sync_priority", w.sync_priority},
+                        {"sent_lsn", w.sent_lsn},
+                        {"write_lsn", w.write_lsn},
+                        {"flush_lsn", w.flush_lsn},
+                        {"replay_lsn", w.replay_lsn},
+                        {"write_lag", w.write_lag},
+                        {"flush_lag", w.flush_lag},
+                        {"replay_lag", w.replay_lag},
+                        {"peer", w.peer}};
+}
+
+WalSender walsender_from_json(const json::value& v) {
+    WalSender w;
+    auto* o = v.if_object();
+    if (!o) return w;
+    w.pid = field<std::int64_t>(*o, "pid", 0);
+    w.usename = field<std::string>(*o, "usename", "");
+    w.application_name = field<std::string>(*o, "application_name", "");
+    w.client_addr = field<std::string>(*o, "client_addr", "");
+    w.client_port = field<std::int64_t>(*o, "client_port", -1);
+    w.state = field<std::string>(*o, "state", "");
+    w.sync_state = field<std::string>(*o, "sync_state", "");
+    w.sync_priority = field<std::int64_t>(*o, "sync_priority", 0);
+    w.sent_lsn = field<std::string>(*o, "sent_lsn", "");
+    w.write_lsn = field<std::string>(*o, "write_lsn", "");
+    w.flush_lsn = field<std::string>(*o, "flush_lsn", "");
+    w.replay_lsn = field<std::string>(*o, "replay_lsn", "");
+    w.write_lag = field(*o, "write_lag", -1.0);
+    w.flush_lag = field(*o, "flush_lag", -1.0);
+    w.replay_lag = field(*o, "replay_lag", -1.0);
+    w.peer = field<std::string>(*o, "peer", "");
+    return w;
 }
 
 BackendState backend_state_from_json(const json::value& v) {
@@ -86,6 +129,7 @@ BackendState backend_state_from_json(const json::value& v) {
         pg.receiver_status = field<std::string>(p, "receiver_status", "");
         pg.replay_paused = field(p, "replay_paused", false);
         pg.replay_delay_seconds = field(p, "replay_delay_seconds", 0.0);
+        pg.timeline = field<std::int64_t>(p, "timeline", 0);
         s.postgres = std::move(pg);
     }
     if (auto* sv = o->if_contains("services"); sv && sv->is_object()) {

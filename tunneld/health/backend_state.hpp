@@ -14,6 +14,25 @@
 
 namespace tunneld {
 
+// One row of pg_stat_replication on this node (a walsender), with the peer
+// tunneld identity whose tunnel carries it when that is known: the walsender's
+// client address and port are the local end of an inbound connection's backend
+// socket (net/connection_table.hpp: peer_of_backend_source).
+struct WalSender {
+    std::int64_t pid = 0;
+    std::string usename, application_name;
+    std::string client_addr;  // "" for a unix-socket client
+    std::int64_t client_port = -1;
+    std::string state;       // "streaming", "catchup", "backup", ...
+    std::string sync_state;  // "async", "potential", "sync", "quorum"
+    std::int64_t sync_priority = 0;
+    std::string sent_lsn, write_lsn, flush_lsn, replay_lsn;  // "" when unknown
+    double write_lag = -1, flush_lag = -1, replay_lag = -1;  // seconds; -1 = unknown (NULL)
+    std::string peer;  // the tunneld identity of the standby; "" = not through a tunnel we know
+
+    bool synchronous() const { return sync_state == "sync" || sync_state == "quorum"; }
+};
+
 struct PostgresState {
     bool up = false;              // connected and answered the status query
     std::string error;            // why not, when !up
@@ -27,6 +46,13 @@ struct PostgresState {
     bool replay_paused = false;   // standby: pg_is_wal_replay_paused()
     double replay_delay_seconds =
         0;  // standby: age of the last replayed transaction while behind, else 0
+    // For Patroni-shaped bodies (health/patroni.hpp):
+    std::int64_t server_version = 0;  // server_version_num, 150004
+    std::int64_t timeline = 0;        // primary: current; standby: received (0 = unknown)
+    std::string system_identifier;    // pg_control_system().system_identifier
+    std::string postmaster_start_time;
+    std::string replay_timestamp;       // standby: pg_last_xact_replay_timestamp(), "" = NULL
+    std::vector<WalSender> walsenders;  // pg_stat_replication (not sent in pongs)
 };
 
 // One inbound.services backend, checked like inbound.backend (a connect).
@@ -50,7 +76,11 @@ struct BackendState {
     std::vector<ServiceBackendState> services;  // inbound.services, by name
 };
 
+// Without the walsenders: a pong tells each peer only its own (probe_messages.hpp).
 boost::json::value to_json(const BackendState& s);
+boost::json::value to_json(const WalSender& w);
+// Reads what to_json wrote (from a peer: like backend_state_from_json).
+WalSender walsender_from_json(const boost::json::value& v);
 // Reads what to_json wrote (from a peer: missing or mistyped fields read as
 // their defaults; never throws). An age outside 0..1 h reads as unknown.
 BackendState backend_state_from_json(const boost::json::value& v);

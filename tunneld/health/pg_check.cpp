@@ -17,8 +17,11 @@ using namespace asio::experimental::awaitable_operators;
 
 namespace {
 
-// One row: role, positions, receiver state. Works on a primary and a standby;
-// needs pg_monitor (or superuser) to see pg_stat_wal_receiver.status.
+// Two statements, one round trip. The first: one row, role, positions,
+// receiver state and what Patroni's bodies carry (version, timeline, system
+// identifier, start time). The second: this node's walsenders. Works on a
+// primary and a standby; needs pg_monitor (or superuser) to see
+// pg_stat_wal_receiver.status and pg_stat_replication's columns.
 constexpr const char* kStatusQuery =
     "SELECT pg_is_in_recovery(),"
     " CASE WHEN pg_is_in_recovery() THEN '' ELSE pg_current_wal_lsn()::text END,"
@@ -28,7 +31,60 @@ constexpr const char* kStatusQuery =
     " CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END,"
     " CASE WHEN pg_is_in_recovery() AND pg_last_wal_receive_lsn() IS DISTINCT FROM "
     "pg_last_wal_replay_lsn()"
-    "  THEN coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) ELSE 0 END";
+    "  THEN coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) ELSE 0 END,"
+    " current_setting('server_version_num')::int,"
+    " CASE WHEN pg_is_in_recovery() THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver),"
+    "  (SELECT timeline_id FROM pg_control_checkpoint()))"
+    "  ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,"
+    " (SELECT system_identifier FROM pg_control_system())::text,"
+    " pg_postmaster_start_time()::text,"
+    " coalesce(pg_last_xact_replay_timestamp()::text, '');"
+    "SELECT pid, coalesce(usename::text, ''), coalesce(application_name, ''),"
+    " coalesce(host(client_addr), ''), coalesce(client_port, -1), coalesce(state, ''),"
+    " coalesce(sync_state, ''), coalesce(sync_priority, 0), coalesce(sent_lsn::text, ''),"
+    " coalesce(write_lsn::text, ''), coalesce(flush_lsn::text, ''), coalesce(replay_lsn::text, ''),"
+    " coalesce(extract(epoch FROM write_lag), -1), coalesce(extract(epoch FROM flush_lag), -1),"
+    " coalesce(extract(epoch FROM replay_lag), -1)"
+    " FROM pg_stat_replication ORDER BY pid LIMIT 256";
+constexpr int kStatusFields = 12;
+constexpr int kWalSenderFields = 15;
+
+std::int64_t to_int(const char* text) {
+    try {
+        return std::stoll(text);
+    } catch (...) {
+        return 0;
+    }
+}
+
+double to_double(const char* text, double fallback) {
+    try {
+        return std::stod(text);
+    } catch (...) {
+        return fallback;
+    }
+}
+
+WalSender walsender_row(PGresult* res, int row) {
+    auto get = [&](int i) { return std::string(PQgetvalue(res, row, i)); };
+    WalSender w;
+    w.pid = to_int(PQgetvalue(res, row, 0));
+    w.usename = get(1);
+    w.application_name = get(2);
+    w.client_addr = get(3);
+    w.client_port = to_int(PQgetvalue(res, row, 4));
+    w.state = get(5);
+    w.sync_state = get(6);
+    w.sync_priority = to_int(PQgetvalue(res, row, 7));
+    w.sent_lsn = get(8);
+    w.write_lsn = get(9);
+    w.flush_lsn = get(10);
+    w.replay_lsn = get(11);
+    w.write_lag = to_double(PQgetvalue(res, row, 12), -1);
+    w.flush_lag = to_double(PQgetvalue(res, row, 13), -1);
+    w.replay_lag = to_double(PQgetvalue(res, row, 14), -1);
+    return w;
+}
 
 enum class Want { read, write };
 
@@ -142,7 +198,12 @@ asio::awaitable<PostgresState> PostgresCheck::run(Duration timeout) {
             query_error = libpq_one_line(PQresultErrorMessage(res.get()));
             continue;
         }
-        if (PQntuples(res.get()) != 1 || PQnfields(res.get()) != 7) continue;
+        if (PQnfields(res.get()) == kWalSenderFields) {
+            for (int r = 0; r < PQntuples(res.get()); ++r)
+                st.walsenders.push_back(walsender_row(res.get(), r));
+            continue;
+        }
+        if (PQntuples(res.get()) != 1 || PQnfields(res.get()) != kStatusFields) continue;
         auto get = [&](int i) { return std::string(PQgetvalue(res.get(), 0, i)); };
         st.in_recovery = get(0) == "t";
         st.current_lsn = get(1);
@@ -150,11 +211,12 @@ asio::awaitable<PostgresState> PostgresCheck::run(Duration timeout) {
         st.replay_lsn = get(3);
         st.receiver_status = get(4);
         st.replay_paused = get(5) == "t";
-        try {
-            st.replay_delay_seconds = std::stod(get(6));
-        } catch (...) {
-            st.replay_delay_seconds = 0;
-        }
+        st.replay_delay_seconds = to_double(PQgetvalue(res.get(), 0, 6), 0);
+        st.server_version = to_int(PQgetvalue(res.get(), 0, 7));
+        st.timeline = to_int(PQgetvalue(res.get(), 0, 8));
+        st.system_identifier = get(9);
+        st.postmaster_start_time = get(10);
+        st.replay_timestamp = get(11);
         got_row = true;
     }
     if (!got_row)

@@ -111,7 +111,8 @@ struct PeerProbe::Loop {
         publish();
     }
 
-    void got_pong(double rtt_ms, BackendState backend) {
+    void got_pong(double rtt_ms, Pong pong) {
+        auto& backend = pong.backend;
         rt.silent.clear(peer.name);
         if (!st.up) {
             st.since = unix_now();
@@ -125,6 +126,7 @@ struct PeerProbe::Loop {
             st.rtt_smoothed_ms == 0 ? rtt_ms : st.rtt_smoothed_ms * 7 / 8 + rtt_ms / 8;
         note_peer_backend(backend, st.primary_positions, rtt_ms);
         st.peer_backend = std::move(backend);
+        st.my_walsender = std::move(pong.you);
         publish();
     }
 
@@ -248,7 +250,9 @@ asio::awaitable<void> serve_probe(Runtime& rt, TlsStream& tls, const ConnInfo& i
                          info.id, info.peer);
             co_return;
         }
-        std::string out = make_pong(*seq, rt.config.node, rt.backend.get());
+        auto backend = rt.backend.get();
+        std::string out =
+            make_pong(*seq, rt.config.node, backend, walsender_of(backend, info.peer));
         if (co_await tls.write_all(asio::buffer(out))) co_return;
         ++answered;
     }

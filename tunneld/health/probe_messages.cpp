@@ -41,19 +41,32 @@ std::string make_ping(std::int64_t seq) {
     return json::serialize(json::object{{"ping", seq}}) + "\n";
 }
 
-std::optional<BackendState> parse_pong(std::string_view line, std::int64_t seq) {
+std::optional<Pong> parse_pong(std::string_view line, std::int64_t seq) {
     auto o = object_of(line);
     if (!o) return std::nullopt;
     auto* n = o->if_contains("pong");
     if (!n || !n->is_int64() || n->get_int64() != seq) return std::nullopt;
-    auto* backend = o->if_contains("backend");
-    return backend ? backend_state_from_json(*backend) : BackendState{};
+    Pong pong;
+    if (auto* backend = o->if_contains("backend")) pong.backend = backend_state_from_json(*backend);
+    if (auto* you = o->if_contains("you"); you && you->is_object())
+        pong.you = walsender_from_json(*you);
+    return pong;
 }
 
-std::string make_pong(std::int64_t seq, const std::string& node, const BackendState& backend) {
-    return json::serialize(
-               json::object{{"pong", seq}, {"node", node}, {"backend", to_json(backend)}}) +
-           "\n";
+std::string make_pong(std::int64_t seq, const std::string& node, const BackendState& backend,
+                      const WalSender* you) {
+    json::object o{{"pong", seq}, {"node", node}, {"backend", to_json(backend)}};
+    if (you) o["you"] = to_json(*you);
+    return json::serialize(o) + "\n";
+}
+
+const WalSender* walsender_of(const BackendState& backend, const std::string& peer) {
+    if (!backend.postgres || peer.empty()) return nullptr;
+    const WalSender* out = nullptr;
+    for (const auto& w : backend.postgres->walsenders)
+        if (w.peer == peer && (!out || (w.state == "streaming" && out->state != "streaming")))
+            out = &w;
+    return out;
 }
 
 }  // namespace tunneld

@@ -23,6 +23,10 @@ struct ProbeState {
     // The peer's current_lsn from its recent pongs while it reports primary
     // (keep_position; emptied when it reports anything else), for /replica?lag=.
     std::vector<LsnSample> primary_positions;
+    // The peer's postgres' walsender for this node's tunnel, from its last pong
+    // (when the peer is the primary this node's standby streams from): its
+    // state and sync_state, for /sync and /async.
+    std::optional<WalSender> my_walsender;
 };
 
 }  // namespace tunneld

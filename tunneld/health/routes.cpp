@@ -1,13 +1,16 @@
 #include "tunneld/health/routes.hpp"
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <boost/url/parse.hpp>
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <map>
 #include <sstream>
 
 #include "tunneld/health/facts.hpp"
+#include "tunneld/health/patroni.hpp"
 
 namespace tunneld {
 
@@ -61,26 +64,31 @@ using namespace facts;
 
 namespace {
 
-json::object check_body(const Snapshot& s, std::string_view check, bool ok,
-                        const std::vector<std::string>& problems) {
+// What a health path's query string asks for (Patroni's parameters and tunneld's).
+struct Query {
+    std::optional<std::uint64_t> max_lag;     // ?lag=16MB (bytes)
+    std::optional<double> max_lag_seconds;    // ?lag_seconds=30 (tunneld's)
+    std::optional<bool> streaming;            // ?replication_state=streaming | in archive recovery
+    std::map<std::string, std::string> tags;  // ?tag_KEY=VALUE
+};
+
+// Patroni's document, with tunneld's verdict and reasons under "tunneld".
+HealthResponse check(const Snapshot& s, std::string_view name,
+                     const std::vector<std::string>& problems) {
+    bool ok = problems.empty();
     json::array arr;
     for (const auto& p : problems) arr.emplace_back(p);
-    json::object o{{"node", s.node},
-                   {"check", check},
+    json::object t{{"node", s.node},
+                   {"check", name},
                    {"ok", ok},
                    {"role", role_of(s)},
                    {"problems", std::move(arr)}};
-    if (auto lag = replication_lag_bytes(s)) o["lag_bytes"] = *lag;
-    return o;
-}
-
-HealthResponse json_response(unsigned status, const json::value& v) {
-    return {status, "application/json", json::serialize(v) + "\n"};
-}
-
-HealthResponse check(const Snapshot& s, std::string_view name, std::vector<std::string> problems) {
-    bool ok = problems.empty();
-    return json_response(ok ? 200 : 503, check_body(s, name, ok, problems));
+    if (auto lag = replication_lag_bytes(s)) t["lag_bytes"] = *lag;
+    if (const auto* w = upstream_walsender(s); w && local_postgres(s))
+        t["sync_state"] = w->sync_state;
+    auto body = patroni_document(s);
+    body["tunneld"] = std::move(t);
+    return {ok ? 200u : 503u, "application/json", json::serialize(body) + "\n"};
 }
 
 std::vector<std::string> primary_problems(const Snapshot& s) {
@@ -92,31 +100,105 @@ std::vector<std::string> primary_problems(const Snapshot& s) {
     return {};
 }
 
-std::vector<std::string> replica_problems(const Snapshot& s, std::optional<std::uint64_t> max_lag,
-                                          std::optional<double> max_lag_seconds) {
+bool truthy(const std::string& v) { return v == "true" || v == "yes" || v == "on" || v == "1"; }
+
+// Patroni's replica_status_code: a running standby within the lag, not tagged
+// noloadbalance; tunneld also wants its WAL receiver streaming unless
+// ?replication_state=in archive recovery asks for the other case.
+std::vector<std::string> replica_problems(const Snapshot& s, const Query& q) {
     if (!s.postgres_configured)
         return {"health.postgres is not set: the role of the local postgres is unknown"};
     auto* pg = local_postgres(s);
     if (!pg) return {postgres_problem(s)};
     if (!pg->in_recovery) return {"postgres is not in recovery (it is a primary)"};
     std::vector<std::string> out;
-    if (pg->receiver_status != "streaming")
+    bool streaming = pg->receiver_status == "streaming";
+    if (q.streaming.value_or(true) && !streaming)
         out.push_back(
             "WAL receiver is " +
             (pg->receiver_status.empty() ? std::string("not running") : pg->receiver_status) +
             ", not streaming");
-    if (max_lag) {
+    if (q.streaming == false && streaming)
+        out.push_back("WAL receiver is streaming, not in archive recovery");
+    if (q.max_lag) {
         auto lag = replication_lag_bytes(s);
         if (!lag)
             out.push_back("replication lag unknown");
-        else if (*lag > *max_lag)
+        else if (*lag > *q.max_lag)
             out.push_back("replication lag " + std::to_string(*lag) + " bytes > " +
-                          std::to_string(*max_lag));
+                          std::to_string(*q.max_lag));
     }
-    if (max_lag_seconds && pg->replay_delay_seconds > *max_lag_seconds)
+    if (q.max_lag_seconds && pg->replay_delay_seconds > *q.max_lag_seconds)
         out.push_back("replay " + std::to_string(pg->replay_delay_seconds) + " s behind > " +
-                      std::to_string(*max_lag_seconds));
+                      std::to_string(*q.max_lag_seconds));
+    if (auto it = s.tags.find("noloadbalance"); it != s.tags.end() && truthy(it->second))
+        out.push_back("health.tags.noloadbalance is " + it->second +
+                      ": not offered for reads (as in Patroni)");
     return out;
+}
+
+// /sync (want_sync) or /async: a standby as the primary's pg_stat_replication
+// lists it, by the walsender of this node's own tunnel.
+std::vector<std::string> sync_problems(const Snapshot& s, const Query& q, bool want_sync) {
+    auto out = replica_problems(s, q);
+    if (!out.empty() && !local_postgres(s)) return out;
+    if (local_postgres(s) && !local_postgres(s)->in_recovery) return out;
+    const auto* w = upstream_walsender(s);
+    if (!w)
+        out.push_back(
+            "no primary peer reports a walsender for this node's tunnel (not streaming through "
+            "tunneld, or the primary's inbound.backend is a unix socket)");
+    else if (want_sync && !w->synchronous())
+        out.push_back("the primary lists this standby as " + w->sync_state +
+                      ", not sync or quorum");
+    else if (!want_sync && w->synchronous())
+        out.push_back("the primary lists this standby as " + w->sync_state + " (synchronous)");
+    return out;
+}
+
+// Patroni's ?tag_KEY=VALUE: a node without that tag, or with another value, fails.
+void check_tags(const Snapshot& s, const Query& q, std::vector<std::string>& problems) {
+    if (!problems.empty()) return;  // Patroni looks at tags only when the answer would be 200
+    for (const auto& [key, want] : q.tags) {
+        auto it = s.tags.find(key);
+        if (it == s.tags.end())
+            problems.push_back("tag " + key + " is not set (health.tags)");
+        else if (it->second != want)
+            problems.push_back("tag " + key + " is " + it->second + ", not " + want);
+    }
+}
+
+// Reads the query string; a bad value is a 400 with what was expected.
+std::optional<HealthResponse> read_query(const urls::url_view& url, Query& q) {
+    auto bad = [](std::string text) {
+        return HealthResponse{400, "text/plain", std::move(text) + "\n"};
+    };
+    for (auto param : url.params()) {
+        if (param.key == "lag") {
+            q.max_lag = parse_size(param.value);
+            if (!q.max_lag)
+                return bad("lag=" + std::string(param.value) +
+                           ": expected bytes, e.g. 16MB or 1048576");
+        } else if (param.key == "lag_seconds") {
+            double v = 0;
+            auto [end, ec] =
+                std::from_chars(param.value.data(), param.value.data() + param.value.size(), v);
+            if (ec != std::errc() || end != param.value.data() + param.value.size() || v < 0)
+                return bad("lag_seconds=" + std::string(param.value) + ": expected seconds");
+            q.max_lag_seconds = v;
+        } else if (param.key == "replication_state") {
+            if (param.value == "streaming")
+                q.streaming = true;
+            else if (param.value == "in archive recovery")
+                q.streaming = false;
+            else
+                return bad("replication_state=" + std::string(param.value) +
+                           ": expected streaming or in archive recovery");
+        } else if (param.key.starts_with("tag_") && param.key.size() > 4) {
+            q.tags[std::string(param.key).substr(4)] = std::string(param.value);
+        }
+    }
+    return std::nullopt;
 }
 
 }  // namespace
@@ -182,49 +264,66 @@ HealthResponse handle_request(const Snapshot& s, std::string_view target) {
     auto parsed = urls::parse_origin_form(target);
     if (!parsed) return {400, "text/plain", "bad request target\n"};
     std::string path = parsed->path();
-    std::optional<std::uint64_t> max_lag;
-    std::optional<double> max_lag_seconds;
-    for (auto param : parsed->params()) {
-        if (param.key == "lag") {
-            max_lag = parse_size(param.value);
-            if (!max_lag)
-                return {
-                    400, "text/plain",
-                    "lag=" + std::string(param.value) + ": expected bytes, e.g. 16MB or 1048576\n"};
-        } else if (param.key == "lag_seconds") {
-            double v = 0;
-            auto [end, ec] =
-                std::from_chars(param.value.data(), param.value.data() + param.value.size(), v);
-            if (ec != std::errc() || end != param.value.data() + param.value.size() || v < 0)
-                return {400, "text/plain",
-                        "lag_seconds=" + std::string(param.value) + ": expected seconds\n"};
-            max_lag_seconds = v;
-        }
-    }
-    if (path == "/liveness") {
+    Query q;
+    if (auto bad = read_query(*parsed, q)) return *bad;
+    auto is = [&](std::initializer_list<std::string_view> names) {
+        return std::find(names.begin(), names.end(), path) != names.end();
+    };
+    if (is({"/liveness"})) {
         std::vector<std::string> p;
         if (!s.workers_alive) p.push_back("an I/O thread did not answer its heartbeat");
         return check(s, "liveness", p);
     }
-    if (path == "/readiness") return check(s, "readiness", readiness_problems(s, false));
-    if (path == "/health") return check(s, "health", readiness_problems(s, true));
-    if (path == "/primary" || path == "/" || path == "/master" || path == "/leader" ||
-        path == "/read-write")
-        return check(s, "primary", primary_problems(s));
-    if (path == "/replica" || path == "/standby")
-        return check(s, "replica", replica_problems(s, max_lag, max_lag_seconds));
-    if (path == "/read-only") {
-        auto p = primary_problems(s);
-        if (!p.empty() && replica_problems(s, std::nullopt, std::nullopt).empty()) p.clear();
-        return check(s, "read-only", p);
+    if (is({"/readiness"})) {
+        auto p = readiness_problems(s, false);
+        if (q.max_lag && local_postgres(s) && local_postgres(s)->in_recovery)
+            for (auto& r : replica_problems(s, Query{q.max_lag, {}, {}, {}}))
+                if (r.starts_with("replication lag")) p.push_back(r);
+        return check(s, "readiness", p);
     }
-    if (path == "/status") return {200, "application/json", render_status(s)};
-    if (path == "/metrics")
+    if (is({"/health"})) return check(s, "health", readiness_problems(s, true));
+    // Patroni ignores tag filters on the leader paths.
+    if (is({"/primary", "/", "/master", "/leader", "/read-write"}))
+        return check(s, "primary", primary_problems(s));
+    if (is({"/standby-leader", "/standby_leader"}))
+        return check(s, "standby-leader",
+                     {"tunneld has no standby cluster: /standby-leader is 200 only on the leader "
+                      "of a Patroni standby cluster"});
+    std::vector<std::string> p;
+    std::string_view name;
+    if (is({"/replica", "/standby"})) {
+        name = "replica";
+        p = replica_problems(s, q);
+    } else if (is({"/read-only"})) {
+        name = "read-only";
+        p = primary_problems(s);
+        if (!p.empty()) p = replica_problems(s, q);
+    } else if (is({"/synchronous", "/sync"})) {
+        name = "sync";
+        p = sync_problems(s, q, true);
+    } else if (is({"/asynchronous", "/async"})) {
+        name = "async";
+        p = sync_problems(s, q, false);
+    } else if (is({"/read-only-sync", "/read-only-synchronous"})) {
+        name = "read-only-sync";
+        p = primary_problems(s);
+        if (!p.empty()) p = sync_problems(s, q, true);
+    } else if (is({"/patroni"})) {
+        auto doc = patroni_document(s);
+        doc["tunneld"] = json::object{{"node", s.node}, {"role", role_of(s)}};
+        return {200, "application/json", json::serialize(doc) + "\n"};
+    } else if (is({"/status"})) {
+        return {200, "application/json", render_status(s)};
+    } else if (is({"/metrics"})) {
         return {200, "text/plain; version=0.0.4; charset=utf-8", render_metrics(s)};
-    return {404, "text/plain",
-            "unknown path " + path +
-                "; try /liveness /readiness /health /primary /replica?lag=16MB /read-only /status "
-                "/metrics\n"};
+    } else {
+        return {404, "text/plain",
+                "unknown path " + path +
+                    "; try /liveness /readiness /health /primary /replica?lag=16MB /read-only "
+                    "/sync /async /read-only-sync /patroni /status /metrics\n"};
+    }
+    check_tags(s, q, p);
+    return check(s, name, p);
 }
 
 std::string one_line_summary(const Snapshot& s) {

@@ -1,18 +1,28 @@
 // The health endpoint's routing and bodies, as pure functions of a Snapshot
-// (no sockets; unit-tested directly). Paths and meanings follow Patroni's REST
-// API so HAProxy / keepalived / Kubernetes checks written for Patroni work:
+// (no sockets; unit-tested directly). Paths, parameters and bodies follow
+// Patroni 3's REST API so HAProxy / keepalived / Kubernetes checks and
+// monitoring written for Patroni work (README.md has the table of differences).
+// Every check path answers Patroni's document (patroni.hpp) with tunneld's
+// verdict and reasons under "tunneld"; GET, HEAD and OPTIONS alike.
 //
 //   /liveness             200 if every event loop answers
-//   /readiness            200 if listeners are up, the certificate is valid, the
-//                         firewall is applied and every peer probe is up
+//   /readiness[?lag=]     200 if listeners are up, the certificate is valid, the
+//                         firewall is applied, every peer probe is up (and a
+//                         standby is within ?lag=)
 //   /health               readiness + the local backend accepts connections
 //   /primary (/, /master, /leader, /read-write)
 //                         200 if health.postgres is set and postgres is not in recovery
-//   /replica[?lag=16MB][&lag_seconds=N]   (/standby)
+//   /standby-leader       always 503: tunneld has no standby clusters
+//   /replica[?lag=16MB][&lag_seconds=N][&replication_state=streaming][&tag_K=V]  (/standby)
 //                         200 if postgres is in recovery, its WAL receiver is
-//                         streaming and it is within the lag (bytes; kB/MB/GB/TB
-//                         are 1024-based as in postgres; default: no limit)
-//   /read-only            200 if /primary or /replica (without lag) would be
+//                         streaming (or, asked for, not) and it is within the lag
+//                         (bytes; kB/MB/GB/TB are 1024-based as in postgres)
+//   /read-only[?lag=]     200 if /primary or /replica would be
+//   /sync (/synchronous), /async (/asynchronous)[?lag=]
+//                         /replica, and the primary's pg_stat_replication lists
+//                         this standby's walsender as sync/quorum (or async/potential)
+//   /read-only-sync       /primary or /sync
+//   /patroni              always 200, Patroni's document
 //   /status               always 200, JSON
 //   /metrics              always 200, Prometheus text exposition format 0.0.4
 #pragma once
@@ -32,7 +42,7 @@ struct HealthResponse {
     std::string body;
 };
 
-// Answers GET or HEAD (the caller drops the body for HEAD) of `target`
+// Answers GET, HEAD or OPTIONS (the caller drops the body for HEAD) of `target`
 // ("/replica?lag=1MB"). Unknown paths give 404, a bad query value 400.
 HealthResponse handle_request(const Snapshot& s, std::string_view target);
 

@@ -38,11 +38,14 @@ http::response<http::string_body> respond(const http::request<http::string_body>
     res.version(req.version());
     res.set(http::field::server, "tunneld/" TUNNELD_VERSION);
     res.set(http::field::cache_control, "no-store");
-    if (req.method() != http::verb::get && req.method() != http::verb::head) {
+    // OPTIONS is answered like GET, as Patroni does: HAProxy's `option httpchk
+    // OPTIONS /primary` from Patroni's guides checks with it.
+    if (req.method() != http::verb::get && req.method() != http::verb::head &&
+        req.method() != http::verb::options) {
         res.result(http::status::method_not_allowed);
-        res.set(http::field::allow, "GET, HEAD");
+        res.set(http::field::allow, "GET, HEAD, OPTIONS");
         res.set(http::field::content_type, "text/plain");
-        res.body() = "only GET and HEAD\n";
+        res.body() = "only GET, HEAD and OPTIONS\n";
     } else {
         std::string_view target(req.target().data(), req.target().size());
         auto answer = handle_request(snapshot(wants_full_snapshot(target)), target);
@@ -230,7 +233,7 @@ void HealthServer::start() {
     for (auto& a : impl_->acceptors) {
         spdlog::info(
             "health: listening on http://{}/ (/liveness /readiness /health /primary /replica "
-            "/status /metrics)",
+            "/sync /async /patroni /status /metrics)",
             Endpoint{a.local_endpoint().address().to_string(), a.local_endpoint().port(), {}}
                 .to_string());
         spawn(io,

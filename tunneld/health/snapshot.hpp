@@ -89,6 +89,7 @@ struct Snapshot {
     bool backend_checked_by_config = false;  // inbound.backend or health.postgres configured
     bool postgres_configured = false;        // health.postgres set
     BackendState backend;
+    std::map<std::string, std::string> tags;  // health.tags
 };
 
 }  // namespace tunneld

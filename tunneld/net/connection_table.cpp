@@ -68,6 +68,7 @@ void ConnectionTable::release(const std::shared_ptr<LiveConnection>& c) {
             if (auto it = probes_by_identity_.find(c->probe_identity);
                 it != probes_by_identity_.end() && --it->second == 0)
                 probes_by_identity_.erase(it);
+        if (!c->backend_source.empty()) backend_sources_.erase(c->backend_source);
         live_.erase(c->id);
         if (live_.size() == probes_) notify = on_empty_;
     }
@@ -91,6 +92,20 @@ bool ConnectionTable::mark_probe(LiveConnection& c, const std::string& identity)
     if (c.counted) --counted_;
     c.counted = false;
     return true;
+}
+
+void ConnectionTable::note_backend_source(LiveConnection& c, const std::string& source,
+                                          const std::string& identity) {
+    std::lock_guard lock(mutex_);
+    if (!c.backend_source.empty()) backend_sources_.erase(c.backend_source);
+    c.backend_source = source;
+    backend_sources_[source] = identity;
+}
+
+std::string ConnectionTable::peer_of_backend_source(const std::string& source) const {
+    std::lock_guard lock(mutex_);
+    auto it = backend_sources_.find(source);
+    return it == backend_sources_.end() ? std::string() : it->second;
 }
 
 std::size_t ConnectionTable::size() const {

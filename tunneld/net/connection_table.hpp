@@ -41,6 +41,10 @@ struct LiveConnection {
     // because the primary changed.
     std::string route, target;
     std::string switched;  // why, "" if not
+    // Inbound: the local end of its TCP backend socket ("127.0.0.1:40112"),
+    // which postgres sees as the client (pg_stat_replication.client_addr and
+    // client_port); set by note_backend_source.
+    std::string backend_source;
 };
 
 // Clears c.close when a scope that the hook references ends.
@@ -53,6 +57,13 @@ struct CloseHook {
 };
 
 class ConnectionTable;
+
+// "127.0.0.1:40112", "[::1]:40112": how a backend source is keyed (from an
+// address as Asio or postgres' host() prints it, and a port).
+inline std::string backend_source_key(const std::string& address, long long port) {
+    return (address.find(':') != std::string::npos ? "[" + address + "]" : address) + ":" +
+           std::to_string(port);
+}
 
 // A connection's place in the table: released when this handle is destroyed
 // (on the connection's executor). Empty when the table was full.
@@ -128,6 +139,14 @@ class ConnectionTable {
     std::size_t close_routed(const std::string& route, const std::string& target,
                              const std::string& why);
 
+    // Records that `c`, from peer `identity`, reached its backend from the
+    // local address `source` ("127.0.0.1:40112"); forgotten when c is released.
+    void note_backend_source(LiveConnection& c, const std::string& source,
+                             const std::string& identity);
+    // The peer identity whose live inbound connection reaches the backend from
+    // `source`; "" when none does (a local client, a unix socket, gone).
+    std::string peer_of_backend_source(const std::string& source) const;
+
     // The budget of unauthenticated connections (accepted, TLS handshake not
     // finished), taken at accept before anything else and apart from
     // max_connections, so strangers can never use up the room of authenticated
@@ -153,6 +172,7 @@ class ConnectionTable {
     std::map<std::string, std::size_t> local_;  // live connections per local listener
     std::map<std::string, int> probes_by_identity_;
     std::function<void()> on_empty_;
+    std::map<std::string, std::string> backend_sources_;  // source -> peer identity
 };
 
 }  // namespace tunneld

@@ -21,9 +21,18 @@ Result<void> refused_by(const boost::system::error_code& ec) {
     return {};
 }
 
-asio::awaitable<Result<void>> resolve_and_connect(tcp::socket& socket, const Endpoint& ep) {
+asio::awaitable<Result<void>> resolve_and_connect(tcp::socket& socket, const Endpoint& ep,
+                                                  std::optional<asio::ip::address> source) {
     boost::system::error_code not_literal;
     auto literal = asio::ip::make_address(ep.host, not_literal);
+    if (source) {  // the config allows a source only with a literal address (inbound.source)
+        if (not_literal)
+            co_return Problem{"a source address needs a literal address, not " + ep.host};
+        boost::system::error_code ec;
+        socket.open(literal.is_v4() ? tcp::v4() : tcp::v6(), ec);
+        if (!ec) socket.bind(tcp::endpoint(*source, 0), ec);
+        if (ec) co_return Problem{"cannot bind to " + source->to_string() + ": " + ec.message()};
+    }
     if (!not_literal) {  // no resolver round trip (a thread hop in Asio) for an address
         auto [ec] =
             co_await socket.async_connect(tcp::endpoint(literal, ep.port), as_tuple(use_awaitable));
@@ -58,8 +67,9 @@ asio::awaitable<Result<void>> connect_unix(asio::local::stream_protocol::socket&
 
 }  // namespace
 
-asio::awaitable<Result<void>> dial(tcp::socket& socket, const Endpoint& ep, Duration timeout) {
-    co_return co_await with_deadline(resolve_and_connect(socket, ep), timeout, socket);
+asio::awaitable<Result<void>> dial(tcp::socket& socket, const Endpoint& ep, Duration timeout,
+                                   std::optional<asio::ip::address> source) {
+    co_return co_await with_deadline(resolve_and_connect(socket, ep, source), timeout, socket);
 }
 
 asio::awaitable<Result<void>> dial(asio::local::stream_protocol::socket& socket,

@@ -54,8 +54,21 @@ asio::awaitable<void> relay_to_backend(Runtime& rt, LiveConnection& live, ConnIn
     CloseHook hook{live};
     Result<void> dialed;
     if constexpr (std::is_same_v<Plain, tcp::socket>) {
-        dialed = co_await dial(backend, be, rt.config.timeouts.connect);
-        if (dialed) (void)apply_local_options(backend.native_handle());
+        std::optional<asio::ip::address> source;
+        if (auto it = rt.config.inbound->source.find(info.peer);
+            it != rt.config.inbound->source.end() && info.service.empty())
+            source = asio::ip::make_address(it->second);
+        dialed = co_await dial(backend, be, rt.config.timeouts.connect, source);
+        if (dialed) {
+            (void)apply_local_options(backend.native_handle());
+            // postgres sees this address and port as the client: the primary's
+            // health check maps its walsenders to peers by it.
+            error_code ec;
+            auto here = backend.local_endpoint(ec);
+            if (!ec)
+                rt.connections.note_backend_source(
+                    live, backend_source_key(here.address().to_string(), here.port()), info.peer);
+        }
     } else {
         dialed = co_await dial(backend, be.unix_path, rt.config.timeouts.connect);
     }
