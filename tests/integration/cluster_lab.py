@@ -29,17 +29,21 @@ def address(i):
 
 class ClusterLab:
     def __init__(self, workdir, probe_interval="300ms", replica_max_lag="1MB", cascade=False,
-                 sync=None, ingress=False):
+                 sync=None, ingress=False, app_peers=False):
         """cascade: standby-2 follows standby-1 through a fixed-peer route.
         sync: synchronous_standby_names on the primary ("ANY 1 (standby1, standby2)").
         ingress: every peer connection goes through one HAProxy routing by SNI
-        (INGRESS:443), and each node's firewall guard admits only the ingress."""
+        (INGRESS:443), and each node's firewall guard admits only the ingress.
+        app_peers: the app host also reaches each node N (1-3) directly, as
+        README.md's HAProxy section has it: postgres on 127.0.0.1:600N and the
+        node's health endpoint (an inbound service, "health") on 127.0.0.1:1800N."""
         self.workdir = workdir
         self.probe_interval = probe_interval
         self.replica_max_lag = replica_max_lag
         self.cascade = cascade
         self.sync = sync
         self.ingress = ingress
+        self.app_peers = app_peers
         self.haproxy = None
         self.ns = {}
         self.pg = {}
@@ -129,11 +133,16 @@ class ClusterLab:
             allow = [h for h in NODES if h != host] + ["app"]
             lines += ["inbound:", f'  listen: "{address(i)}:{TLS_PORT}"', '  backend: "127.0.0.1:5432"',
                       f"  allow: {lab.yaml_list(allow)}"]
+            if self.app_peers:
+                lines += ["  services:", '    health: {backend: "127.0.0.1:8080", allow: [app]}']
         lines.append("peers:")
         for j, h in enumerate(NODES):
             if h != host:
                 where = f"{INGRESS}:443" if self.ingress else f"{address(j)}:{TLS_PORT}"
                 lines += [f"  - name: {h}", f'    connect: "{where}"']
+                if self.app_peers and host == "app":
+                    lines += [f'    local: "127.0.0.1:{6001 + j}"',
+                              f'    services: {{health: "127.0.0.1:{18001 + j}"}}']
         lines += ["routes:", f'  - {{local: "127.0.0.1:{PRIMARY_ROUTE}", to: primary}}']
         if host == "standby-2":  # cascading: a fixed upstream
             lines.append(f'  - {{local: "127.0.0.1:{CASCADE_ROUTE}", to: standby-1}}')

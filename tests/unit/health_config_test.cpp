@@ -70,6 +70,49 @@ TEST(HealthConfig, ErrorsNameTheKeyAndPlace) {
     }
 }
 
+TEST(HealthConfig, TagsAndInboundSourceParse) {
+    auto c = parse_config(std::string(kBase) + R"(health: {tags: {dc: fra, noloadbalance: true}}
+inbound:
+  listen: "0.0.0.0:8765"
+  backend: "127.0.0.1:5432"
+  allow: [primary-1, standby-2]
+  source: {primary-1: 127.0.1.1, standby-2: 127.0.1.2}
+)",
+                          "/t.yaml");
+    EXPECT_EQ(c.health.tags.at("dc"), "fra");
+    EXPECT_EQ(c.health.tags.at("noloadbalance"), "true");
+    EXPECT_EQ(c.inbound->source.at("standby-2"), "127.0.1.2");
+}
+
+TEST(HealthConfig, InboundSourceRefusesWhatCouldNotWork) {
+    auto inbound = [](const std::string& backend, const std::string& source) {
+        return "inbound: {listen: \"0.0.0.0:8765\", backend: \"" + backend +
+               "\", allow: [primary-1, standby-2], source: " + source + "}\n";
+    };
+    struct Case {
+        std::string yaml;
+        const char* expect;
+    } cases[] = {
+        {inbound("127.0.0.1:5432", "{primary-1: 10.0.0.5}"),
+         "'inbound.source.primary-1': '10.0.0.5' is not a loopback address"},
+        {inbound("127.0.0.1:5432", "{primary-1: '::1'}"), "is not a loopback address like"},
+        {inbound("127.0.0.1:5432", "{stranger: 127.0.1.1}"),
+         "'inbound.source': 'stranger' is not in inbound.allow"},
+        {inbound("127.0.0.1:5432", "{primary-1: 127.0.1.1, standby-2: 127.0.1.1}"),
+         "is given to another identity too"},
+        {inbound("unix:/run/postgresql/.s.PGSQL.5432", "{primary-1: 127.0.1.1}"),
+         "'inbound.source' needs inbound.backend on a loopback address"},
+        {inbound("db.internal:5432", "{primary-1: 127.0.1.1}"),
+         "'inbound.source' needs inbound.backend on a loopback address"},
+        {"health: {tags: {dc: [a, b]}}\n", "'health.tags.dc' must be a plain value"},
+    };
+    for (const auto& c : cases) {
+        auto err = config_error(c.yaml);
+        EXPECT_NE(err.find(c.expect), std::string::npos) << c.yaml << " -> " << err;
+        EXPECT_NE(err.find("/etc/tunneld/t.yaml:"), std::string::npos) << err;
+    }
+}
+
 // libpq judges the connection string (config/ does not link libpq): the
 // daemon and `check` call check_conninfo() right after loading, and the
 // message still names the key's place in the file.

@@ -258,5 +258,41 @@ TEST(Patroni, APongTellsEachStandbyItsOwnWalsenderOnly) {
     EXPECT_EQ(walsender_of(p.backend, "standby-1")->state, "streaming");
 }
 
+TEST(Patroni, StatusAndMetricsNameEachWalsendersPeer) {
+    auto p = primary();
+    p.backend.postgres->walsenders[0].replay_lsn = "0/4F00000";  // 1 MB behind
+    p.backend.postgres->walsenders[0].replay_lag = 0.25;
+    auto text = render_metrics(p);
+    EXPECT_NE(text.find("tunneld_replication_lag_bytes{peer=\"standby-1\",application_name="
+                        "\"standby1\",kind=\"replay\"} 1048576"),
+              std::string::npos)
+        << text;
+    EXPECT_NE(text.find("tunneld_replication_lag_seconds{peer=\"standby-1\",application_name="
+                        "\"standby1\",kind=\"replay\"} 0.25"),
+              std::string::npos);
+    EXPECT_EQ(text.find("tunneld_replication_lag_seconds{peer=\"standby-2\""), std::string::npos)
+        << "NULL lag is no sample";
+    EXPECT_NE(text.find("tunneld_replication_walsender{peer=\"standby-2\",application_name="
+                        "\"standby2\",state=\"streaming\",sync_state=\"potential\"} 1"),
+              std::string::npos);
+    auto st = json::parse(render_status(p));
+    const auto& row = st.at("postgres").at("replication").at(0);
+    EXPECT_EQ(row.at("peer"), "standby-1");
+    EXPECT_EQ(row.at("sync_state"), "sync");
+    EXPECT_EQ(row.at("lag_bytes").at("replay"), 1048576);
+    EXPECT_EQ(row.at("lag_bytes").at("sent"), 0);
+    EXPECT_EQ(row.at("lag_seconds").at("replay"), 0.25);
+    EXPECT_TRUE(row.at("lag_seconds").at("write").is_null());
+
+    auto sync = standby("sync");
+    EXPECT_NE(render_metrics(sync).find("tunneld_postgres_sync_standby{sync_state=\"sync\"} 1"),
+              std::string::npos);
+    EXPECT_EQ(json::parse(render_status(sync)).at("postgres").at("sync_state"), "sync");
+    EXPECT_NE(render_metrics(standby("async"))
+                  .find("tunneld_postgres_sync_standby{sync_state="
+                        "\"async\"} 0"),
+              std::string::npos);
+}
+
 }  // namespace
 }  // namespace tunneld

@@ -16,6 +16,10 @@ const PostgresState* local_postgres(const Snapshot& s);
 std::string postgres_problem(const Snapshot& s);
 // "primary", "replica", "down" or "unknown".
 std::string role_of(const Snapshot& s);
+// How far a walsender's `lsn` (sent, write, flush or replay) is behind this
+// node's own WAL position (current on a primary, received on a cascading
+// standby), in bytes; nullopt when either is unknown.
+std::optional<std::uint64_t> walsender_lag_bytes(const PostgresState& pg, const std::string& lsn);
 // "probing", "up" or "unreachable".
 std::string peer_state(const ProbeState& p);
 // "up", "down" or "unknown" for a backend as a pong reported it.

@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include "tunneld/health/facts.hpp"
+#include "tunneld/health/patroni.hpp"
 #include "tunneld/health/routes.hpp"
 
 namespace tunneld {
@@ -35,6 +36,9 @@ std::string number(double v) {
     return o.str();
 }
 
+class MetricWriter;
+void write_walsenders(MetricWriter& m, const PostgresState& pg);
+
 class MetricWriter {
   public:
     using Labels = std::vector<std::pair<std::string, std::string>>;
@@ -63,6 +67,46 @@ class MetricWriter {
   private:
     std::ostringstream out_;
 };
+
+// This node's walsenders by the peer identity whose tunnel carries each
+// ("" when not known: a unix-socket backend, or a client not through tunneld).
+void write_walsenders(MetricWriter& m, const PostgresState& pg) {
+    auto labels = [](const WalSender& w) -> MetricWriter::Labels {
+        return {{"peer", w.peer}, {"application_name", w.application_name}};
+    };
+    m.family("tunneld_replication_walsender", "gauge",
+             "1 per walsender of the local postgres, by peer, state and sync_state "
+             "(pg_stat_replication).");
+    for (const auto& w : pg.walsenders) {
+        auto l = labels(w);
+        l.emplace_back("state", w.state);
+        l.emplace_back("sync_state", w.sync_state);
+        m.sample("tunneld_replication_walsender", l, 1);
+    }
+    m.family("tunneld_replication_lag_bytes", "gauge",
+             "WAL bytes a standby's walsender is behind this node's position, by kind (sent, "
+             "write, flush, replay).");
+    for (const auto& w : pg.walsenders)
+        for (auto [kind, lsn] :
+             {std::pair{"sent", &w.sent_lsn}, std::pair{"write", &w.write_lsn},
+              std::pair{"flush", &w.flush_lsn}, std::pair{"replay", &w.replay_lsn}})
+            if (auto v = walsender_lag_bytes(pg, *lsn)) {
+                auto l = labels(w);
+                l.emplace_back("kind", kind);
+                m.sample("tunneld_replication_lag_bytes", l, static_cast<double>(*v));
+            }
+    m.family("tunneld_replication_lag_seconds", "gauge",
+             "pg_stat_replication's write_lag, flush_lag and replay_lag of a standby, by kind "
+             "(absent while postgres reports NULL: idle, or not yet measured).");
+    for (const auto& w : pg.walsenders)
+        for (auto [kind, v] : {std::pair{"write", w.write_lag}, std::pair{"flush", w.flush_lag},
+                               std::pair{"replay", w.replay_lag}})
+            if (v >= 0) {
+                auto l = labels(w);
+                l.emplace_back("kind", kind);
+                m.sample("tunneld_replication_lag_seconds", l, v);
+            }
+}
 
 }  // namespace
 
@@ -219,6 +263,13 @@ std::string render_metrics(const Snapshot& s) {
                      "Age of the last replayed transaction while replay is behind, else 0.",
                      pg->replay_delay_seconds);
         }
+        if (pg && pg->in_recovery)
+            if (const auto* w = upstream_walsender(s))
+                m.single("tunneld_postgres_sync_standby", "gauge",
+                         "1 while the primary lists this standby's walsender as sync or quorum "
+                         "(its pg_stat_replication.sync_state), 0 while async or potential.",
+                         w->synchronous() ? 1 : 0, {{"sync_state", w->sync_state}});
+        if (pg && !pg->walsenders.empty()) write_walsenders(m, *pg);
     }
     if (!s.routes.empty()) {
         m.family("tunneld_route_target", "gauge",

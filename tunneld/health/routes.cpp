@@ -38,6 +38,13 @@ std::string role_of(const Snapshot& s) {
     return pg->in_recovery ? "replica" : "primary";
 }
 
+std::optional<std::uint64_t> walsender_lag_bytes(const PostgresState& pg, const std::string& lsn) {
+    auto own = parse_lsn(pg.in_recovery ? pg.receive_lsn : pg.current_lsn);
+    auto theirs = parse_lsn(lsn);
+    if (!own || !theirs) return std::nullopt;
+    return *own > *theirs ? *own - *theirs : 0;
+}
+
 std::string peer_state(const ProbeState& p) {
     return !p.probed ? "probing" : p.up ? "up" : "unreachable";
 }

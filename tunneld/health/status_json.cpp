@@ -1,6 +1,7 @@
 #include <boost/json.hpp>
 
 #include "tunneld/health/facts.hpp"
+#include "tunneld/health/patroni.hpp"
 #include "tunneld/health/routes.hpp"
 
 namespace tunneld {
@@ -179,6 +180,42 @@ std::string render_status(const Snapshot& s) {
             pg["receiver_status"] = p.receiver_status;
             pg["replay_paused"] = p.replay_paused;
             pg["lag_seconds"] = p.replay_delay_seconds;
+            pg["server_version"] = p.server_version;
+            pg["timeline"] = p.timeline;
+            // Who is who: each walsender with the peer whose tunnel carries it.
+            json::array rows;
+            for (const auto& w : p.walsenders) {
+                auto bytes = [&](const std::string& lsn) {
+                    auto v = walsender_lag_bytes(p, lsn);
+                    return v ? json::value(*v) : json::value(nullptr);
+                };
+                auto secs = [](double v) { return v < 0 ? json::value(nullptr) : json::value(v); };
+                rows.push_back(json::object{
+                    {"peer", w.peer.empty() ? json::value(nullptr) : json::value(w.peer)},
+                    {"application_name", w.application_name},
+                    {"usename", w.usename},
+                    {"client_addr", w.client_addr},
+                    {"client_port", w.client_port},
+                    {"state", w.state},
+                    {"sync_state", w.sync_state},
+                    {"sync_priority", w.sync_priority},
+                    {"sent_lsn", w.sent_lsn},
+                    {"write_lsn", w.write_lsn},
+                    {"flush_lsn", w.flush_lsn},
+                    {"replay_lsn", w.replay_lsn},
+                    {"lag_bytes", json::object{{"sent", bytes(w.sent_lsn)},
+                                               {"write", bytes(w.write_lsn)},
+                                               {"flush", bytes(w.flush_lsn)},
+                                               {"replay", bytes(w.replay_lsn)}}},
+                    {"lag_seconds", json::object{{"write", secs(w.write_lag)},
+                                                 {"flush", secs(w.flush_lag)},
+                                                 {"replay", secs(w.replay_lag)}}}});
+            }
+            pg["replication"] = std::move(rows);
+            if (p.in_recovery) {
+                const auto* w = upstream_walsender(s);
+                pg["sync_state"] = w ? json::value(w->sync_state) : json::value(nullptr);
+            }
         }
         auto lag = replication_lag_bytes(s);
         pg["lag_bytes"] = lag ? json::value(*lag) : json::value(nullptr);
