@@ -25,6 +25,11 @@ install(FILES ${PKG_OUT}/tunneld.8.gz DESTINATION share/man/man8
         PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
 install(FILES ${PKG}/copyright ${PKG_OUT}/changelog.gz ${CMAKE_CURRENT_SOURCE_DIR}/README.md
         DESTINATION share/doc/tunneld PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
+# Prometheus rules (with their promtool tests), a scrape configuration and a
+# Grafana dashboard over the same metrics (README.md: Monitoring).
+install(FILES ${PKG}/monitoring/tunneld-rules.yml ${PKG}/monitoring/tunneld-rules.test.yml
+              ${PKG}/monitoring/prometheus.yml ${PKG}/monitoring/tunneld-dashboard.json
+        DESTINATION share/tunneld/monitoring PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
 install(FILES ${PKG}/lintian-overrides DESTINATION share/lintian/overrides RENAME tunneld
         PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ WORLD_READ)
 

@@ -153,6 +153,8 @@ class ClusterLab:
         if host == "app":
             lines.append(f'  - {{local: "127.0.0.1:{REPLICA_ROUTE}", to: replica, '
                          f'max_lag: {self.replica_max_lag}}}')
+            if self.app_peers:  # its plaintext listeners kept loopback-only by the guard
+                lines += ["firewall:", "  enabled: true"]
         lines += ["keepalive: {idle: 2s, interval: 1s, count: 3, user_timeout: 6s}",
                   "timeouts: {connect: 2s, handshake: 3s, shutdown: 3s}",
                   "health:", f'  listen: "127.0.0.1:8080"', f"  probe_interval: {self.probe_interval}"]

@@ -43,6 +43,12 @@ DEB_FILES = {
     "./usr/share/man/": (0o755, "root/root"),
     "./usr/share/man/man8/": (0o755, "root/root"),
     "./usr/share/man/man8/tunneld.8.gz": (0o644, "root/root"),
+    "./usr/share/tunneld/": (0o755, "root/root"),
+    "./usr/share/tunneld/monitoring/": (0o755, "root/root"),
+    "./usr/share/tunneld/monitoring/prometheus.yml": (0o644, "root/root"),
+    "./usr/share/tunneld/monitoring/tunneld-dashboard.json": (0o644, "root/root"),
+    "./usr/share/tunneld/monitoring/tunneld-rules.test.yml": (0o644, "root/root"),
+    "./usr/share/tunneld/monitoring/tunneld-rules.yml": (0o644, "root/root"),
 }
 
 pytestmark = pytest.mark.skipif(not lab.is_root(), reason="needs root: packages are built and installed as root")
@@ -114,6 +120,12 @@ def test_rpm_files_and_scripts(packages):
         "/usr/share/doc/tunneld/copyright": ("-rw-r--r--", "root", "root"),
         "/usr/share/lintian/overrides/tunneld": ("-rw-r--r--", "root", "root"),
         "/usr/share/man/man8/tunneld.8.gz": ("-rw-r--r--", "root", "root"),
+        "/usr/share/tunneld": ("drwxr-xr-x", "root", "root"),
+        "/usr/share/tunneld/monitoring": ("drwxr-xr-x", "root", "root"),
+        "/usr/share/tunneld/monitoring/prometheus.yml": ("-rw-r--r--", "root", "root"),
+        "/usr/share/tunneld/monitoring/tunneld-dashboard.json": ("-rw-r--r--", "root", "root"),
+        "/usr/share/tunneld/monitoring/tunneld-rules.test.yml": ("-rw-r--r--", "root", "root"),
+        "/usr/share/tunneld/monitoring/tunneld-rules.yml": ("-rw-r--r--", "root", "root"),
     }
     configs = run(["rpm", "-qcp", rpm]).stdout.split()
     assert configs == ["/etc/tunneld/primary.yaml", "/etc/tunneld/standby.yaml"]

@@ -246,6 +246,126 @@ def test_status_and_metrics_name_each_walsenders_peer_and_inbound_source_tells_t
     assert rows()["standby-2"]["client_addr"] == "127.0.1.3"
 
 
+# ---------------------------------------------------------------- monitoring
+
+MONITORING = os.path.join(lab.ROOT, "packaging", "monitoring")
+TARGET_LABELS = {"instance", "job", "node"}  # added by Prometheus or the scrape config
+
+
+def exposition_labels(text):
+    """{family: {label, ...}} of a Prometheus text exposition."""
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? ", line)
+        if m and not line.startswith("#"):
+            out.setdefault(m.group(1), set()).update(re.findall(r'(\w+)="', m.group(3) or ""))
+    return out
+
+
+def used_by_monitoring():
+    """[(where, expr, {label, ...})] of every rule and dashboard query, with the
+    labels each one names (matchers, by (...), {{label}}, $labels.label)."""
+    import yaml
+    out = []
+    for group in yaml.safe_load(open(os.path.join(MONITORING, "tunneld-rules.yml")))["groups"]:
+        for rule in group["rules"]:
+            text = rule["expr"] + " " + " ".join(rule.get("annotations", {}).values())
+            out.append((rule["alert"], rule["expr"], set(re.findall(r"\$labels\.(\w+)", text))))
+    dash = json.load(open(os.path.join(MONITORING, "tunneld-dashboard.json")))
+    for panel in dash["panels"]:
+        for t in panel["targets"]:
+            out.append((panel["title"], t["expr"], set(re.findall(r"\{\{(\w+)\}\}", t["legendFormat"]))))
+    for i, (where, expr, labels) in enumerate(out):
+        for m in re.finditer(r"\{([^}]*)\}", expr):
+            labels |= set(re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", m.group(1)))
+        for m in re.finditer(r"\bby \(([^)]*)\)", expr):
+            labels |= {x.strip() for x in m.group(1).split(",")}
+        out[i] = (where, expr, labels - TARGET_LABELS)
+    return out
+
+
+def prometheus_api(c, path):
+    status, _, text = lab.http_request("127.0.0.1:9090", path, netns=c.ns["app"].name)
+    assert status == 200, text
+    return json.loads(text)["data"]
+
+
+def test_prometheus_scrapes_every_node_with_the_shipped_rules_and_a_stopped_peer_goes_pending(cluster):
+    from urllib.parse import quote
+    c = cluster
+    # Every metric and label the rules and the dashboard use is in a live /metrics.
+    scraped = {}
+    c.pg["primary-1"].sql("INSERT INTO ticks DEFAULT VALUES")  # fresh lag figures
+    for port in (8080, 18001, 18002, 18003):
+        text = lab.http_request(f"127.0.0.1:{port}", "/metrics", netns=c.ns["app"].name)[2]
+        for family, labels in exposition_labels(text).items():
+            scraped.setdefault(family, set()).update(labels)
+    uses = used_by_monitoring()
+    assert len(uses) >= 28, uses
+    for where, expr, labels in uses:
+        metrics = set(re.findall(r"\b(tunneld_[a-z_]+|up)\b", expr)) - {"up"}
+        for m in metrics:
+            assert m in scraped, f"{where}: {m} is in no live /metrics"
+        if metrics:
+            have = set().union(*(scraped[m] for m in metrics))
+            assert labels <= have, f"{where}: {expr} uses labels {labels - have} that {metrics} do not have"
+
+    # A real Prometheus with the shipped scrape configuration (faster) and rules.
+    config = open(os.path.join(MONITORING, "prometheus.yml")).read()
+    config = config.replace("/usr/share/tunneld/monitoring/tunneld-rules.yml",
+                            os.path.join(MONITORING, "tunneld-rules.yml"))
+    config = re.sub(r"(scrape|evaluation)_interval: 15s", r"\1_interval: 1s", config)
+    cfg = os.path.join(c.workdir, "prometheus.yml")
+    with open(cfg, "w") as f:
+        f.write(config)
+    check = subprocess.run(["promtool", "check", "config", cfg], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    log = open(os.path.join(c.workdir, "prometheus.log"), "ab")
+    prom = c.ns["app"].popen(["prometheus", f"--config.file={cfg}",
+                              f"--storage.tsdb.path={os.path.join(c.workdir, 'prometheus-data')}",
+                              "--web.listen-address=127.0.0.1:9090"], stdout=log, stderr=subprocess.STDOUT)
+    t = c.tunnels["standby-2"]
+    try:
+        def up():
+            try:
+                return sorted((r["metric"]["node"], r["value"][1])
+                              for r in prometheus_api(c, "/api/v1/query?query=" + quote('up{job="tunneld"}'))["result"])
+            except (ConnectionError, AssertionError):
+                return None
+        want = [(n, "1") for n in ("app", "primary-1", "standby-1", "standby-2")]
+        lab.wait_for(lambda: up() == want, timeout=60, interval=0.5, what="Prometheus scraping all four tunnelds")
+        for where, expr, _ in uses:  # every query of the dashboard and the rules runs
+            assert isinstance(prometheus_api(c, "/api/v1/query?query=" + quote(expr))["result"], list), where
+        peers = prometheus_api(c, "/api/v1/query?query=" + quote('tunneld_replication_lag_bytes{kind="replay"}'))
+        assert {r["metric"]["peer"] for r in peers["result"]} == {"standby-1", "standby-2"}, peers
+
+        # standby-2's tunneld stops: its peers report it down and the alert is pending.
+        t.stop()
+
+        def pending():
+            alerts = prometheus_api(c, "/api/v1/alerts")["alerts"]
+            return sorted((a["labels"]["node"], a["state"]) for a in alerts
+                          if a["labels"]["alertname"] == "TunneldPeerDown"
+                          and a["labels"].get("peer") == "standby-2")
+        lab.wait_for(lambda: pending() == [("app", "pending"), ("primary-1", "pending"), ("standby-1", "pending")],
+                     timeout=30, interval=0.5, what="TunneldPeerDown pending for standby-2 on every other node")
+        lab.wait_for(lambda: [(a["labels"]["node"], a["state"]) for a in prometheus_api(c, "/api/v1/alerts")["alerts"]
+                              if a["labels"]["alertname"] == "TunneldDown"] == [("standby-2", "pending")],
+                     timeout=30, interval=0.5, what="TunneldDown pending for standby-2 (its /metrics unreachable)")
+    finally:
+        prom.terminate()
+        try:
+            prom.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            prom.kill()
+            prom.wait()
+        log.close()
+        if t.proc.poll() is not None:
+            t.start()
+    lab.wait_for(lambda: set(c.streaming_from("primary-1")) == {"standby1", "standby2"}, timeout=30,
+                 what="standby-2 streaming again")
+
+
 def readme_haproxy_config():
     text = open(os.path.join(lab.ROOT, "README.md")).read()
     m = re.search(r"<!-- test: haproxy\.cfg -->\s*\n```\n(.*?)```", text, re.S)

@@ -288,6 +288,12 @@ std::string render_metrics(const Snapshot& s) {
                 m.sample("tunneld_route_candidates", {{"route", r.name}, {"role", to_string(role)}},
                          static_cast<double>(n));
             }
+        m.family("tunneld_route_has_target", "gauge",
+                 "1 while a route has a node to send new connections to, 0 while it refuses "
+                 "(no_primary, no_replica).");
+        for (const auto& r : s.routes)
+            m.sample("tunneld_route_has_target", {{"route", r.name}, {"to", r.to}},
+                     r.target.empty() ? 0 : 1);
         m.family("tunneld_route_split_brain", "gauge",
                  "1 while more than one node reports primary (the route refuses).");
         for (const auto& r : s.routes)
