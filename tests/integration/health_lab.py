@@ -28,4 +28,4 @@ def code(tunnel, path, method="GET"):
 
 
 def problems(tunnel, path):
-    return json.loads(tunnel.http(path)[2])["problems"]
+    return json.loads(tunnel.http(path)[2])["tunneld"]["problems"]

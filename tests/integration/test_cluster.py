@@ -202,7 +202,7 @@ def test_cascading_standby_follows_its_fixed_upstream_and_heals_after_a_partitio
     # Lag is visible on each node's /replica.
     for host in ("standby-1", "standby-2"):
         status, _, body = lab.http_request("127.0.0.1:8080", "/replica?lag=16MB", netns=c.ns[host].name)
-        assert status == 200 and json.loads(body)["lag_bytes"] is not None, (host, body)
+        assert status == 200 and json.loads(body)["tunneld"]["lag_bytes"] is not None, (host, body)
 
     # A partition between standby-1 and standby-2 only (both still reach the primary).
     upstream = c.address_of("standby-1")

@@ -26,7 +26,7 @@ def test_every_path_answers_as_documented_when_all_is_up(echo_pair):
             status, headers, body = t.http(path)
             assert status == 200, (t.name, path, body)
             assert headers["Content-Type"] == "application/json"
-            assert json.loads(body)["ok"] is True
+            assert json.loads(body)["tunneld"]["ok"] is True
         # No health.postgres: the role is unknown, so no router may pick this node.
         for path in ("/primary", "/replica", "/replica?lag=16MB", "/read-only", "/"):
             assert code(t, path) == 503, (t.name, path)
@@ -35,9 +35,11 @@ def test_every_path_answers_as_documented_when_all_is_up(echo_pair):
         assert code(t, "/replica?lag=sixteen") == 400
         status, headers, body = t.http("/readiness", method="HEAD")
         assert (status, body) == (200, "") and int(headers["Content-Length"]) > 0
-        for method in ("POST", "PUT", "DELETE", "OPTIONS"):
+        for method in ("POST", "PUT", "DELETE", "PATCH"):
             status, headers, _ = t.http("/readiness", method=method)
-            assert status == 405 and headers["Allow"] == "GET, HEAD", method
+            assert status == 405 and headers["Allow"] == "GET, HEAD, OPTIONS", method
+        status, _, body = t.http("/readiness", method="OPTIONS")  # as Patroni: like GET
+        assert status == 200 and json.loads(body)["tunneld"]["check"] == "readiness"
 
     status = pair.client.status()
     assert status["node"] == "client-1" and status["ready"] is True

@@ -1,7 +1,5 @@
 #include "tunneld/config/config.hpp"
 
-#include <boost/asio/ip/address.hpp>
-
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -140,14 +138,13 @@ std::vector<ServiceConfig> read_services(const YAML::Node& n, const std::string&
 // in, each address a loopback literal of the backend's family and not shared.
 void read_sources(MapReader& r, const YAML::Node& n, const std::string& path, InboundConfig& ic) {
     MapReader sr(n, "inbound.source", path);
-    boost::system::error_code ec;
-    auto backend = boost::asio::ip::make_address(ic.backend.host, ec);
-    if (ic.backend.is_unix() || ec || !backend.is_loopback())
+    auto backend = parse_prefix(ic.backend.host);
+    if (ic.backend.is_unix() || !backend || !is_loopback(ic.backend))
         r.fail(n,
                "'inbound.source' needs inbound.backend on a loopback address given as a "
                "literal (127.0.0.1:5432 or [::1]:5432), not " +
                    ic.backend.to_string());
-    std::set<std::string> used;
+    std::vector<Prefix> used;
     for (auto it = n.begin(); it != n.end(); ++it) {
         auto identity = it->first.Scalar();
         if (std::find(ic.allow.begin(), ic.allow.end(), identity) == ic.allow.end())
@@ -155,17 +152,19 @@ void read_sources(MapReader& r, const YAML::Node& n, const std::string& path, In
         if (!it->second.IsScalar())
             sr.fail(it->second, "'inbound.source." + identity + "' must be an address");
         auto text = it->second.Scalar();
-        auto a = boost::asio::ip::make_address(text, ec);
-        if (ec || !a.is_loopback() || a.is_v4() != backend.is_v4())
+        auto a = parse_prefix(text);
+        if (!a || text.find('/') != std::string::npos || !is_loopback(Endpoint{text, 0, {}}) ||
+            a->v6 != backend->v6)
             sr.fail(it->second, "'inbound.source." + identity + "': '" + text +
                                     "' is not a loopback address like the backend's (" +
                                     ic.backend.host +
                                     "); use 127.0.1.N (all of 127.0.0.0/8 is local on Linux)");
-        if (!used.insert(a.to_string()).second)
+        if (std::find(used.begin(), used.end(), *a) != used.end())
             sr.fail(it->second, "'inbound.source." + identity + "': " + text +
                                     " is given to another identity too: they could not be told "
                                     "apart");
-        ic.source[identity] = a.to_string();
+        used.push_back(*a);
+        ic.source[identity] = text;
     }
 }
 

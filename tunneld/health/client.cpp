@@ -142,6 +142,9 @@ int run_health(const std::string& config_path, const std::string& path, std::ost
     json::error_code jec;
     auto body = json::parse(res.body, jec);
     auto* o = body.if_object();
+    // A check path's verdict is under "tunneld" (the rest is Patroni's document).
+    if (o)
+        if (auto* t = o->if_contains("tunneld"); t && t->is_object()) o = &t->get_object();
     if (path.starts_with("/status") || path.starts_with("/metrics") || !o ||
         !o->if_contains("check")) {
         out << res.body;
