@@ -172,7 +172,8 @@ int main(int argc, char** argv) {
     health
         ->add_option(
             "--path", health_path,
-            "/liveness /readiness /health /primary /replica[?lag=16MB] /read-only /status /metrics")
+            "/liveness /readiness /health /primary /replica[?lag=16MB] /read-only /sync /async "
+            "/read-only-sync /patroni /status /metrics (Patroni's paths)")
         ->capture_default_str();
     int health_wait_s = 0;
     health
