@@ -26,6 +26,9 @@ TUNNELD_BIN="$PWD/build-fuzz/tunneld" TUNNELD_SANITIZED=1 /usr/bin/python3 -m py
 echo "== routes (promotion, split brain, reads) under ASan+UBSan [${SECONDS}s]"
 TUNNELD_BIN="$PWD/build-fuzz/tunneld" TUNNELD_SANITIZED=1 /usr/bin/python3 -m pytest -p no:cacheprovider -q \
   tests/integration/test_cluster.py -k "promotion or reads"
+echo "== Patroni API parity (walsenders by peer, sync state in pongs, HAProxy) under ASan+UBSan [${SECONDS}s]"
+TUNNELD_BIN="$PWD/build-fuzz/tunneld" TUNNELD_SANITIZED=1 /usr/bin/python3 -m pytest -p no:cacheprovider -q \
+  tests/integration/test_patroni_api.py
 # The test command replays every corpus and fuzzes briefly; long runs are local
 # (FUZZ_SECONDS=600 bash scripts/fuzz.sh).
 export FUZZ_SECONDS="${FUZZ_SECONDS:-5}"

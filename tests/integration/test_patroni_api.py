@@ -6,7 +6,7 @@ reaches every node, and the README's HAProxy configuration run verbatim on it.
 The tests share one cluster and run in order: the seed case (/sync moves when
 the sync standby's tunnel is killed), every path with every method in every
 state, who is who in pg_stat_replication (and inbound.source with pg_hba.conf),
-then HAProxy across a promotion."""
+a real Prometheus with the shipped rules, then HAProxy across a promotion."""
 import json
 import os
 import re
