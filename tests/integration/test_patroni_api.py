@@ -295,9 +295,18 @@ def test_prometheus_scrapes_every_node_with_the_shipped_rules_and_a_stopped_peer
     c = cluster
     # Every metric and label the rules and the dashboard use is in a live /metrics.
     scraped = {}
-    c.pg["primary-1"].sql("INSERT INTO ticks DEFAULT VALUES")  # fresh lag figures
+
+    def lag_measured():
+        # postgres shows write/flush/replay_lag only while WAL flows (NULL once
+        # idle): keep writing until the primary's tunneld reports them.
+        c.pg["primary-1"].sql("INSERT INTO ticks DEFAULT VALUES")
+        primary_text[0] = lab.http_request("127.0.0.1:18001", "/metrics", netns=c.ns["app"].name)[2]
+        return primary_text[0].count("tunneld_replication_lag_seconds{") >= 2
+    primary_text = [""]
+    lab.wait_for(lag_measured, timeout=30, interval=0.1, what="lag seconds of the walsenders measured")
     for port in (8080, 18001, 18002, 18003):
-        text = lab.http_request(f"127.0.0.1:{port}", "/metrics", netns=c.ns["app"].name)[2]
+        text = primary_text[0] if port == 18001 else \
+            lab.http_request(f"127.0.0.1:{port}", "/metrics", netns=c.ns["app"].name)[2]
         for family, labels in exposition_labels(text).items():
             scraped.setdefault(family, set()).update(labels)
     uses = used_by_monitoring()
