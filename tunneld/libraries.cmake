@@ -29,7 +29,7 @@ endfunction()
 
 # config/: the model and the YAML loader. No Asio, no OpenSSL, no libpq.
 add_library(tunneld_config STATIC
-  tunneld/config/config.cpp tunneld/config/sections.cpp tunneld/config/yaml_reader.cpp tunneld/config/duration.cpp tunneld/config/endpoint.cpp
+  tunneld/config/config.cpp tunneld/config/inbound_section.cpp tunneld/config/sections.cpp tunneld/config/yaml_reader.cpp tunneld/config/duration.cpp tunneld/config/endpoint.cpp
   tunneld/config/prefix.cpp tunneld/config/key_file.cpp)
 target_include_directories(tunneld_config PUBLIC ${PROJECT_SOURCE_DIR})
 target_compile_definitions(tunneld_config PUBLIC TUNNELD_VERSION="${PROJECT_VERSION}")

@@ -3,6 +3,7 @@
 #pragma once
 #include <yaml-cpp/yaml.h>
 
+#include <set>
 #include <string>
 
 #include "tunneld/config/config.hpp"
@@ -10,10 +11,14 @@
 
 namespace tunneld {
 
+// inbound: listen, backend, allow, local, services, source (inbound_section.cpp).
+// `locals` collects every plaintext listen address, to refuse one used twice.
+void read_inbound(yaml_config::MapReader& top, const std::string& path, Config& cfg,
+                  std::set<std::string>& locals);
 // firewall: enabled, table, on_exit, resolve_interval, protect[] {port, allow}.
 void read_firewall(yaml_config::MapReader& top, const YAML::Node& root, const std::string& path,
                    Config& cfg);
-// health: enabled, listen (loopback unless public: true), public, postgres, intervals.
+// health: enabled, listen (loopback unless public: true), public, postgres, intervals, tags.
 void read_health(yaml_config::MapReader& top, const YAML::Node& root, const std::string& path,
                  Config& cfg);
 

@@ -190,26 +190,19 @@ std::string render_status(const Snapshot& s) {
                     return v ? json::value(*v) : json::value(nullptr);
                 };
                 auto secs = [](double v) { return v < 0 ? json::value(nullptr) : json::value(v); };
-                rows.push_back(json::object{
-                    {"peer", w.peer.empty() ? json::value(nullptr) : json::value(w.peer)},
-                    {"application_name", w.application_name},
-                    {"usename", w.usename},
-                    {"client_addr", w.client_addr},
-                    {"client_port", w.client_port},
-                    {"state", w.state},
-                    {"sync_state", w.sync_state},
-                    {"sync_priority", w.sync_priority},
-                    {"sent_lsn", w.sent_lsn},
-                    {"write_lsn", w.write_lsn},
-                    {"flush_lsn", w.flush_lsn},
-                    {"replay_lsn", w.replay_lsn},
-                    {"lag_bytes", json::object{{"sent", bytes(w.sent_lsn)},
-                                               {"write", bytes(w.write_lsn)},
-                                               {"flush", bytes(w.flush_lsn)},
-                                               {"replay", bytes(w.replay_lsn)}}},
-                    {"lag_seconds", json::object{{"write", secs(w.write_lag)},
-                                                 {"flush", secs(w.flush_lag)},
-                                                 {"replay", secs(w.replay_lag)}}}});
+                // The row as a pong carries it, with lags in bytes and seconds
+                // (null while unknown) in place of its raw seconds.
+                auto row = to_json(w).as_object();
+                for (const char* raw : {"write_lag", "flush_lag", "replay_lag"}) row.erase(raw);
+                if (w.peer.empty()) row["peer"] = nullptr;
+                row["lag_bytes"] = json::object{{"sent", bytes(w.sent_lsn)},
+                                                {"write", bytes(w.write_lsn)},
+                                                {"flush", bytes(w.flush_lsn)},
+                                                {"replay", bytes(w.replay_lsn)}};
+                row["lag_seconds"] = json::object{{"write", secs(w.write_lag)},
+                                                  {"flush", secs(w.flush_lag)},
+                                                  {"replay", secs(w.replay_lag)}};
+                rows.push_back(std::move(row));
             }
             pg["replication"] = std::move(rows);
             if (p.in_recovery) {
