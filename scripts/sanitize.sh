@@ -21,7 +21,7 @@ build-fuzz/tests/unit/unit_tests --gtest_brief=1
 echo "== relay, rejection, admission, hardening and session integration tests under ASan+UBSan [${SECONDS}s]"
 TUNNELD_BIN="$PWD/build-fuzz/tunneld" TUNNELD_SANITIZED=1 /usr/bin/python3 -m pytest -p no:cacheprovider -q \
   tests/integration/test_relay.py tests/integration/test_rejections.py tests/integration/test_services.py \
-  tests/integration/test_lifecycle.py tests/integration/test_hardening.py tests/integration/test_admission.py \
+  tests/integration/test_lifecycle.py tests/integration/test_startup_and_check.py tests/integration/test_hardening.py tests/integration/test_admission.py \
   tests/integration/test_chain_and_sessions.py -k "not ipv6 and not group_readable"
 echo "== routes (promotion, split brain, reads) under ASan+UBSan [${SECONDS}s]"
 TUNNELD_BIN="$PWD/build-fuzz/tunneld" TUNNELD_SANITIZED=1 /usr/bin/python3 -m pytest -p no:cacheprovider -q \

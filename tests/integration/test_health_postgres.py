@@ -237,9 +237,4 @@ listen postgres_primary
         assert role_codes(pg.standby_tunnel)["/replica"] == 503
         assert pg.standby_tunnel.status()["postgres"]["role"] == "primary"
     finally:
-        haproxy.send_signal(signal.SIGTERM)
-        try:
-            haproxy.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            haproxy.kill()
-            haproxy.wait()
+        lab.terminate(haproxy)

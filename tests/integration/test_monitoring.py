@@ -14,7 +14,7 @@ import yaml
 
 import lab
 
-MONITORING = os.path.join(lab.ROOT, "packaging", "monitoring")
+from monitoring_lab import MONITORING
 ALERTS = ("TunneldDown", "TunneldPeerDown", "TunneldFirewallNotApplied", "TunneldCertificateExpiresIn14Days",
           "TunneldCertificateExpiresIn3Days", "TunneldReplicationLagHigh", "TunneldSplitBrainRefused",
           "TunneldRouteWithoutTarget", "TunneldTlsHandshakeFailuresRising", "TunneldReloadFailing")

@@ -19,6 +19,7 @@ import pytest
 
 import lab
 from cluster_lab import ClusterLab, stop_postgres
+from monitoring_lab import MONITORING, exposition_labels, prometheus_api, used_by_monitoring
 
 pytestmark = pytest.mark.skipif(not lab.is_root(), reason="needs root: network namespaces and the postgres user")
 
@@ -248,48 +249,6 @@ def test_status_and_metrics_name_each_walsenders_peer_and_inbound_source_tells_t
 
 # ---------------------------------------------------------------- monitoring
 
-MONITORING = os.path.join(lab.ROOT, "packaging", "monitoring")
-TARGET_LABELS = {"instance", "job", "node"}  # added by Prometheus or the scrape config
-
-
-def exposition_labels(text):
-    """{family: {label, ...}} of a Prometheus text exposition."""
-    out = {}
-    for line in text.splitlines():
-        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? ", line)
-        if m and not line.startswith("#"):
-            out.setdefault(m.group(1), set()).update(re.findall(r'(\w+)="', m.group(3) or ""))
-    return out
-
-
-def used_by_monitoring():
-    """[(where, expr, {label, ...})] of every rule and dashboard query, with the
-    labels each one names (matchers, by (...), {{label}}, $labels.label)."""
-    import yaml
-    out = []
-    for group in yaml.safe_load(open(os.path.join(MONITORING, "tunneld-rules.yml")))["groups"]:
-        for rule in group["rules"]:
-            text = rule["expr"] + " " + " ".join(rule.get("annotations", {}).values())
-            out.append((rule["alert"], rule["expr"], set(re.findall(r"\$labels\.(\w+)", text))))
-    dash = json.load(open(os.path.join(MONITORING, "tunneld-dashboard.json")))
-    for panel in dash["panels"]:
-        for t in panel["targets"]:
-            out.append((panel["title"], t["expr"], set(re.findall(r"\{\{(\w+)\}\}", t["legendFormat"]))))
-    for i, (where, expr, labels) in enumerate(out):
-        for m in re.finditer(r"\{([^}]*)\}", expr):
-            labels |= set(re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", m.group(1)))
-        for m in re.finditer(r"\bby \(([^)]*)\)", expr):
-            labels |= {x.strip() for x in m.group(1).split(",")}
-        out[i] = (where, expr, labels - TARGET_LABELS)
-    return out
-
-
-def prometheus_api(c, path):
-    status, _, text = lab.http_request("127.0.0.1:9090", path, netns=c.ns["app"].name)
-    assert status == 200, text
-    return json.loads(text)["data"]
-
-
 def test_prometheus_scrapes_every_node_with_the_shipped_rules_and_a_stopped_peer_goes_pending(cluster):
     from urllib.parse import quote
     c = cluster
@@ -362,12 +321,7 @@ def test_prometheus_scrapes_every_node_with_the_shipped_rules_and_a_stopped_peer
                               if a["labels"]["alertname"] == "TunneldDown"] == [("standby-2", "pending")],
                      timeout=30, interval=0.5, what="TunneldDown pending for standby-2 (its /metrics unreachable)")
     finally:
-        prom.terminate()
-        try:
-            prom.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            prom.kill()
-            prom.wait()
+        lab.terminate(prom, timeout=10)
         log.close()
         if t.proc.poll() is not None:
             t.start()
@@ -425,10 +379,5 @@ def test_readme_haproxy_routes_primary_replicas_sync_and_read_only_across_a_prom
                          what=f"after the promotion: HAProxy port {port} -> {nodes}")
         print(f"MEASURED promote -> HAProxy's primary port reaches standby-1: {writes:.2f} s")
     finally:
-        haproxy.send_signal(signal.SIGTERM)
-        try:
-            haproxy.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            haproxy.kill()
-            haproxy.wait()
+        lab.terminate(haproxy)
         log.close()
