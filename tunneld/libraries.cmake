@@ -20,7 +20,7 @@ function(tunneld_library name)
   add_library(${name} STATIC ${ARGN})
   target_include_directories(${name} PUBLIC ${PROJECT_SOURCE_DIR})
   target_compile_definitions(${name} PUBLIC TUNNELD_VERSION="${PROJECT_VERSION}")
-  target_link_libraries(${name} PUBLIC tunneld_asio spdlog::spdlog PRIVATE tunneld_warnings)
+  target_link_libraries(${name} PUBLIC tunneld_asio tunneld_spdlog PRIVATE tunneld_warnings)
   if(NOT name STREQUAL "tunneld_net")
     target_precompile_headers(${name} REUSE_FROM tunneld_net)
     add_dependencies(${name} tunneld_net)
@@ -33,7 +33,7 @@ add_library(tunneld_config STATIC
   tunneld/config/prefix.cpp tunneld/config/key_file.cpp)
 target_include_directories(tunneld_config PUBLIC ${PROJECT_SOURCE_DIR})
 target_compile_definitions(tunneld_config PUBLIC TUNNELD_VERSION="${PROJECT_VERSION}")
-target_link_libraries(tunneld_config PUBLIC yaml-cpp Boost::headers PRIVATE tunneld_warnings)
+target_link_libraries(tunneld_config PUBLIC tunneld_yaml_cpp Boost::headers PRIVATE tunneld_warnings)
 
 # net/ carries the precompiled header every Asio-using folder reuses.
 tunneld_library(tunneld_net
