@@ -43,7 +43,7 @@ target_precompile_headers(tunneld_net PRIVATE tunneld/pch.hpp)
 target_link_libraries(tunneld_net PUBLIC tunneld_config OpenSSL::Crypto)
 
 tunneld_library(tunneld_tls
-  tunneld/tls/alpn.cpp tunneld/tls/context.cpp tunneld/tls/identity.cpp tunneld/tls/stream.cpp tunneld/tls/handshake_failure.cpp tunneld/tls/file_watch.cpp tunneld/tls/reloader.cpp)
+  tunneld/tls/alpn.cpp tunneld/tls/context.cpp tunneld/tls/groups.cpp tunneld/tls/identity.cpp tunneld/tls/stream.cpp tunneld/tls/handshake_failure.cpp tunneld/tls/file_watch.cpp tunneld/tls/reloader.cpp)
 target_link_libraries(tunneld_tls PUBLIC tunneld_net tunneld_config OpenSSL::SSL OpenSSL::Crypto)
 
 tunneld_library(tunneld_health

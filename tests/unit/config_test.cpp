@@ -185,9 +185,10 @@ TEST(Config, NonLoopbackLocalNeedsPublicTrue) {
         "/x.yaml"));
 }
 
-TEST(Config, TlsGroupsDefaultToEllipticCurves) {
+TEST(Config, TlsGroupsDefaultToThePostQuantumHybridThenEllipticCurves) {
     auto c = parse_config(with(""), "/x.yaml");
-    EXPECT_EQ(c.tls.groups, (std::vector<std::string>{"X25519", "P-256", "P-384"}));
+    EXPECT_EQ(c.tls.groups,
+              (std::vector<std::string>{"X25519MLKEM768", "X25519", "P-256", "P-384"}));
 }
 
 TEST(Config, UnknownKeyInsidePeerIsReported) {

@@ -27,8 +27,10 @@ struct Pki {
                    ("tunneld-tls-" + std::to_string(::getpid()) + "-" + std::to_string(++serial));
     std::shared_ptr<const TlsMaterial> a, b;
     std::uint64_t rekey_bytes = TlsFiles{}.rekey_bytes;
+    std::vector<std::string> groups;  // tls.groups of both nodes
 
-    explicit Pki(std::uint64_t rekey = 0) {
+    explicit Pki(std::uint64_t rekey = 0, std::vector<std::string> node_groups = {"X25519"})
+        : groups(std::move(node_groups)) {
         if (rekey) rekey_bytes = rekey;
         fs::create_directories(dir);
         auto ca_key = generate_key(KeyType::ec_p256);
@@ -50,11 +52,8 @@ struct Pki {
         write(dir / (name + ".crt"), to_pem(cert.get()), fs::perms(0644));
         write(dir / (name + ".key"), to_pem(key.get()),
               fs::perms::owner_read | fs::perms::owner_write);
-        TlsFiles files{(dir / "ca.crt").string(),
-                       (dir / (name + ".crt")).string(),
-                       (dir / (name + ".key")).string(),
-                       "",
-                       {"X25519"}};
+        TlsFiles files{(dir / "ca.crt").string(), (dir / (name + ".crt")).string(),
+                       (dir / (name + ".key")).string(), "", groups};
         files.rekey_bytes = rekey_bytes;
         return load_tls_material(files, name, 1);
     }

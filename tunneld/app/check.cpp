@@ -1,11 +1,13 @@
 #include "tunneld/app/check.hpp"
 
 #include <fcntl.h>
+#include <openssl/crypto.h>
 
 #include <grp.h>
 #include <pwd.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -28,6 +30,7 @@
 #include "tunneld/net/dial.hpp"
 #include "tunneld/net/port_owner.hpp"
 #include "tunneld/tls/context.hpp"
+#include "tunneld/tls/groups.hpp"
 
 namespace tunneld {
 
@@ -229,6 +232,19 @@ void check_health(const Config& cfg, Report& report, std::optional<uid_t> daemon
     report.ok("health.postgres answers: postgres is " + role);
 }
 
+// Which of tls.groups this host's OpenSSL offers (the ML-KEM hybrids need 3.5).
+void report_groups(Report& report, const std::vector<std::string>& wanted) {
+    auto have = available_groups(wanted);
+    std::string offered, missing;
+    for (const auto& g : wanted) {
+        bool ok = std::find(have.begin(), have.end(), g) != have.end();
+        (ok ? offered : missing) += ((ok ? offered : missing).empty() ? "" : ", ") + g;
+    }
+    std::string line = "key exchange (tls.groups): " + offered;
+    if (!missing.empty()) line += "; " + missing + " not in " + OpenSSL_version(OPENSSL_VERSION);
+    report.ok(line);
+}
+
 }  // namespace
 
 // The user the daemon will run as: --as-user, else the packaged unit's
@@ -331,6 +347,7 @@ int run_check(const std::string& config_path, std::ostream& out, const ExtraChec
             auto m = load_tls_material(cfg.tls, cfg.node, 1);
             report.ok("certificate serial " + m->serial_hex +
                       ": key matches, chains to tls.ca, names " + cfg.node);
+            report_groups(report, cfg.tls.groups);
             int days = m->days_left();
             if (days < 7)
                 report.warn("certificate expires in " + std::to_string(days) +

@@ -20,6 +20,7 @@
 #include "tunneld/error.hpp"
 #include "tunneld/health/client.hpp"
 #include "tunneld/health/conninfo.hpp"
+#include "tunneld/tls/groups.hpp"
 
 namespace {
 
@@ -54,7 +55,9 @@ int main(int argc, char** argv) {
         "refused) and Patroni (inbound.services carry its REST API and etcd on the same\n"
         "port). Run one per host: `tunneld --peer /etc/tunneld/standby.yaml`.",
         "tunneld"};
-    app.set_version_flag("--version", std::string("tunneld ") + TUNNELD_VERSION);
+    app.set_version_flag("--version", [] {
+        return std::string("tunneld ") + TUNNELD_VERSION + "\n" + tunneld::openssl_versions();
+    });
     app.footer(
         "Signals: SIGHUP reloads the TLS files (live connections keep theirs) and re-resolves\n"
         "the firewall's peer addresses; SIGTERM stops accepting and drains for timeouts.shutdown.\n"

@@ -41,6 +41,7 @@ void add_counters(Snapshot& s, const Stats& stats) {
             s.closes[{dir, to_string(r)}] = stats.closes(dir, r);
         }
     }
+    s.key_exchanges = stats.key_exchanges();
 }
 
 void add_firewall(Snapshot& s, const Config& cfg, const firewall::Keeper& keeper, bool full) {

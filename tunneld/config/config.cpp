@@ -40,7 +40,8 @@ void read_tls(MapReader& top, const YAML::Node& root, const std::string& path, C
                 if (!g.IsScalar() || !allowed_groups().count(g.Scalar()))
                     r.fail(g,
                            "'tls.groups': '" + (g.IsScalar() ? g.Scalar() : std::string("?")) +
-                               "' is not allowed (choose from X25519, X448, P-256, P-384, P-521)");
+                               "' is not allowed (choose from X25519MLKEM768, SecP256r1MLKEM768, "
+                               "SecP384r1MLKEM1024, X25519, X448, P-256, P-384, P-521)");
                 cfg.tls.groups.push_back(g.Scalar());
             }
         }

@@ -21,8 +21,11 @@ struct TlsFiles {
     std::string cert;  // this node's certificate (chain may follow in the same file)
     std::string key;   // this node's private key; refused if group/world readable
     std::string crl;   // optional PEM CRL(s); empty = no revocation check
-    // Key-exchange groups offered and accepted (tls.groups): elliptic curves only.
-    std::vector<std::string> groups{"X25519", "P-256", "P-384"};
+    // Key-exchange groups offered and accepted (tls.groups), in order of
+    // preference: elliptic curves and their ML-KEM hybrids only. Names the
+    // running OpenSSL lacks are skipped (tls/groups.hpp): the hybrid is first
+    // where OpenSSL is 3.5 or later, and ignored before.
+    std::vector<std::string> groups{"X25519MLKEM768", "X25519", "P-256", "P-384"};
     // TLS 1.3 KeyUpdate (both directions' keys) after this many bytes sent on
     // one connection (tls.rekey_bytes) or this long since the last (tls.rekey_interval),
     // well before AES-GCM's 2^24.5 records (~390 GB). OpenSSL never rekeys by itself.

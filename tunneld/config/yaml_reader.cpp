@@ -48,10 +48,18 @@ void read_duration(MapReader& r, const std::string& key, Duration& out, Duration
     }
 }
 
-// The curves a client may ask for: elliptic-curve groups only, so nobody
-// unauthenticated can make us compute a finite-field (ffdhe8192) key exchange.
+// The groups a client may ask for: elliptic curves and their post-quantum
+// hybrids (OpenSSL 3.5 and later), so nobody unauthenticated can make us
+// compute a finite-field (ffdhe8192) key exchange.
 const std::set<std::string>& allowed_groups() {
-    static const std::set<std::string> g{"X25519", "X448", "P-256", "P-384", "P-521"};
+    static const std::set<std::string> g{"X25519MLKEM768",
+                                         "SecP256r1MLKEM768",
+                                         "SecP384r1MLKEM1024",
+                                         "X25519",
+                                         "X448",
+                                         "P-256",
+                                         "P-384",
+                                         "P-521"};
     return g;
 }
 

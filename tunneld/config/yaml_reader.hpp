@@ -99,7 +99,7 @@ Duration duration_value(MapReader& r, const YAML::Node& n, const std::string& ke
 void read_duration(MapReader& r, const std::string& key, Duration& out, Duration min,
                    Duration max = std::chrono::hours(24));
 
-// The curves a client may ask for: elliptic-curve groups only, so nobody
+// The groups a client may ask for: elliptic curves and their ML-KEM hybrids, so nobody
 // unauthenticated can make us compute a finite-field (ffdhe8192) key exchange.
 const std::set<std::string>& allowed_groups();
 

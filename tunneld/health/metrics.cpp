@@ -168,6 +168,13 @@ std::string render_metrics(const Snapshot& s) {
         m.sample("tunneld_handshakes_total",
                  {{"direction", to_string(key.first)}, {"reason", key.second}},
                  static_cast<double>(n));
+    m.family("tunneld_tls_key_exchanges_total", "counter",
+             "Successful TLS handshakes, by direction and the key-exchange group agreed "
+             "(X25519MLKEM768 is post-quantum).");
+    for (const auto& [key, n] : s.key_exchanges)
+        m.sample("tunneld_tls_key_exchanges_total",
+                 {{"direction", to_string(key.first)}, {"group", key.second}},
+                 static_cast<double>(n));
     m.family("tunneld_connection_closes_total", "counter",
              "Relayed connections that ended, by direction and reason.");
     for (const auto& [key, n] : s.closes)

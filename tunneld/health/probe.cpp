@@ -165,6 +165,7 @@ struct PeerProbe::Loop {
         auto hs = co_await handshake_within(tls, cfg.timeouts.handshake);
         rt.stats.count_handshake(Direction::outbound, hs.failure);
         if (!hs.ok()) co_return Ended{probe_error(hs), hs.failure == HandshakeFailure::timeout};
+        rt.stats.count_key_exchange(Direction::outbound, tls.group());
         if (tls.alpn() != kAlpnProbe)
             co_return Ended{"the peer does not speak tunneld-probe (ALPN '" + tls.alpn() + "')"};
         st.last_handshake = unix_now();

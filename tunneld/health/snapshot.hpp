@@ -82,6 +82,8 @@ struct Snapshot {
     // Handshakes and closes by direction and reason ("ok" for a successful handshake).
     std::map<std::pair<Direction, std::string>, std::uint64_t> handshakes;
     std::map<std::pair<Direction, std::string>, std::uint64_t> closes;
+    // Successful handshakes by direction and key-exchange group.
+    std::map<std::pair<Direction, std::string>, std::uint64_t> key_exchanges;
 
     FirewallView firewall;
     std::vector<RouteView> routes;  // routes[], in config order

@@ -43,6 +43,16 @@ std::uint64_t Stats::handshakes(Direction d, HandshakeFailure f) const {
     return handshakes_[static_cast<int>(d)][static_cast<std::size_t>(f)].load();
 }
 
+void Stats::count_key_exchange(Direction d, const std::string& group) {
+    std::lock_guard lock(mutex_);
+    ++key_exchanges_[{d, group.empty() ? "none" : group}];
+}
+
+std::map<std::pair<Direction, std::string>, std::uint64_t> Stats::key_exchanges() const {
+    std::lock_guard lock(mutex_);
+    return key_exchanges_;
+}
+
 void Stats::count_close(Direction d, CloseReason r) {
     closes_[static_cast<int>(d)][static_cast<std::size_t>(r)]++;
 }

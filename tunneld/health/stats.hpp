@@ -64,6 +64,11 @@ class Stats {
     void count_handshake(Direction d, HandshakeFailure f);
     std::uint64_t handshakes(Direction d, HandshakeFailure f) const;
 
+    // The key-exchange group of one successful handshake ("X25519MLKEM768",
+    // "X25519", ...: tls/groups.hpp negotiated_group).
+    void count_key_exchange(Direction d, const std::string& group);
+    std::map<std::pair<Direction, std::string>, std::uint64_t> key_exchanges() const;
+
     // One relayed connection that ended, by reason.
     void count_close(Direction d, CloseReason r);
     std::uint64_t closes(Direction d, CloseReason r) const;
@@ -82,6 +87,7 @@ class Stats {
     std::map<TrafficKey, std::unique_ptr<Traffic>> traffic_;
     std::array<std::array<std::atomic<std::uint64_t>, kHandshakeFailureCount>, 2> handshakes_{};
     std::array<std::array<std::atomic<std::uint64_t>, kCloseReasonCount>, 2> closes_{};
+    std::map<std::pair<Direction, std::string>, std::uint64_t> key_exchanges_;
     Reloads reloads_;
 };
 

@@ -4,10 +4,12 @@
 
 namespace tunneld {
 
-void log_open(const ConnInfo& c, bool resumed) {
-    spdlog::info("conn={} {} open peer={} remote={} local={}{}{}{}{} resumed={}", c.id, c.direction,
-                 c.peer, c.remote, c.local, c.service.empty() ? "" : " service=", c.service,
-                 c.route.empty() ? "" : " route=", c.route, resumed ? "yes" : "no");
+void log_open(const ConnInfo& c, bool resumed, const std::string& group) {
+    spdlog::info("conn={} {} open peer={} remote={} local={}{}{}{}{} resumed={}{}{}", c.id,
+                 c.direction, c.peer, c.remote, c.local,
+                 c.service.empty() ? "" : " service=", c.service,
+                 c.route.empty() ? "" : " route=", c.route, resumed ? "yes" : "no",
+                 group.empty() ? "" : " group=", group);
 }
 
 void log_close(const ConnInfo& c, const RelayResult& r) {

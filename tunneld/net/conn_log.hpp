@@ -23,9 +23,10 @@ struct ConnInfo {
     std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
 };
 
-// "conn=7 inbound open peer=standby-1 remote=10.0.0.2:40112 local=127.0.0.1:5432 resumed=no"
-// (with " service=patroni" after local= for a service connection)
-void log_open(const ConnInfo& c, bool resumed);
+// "conn=7 inbound open peer=standby-1 remote=10.0.0.2:40112 local=127.0.0.1:5432 resumed=no
+// group=X25519MLKEM768" (with " service=patroni" after local= for a service connection;
+// group= is the TLS key exchange, left out for a plain connection: group "")
+void log_open(const ConnInfo& c, bool resumed, const std::string& group = "");
 
 // "conn=7 inbound close peer=... remote=... local=... rx=123 tx=456 duration=1.234s
 // reason=finished" rx = bytes received from the TLS side, tx = bytes sent to it. Logged at info for

@@ -79,7 +79,7 @@ asio::awaitable<void> relay_to_backend(Runtime& rt, LiveConnection& live, ConnIn
                            be.to_string() + ": " + dialed.error().what});
         co_return;
     }
-    log_open(info, tls.resumed());
+    log_open(info, tls.resumed(), tls.group());
     live.quiesce = [&] {
         error_code ignored;
         backend.shutdown(asio::socket_base::shutdown_receive, ignored);
@@ -179,6 +179,7 @@ asio::awaitable<void> serve(Runtime& rt, const AlpnPolicy& policy, tcp::socket s
         log_handshake_failure(info, hs);
         co_return;
     }
+    rt.stats.count_key_exchange(Direction::inbound, tls.group());
     const bool self = info.peer == cfg.node;
     // Probes too: a CRL that revokes the peer closes its probe like its data.
     live->peer_cert.reset(SSL_get1_peer_certificate(tls.native()));

@@ -121,7 +121,8 @@ asio::awaitable<void> carry_to_peer(Runtime& rt, const PeerConfig& peer, Session
     }
     traffic.last_handshake = unix_now();
     live->peer_cert.reset(SSL_get1_peer_certificate(tls.native()));
-    log_open(info, tls.resumed());
+    rt.stats.count_key_exchange(Direction::outbound, tls.group());
+    log_open(info, tls.resumed(), tls.group());
     live->quiesce = [&] {
         error_code ignored;
         local.shutdown(asio::socket_base::shutdown_receive, ignored);

@@ -1,5 +1,6 @@
 #include "tunneld/tls/context.hpp"
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -11,6 +12,7 @@
 
 #include "tunneld/config/key_file.hpp"
 #include "tunneld/error.hpp"
+#include "tunneld/tls/groups.hpp"
 #include "tunneld/tls/identity.hpp"
 #include "tunneld/tls/openssl_ptr.hpp"
 
@@ -183,9 +185,14 @@ void common_setup(SSL_CTX* ctx, const TlsFiles& files, EVP_PKEY* key,
                   std::optional<std::chrono::system_clock::time_point>& crl_next_update) {
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1) fail("cannot require TLS 1.3");
     if (SSL_CTX_set_ciphersuites(ctx, kCipherSuites) != 1) fail("cannot set TLS 1.3 cipher suites");
-    std::string groups;
-    for (const auto& g : files.groups) groups += (groups.empty() ? "" : ":") + g;
-    if (SSL_CTX_set1_groups_list(ctx, groups.c_str()) != 1) fail("cannot set tls.groups " + groups);
+    auto groups = available_groups(files.groups);
+    std::string listed;
+    for (const auto& g : files.groups) listed += (listed.empty() ? "" : ", ") + g;
+    if (groups.empty())
+        fail("none of tls.groups [" + listed + "] is available in " +
+             OpenSSL_version(OPENSSL_VERSION) +
+             " (the ML-KEM hybrids need OpenSSL 3.5 or later; add X25519)");
+    if (!set_groups(ctx, groups)) fail("cannot set tls.groups [" + listed + "]");
     if (SSL_CTX_use_certificate_chain_file(ctx, files.cert.c_str()) != 1)
         fail(files.cert + " (tls.cert): not a PEM certificate chain");
     if (SSL_CTX_use_PrivateKey(ctx, key) != 1 || SSL_CTX_check_private_key(ctx) != 1)

@@ -1,5 +1,7 @@
 #include "tunneld/tls/stream.hpp"
 
+#include "tunneld/tls/groups.hpp"
+
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
@@ -328,6 +330,8 @@ std::string TlsStream::alpn() const {
 }
 
 bool TlsStream::resumed() const { return SSL_session_reused(ssl_.get()) == 1; }
+
+std::string TlsStream::group() const { return negotiated_group(ssl_.get()); }
 
 }  // namespace tunneld
 

@@ -83,6 +83,8 @@ class TlsStream {
     // ALPN protocol agreed in the handshake ("" if none).
     std::string alpn() const;
     bool resumed() const;
+    // The key-exchange group agreed ("X25519MLKEM768", "X25519", ...; tls/groups.hpp).
+    std::string group() const;
 
   private:
     // Writes out what the write buffer holds, waiting for writability as needed.
