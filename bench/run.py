@@ -191,6 +191,9 @@ def fmt(v, digits=1):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller transfers and shorter runs")
+    ap.add_argument("--baseline", metavar="BINARY",
+                    help="also measure a pair of this tunneld binary (say, the previous release) in the "
+                         "same rounds, and print tunneld against it")
     args = ap.parse_args()
     workdir = lab.tmpdir("tunneld-bench-")
     procs, tunnels = [], []
@@ -211,9 +214,22 @@ def main():
         direct = Path("direct", backend_port)
         tunneld = Path("tunneld", pair.local_port, [pair.client.proc.pid, pair.server.proc.pid],
                        pair.tls_port, pair.client_cert[:2])
+        baseline = None
+        if args.baseline:
+            saved, lab.TUNNELD = lab.TUNNELD, os.path.abspath(args.baseline)
+            try:
+                old = lab.Pair(os.path.join(workdir, "baseline"), f"127.0.0.1:{backend_port}", ca=ca,
+                               extra_server="log_level: warn\nlimits: {max_connections: 2000}\n",
+                               extra_client="log_level: warn\nlimits: {max_connections: 2000}\n")
+            finally:
+                lab.TUNNELD = saved
+            tunnels.append(old)
+            baseline = Path("baseline", old.local_port, [old.client.proc.pid, old.server.proc.pid],
+                            old.tls_port, old.client_cert[:2])
         stun = Path("stunnel", stunnel.local_port, stunnel.pids, stunnel.server_port, stunnel.client_cert)
         hap = Path("haproxy", haproxy.local_port, haproxy.pids, haproxy.server_port, haproxy.client_cert)
-        rounds = measure_all([direct, tunneld, stun, hap], args, ca.cert_path)
+        rounds = measure_all([direct, tunneld, stun, hap] + ([baseline] if baseline else []), args,
+                             ca.cert_path)
     finally:
         for t in tunnels:
             t.stop()
@@ -222,6 +238,8 @@ def main():
             p.wait()
         shutil.rmtree(workdir, ignore_errors=True)
     report(direct, tunneld, stun, hap, rounds)
+    if baseline:
+        report_baseline(tunneld, baseline, args.baseline)
 
 
 def report(d, t, s, h, rounds):
@@ -269,6 +287,21 @@ def report(d, t, s, h, rounds):
     for label, value, bound, higher in targets:
         met = value is not None and (value >= bound if higher else value <= bound)
         print(f"  {'met    ' if met else 'NOT met'}  {label}: {fmt(value, 2)} (bound {fmt(bound, 2)})")
+
+
+def report_baseline(t, b, binary):
+    print(f"\ntunneld against --baseline {binary} (same rounds):")
+    print(f"{'metric':42} {'tunneld':>9} {'baseline':>9} {'ratio':>7}")
+    for label, key, idx in (("throughput, 1 stream (MiB/s)", "tput1", None),
+                            ("throughput, 4 streams (MiB/s)", "tput4", None),
+                            ("round trip 1 B p50 (us)", "rtt1", 0), ("round trip 1 B p99 (us)", "rtt1", 1),
+                            ("round trip 8 KiB p50 (us)", "rtt8k", 0),
+                            ("new connections/s through the pair", "conn_s", None),
+                            ("full mTLS handshakes/s, server side", "hs_s", None),
+                            ("tunnel CPU seconds per GiB (both ends)", "cpu_per_gib", None),
+                            ("RSS per idle connection (KiB, both ends)", "rss_per_conn_kib", None)):
+        tv, bv = t.median(key, idx), b.median(key, idx)
+        print(f"{label:42} {fmt(tv):>9} {fmt(bv):>9} {(fmt(tv / bv, 2) + 'x') if tv and bv else '-':>7}")
 
 
 if __name__ == "__main__":

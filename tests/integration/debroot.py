@@ -1,4 +1,4 @@
-"""A clean Debian 12 root for package install tests: made once with debootstrap
+"""A clean Debian 12 (or 13) root for package install tests: made once with debootstrap
 (minbase) from the mirror this machine's apt already uses, cached as a tarball
 under /var/cache/tunneld-tests, and unpacked fresh for every test. Commands run
 in it with chroot, inside a network namespace of their own when asked (so
@@ -32,16 +32,17 @@ def apt_mirror():
     raise RuntimeError("no bookworm source in this machine's apt configuration")
 
 
-def ensure_tarball(log=print, tarball=TARBALL, include=""):
-    """The cached minbase root (with the `include` packages, comma-separated), made once."""
+def ensure_tarball(log=print, tarball=TARBALL, include="", suite="bookworm"):
+    """The cached minbase root of `suite` (with the `include` packages, comma-separated),
+    made once. Debian's mirror serves trixie (Debian 13) beside bookworm."""
     if os.path.exists(tarball):
         return tarball
     os.makedirs(CACHE, exist_ok=True)
     build = tempfile.mkdtemp(prefix="debroot-", dir=CACHE)
     try:
-        log(f"debootstrap --variant=minbase {include} bookworm (cached in {tarball} afterwards)")
+        log(f"debootstrap --variant=minbase {include} {suite} (cached in {tarball} afterwards)")
         subprocess.run(["debootstrap", "--variant=minbase"] + ([f"--include={include}"] if include else []) +
-                       ["bookworm", build, apt_mirror()], check=True, capture_output=True, text=True)
+                       [suite, build, apt_mirror()], check=True, capture_output=True, text=True)
         subprocess.run(["tar", "-C", build, "-cf", tarball + ".tmp", "."], check=True)
         os.rename(tarball + ".tmp", tarball)
     finally:

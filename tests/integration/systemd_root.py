@@ -10,7 +10,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 
 import debroot
 import lab
@@ -21,10 +20,19 @@ INCLUDE = "systemd,systemd-sysv,dbus,python3,nftables,iproute2"
 # started) and apt's package lists, for the README walkthrough.
 PG_TARBALL = os.path.join(debroot.CACHE, "bookworm-systemd-postgres.tar")
 PG_PACKAGES = "postgresql postgresql-15 postgresql-client-15"
+# Debian 13 (trixie: systemd 257, OpenSSL 3.5, glibc 2.41), booted the same way;
+# openssl's command line for looking at handshakes from inside.
+TRIXIE_TARBALL = os.path.join(debroot.CACHE, "trixie-systemd.tar")
+TRIXIE_INCLUDE = INCLUDE + ",openssl"
 
 
 def ensure_tarball():
     return debroot.ensure_tarball(log=lambda *_: None, tarball=TARBALL, include=INCLUDE)
+
+
+def ensure_trixie_tarball():
+    return debroot.ensure_tarball(log=lambda *_: None, tarball=TRIXIE_TARBALL, include=TRIXIE_INCLUDE,
+                                  suite="trixie")
 
 
 def ensure_postgres_tarball():
@@ -46,6 +54,8 @@ class BootedRoot:
     def __init__(self, netns, tarball=TARBALL):
         if tarball == TARBALL:
             ensure_tarball()
+        elif tarball == TRIXIE_TARBALL:
+            ensure_trixie_tarball()
         self.path = tempfile.mkdtemp(prefix="sysroot-", dir=debroot.CACHE)
         subprocess.run(["tar", "-C", self.path, "-xf", tarball], check=True)
         os.chmod(self.path, 0o755)  # mkdtemp's 0700 would be the container's "/": no user could enter it
