@@ -205,7 +205,7 @@ def main():
         ca = lab.CA(os.path.join(workdir, "ca"))
         pair = lab.Pair(workdir, f"127.0.0.1:{backend_port}", ca=ca,
                         extra_server="log_level: warn\nlimits: {max_connections: 2000}\n",
-                        extra_client="log_level: warn\nlimits: {max_connections: 2000}\n")
+                        extra_client="log_level: warn\nlimits: {max_connections: 2000, max_local_connections: 2000}\n")
         tunnels.append(pair)
         stunnel = Stunnel(workdir, ca, backend_port)
         tunnels.append(stunnel)
@@ -220,7 +220,7 @@ def main():
             try:
                 old = lab.Pair(os.path.join(workdir, "baseline"), f"127.0.0.1:{backend_port}", ca=ca,
                                extra_server="log_level: warn\nlimits: {max_connections: 2000}\n",
-                               extra_client="log_level: warn\nlimits: {max_connections: 2000}\n")
+                               extra_client="log_level: warn\nlimits: {max_connections: 2000, max_local_connections: 2000}\n")
             finally:
                 lab.TUNNELD = saved
             tunnels.append(old)

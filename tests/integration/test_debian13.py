@@ -124,6 +124,8 @@ def test_debian_13_and_12_containers_replicate_through_the_packaged_units(debs, 
         assert re.search(r"^running with OpenSSL 3\.([5-9]|\d\d)\.", version, re.M), version
         assert "post-quantum key exchange: X25519MLKEM768" in version
         assert "post-quantum key exchange: not available" in bookworm.chroot("tunneld --version").stdout
+        check = trixie.chroot("tunneld check --peer /etc/tunneld/edge.yaml || true").stdout
+        assert "ok    key exchange (tls.groups): X25519MLKEM768, X25519, P-256, P-384\n" in check, check
 
         primary.initdb()
         primary.start()

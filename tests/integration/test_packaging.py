@@ -236,6 +236,8 @@ def test_install_run_remove_and_purge_in_a_clean_debian_12_root(packages):
         r = root.run("tunneld check --peer /etc/tunneld/primary.yaml", check=False, netns=ns.name)
         assert "ok    config /etc/tunneld/primary.yaml (node primary-1" in r.stdout, r.stdout + r.stderr
         assert "ok    certificate serial " in r.stdout and "health endpoint on http://127.0.0.1:8766/" in r.stdout
+        assert re.search(r"^ok    key exchange \(tls.groups\): X25519, P-256, P-384; X25519MLKEM768 not in OpenSSL 3\.0",
+                         r.stdout, re.M), r.stdout
         assert r.returncode == 1  # no postgres and no peer in this root: said, not crashed
         assert "warn  peer standby-1 (peers[].connect) standby.example.net:8765 not reachable yet" in r.stdout, r.stdout
         r = root.run("tunneld check --peer /etc/tunneld/standby.yaml", check=False, netns=ns.name)
