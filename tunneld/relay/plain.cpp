@@ -48,6 +48,25 @@ bool client_has_left(tcp::socket& local) {
     return info.tcpi_state == TCP_CLOSE_WAIT || info.tcpi_state == TCP_CLOSE;
 }
 
+// Whether the client leaves (client_has_left) within `limit`, looked at every
+// 10 ms: psql sends Terminate and its close_notify, and postgres may reset the
+// connection over the unread close_notify before psql's close reaches us.
+asio::awaitable<bool> client_leaves_within(tcp::socket& local, std::chrono::milliseconds limit) {
+    asio::steady_timer tick(local.get_executor());
+    for (auto waited = std::chrono::milliseconds(0); waited < limit;
+         waited += std::chrono::milliseconds(10)) {
+        if (client_has_left(local)) co_return true;
+        tick.expires_after(std::chrono::milliseconds(10));
+        auto [ec] = co_await tick.async_wait(asio::as_tuple(asio::use_awaitable));
+        if (ec) co_return false;
+    }
+    co_return client_has_left(local);
+}
+
+bool is_reset(const error_code& ec) {
+    return ec == asio::error::connection_reset || ec == asio::error::broken_pipe;
+}
+
 // client -> backend. EOF is passed on as a half-close. A reset is treated the
 // same way (libpq over SSL ends with its close_notify unread, so the kernel
 // resets): the backend decides, by closing, whether the session ended well.
@@ -66,6 +85,11 @@ asio::awaitable<std::uint64_t> upstream(tcp::socket& local, auto& backend, Plain
         auto buf = buffer.get();  // what was read
         auto [wec, put] = co_await asio::async_write(backend, asio::buffer(buf.data(), n),
                                                      asio::as_tuple(asio::use_awaitable));
+        if (wec && is_reset(wec)) {
+            // The backend reset: downstream reads why, and judges whether the
+            // session had ended (the client's last bytes left unread).
+            break;
+        }
         if (wec) {
             if (st.error.empty()) st.error = wec.message();
             fail();
@@ -103,11 +127,13 @@ asio::awaitable<std::uint64_t> downstream(auto& backend, tcp::socket& local, Pla
             break;
         }
         if (ec && ec != asio::error::operation_aborted &&
-            (st.client_done || client_has_left(local))) {
+            (st.client_done || client_has_left(local) ||
+             (is_reset(ec) && co_await client_leaves_within(local, kLocalGoneGrace)))) {
             // postgres ends a session with the client's last bytes (an SSL
             // close_notify) unread, so its close is a reset: a clean end here.
             // The client may have left already without upstream having read
-            // its FIN or reset yet (psql sends Terminate and closes at once).
+            // its FIN or reset yet (psql sends Terminate and closes at once),
+            // or leave just after (its close still on the way).
             st.backend_gone = ec.message();
             st.backend_ended = true;
             break;
