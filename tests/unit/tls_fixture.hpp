@@ -69,18 +69,27 @@ inline std::pair<asio::ip::tcp::socket, asio::ip::tcp::socket> socket_pair(asio:
     return {std::move(x), std::move(y)};
 }
 
-// Node "a" (server) and node "b" (client) over one socketpair, each allowing the other.
-struct Connected : ::testing::Test {
-    Pki pki;
+// Node "a" (server) and node "b" (client) of `pki` over one socketpair, each allowing the other.
+struct StreamPair {
     asio::io_context io;
     std::pair<asio::ip::tcp::socket, asio::ip::tcp::socket> sockets = socket_pair(io);
-    TlsStream server{std::move(sockets.first), *pki.a, TlsStream::Role::server};
-    TlsStream client{std::move(sockets.second), *pki.b, TlsStream::Role::client};
-    Connected() {
+    TlsStream server, client;
+    explicit StreamPair(const Pki& pki)
+        : server{std::move(sockets.first), *pki.a, TlsStream::Role::server},
+          client{std::move(sockets.second), *pki.b, TlsStream::Role::client} {
         server.peer_check().allow = {"b"};
         client.peer_check().allow = {"a"};
         client.set_client_params("a", kAlpnData, nullptr, 1);
     }
+};
+
+// The same pair as a test fixture.
+struct Connected : ::testing::Test {
+    Pki pki;
+    StreamPair pair{pki};
+    asio::io_context& io = pair.io;
+    TlsStream& server = pair.server;
+    TlsStream& client = pair.client;
 };
 
 }  // namespace tunneld::test
