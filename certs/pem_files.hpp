@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "tunneld/tls/openssl_ptr.hpp"
+#include "tunneld/net/openssl_ptr.hpp"
 
 namespace tunneld::certs {
 

@@ -8,7 +8,7 @@
 #include <string_view>
 #include <vector>
 
-#include "tunneld/tls/openssl_ptr.hpp"
+#include "tunneld/net/openssl_ptr.hpp"
 
 namespace tunneld::certs {
 

@@ -17,9 +17,9 @@
 #include "tunneld/c_ptr.hpp"
 #include "tunneld/config/config.hpp"
 #include "tunneld/error.hpp"
+#include "tunneld/net/openssl_ptr.hpp"
 #include "tunneld/tls/context.hpp"
 #include "tunneld/tls/identity.hpp"
-#include "tunneld/tls/openssl_ptr.hpp"
 
 namespace tunneld::certs {
 

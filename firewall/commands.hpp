@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "tunneld/check_line.hpp"
+#include "tunneld/config/check_line.hpp"
 
 namespace tunneld::firewall {
 

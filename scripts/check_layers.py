@@ -9,7 +9,8 @@
    libraries form no cycle, and certs/ and firewall/ reach neither Beast,
    libpq nor libsystemd.
 
-Usage: scripts/check_layers.py [BUILD_DIR]   (default build/)
+Usage: scripts/check_layers.py [--graph] [BUILD_DIR]   (default build/; --graph prints
+which folders each folder includes)
 """
 import pathlib
 import re
@@ -20,22 +21,24 @@ import tempfile
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 # Headers with no dependencies of their own, usable from any folder.
-PURE = {
-    "tunneld/error.hpp", "tunneld/c_ptr.hpp", "tunneld/printable.hpp", "tunneld/check_line.hpp",
-    "tunneld/relay/outcome.hpp", "tunneld/tls/handshake_failure.hpp",
-    "tunneld/tls/openssl_ptr.hpp", "tunneld/health/probe_state.hpp",
-}
+PURE = {"tunneld/error.hpp", "tunneld/c_ptr.hpp"}
 # folder -> tunneld folders whose headers it may include (its own always).
+# base/ is the ground floor: the vocabulary (close reasons, handshake failures,
+# printable text) every floor speaks.
+BASE = "tunneld/base"
 MAY_INCLUDE = {
-    "tunneld/config": set(),
-    "tunneld/net": {"tunneld/config"},
-    "tunneld/tls": {"tunneld/config", "tunneld/net"},
-    "tunneld/health": {"tunneld/config", "tunneld/net", "tunneld/tls"},
-    "tunneld/relay": {"tunneld/config", "tunneld/net", "tunneld/tls", "tunneld/health"},
-    "tunneld/app": {"tunneld/config", "tunneld/net", "tunneld/tls", "tunneld/health",
-                    "tunneld/relay", "certs", "firewall"},
-    "certs": {"tunneld/config", "tunneld/tls"},
-    "firewall": {"tunneld/config", "tunneld/net"},
+    BASE: set(),
+    "tunneld/config": {BASE},
+    "tunneld/net": {BASE, "tunneld/config"},
+    "tunneld/tls": {BASE, "tunneld/config", "tunneld/net"},
+    "tunneld/relay": {BASE, "tunneld/config", "tunneld/net", "tunneld/tls"},
+    "tunneld/health": {BASE, "tunneld/config", "tunneld/net", "tunneld/tls", "tunneld/relay"},
+    "tunneld/route": {BASE, "tunneld/config", "tunneld/net", "tunneld/tls", "tunneld/relay",
+                      "tunneld/health"},
+    "tunneld/app": {BASE, "tunneld/config", "tunneld/net", "tunneld/tls", "tunneld/relay",
+                    "tunneld/health", "tunneld/route", "certs", "firewall"},
+    "certs": {BASE, "tunneld/config", "tunneld/net", "tunneld/tls"},
+    "firewall": {BASE, "tunneld/config", "tunneld/net"},
 }
 HEAVY = {
     "asio": re.compile(r"<boost/asio"),
@@ -45,11 +48,13 @@ HEAVY = {
     "systemd": re.compile(r"<systemd/"),
 }
 FORBIDDEN = {
+    BASE: {"asio", "openssl", "beast", "libpq", "systemd"},
     "tunneld/config": {"asio", "openssl", "beast", "libpq", "systemd"},
     "tunneld/net": {"beast", "libpq", "systemd"},
     "tunneld/tls": {"beast", "libpq", "systemd"},
     "tunneld/health": {"systemd"},
     "tunneld/relay": {"beast", "libpq", "systemd"},
+    "tunneld/route": {"beast", "libpq", "systemd"},
     "tunneld/app": set(),
     "certs": {"beast", "libpq", "systemd"},
     "firewall": {"beast", "libpq", "systemd"},
@@ -63,6 +68,9 @@ def folder_of(rel):
         if rel.startswith(f + "/"):
             return f
     return None
+
+
+EDGES = {}  # folder -> folders it includes, as found
 
 
 def check_includes():
@@ -81,6 +89,8 @@ def check_includes():
                 if inc in PURE or inc.startswith(folder + "/"):
                     continue
                 target = folder_of(inc)
+                if target:
+                    EDGES.setdefault(folder, set()).add(target)
                 if target is None or target not in MAY_INCLUDE[folder]:
                     problems.append(f"{rel}:{n}: {folder}/ may not include \"{inc}\"")
                 continue
@@ -119,9 +129,23 @@ def check_links(build):
     return problems
 
 
+def check_graph():
+    """No two folders include each other, whatever MAY_INCLUDE says."""
+    return [f"{a}/ and {b}/ include each other" for a in EDGES for b in EDGES.get(a, ())
+            if a < b and a in EDGES.get(b, ())]
+
+
+def print_graph():
+    for folder in sorted(EDGES, key=lambda f: len(MAY_INCLUDE.get(f, ()))):
+        print(f"  {folder}/ -> " + ", ".join(sorted(d + "/" for d in EDGES[folder])))
+
+
 def main():
-    build = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "build")
-    problems = check_includes() + check_links(build.resolve())
+    args = [a for a in sys.argv[1:] if a != "--graph"]
+    build = pathlib.Path(args[0] if args else ROOT / "build")
+    problems = check_includes() + check_graph() + check_links(build.resolve())
+    if "--graph" in sys.argv:
+        print_graph()
     for p in problems:
         print("layers:", p)
     if problems:

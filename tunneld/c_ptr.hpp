@@ -1,6 +1,6 @@
 // Owners for handles of C libraries and the kernel, each defined once: a
 // unique_ptr whose deleter is the library's own free function (OpenSSL's are in
-// tls/openssl_ptr.hpp, libnftnl's in firewall/nftnl_ptr.hpp), getaddrinfo's
+// net/openssl_ptr.hpp, libnftnl's in firewall/nftnl_ptr.hpp), getaddrinfo's
 // list, a directory stream and a file descriptor.
 #pragma once
 #include <dirent.h>

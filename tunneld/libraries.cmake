@@ -3,7 +3,7 @@
 # folder, stacked without cycles; README.md ("Code layout") says what each may
 # depend on and scripts/check_layers.py checks the includes and this link graph:
 #
-#   config  <- net <- tls <- health <- relay <- app
+#   base (header-only vocabulary) <- config <- net <- tls <- relay <- health <- route <- app
 #   certs    = tls + config           (no Beast, libpq or libsystemd)
 #   firewall = net + config + nftnl   (no Beast, libpq or libsystemd)
 
@@ -43,23 +43,29 @@ target_precompile_headers(tunneld_net PRIVATE tunneld/pch.hpp)
 target_link_libraries(tunneld_net PUBLIC tunneld_config OpenSSL::Crypto)
 
 tunneld_library(tunneld_tls
-  tunneld/tls/alpn.cpp tunneld/tls/context.cpp tunneld/tls/groups.cpp tunneld/tls/identity.cpp tunneld/tls/stream.cpp tunneld/tls/handshake_failure.cpp tunneld/tls/file_watch.cpp tunneld/tls/reloader.cpp)
+  tunneld/tls/alpn.cpp tunneld/tls/authorize.cpp tunneld/tls/context.cpp tunneld/tls/groups.cpp tunneld/tls/identity.cpp tunneld/tls/stream.cpp tunneld/tls/handshake_failure.cpp tunneld/tls/file_watch.cpp tunneld/tls/reloader.cpp)
 target_link_libraries(tunneld_tls PUBLIC tunneld_net tunneld_config OpenSSL::SSL OpenSSL::Crypto)
+
+# relay/: a connection from accept to close (pipeline.cpp), the one relay
+# engine, the listeners, and the counters they keep.
+tunneld_library(tunneld_relay
+  tunneld/relay/engine.cpp tunneld/relay/pipeline.cpp tunneld/relay/pipeline_steps.cpp tunneld/relay/inbound.cpp
+  tunneld/relay/outbound.cpp tunneld/relay/stats.cpp)
+target_link_libraries(tunneld_relay PUBLIC tunneld_tls tunneld_net)
 
 tunneld_library(tunneld_health
   tunneld/health/backend_monitor.cpp tunneld/health/backend_state.cpp tunneld/health/client.cpp tunneld/health/daemon_pid.cpp tunneld/health/conninfo.cpp
   tunneld/health/routes.cpp tunneld/health/patroni.cpp tunneld/health/status_json.cpp tunneld/health/metrics.cpp
-  tunneld/health/server.cpp tunneld/health/pg_check.cpp tunneld/health/probe.cpp tunneld/health/probe_messages.cpp tunneld/health/stats.cpp)
-target_link_libraries(tunneld_health PUBLIC tunneld_tls tunneld_net tunneld_beast Boost::json PkgConfig::LIBPQ)
+  tunneld/health/server.cpp tunneld/health/pg_check.cpp tunneld/health/probe.cpp tunneld/health/probe_messages.cpp)
+target_link_libraries(tunneld_health PUBLIC tunneld_relay tunneld_tls tunneld_net tunneld_beast Boost::json PkgConfig::LIBPQ)
 
-tunneld_library(tunneld_relay
-  tunneld/relay/relay.cpp tunneld/relay/inbound.cpp tunneld/relay/outbound.cpp tunneld/relay/route_choice.cpp
-  tunneld/relay/routes.cpp tunneld/relay/plain.cpp)
-target_link_libraries(tunneld_relay PUBLIC tunneld_health tunneld_tls tunneld_net)
+# route/: routes[] (where each new connection goes, from health's facts).
+tunneld_library(tunneld_route tunneld/route/route_choice.cpp tunneld/route/routes.cpp)
+target_link_libraries(tunneld_route PUBLIC tunneld_health tunneld_relay)
 
 # The daemon's libraries below app/, for the tests and the fuzzers.
 add_library(tunneld_core INTERFACE)
-target_link_libraries(tunneld_core INTERFACE tunneld_relay tunneld_health tunneld_tls tunneld_net tunneld_config)
+target_link_libraries(tunneld_core INTERFACE tunneld_route tunneld_health tunneld_relay tunneld_tls tunneld_net tunneld_config)
 
 # certs/: CA and certificate operations, used by `tunneld certs`.
 tunneld_library(tunneld_certs
@@ -74,4 +80,4 @@ target_link_libraries(tunneld_firewall PUBLIC tunneld_net tunneld_config PkgConf
 
 # app/: the daemon's wiring and `tunneld check` (main.cpp is the executable).
 tunneld_library(tunneld_app tunneld/app/daemon.cpp tunneld/app/drain.cpp tunneld/app/notifier.cpp tunneld/app/snapshot_builder.cpp tunneld/app/check.cpp tunneld/app/log_format.cpp)
-target_link_libraries(tunneld_app PUBLIC tunneld_relay tunneld_health tunneld_firewall PkgConfig::SYSTEMD)
+target_link_libraries(tunneld_app PUBLIC tunneld_route tunneld_health tunneld_relay tunneld_firewall PkgConfig::SYSTEMD)

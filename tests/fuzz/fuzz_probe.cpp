@@ -4,8 +4,8 @@
 #include <cstdint>
 #include <string>
 
+#include "tunneld/base/printable.hpp"
 #include "tunneld/health/probe_messages.hpp"
-#include "tunneld/printable.hpp"
 
 namespace {
 

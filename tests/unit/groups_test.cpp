@@ -10,8 +10,8 @@
 
 #include "tls_fixture.hpp"
 #include "tunneld/error.hpp"
+#include "tunneld/net/openssl_ptr.hpp"
 #include "tunneld/tls/groups.hpp"
-#include "tunneld/tls/openssl_ptr.hpp"
 
 namespace tunneld {
 namespace {

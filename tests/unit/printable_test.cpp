@@ -14,11 +14,11 @@
 
 #include "tunneld/app/log_format.hpp"
 #include "tunneld/app/notifier.hpp"
+#include "tunneld/base/printable.hpp"
 #include "tunneld/health/backend_state.hpp"
 #include "tunneld/health/probe_messages.hpp"
 #include "tunneld/health/routes.hpp"
 #include "tunneld/health/snapshot.hpp"
-#include "tunneld/printable.hpp"
 
 namespace tunneld {
 namespace {

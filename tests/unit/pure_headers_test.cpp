@@ -3,10 +3,10 @@
 // precompiled header, so anything they pull in shows here).
 #include <gtest/gtest.h>
 
+#include "tunneld/base/outcome.hpp"
 #include "tunneld/config/config.hpp"
 #include "tunneld/health/routes.hpp"
 #include "tunneld/health/snapshot.hpp"
-#include "tunneld/relay/outcome.hpp"
 
 #ifdef BOOST_ASIO_VERSION
 #error "routes/config headers include Boost.Asio"

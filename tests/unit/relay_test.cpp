@@ -15,7 +15,7 @@
 #include <thread>
 
 #include "tls_fixture.hpp"
-#include "tunneld/relay/relay.hpp"
+#include "tunneld/relay/engine.hpp"
 
 namespace tunneld {
 namespace {
@@ -78,14 +78,14 @@ struct Relayed : Connected {
             io,
             [&]() -> asio::awaitable<void> {
                 EXPECT_TRUE((co_await server.handshake()).ok());
-                result_a = co_await relay(*local_a, server, bufs[0]);
+                result_a = co_await relay(TcpEnd{*local_a, "local end"}, TlsEnd{server}, bufs[0]);
             },
             asio::detached);
         asio::co_spawn(
             io,
             [&]() -> asio::awaitable<void> {
                 EXPECT_TRUE((co_await client.handshake()).ok());
-                result_b = co_await relay(*local_b, client, bufs[1]);
+                result_b = co_await relay(TcpEnd{*local_b, "local end"}, TlsEnd{client}, bufs[1]);
             },
             asio::detached);
         io.run();

@@ -2,7 +2,7 @@
 // the backend monitor report, and why it refuses.
 #include <gtest/gtest.h>
 
-#include "tunneld/relay/route_choice.hpp"
+#include "tunneld/route/route_choice.hpp"
 
 namespace tunneld {
 namespace {

@@ -161,9 +161,9 @@ struct ServiceDial {
           server(std::move(sockets.first), *pki.a, TlsStream::Role::server),
           client(std::move(sockets.second), *pki.b, TlsStream::Role::client) {
         std::signal(SIGPIPE, SIG_IGN);  // as the daemon does: a refused peer is an error
-        server.peer_check().allow = {"b"};
-        server.peer_check().policy = &policy;
-        client.peer_check().allow = {"a"};
+        server.peer_check().auth.allow = {"b"};
+        server.peer_check().auth.protocols = &policy;
+        client.peer_check().auth.allow = {"a"};
         client.set_client_params("a", alpn, slot, 1);
         asio::co_spawn(
             io,
@@ -210,7 +210,7 @@ TEST(ServiceHandshake, AllowedServiceIsChosenAndTheIdentityMatched) {
     ServiceDial d(io, pki, policy, "tunneld-svc/patroni", nullptr);
     EXPECT_TRUE(d.server_result.ok()) << d.server_result.detail;
     EXPECT_EQ(d.server.alpn(), "tunneld-svc/patroni");
-    EXPECT_EQ(d.server.peer_check().matched, "b");
+    EXPECT_EQ(d.server.verdict().identity, "b");
 }
 
 TEST(ServiceHandshake, AnIdentityAllowedOneServiceFailsTheHandshakeOnAnother) {

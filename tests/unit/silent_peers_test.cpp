@@ -1,7 +1,7 @@
 // SilentPeers: which peers new data connections are reset for without a dial.
 #include <gtest/gtest.h>
 
-#include "tunneld/health/silent_peers.hpp"
+#include "tunneld/relay/silent_peers.hpp"
 
 using namespace tunneld;
 using namespace std::chrono_literals;

@@ -7,7 +7,7 @@
 #include <future>
 #include <stdexcept>
 
-#include "tunneld/health/runtime.hpp"
+#include "tunneld/net/io_pool.hpp"
 #include "tunneld/net/spawn.hpp"
 
 namespace tunneld {

@@ -77,8 +77,8 @@ struct StreamPair {
     explicit StreamPair(const Pki& pki)
         : server{std::move(sockets.first), *pki.a, TlsStream::Role::server},
           client{std::move(sockets.second), *pki.b, TlsStream::Role::client} {
-        server.peer_check().allow = {"b"};
-        client.peer_check().allow = {"a"};
+        server.peer_check().auth.allow = {"b"};
+        client.peer_check().auth.allow = {"a"};
         client.set_client_params("a", kAlpnData, nullptr, 1);
     }
 };

@@ -51,7 +51,7 @@ TEST_F(Connected, HandshakeThenClosedStreamNeverTouchesAReusedFd) {
     io.restart();
     ASSERT_TRUE(hs_server.ok()) << hs_server.detail;
     ASSERT_TRUE(hs_client.ok()) << hs_client.detail;
-    EXPECT_EQ(server.peer_check().matched, "b");
+    EXPECT_EQ(server.verdict().identity, "b");
     EXPECT_EQ(server.alpn(), "postgresql");
 
     int old_fd = server.socket().native_handle();
@@ -179,8 +179,8 @@ TEST_F(Connected, ATcpCloseWithoutCloseNotifyIsATruncationAndAResetIsAReset) {
         auto sockets2 = socket_pair(io2);
         TlsStream srv{std::move(sockets2.first), *pki.a, TlsStream::Role::server};
         TlsStream cli{std::move(sockets2.second), *pki.b, TlsStream::Role::client};
-        srv.peer_check().allow = {"b"};
-        cli.peer_check().allow = {"a"};
+        srv.peer_check().auth.allow = {"b"};
+        cli.peer_check().auth.allow = {"a"};
         cli.set_client_params("a", kAlpnData, nullptr, 1);
         std::string got;
         error_code last;
@@ -270,8 +270,8 @@ struct Dial {
         : sockets(socket_pair(io)),
           server(std::move(sockets.first), *pki.a, TlsStream::Role::server),
           client(std::move(sockets.second), *pki.b, TlsStream::Role::client) {
-        server.peer_check().allow = std::move(server_allows);
-        client.peer_check().allow = {"a"};
+        server.peer_check().auth.allow = std::move(server_allows);
+        client.peer_check().auth.allow = {"a"};
         client.set_client_params("a", kAlpnData, slot, 1);
     }
 };
@@ -313,7 +313,7 @@ TEST(TlsSessions, ASecondConnectionResumesAndStillChecksTheIdentity) {
             asio::detached);
         io.run();
         io.restart();
-        EXPECT_EQ(d.server.peer_check().matched, "b");  // resumed or not, the identity is known
+        EXPECT_EQ(d.server.verdict().identity, "b");  // resumed or not, the identity is known
     }
     EXPECT_FALSE(resumed[0]);
     EXPECT_TRUE(resumed[1]) << "the second connection did a full handshake";

@@ -3,7 +3,7 @@
 #include <ostream>
 #include <string>
 
-#include "tunneld/check_line.hpp"
+#include "tunneld/config/check_line.hpp"
 #include "tunneld/config/config.hpp"
 
 namespace tunneld {

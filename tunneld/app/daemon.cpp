@@ -16,12 +16,12 @@
 #include "tunneld/health/backend_monitor.hpp"
 #include "tunneld/health/probe.hpp"
 #include "tunneld/health/routes.hpp"
-#include "tunneld/health/runtime.hpp"
 #include "tunneld/health/server.hpp"
 #include "tunneld/net/spawn.hpp"
+#include "tunneld/relay/context.hpp"
 #include "tunneld/relay/inbound.hpp"
 #include "tunneld/relay/outbound.hpp"
-#include "tunneld/relay/routes.hpp"
+#include "tunneld/route/routes.hpp"
 #include "tunneld/tls/reloader.hpp"
 
 namespace tunneld {
@@ -40,7 +40,8 @@ struct Daemon::Impl {
     IoPool side_pool{1, "side"};
     asio::io_context& side = side_pool.at(0);
     firewall::Keeper keeper{config, side};
-    Runtime rt;
+    Context ctx;
+    Latest<BackendState> backend;  // this node's database, as BackendMonitor saw it last
     TlsReloader tls;
     std::optional<InboundListener> inbound;
     std::optional<OutboundListener> outbound;
@@ -56,29 +57,34 @@ struct Daemon::Impl {
     explicit Impl(Config c)
         : config(std::move(c)),
           pool(IoPool::threads_for(config.workers)),
-          rt(config, pool, initial_tls()),
+          ctx(config, initial_tls()),
           tls(
-              config, rt.tls, side,
+              config, ctx.tls, side,
               [this](const auto& fresh) {
                   if (!config.tls.crl.empty())
-                      rt.connections.close_revoked([fresh](X509* cert) {
+                      ctx.connections.close_revoked([fresh](X509* cert) {
                           return is_revoked(cert, SSL_CTX_get_cert_store(fresh->server.get()));
                       });
               },
-              [this](const Result<void>& done) { rt.stats.count_reload(done); }),
+              [this](const Result<void>& done) { ctx.stats.count_reload(done); }),
           notifier(io, pool, [this] { return one_line_summary(snapshot(false)); }) {
-        if (config.inbound) inbound.emplace(rt, io);
-        outbound.emplace(rt, io);  // peers[] listeners, and inbound.local ones
+        ctx.serve_probe = [this](TlsStream& s, const ConnInfo& info) {
+            return serve_probe(config.node, backend, config.health.probe_interval, s, info);
+        };
+        if (config.inbound) inbound.emplace(ctx, config, io, pool);
+        outbound.emplace(ctx, config, io, pool);  // peers[] listeners, and inbound.local ones
         if (!config.routes.empty())
-            routes.emplace(rt, io, [this] { return route_candidates(config, rt, probes); });
+            routes.emplace(ctx, config, io, pool,
+                           [this] { return route_candidates(config, backend, probes); });
         for (const auto& peer : config.peers) {
-            probes.push_back(std::make_unique<PeerProbe>(rt, peer));
+            probes.push_back(
+                std::make_unique<PeerProbe>(ctx, peer, config.health.probe_interval, pool.next()));
             probes.back()->on_change([this] { changed(); });
         }
-        rt.backend.on_set([this] { changed(); });
+        backend.on_set([this] { changed(); });
         if (BackendMonitor::wanted(config))
-            backend_monitor.emplace(config, io, rt.backend, [this](const std::string& source) {
-                return rt.connections.peer_of_backend_source(source);
+            backend_monitor.emplace(config, io, backend, [this](const std::string& source) {
+                return ctx.connections.peer_of_backend_source(source);
             });
         if (config.health.enabled && !config.health.listen.empty())
             health.emplace(config.health.listen, [this](bool full) { return snapshot(full); });
@@ -106,7 +112,7 @@ struct Daemon::Impl {
 
     Snapshot snapshot(bool full) {
         auto route_views = [this] { return routes ? routes->views() : std::vector<RouteView>{}; };
-        return build_snapshot({config, rt, probes, keeper, route_views, started_at},
+        return build_snapshot({config, ctx, backend, probes, keeper, route_views, started_at},
                               {notifier.loops_alive(), notifier.is_stopping(), listeners_up}, full);
     }
 
@@ -117,18 +123,18 @@ struct Daemon::Impl {
         auto ready = [this] {
             return std::all_of(probes.begin(), probes.end(),
                                [](auto& p) { return p->state().probed; }) &&
-                   (!backend_monitor || rt.backend.get().checked);
+                   (!backend_monitor || backend.get().checked);
         };
         auto max_wait = std::min<Duration>(config.timeouts.connect + config.timeouts.handshake,
                                            std::chrono::seconds(10));
         co_await notifier.announce_ready(ready, max_wait, [this](const std::string& line) {
             spdlog::info("tunneld {} ready: {}; {}", TUNNELD_VERSION,
-                         node_summary(config, *rt.tls.load()), line);
+                         node_summary(config, *ctx.tls.load()), line);
         });
     }
 
     asio::awaitable<void> drain() {
-        co_await drain_connections(io, rt.connections, config.timeouts.shutdown);
+        co_await drain_connections(io, ctx.connections, config.timeouts.shutdown);
         if (health) health->stop();
         pool.stop_when_idle();
         side_pool.stop_when_idle();
@@ -148,7 +154,7 @@ struct Daemon::Impl {
             expiry_timer.expires_after(std::chrono::seconds(1));
             auto [ec] = co_await expiry_timer.async_wait(asio::as_tuple(asio::use_awaitable));
             if (ec) co_return;
-            rt.connections.close_expired();
+            ctx.connections.close_expired();
         }
     }
 
@@ -162,14 +168,14 @@ struct Daemon::Impl {
                     auto done = tls.reload("SIGHUP");
                     keeper.refresh("SIGHUP");
                     notifier.reloaded();
-                    rt.stats.count_reload(done);
+                    ctx.stats.count_reload(done);
                 });
                 continue;
             }
             notifier.stopping();
             for (auto& p : probes) p->stop();
             if (backend_monitor) backend_monitor->stop();
-            rt.connections.close_all(true);  // peers' probes: nothing to drain
+            ctx.connections.close_all(true);  // peers' probes: nothing to drain
             asio::post(side, [this] {
                 tls.stop();
                 keeper.stop();

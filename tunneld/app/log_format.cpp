@@ -2,7 +2,7 @@
 
 #include <spdlog/pattern_formatter.h>
 
-#include "tunneld/printable.hpp"
+#include "tunneld/base/printable.hpp"
 
 namespace tunneld {
 

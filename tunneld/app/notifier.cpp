@@ -7,8 +7,8 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "tunneld/base/printable.hpp"
 #include "tunneld/net/spawn.hpp"
-#include "tunneld/printable.hpp"
 
 namespace tunneld {
 

@@ -76,10 +76,10 @@ Snapshot build_snapshot(const SnapshotSources& src, const NodeFlags& flags, bool
     s.workers_alive = flags.workers_alive;
     s.stopping = flags.stopping;
     s.listeners_up = flags.listeners_up;
-    auto m = src.rt.tls.load();
+    auto m = src.ctx.tls.load();
     s.cert_serial = m->serial_hex;
     s.cert_not_after = unix_seconds(m->not_after);
-    s.reloads = src.rt.stats.reloads();
+    s.reloads = src.ctx.stats.reloads();
     s.key_updates = key_updates_sent();
     s.internal_errors = internal_errors();
     if (cfg.inbound) {
@@ -100,17 +100,18 @@ Snapshot build_snapshot(const SnapshotSources& src, const NodeFlags& flags, bool
         s.peers.push_back(std::move(v));
     }
     if (src.routes) s.routes = src.routes();
-    add_counters(s, src.rt.stats);
+    add_counters(s, src.ctx.stats);
     add_firewall(s, cfg, src.keeper, full);
     s.backend_checked_by_config = BackendMonitor::wanted(cfg);
     s.postgres_configured = !cfg.health.postgres.empty();
-    s.backend = src.rt.backend.get();
+    s.backend = src.backend.get();
     s.tags = cfg.health.tags;
     return s;
 }
 
 std::vector<RouteCandidate> route_candidates(
-    const Config& cfg, const Runtime& rt, const std::vector<std::unique_ptr<PeerProbe>>& probes) {
+    const Config& cfg, const Latest<BackendState>& backend,
+    const std::vector<std::unique_ptr<PeerProbe>>& probes) {
     std::vector<RouteCandidate> out;
     for (const auto& p : probes) {
         auto st = p->state();
@@ -126,7 +127,7 @@ std::vector<RouteCandidate> route_candidates(
         out.push_back(std::move(c));
     }
     if (cfg.inbound && !cfg.health.postgres.empty()) {
-        auto b = rt.backend.get();
+        auto b = backend.get();
         RouteCandidate c;
         c.name = cfg.node;
         c.self = true;

@@ -7,15 +7,16 @@
 
 #include "firewall/keeper.hpp"
 #include "tunneld/health/probe.hpp"
-#include "tunneld/health/runtime.hpp"
 #include "tunneld/health/snapshot.hpp"
-#include "tunneld/relay/route_choice.hpp"
+#include "tunneld/relay/context.hpp"
+#include "tunneld/route/route_choice.hpp"
 
 namespace tunneld {
 
 struct SnapshotSources {
     const Config& config;
-    Runtime& rt;
+    Context& ctx;
+    const Latest<BackendState>& backend;  // this node's database, as BackendMonitor saw it last
     const std::vector<std::unique_ptr<PeerProbe>>& probes;
     const firewall::Keeper& keeper;
     std::function<std::vector<RouteView>()> routes;  // empty without routes[]
@@ -38,7 +39,7 @@ std::string node_summary(const Config& cfg, const TlsMaterial& m);
 // What routes[] choose from: every peer (reachable = its probe is answered;
 // its postgres from the last pong), then this node when it has inbound.backend
 // and health.postgres (from the backend monitor).
-std::vector<RouteCandidate> route_candidates(const Config& cfg, const Runtime& rt,
+std::vector<RouteCandidate> route_candidates(const Config& cfg, const Latest<BackendState>& backend,
                                              const std::vector<std::unique_ptr<PeerProbe>>& probes);
 
 }  // namespace tunneld

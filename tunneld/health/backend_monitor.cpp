@@ -9,9 +9,9 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include "tunneld/health/pg_check.hpp"
-#include "tunneld/health/stats.hpp"
 #include "tunneld/net/connection_table.hpp"
 #include "tunneld/net/dial.hpp"
+#include "tunneld/relay/stats.hpp"
 
 namespace tunneld {
 

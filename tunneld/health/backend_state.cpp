@@ -1,5 +1,5 @@
 #include "tunneld/health/backend_state.hpp"
-#include "tunneld/printable.hpp"
+#include "tunneld/base/printable.hpp"
 
 #include <algorithm>
 #include <boost/json.hpp>

@@ -8,7 +8,7 @@
 #include <sstream>
 #include <system_error>
 
-#include "tunneld/printable.hpp"
+#include "tunneld/base/printable.hpp"
 
 namespace tunneld {
 

@@ -15,8 +15,8 @@
 #include <boost/json.hpp>
 
 #include "tunneld/health/probe_messages.hpp"
-#include "tunneld/net/dial.hpp"
-#include "tunneld/net/socket_options.hpp"
+#include "tunneld/relay/outbound.hpp"
+#include "tunneld/relay/pipeline.hpp"
 
 namespace tunneld {
 
@@ -58,6 +58,8 @@ asio::awaitable<std::string> read_line_within(TlsStream& tls, std::string& pendi
 }
 
 std::string probe_error(const HandshakeResult& hs) {
+    if (hs.failure == HandshakeFailure::no_alpn)
+        return "the peer does not speak tunneld-probe (" + hs.detail + ")";
     return std::string("TLS handshake failed: ") + to_string(hs.failure) +
            (hs.detail.empty() ? "" : " (" + hs.detail + ")");
 }
@@ -67,18 +69,21 @@ std::string probe_error(const HandshakeResult& hs) {
 // The client loop of one peer; shared with the coroutine so that stop() can
 // reach the live stream from any thread.
 struct PeerProbe::Loop {
-    Runtime& rt;
+    Context& ctx;
     const PeerConfig& peer;
+    Duration interval;
     Latest<ProbeState>& out;
     asio::any_io_executor ex;
     SessionSlot session;
     asio::steady_timer sleep{ex};
-    TlsStream* stream = nullptr;  // the current connection, only touched on ex
-    bool stopped = false;         // only touched on ex
+    std::function<void()> close_current;  // closes the connection being opened; only on ex
+    TlsStream* stream = nullptr;          // the current connection, only touched on ex
+    bool stopped = false;                 // only touched on ex
     ProbeState st;
 
-    Loop(Runtime& r, const PeerConfig& p, Latest<ProbeState>& o, asio::any_io_executor e)
-        : rt(r), peer(p), out(o), ex(std::move(e)) {}
+    Loop(Context& c, const PeerConfig& p, Duration i, Latest<ProbeState>& o,
+         asio::any_io_executor e)
+        : ctx(c), peer(p), interval(i), out(o), ex(std::move(e)) {}
 
     void publish() { out.set(st); }
 
@@ -92,9 +97,9 @@ struct PeerProbe::Loop {
     void went_down(Ended ended) {
         auto& why = ended.why;
         if (ended.silent)
-            rt.silent.mark(peer.name, why);
+            ctx.silent.mark(peer.name, why);
         else
-            rt.silent.clear(peer.name);
+            ctx.silent.clear(peer.name);
         if (st.up || !st.probed) {
             st.since = unix_now();
             if (st.up)
@@ -113,7 +118,7 @@ struct PeerProbe::Loop {
 
     void got_pong(double rtt_ms, Pong pong) {
         auto& backend = pong.backend;
-        rt.silent.clear(peer.name);
+        ctx.silent.clear(peer.name);
         if (!st.up) {
             st.since = unix_now();
             spdlog::info("probe: peer {} is up ({}, rtt {:.2f} ms)", peer.name, st.address, rtt_ms);
@@ -130,45 +135,42 @@ struct PeerProbe::Loop {
         publish();
     }
 
-    // One connection: connect, handshake, then ping until something fails.
-    // Returns why it ended.
+    // One connection: the pipeline's far end (dial, handshake), then pings
+    // until something fails. Returns why it ended.
     asio::awaitable<Ended> session_once() {
-        const auto& cfg = rt.config;
         // A pong must come back before the next ping would be due twice over.
-        auto answer_within =
-            std::max<Duration>(2 * cfg.health.probe_interval, std::chrono::seconds(1));
+        auto answer_within = std::max<Duration>(2 * interval, std::chrono::seconds(1));
         // While the peer is silent, each attempt is a fresh SYN within
         // answer_within rather than one connect waiting out timeouts.connect, so a
         // healed link is seen (and its data connections dialled again) within about
         // answer_within + probe_interval.
-        auto dial_within = st.probed && !st.up && rt.silent.why(peer.name)
-                               ? std::min(answer_within, cfg.timeouts.connect)
-                               : cfg.timeouts.connect;
-        tcp::socket sock(ex);
-        if (auto dialed = co_await dial(sock, peer.connect, dial_within); !dialed)
-            co_return Ended{peer.connect.to_string() + ": " + dialed.error().what,
-                            dialed.error().timed_out};
-        error_code ec;
-        auto remote = sock.remote_endpoint(ec);
-        st.address = Endpoint{remote.address().to_string(), remote.port(), {}}.to_string();
-        (void)apply_public_options(sock.native_handle(), cfg.keepalive);
-        auto material = rt.tls.load();
-        TlsStream tls(std::move(sock), *material, TlsStream::Role::client);
-        tls.peer_check().allow = {peer.name};
-        tls.set_client_params(peer.name, kAlpnProbe, &session, material->generation);
+        auto dial_within = st.probed && !st.up && ctx.silent.why(peer.name)
+                               ? std::min(answer_within, ctx.timeouts.connect)
+                               : ctx.timeouts.connect;
+        if (stopped) co_return Ended{"stopping"};
+        ConnInfo info;
+        auto far = peer_far(peer, "", session);
+        far.alpn = kAlpnProbe;
+        auto opened = co_await open_far(ctx, far, info, close_current, dial_within);
+        if (!opened.ok()) {
+            if (opened.reason == CloseReason::handshake_failed)
+                co_return Ended{probe_error(opened.handshake), opened.timed_out};
+            co_return Ended{peer.connect.to_string() + ": " + opened.detail, opened.timed_out};
+        }
+        st.address = info.remote;
+        auto& tls = *std::get<std::unique_ptr<TlsStream>>(*opened.stream);
         stream = &tls;
         struct Clear {
             TlsStream*& s;
             ~Clear() { s = nullptr; }
         } clear{stream};
         if (stopped) co_return Ended{"stopping"};
-        auto hs = co_await handshake_within(tls, cfg.timeouts.handshake);
-        rt.stats.count_handshake(Direction::outbound, hs.failure);
-        if (!hs.ok()) co_return Ended{probe_error(hs), hs.failure == HandshakeFailure::timeout};
-        rt.stats.count_key_exchange(Direction::outbound, tls.group());
-        if (tls.alpn() != kAlpnProbe)
-            co_return Ended{"the peer does not speak tunneld-probe (ALPN '" + tls.alpn() + "')"};
         st.last_handshake = unix_now();
+        co_return co_await ping_loop(tls, answer_within);
+    }
+
+    // Pings every probe interval; each pong must come back within `answer_within`.
+    asio::awaitable<Ended> ping_loop(TlsStream& tls, Duration answer_within) {
         std::string pending, line;
         for (std::uint64_t seq = 1;; ++seq) {
             std::string ping = make_ping(static_cast<std::int64_t>(seq));
@@ -187,19 +189,23 @@ struct PeerProbe::Loop {
             if (!pong)
                 co_return Ended{"the peer answered something that is not pong " +
                                 std::to_string(seq)};
-            // The CRL may have changed since the handshake (reload): a peer revoked
-            // since then is not "up", and its connection ends like a data connection's.
-            if (is_revoked(SSL_get0_peer_certificate(tls.native()),
-                           SSL_CTX_get_cert_store(rt.tls.load()->client.get())))
-                co_return Ended{"the peer's certificate is revoked (tls.crl); probe closed"};
-            if (X509* theirs = SSL_get0_peer_certificate(tls.native());
-                !theirs || X509_cmp_current_time(X509_get0_notAfter(theirs)) <= 0)
-                co_return Ended{"the peer's certificate has expired; probe closed"};
+            if (auto why = still_trusted(tls); !why.empty()) co_return Ended{why};
             got_pong(rtt, std::move(*pong));
-            sleep.expires_after(cfg.health.probe_interval);
+            sleep.expires_after(interval);
             auto [sec] = co_await sleep.async_wait(asio::as_tuple(asio::use_awaitable));
             if (sec || stopped) co_return Ended{"stopping"};
         }
+    }
+
+    // The CRL may have changed since the handshake (reload): a peer revoked
+    // since then is not "up", and its connection ends like a data connection's.
+    std::string still_trusted(TlsStream& tls) {
+        X509* theirs = SSL_get0_peer_certificate(tls.native());
+        if (is_revoked(theirs, SSL_CTX_get_cert_store(ctx.tls.load()->client.get())))
+            return "the peer's certificate is revoked (tls.crl); probe closed";
+        if (!theirs || X509_cmp_current_time(X509_get0_notAfter(theirs)) <= 0)
+            return "the peer's certificate has expired; probe closed";
+        return "";
     }
 
     asio::awaitable<void> run() {
@@ -207,19 +213,19 @@ struct PeerProbe::Loop {
             auto ended = co_await session_once();
             if (stopped) break;
             went_down(std::move(ended));
-            sleep.expires_after(rt.config.health.probe_interval);
+            sleep.expires_after(interval);
             co_await sleep.async_wait(asio::as_tuple(asio::use_awaitable));
         }
     }
 };
 
-PeerProbe::PeerProbe(Runtime& rt, const PeerConfig& peer)
-    : rt_(rt), peer_(peer), io_(rt.pool.next()) {}
+PeerProbe::PeerProbe(Context& ctx, const PeerConfig& peer, Duration interval, asio::io_context& io)
+    : ctx_(ctx), peer_(peer), interval_(interval), io_(io) {}
 
 PeerProbe::~PeerProbe() = default;
 
 void PeerProbe::start() {
-    loop_ = std::shared_ptr<Loop>(new Loop(rt_, peer_, state_, io_.get_executor()));
+    loop_ = std::shared_ptr<Loop>(new Loop(ctx_, peer_, interval_, state_, io_.get_executor()));
     spawn(
         io_, [l = loop_]() { return l->run(); }, "a peer probe");
 }
@@ -230,11 +236,14 @@ void PeerProbe::stop() {
         l->stopped = true;
         l->sleep.cancel();
         if (l->stream) l->stream->close();
+        if (l->close_current) l->close_current();
     });
 }
 
-asio::awaitable<void> serve_probe(Runtime& rt, TlsStream& tls, const ConnInfo& info) {
-    auto idle = std::max<Duration>(std::chrono::seconds(30), 5 * rt.config.health.probe_interval);
+asio::awaitable<void> serve_probe(const std::string& node,
+                                  const Latest<BackendState>& backend_state,
+                                  Duration probe_interval, TlsStream& tls, const ConnInfo& info) {
+    auto idle = std::max<Duration>(std::chrono::seconds(30), 5 * probe_interval);
     std::string pending, line;
     std::uint64_t answered = 0;
     for (;;) {
@@ -251,9 +260,8 @@ asio::awaitable<void> serve_probe(Runtime& rt, TlsStream& tls, const ConnInfo& i
                          info.id, info.peer);
             co_return;
         }
-        auto backend = rt.backend.get();
-        std::string out =
-            make_pong(*seq, rt.config.node, backend, walsender_of(backend, info.peer));
+        auto backend = backend_state.get();
+        std::string out = make_pong(*seq, node, backend, walsender_of(backend, info.peer));
         if (co_await tls.write_all(asio::buffer(out))) co_return;
         ++answered;
     }

@@ -17,16 +17,17 @@
 
 #include "tunneld/health/backend_state.hpp"
 #include "tunneld/health/probe_state.hpp"
-#include "tunneld/health/runtime.hpp"
 #include "tunneld/net/conn_log.hpp"
+#include "tunneld/relay/context.hpp"
 #include "tunneld/tls/stream.hpp"
 
 namespace tunneld {
 
 class PeerProbe {
   public:
-    // Probes `peer` from one of rt's I/O threads once started.
-    PeerProbe(Runtime& rt, const PeerConfig& peer);
+    // Probes `peer` every `interval` from `io` (an I/O thread) once started; the
+    // connection is a far end of the pipeline (relay/pipeline.hpp open_far).
+    PeerProbe(Context& ctx, const PeerConfig& peer, Duration interval, boost::asio::io_context& io);
     ~PeerProbe();
 
     void start();
@@ -41,17 +42,21 @@ class PeerProbe {
 
   private:
     struct Loop;
-    Runtime& rt_;
+    Context& ctx_;
     const PeerConfig& peer_;
+    Duration interval_;
     boost::asio::io_context& io_;
     Latest<ProbeState> state_;
     std::shared_ptr<Loop> loop_;
 };
 
-// Server side, after an inbound handshake that agreed on ALPN "tunneld-probe":
-// answers ping lines with pongs (this node's name and rt.backend) until the
-// client closes, sends something that is not a ping, is silent for
-// max(30s, 5 * probe_interval), or `stopping` closes the stream.
-boost::asio::awaitable<void> serve_probe(Runtime& rt, TlsStream& tls, const ConnInfo& info);
+// Server side, after an inbound handshake that agreed on ALPN "tunneld-probe"
+// (Context::serve_probe): answers ping lines with pongs (`node` and the latest
+// `backend`) until the client closes, sends something that is not a ping, is
+// silent for max(30s, 5 * probe_interval), or the stream is closed.
+boost::asio::awaitable<void> serve_probe(const std::string& node,
+                                         const Latest<BackendState>& backend,
+                                         Duration probe_interval, TlsStream& tls,
+                                         const ConnInfo& info);
 
 }  // namespace tunneld

@@ -1,7 +1,7 @@
 // The health endpoint's HTTP server (Boost.Beast) on health.listen. It runs
 // on its own thread, so neither a busy relay nor a slow postgres check delays
 // an answer: each request takes a fresh Snapshot and answers from it
-// (health_routes.hpp). Hostile clients are bounded so they cannot hold monitors
+// (health/routes.hpp). Hostile clients are bounded so they cannot hold monitors
 // out: at most 64 connections at once and 8 per source address (every
 // loopback address counts as one source: a local user has all of 127/8); at
 // either cap a new connection evicts the longest-idle evictable one (of that
@@ -19,7 +19,6 @@
 #include <vector>
 
 #include "tunneld/config/endpoint.hpp"
-#include "tunneld/health/runtime.hpp"
 #include "tunneld/health/snapshot.hpp"
 
 namespace tunneld {

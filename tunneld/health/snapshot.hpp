@@ -1,5 +1,5 @@
 // Everything the health endpoint reports, copied at one moment into a plain
-// value. The daemon builds it (health_server.hpp asks for one per request);
+// value. The daemon builds it (health/server.hpp asks for one per request);
 // the routes, /status and /metrics are pure functions of it.
 #pragma once
 #include <cstdint>
@@ -11,7 +11,7 @@
 #include "tunneld/health/backend_state.hpp"
 #include "tunneld/health/probe_state.hpp"
 #include "tunneld/health/route_view.hpp"
-#include "tunneld/health/stats.hpp"
+#include "tunneld/relay/stats.hpp"
 
 namespace tunneld {
 

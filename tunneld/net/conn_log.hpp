@@ -6,8 +6,8 @@
 #include <mutex>
 #include <string>
 
-#include "tunneld/relay/outcome.hpp"
-#include "tunneld/tls/handshake_failure.hpp"
+#include "tunneld/base/handshake_failure.hpp"
+#include "tunneld/base/outcome.hpp"
 
 namespace tunneld {
 

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "tunneld/tls/openssl_ptr.hpp"
+#include "tunneld/net/openssl_ptr.hpp"
 
 namespace tunneld {
 
@@ -71,6 +71,7 @@ class Admission {
   public:
     Admission(ConnectionTable& table, std::shared_ptr<LiveConnection> c)
         : table_(table), c_(std::move(c)) {}
+    Admission(Admission&& o) noexcept : table_(o.table_), c_(std::move(o.c_)) {}
     Admission(const Admission&) = delete;
     Admission& operator=(const Admission&) = delete;
     ~Admission();

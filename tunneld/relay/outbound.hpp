@@ -1,41 +1,36 @@
-// The outbound side: one local plaintext listener per configured peer; each
-// accepted local connection is carried to that peer over mutual TLS.
+// The local plaintext listeners: peers[].local and peers[].services (each
+// accepted connection carried to that peer over mutual TLS), and inbound.local
+// and inbound.services.X.local (straight to this node's own backend, no TLS).
+// Each accepted socket becomes a plaintext near end with a fixed far end and
+// goes to carry() (pipeline.hpp).
 #pragma once
-#include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <memory>
 #include <vector>
 
-#include "tunneld/health/runtime.hpp"
-#include "tunneld/net/conn_log.hpp"
-#include "tunneld/tls/context.hpp"
+#include "tunneld/net/io_pool.hpp"
+#include "tunneld/relay/context.hpp"
+#include "tunneld/relay/pipeline.hpp"
 
 namespace tunneld {
 
-// Carries one accepted local connection to `peer` over mutual TLS: dial under
-// timeouts.connect, keepalive options, TLS handshake (SNI = peer name, ALPN
-// "postgresql", the server must be the peer; sessions resumed from `session`),
-// then the relay; logs and counts its close. `info` comes from accepted_conn;
-// info.route names the routes[] entry it came through ("" for peers[].local).
-boost::asio::awaitable<void> carry_to_peer(Runtime& rt, const PeerConfig& peer,
-                                           SessionSlot& session, boost::asio::ip::tcp::socket local,
-                                           ConnInfo info);
-
-// A new id and the client's address for an accepted local connection.
-ConnInfo accepted_conn(Runtime& rt, boost::asio::ip::tcp::socket& local);
+// The far end of a peer's data connection: the peer over mutual TLS (SNI and
+// identity = its name, ALPN "postgresql" or the service's), sessions resumed
+// from `session`.
+Far peer_far(const PeerConfig& peer, const std::string& service, SessionSlot& session);
+// The far end of a connection to this node's own backend: plaintext.
+Far own_far(const Endpoint& backend);
 
 class OutboundListener {
   public:
-    // Binds peers[].local for every peer on `io`. Throws StartupError when one
-    // cannot be bound.
-    OutboundListener(Runtime& rt, boost::asio::io_context& io);
+    // Binds every local listener on `io`; accepted connections run on `pool`.
+    // Throws StartupError when one cannot be bound.
+    OutboundListener(Context& ctx, const Config& cfg, boost::asio::io_context& io, IoPool& pool);
     ~OutboundListener();
 
-    // Starts the accept loops. Each accepted local connection: TCP_NODELAY, dial
-    // the peer (resolving its name) under timeouts.connect, keepalive options,
-    // TLS handshake with SNI = peer name and ALPN "postgresql" under
-    // timeouts.handshake (server identity must be the peer name; sessions are
-    // resumed when possible), then the relay. If the peer cannot be reached the
+    // Starts the accept loops. To a peer: TCP_NODELAY, dial under
+    // timeouts.connect, keepalive options, the TLS handshake under
+    // timeouts.handshake, then the relay. If the peer cannot be reached the
     // local connection is closed at once, so postgres retries; while the probe
     // finds the peer silent it is reset without dialling (silent_peers.hpp).
     void start();
@@ -44,8 +39,9 @@ class OutboundListener {
 
   private:
     struct Link;
-    Runtime& rt_;
+    Context& ctx_;
     boost::asio::io_context& io_;
+    IoPool& pool_;
     std::vector<std::unique_ptr<Link>> links_;
 };
 

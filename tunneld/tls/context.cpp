@@ -12,9 +12,9 @@
 
 #include "tunneld/config/key_file.hpp"
 #include "tunneld/error.hpp"
+#include "tunneld/net/openssl_ptr.hpp"
 #include "tunneld/tls/groups.hpp"
 #include "tunneld/tls/identity.hpp"
-#include "tunneld/tls/openssl_ptr.hpp"
 
 namespace tunneld {
 
@@ -64,9 +64,23 @@ void require_readable(const std::string& path, const char* key) {
     if (!f) throw StartupError(path + " (tls." + key + "): cannot read: " + std::strerror(errno));
 }
 
-// Verification: chain first (OpenSSL), then at depth 0 the identity policy.
+// What the handshake of `ssl` knows so far: the peer's names and the agreed ALPN.
+AuthFacts facts_of(SSL* ssl, X509* leaf, bool finished) {
+    AuthFacts f;
+    f.server = SSL_is_server(ssl) == 1;
+    f.finished = finished;
+    f.presented = extract_identities(leaf);
+    const unsigned char* alpn = nullptr;
+    unsigned int len = 0;
+    SSL_get0_alpn_selected(ssl, &alpn, &len);
+    if (alpn) f.alpn.assign(reinterpret_cast<const char*>(alpn), len);
+    return f;
+}
+
+// Verification: OpenSSL checks the chain, then at depth 0 decide() the rest
+// (authorize.hpp), so a refused peer gets an alert during the handshake.
 int verify_callback(int preverify_ok, X509_STORE_CTX* store) {
-    if (!preverify_ok) return 0;
+    if (!preverify_ok) return 0;  // the chain: SSL_get_verify_result says why
     if (X509_STORE_CTX_get_error_depth(store) != 0) return 1;
     auto* ssl =
         static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
@@ -75,21 +89,20 @@ int verify_callback(int preverify_ok, X509_STORE_CTX* store) {
         X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
         return 0;
     }
-    auto ids = extract_identities(X509_STORE_CTX_get_current_cert(store));
-    check->presented = describe_identities(ids);
-    if (auto m = match_identity(ids, check->allow)) {
-        check->matched = *m;
-        return 1;
-    }
-    check->identity_rejected = true;
+    check->verdict =
+        decide(facts_of(ssl, X509_STORE_CTX_get_current_cert(store), false), check->auth);
+    if (check->verdict.ok()) return 1;
+    check->refused_in_callback = true;
     X509_STORE_CTX_set_error(store, X509_V_ERR_APPLICATION_VERIFICATION);
     return 0;
 }
 
+// The server's choice of protocol: the client's first id the policy serves
+// (decide() rules on who may use it, at the certificate).
 int alpn_select(SSL* ssl, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
                 unsigned int inlen, void*) {
     auto* check = static_cast<PeerCheck*>(SSL_get_ex_data(ssl, peer_check_index()));
-    if (!check || !check->policy) {
+    if (!check || !check->auth.protocols) {
         static const unsigned char ours[] = "\x0apostgresql\x0dtunneld-probe";
         unsigned char* selected = nullptr;
         if (SSL_select_next_proto(&selected, outlen, ours, sizeof ours - 1, in, inlen) !=
@@ -98,13 +111,11 @@ int alpn_select(SSL* ssl, const unsigned char** out, unsigned char* outlen, cons
         *out = selected;
         return SSL_TLSEXT_ERR_OK;
     }
-    // The client's list, in its order (a tunneld peer offers exactly one id).
     for (unsigned int i = 0; i < inlen;) {
         unsigned int len = in[i];
         if (len == 0 || i + 1 + len > inlen) break;  // malformed: OpenSSL checked, but be sure
         std::string_view id(reinterpret_cast<const char*>(in + i + 1), len);
-        if (const auto* entry = check->policy->find(id)) {
-            check->allow = entry->allow;
+        if (const auto* entry = check->auth.protocols->find(id)) {
             check->protocol = entry->id;
             *out = in + i + 1;
             *outlen = static_cast<unsigned char>(len);
@@ -353,18 +364,21 @@ void attach_peer_check(SSL* ssl, PeerCheck* check) {
     SSL_set_ex_data(ssl, peer_check_index(), check);
 }
 
-bool confirm_peer_identity(SSL* ssl, PeerCheck& check) {
+const Verdict& confirm_peer(SSL* ssl, PeerCheck& check) {
     X509* peer = SSL_get0_peer_certificate(ssl);
-    if (!peer || SSL_get_verify_result(ssl) != X509_V_OK) return false;
-    auto ids = extract_identities(peer);
-    check.presented = describe_identities(ids);
-    auto m = match_identity(ids, check.allow);
-    if (!m) {
-        check.identity_rejected = true;
-        return false;
+    if (!peer) {
+        check.verdict = Verdict{};
+        check.verdict.failure = HandshakeFailure::no_certificate;
+        check.verdict.detail = "no peer certificate";
+        return check.verdict;
     }
-    check.matched = *m;
-    return true;
+    auto facts = facts_of(ssl, peer, true);
+    if (long v = SSL_get_verify_result(ssl); v != X509_V_OK) {
+        facts.chain_error = v;
+        facts.chain_error_text = X509_verify_cert_error_string(v);
+    }
+    check.verdict = decide(facts, check.auth);
+    return check.verdict;
 }
 
 void SessionSlot::store(SslSessionPtr session, std::uint64_t generation) {

@@ -14,8 +14,9 @@
 #include <vector>
 
 #include "tunneld/config/config.hpp"
+#include "tunneld/net/openssl_ptr.hpp"
 #include "tunneld/tls/alpn.hpp"
-#include "tunneld/tls/openssl_ptr.hpp"
+#include "tunneld/tls/authorize.hpp"
 
 namespace tunneld {
 
@@ -53,27 +54,20 @@ std::string openssl_errors();
 
 namespace tunneld {
 
-// Per-handshake identity policy, attached to an SSL before its handshake.
-// The verify callback fills it in: which identity matched, what the peer
-// presented, and whether the chain was fine but the identity was not allowed.
+// One handshake's authorization: the policy it is held to (authorize.hpp) and
+// what the verify and ALPN callbacks and the end of the handshake found.
 struct PeerCheck {
-    std::vector<std::string> allow;
-    // Server side: which ALPN ids are served and who may use each. The ALPN
-    // callback replaces `allow` with the chosen protocol's list, before the
-    // client's certificate arrives. Null: postgresql and tunneld-probe, `allow` as is.
-    const AlpnPolicy* policy = nullptr;
-    std::string protocol;         // the ALPN id the callback chose
-    std::string unknown_service;  // a service id the client asked for that is not served
-    std::string matched;
-    std::string presented;
-    bool identity_rejected = false;
+    AuthPolicy auth;
+    std::string protocol;              // server: the ALPN id the callback chose
+    std::string unknown_service;       // server: a service id asked for that is not served
+    Verdict verdict;                   // decide()'s last answer (after the handshake: final)
+    bool refused_in_callback = false;  // the verify callback refused: the handshake failed on it
 };
 void attach_peer_check(SSL* ssl, PeerCheck* check);
 
-// Identity check after a completed handshake (full or resumed): fills
-// `check.matched` and returns true when the peer's leaf certificate names an
-// allowed identity.
-bool confirm_peer_identity(SSL* ssl, PeerCheck& check);
+// decide() after a completed handshake (full or resumed), from the peer's
+// leaf certificate and the agreed ALPN; the verdict lands in `check.verdict`.
+const Verdict& confirm_peer(SSL* ssl, PeerCheck& check);
 
 // The newest TLS session for one outbound peer, for resumption. Thread-safe.
 // A session from an older TlsMaterial generation is never offered.

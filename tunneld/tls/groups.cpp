@@ -7,7 +7,7 @@
 
 #include <cstring>
 
-#include "tunneld/tls/openssl_ptr.hpp"
+#include "tunneld/net/openssl_ptr.hpp"
 
 namespace tunneld {
 namespace {

@@ -6,48 +6,6 @@
 
 namespace tunneld {
 
-const char* to_string(HandshakeFailure f) {
-    switch (f) {
-        case HandshakeFailure::none:
-            return "ok";
-        case HandshakeFailure::timeout:
-            return "handshake_timeout";
-        case HandshakeFailure::not_tls:
-            return "not_tls";
-        case HandshakeFailure::protocol_version:
-            return "protocol_version";
-        case HandshakeFailure::no_certificate:
-            return "no_certificate";
-        case HandshakeFailure::unknown_ca:
-            return "unknown_ca";
-        case HandshakeFailure::expired:
-            return "expired";
-        case HandshakeFailure::not_yet_valid:
-            return "not_yet_valid";
-        case HandshakeFailure::revoked:
-            return "revoked";
-        case HandshakeFailure::crl_expired:
-            return "crl_expired";
-        case HandshakeFailure::identity_not_allowed:
-            return "identity_not_allowed";
-        case HandshakeFailure::bad_certificate:
-            return "bad_certificate";
-        case HandshakeFailure::peer_rejected:
-            return "peer_rejected";
-        case HandshakeFailure::no_alpn:
-            return "no_alpn";
-        case HandshakeFailure::unknown_service:
-            return "unknown_service";
-        case HandshakeFailure::no_shared_group:
-            return "no_shared_group";
-        case HandshakeFailure::closed:
-            return "closed";
-        case HandshakeFailure::io_error:
-            return "io_error";
-    }
-    return "unknown";
-}
-
 HandshakeFailure classify_verify_result(long v) {
     switch (v) {
         case X509_V_ERR_CERT_HAS_EXPIRED:

@@ -7,9 +7,9 @@
 #include <memory>
 
 #include <strings.h>
-#include "tunneld/tls/openssl_ptr.hpp"
+#include "tunneld/net/openssl_ptr.hpp"
 
-#include "tunneld/printable.hpp"
+#include "tunneld/base/printable.hpp"
 
 namespace tunneld {
 namespace {

@@ -130,8 +130,8 @@ asio::awaitable<HandshakeResult> TlsStream::handshake() {
         co_return HandshakeResult{HandshakeFailure::io_error, "cannot create SSL object"};
     auto [ret, err] = co_await drive([this] { return SSL_do_handshake(ssl_.get()); });
     if (err == SSL_ERROR_NONE) {
-        if (!confirm_peer_identity(ssl_.get(), check_))
-            co_return HandshakeResult{HandshakeFailure::identity_not_allowed, not_allowed_detail()};
+        if (const auto& v = confirm_peer(ssl_.get(), check_); !v.ok())
+            co_return HandshakeResult{v.failure, v.detail};
         // A resumed session skips chain verification: the peer certificate it
         // carries is checked again here for expiry and against the current CRL.
         if (SSL_session_reused(ssl_.get())) {
@@ -146,12 +146,12 @@ asio::awaitable<HandshakeResult> TlsStream::handshake() {
         co_return HandshakeResult{};
     }
     if (err == -1) co_return HandshakeResult{HandshakeFailure::io_error, "socket closed"};
-    if (!check_.unknown_service.empty() && check_.policy) {
+    if (!check_.unknown_service.empty() && check_.auth.protocols) {
         ERR_clear_error();
-        co_return HandshakeResult{
-            HandshakeFailure::unknown_service,
-            "service '" + check_.unknown_service +
-                "' is not served here (inbound.services: " + check_.policy->service_names() + ")"};
+        co_return HandshakeResult{HandshakeFailure::unknown_service,
+                                  "service '" + check_.unknown_service +
+                                      "' is not served here (inbound.services: " +
+                                      check_.auth.protocols->service_names() + ")"};
     }
     if (err == SSL_ERROR_SSL) {
         unsigned long e = ERR_peek_last_error();
@@ -159,9 +159,8 @@ asio::awaitable<HandshakeResult> TlsStream::handshake() {
         std::string text = reason_text(e);
         ERR_clear_error();
         if (ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED && verify != X509_V_OK) {
-            if (verify == X509_V_ERR_APPLICATION_VERIFICATION && check_.identity_rejected)
-                co_return HandshakeResult{HandshakeFailure::identity_not_allowed,
-                                          not_allowed_detail()};
+            if (verify == X509_V_ERR_APPLICATION_VERIFICATION && check_.refused_in_callback)
+                co_return HandshakeResult{check_.verdict.failure, check_.verdict.detail};
             co_return HandshakeResult{classify_verify_result(verify),
                                       X509_verify_cert_error_string(verify)};
         }
@@ -172,15 +171,6 @@ asio::awaitable<HandshakeResult> TlsStream::handshake() {
     int saved = errno;
     ERR_clear_error();
     co_return HandshakeResult{HandshakeFailure::io_error, std::strerror(saved)};
-}
-
-std::string TlsStream::not_allowed_detail() const {
-    // With services, who may connect depends on the protocol: say which one.
-    if (!check_.policy || check_.protocol.empty() || check_.policy->service_names() == "none")
-        return check_.presented;
-    auto service = service_of_alpn(check_.protocol);
-    return check_.presented + " (not allowed to use " +
-           (service.empty() ? check_.protocol : "service " + std::string(service)) + ")";
 }
 
 long TlsStream::note_read(BIO* b, int oper, const char*, std::size_t len, int, long, int ret,

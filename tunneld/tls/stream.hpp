@@ -15,9 +15,9 @@
 #include <string_view>
 #include <tuple>
 
+#include "tunneld/net/openssl_ptr.hpp"
 #include "tunneld/tls/context.hpp"
 #include "tunneld/tls/handshake_failure.hpp"
-#include "tunneld/tls/openssl_ptr.hpp"
 
 namespace tunneld {
 
@@ -38,8 +38,10 @@ class TlsStream {
 
     asio::ip::tcp::socket& socket() { return socket_; }
     SSL* native() { return ssl_.get(); }
-    // Identity policy for this handshake; filled in by verification.
+    // Authorization of this handshake: set its policy before handshake();
+    // afterwards peer_check().verdict says who the peer is and what it may do.
     PeerCheck& peer_check() { return check_; }
+    const Verdict& verdict() const { return check_.verdict; }
 
     // Client side only: SNI and ALPN to send, and session resumption slot.
     void set_client_params(const std::string& sni, std::string_view alpn, SessionSlot* slot,
@@ -107,7 +109,6 @@ class TlsStream {
     asio::ip::tcp::socket socket_;
     SslPtr ssl_;
     PeerCheck check_;
-    std::string not_allowed_detail() const;
     bool drained_ = false;
     bool closed_ = false;
     bool write_buffer_ = false;

@@ -1,6 +1,6 @@
 // Which node a route sends its next connection to: plain data in, a decision
 // out, no sockets (unit-tested as a table). The inputs come from the peer
-// probes' pongs and this node's backend monitor; relay/routes.cpp acts on it.
+// probes' pongs and this node's backend monitor; route/routes.cpp acts on it.
 #pragma once
 #include <cstdint>
 #include <optional>

@@ -1,4 +1,4 @@
-#include "tunneld/relay/routes.hpp"
+#include "tunneld/route/routes.hpp"
 
 #include <spdlog/spdlog.h>
 
@@ -11,7 +11,7 @@
 #include "tunneld/net/listener.hpp"
 #include "tunneld/net/spawn.hpp"
 #include "tunneld/relay/outbound.hpp"
-#include "tunneld/relay/plain.hpp"
+#include "tunneld/relay/pipeline.hpp"
 
 namespace tunneld {
 
@@ -70,12 +70,33 @@ const CandidateView* find(const RouteChoice& c, const std::string& name) {
 
 }  // namespace
 
-RouteTable::RouteTable(Runtime& rt, asio::io_context& io, Candidates candidates)
-    : rt_(rt), io_(io), candidates_(std::move(candidates)) {
-    for (const auto& route : rt.config.routes) {
+// A route's count of live connections to `target`, given back however the
+// connection ends.
+struct RouteTable::Counted {
+    Route* r;
+    std::string target;
+    Counted(Route* route, std::string t) : r(route), target(std::move(t)) {}
+    Counted(Counted&& o) noexcept : r(std::exchange(o.r, nullptr)), target(std::move(o.target)) {}
+    Counted(const Counted&) = delete;
+    ~Counted() {
+        if (!r) return;
+        std::lock_guard lock(r->mutex);
+        if (--r->live[target] == 0) r->live.erase(target);
+    }
+};
+
+asio::awaitable<void> RouteTable::carry_counted(Context& ctx, Near near, Far far, ConnInfo info,
+                                                Counted counted) {
+    co_await carry(ctx, std::move(near), std::move(far), std::move(info));
+}
+
+RouteTable::RouteTable(Context& ctx, const Config& cfg, asio::io_context& io, IoPool& pool,
+                       Candidates candidates)
+    : ctx_(ctx), cfg_(cfg), io_(io), pool_(pool), candidates_(std::move(candidates)) {
+    for (const auto& route : cfg.routes) {
         auto r = std::make_unique<Route>(
             route, open_listener(io, route.local, "routes[" + route.name() + "].local"));
-        for (const auto& p : rt.config.peers) r->sessions[p.name] = std::make_unique<SessionSlot>();
+        for (const auto& p : cfg.peers) r->sessions[p.name] = std::make_unique<SessionSlot>();
         routes_.push_back(std::move(r));
     }
 }
@@ -88,10 +109,10 @@ void RouteTable::start() {
         spdlog::info("route: {} -> {}", r->cfg.name(),
                      r->cfg.to == RouteConfig::To::peer ? "peer " + r->cfg.peer
                                                         : "the " + r->cfg.target_text());
-        spawn(io_,
-              accept_loop(r->acceptor, rt_.pool,
-                          [this, r](tcp::socket s) { accept(*r, std::move(s)); }),
-              "a route's accept loop");
+        spawn(
+            io_,
+            accept_loop(r->acceptor, pool_, [this, r](tcp::socket s) { accept(*r, std::move(s)); }),
+            "a route's accept loop");
     }
 }
 
@@ -164,8 +185,8 @@ void RouteTable::decide(Route& r, const char* trigger) {
             if (r.cfg.to == RouteConfig::To::primary)
                 for (const auto& [name, n] : r.live)
                     if (name != target)
-                        closed += rt_.connections.close_routed(r.cfg.name(), name,
-                                                               "the primary is now " + target);
+                        closed += ctx_.connections.close_routed(r.cfg.name(), name,
+                                                                "the primary is now " + target);
             if (first || from.empty() || from == target)
                 spdlog::info("route {}: new connections go to {} ({})", describe(r.cfg), target,
                              cause);
@@ -179,8 +200,8 @@ void RouteTable::decide(Route& r, const char* trigger) {
             // connections go. A split brain or an unreachable one closes nothing.
             const auto* was = r.current.empty() ? nullptr : find(choice, r.current);
             if (was && was->role == RouteRole::replica)
-                closed = rt_.connections.close_routed(r.cfg.name(), r.current,
-                                                      r.current + " is in recovery now");
+                closed = ctx_.connections.close_routed(r.cfg.name(), r.current,
+                                                       r.current + " is in recovery now");
             spdlog::warn("route {}: refusing new connections ({}): {}{}", describe(r.cfg),
                          choice.refusal, choice.detail,
                          r.current.empty() ? ""
@@ -203,7 +224,7 @@ void RouteTable::decide(Route& r, const char* trigger) {
 
 void RouteTable::accept(Route& r, tcp::socket s) {
     decide(r, "a new connection");
-    auto info = accepted_conn(rt_, s);
+    auto info = accepted_local(ctx_, s);
     info.route = r.cfg.name();
     std::string target;
     bool self = false;
@@ -221,41 +242,25 @@ void RouteTable::accept(Route& r, tcp::socket s) {
         auto reason =
             r.last.refusal == "no_replica" ? CloseReason::no_replica : CloseReason::no_primary;
         info.direction = "outbound";
-        rt_.stats.count_close(Direction::outbound, reason);
+        ctx_.stats.count_close(Direction::outbound, reason);
         // One line per route per 10 s at most: a client retrying in a loop
         // cannot flood the log while there is no primary.
-        if (auto n = rt_.refusals.note("route " + r.cfg.name()))
+        if (auto n = ctx_.refusals.note("route " + r.cfg.name()))
             log_route_refusal(info, reason, r.last.detail, n);
         return;  // the socket closes here; postgres retries by itself
     }
-    // Releases the count however the connection ends.
-    auto release = std::shared_ptr<void>(nullptr, [&r, target](void*) {
-        std::lock_guard lock(r.mutex);
-        if (--r.live[target] == 0) r.live.erase(target);
-    });
     auto ex = s.get_executor();
+    Far far;
     if (self) {
-        spawn(
-            ex,
-            [](Runtime& rt, tcp::socket local, ConnInfo i,
-               std::shared_ptr<void> keep) -> asio::awaitable<void> {
-                co_await carry_to_own_backend(rt, std::move(local), std::move(i),
-                                              rt.config.inbound->backend);
-            }(rt_, std::move(s), std::move(info), release),
-            "a route's connection");
-        return;
+        far = own_far(cfg_.inbound->backend);
+    } else {
+        for (const auto& p : cfg_.peers)
+            if (p.name == target) far = peer_far(p, "", *r.sessions.at(target));
     }
-    const PeerConfig* peer = nullptr;
-    for (const auto& p : rt_.config.peers)
-        if (p.name == target) peer = &p;
-    SessionSlot& session = *r.sessions.at(target);
-    spawn(
-        ex,
-        [](Runtime& rt, const PeerConfig& p, SessionSlot& slot, tcp::socket local, ConnInfo i,
-           std::shared_ptr<void> keep) -> asio::awaitable<void> {
-            co_await carry_to_peer(rt, p, slot, std::move(local), std::move(i));
-        }(rt_, *peer, session, std::move(s), std::move(info), release),
-        "a route's connection");
+    spawn(ex,
+          carry_counted(ctx_, Near{std::move(s)}, std::move(far), std::move(info),
+                        Counted{&r, target}),
+          "a route's connection");
 }
 
 std::vector<RouteView> RouteTable::views() const {

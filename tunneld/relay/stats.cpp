@@ -1,4 +1,4 @@
-#include "tunneld/health/stats.hpp"
+#include "tunneld/relay/stats.hpp"
 
 namespace tunneld {
 

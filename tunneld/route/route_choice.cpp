@@ -1,4 +1,4 @@
-#include "tunneld/relay/route_choice.hpp"
+#include "tunneld/route/route_choice.hpp"
 
 #include <algorithm>
 #include <cstdio>

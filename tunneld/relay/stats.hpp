@@ -1,6 +1,6 @@
 // Counters of a running node, written by connections, handshakes and reloads
 // (from any I/O thread, lock-free on the data path) and read by the health
-// endpoint's /status and /metrics. Owned by Runtime; outlives every connection.
+// endpoint's /status and /metrics. Owned by Context (context.hpp); outlives every connection.
 #pragma once
 #include <array>
 #include <atomic>
@@ -12,9 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "tunneld/base/handshake_failure.hpp"
+#include "tunneld/base/outcome.hpp"
 #include "tunneld/error.hpp"
-#include "tunneld/relay/outcome.hpp"
-#include "tunneld/tls/handshake_failure.hpp"
 
 namespace tunneld {
 

@@ -1,9 +1,9 @@
 // routes[]: local plaintext listeners whose target follows the cluster. Each
 // accepted connection goes where route_choice.hpp decides from the probes'
 // pongs and this node's backend monitor: the primary, a replica, or a fixed
-// peer. When the primary changes, connections a to: primary route made to the
-// old one are closed at once (a walreceiver then reconnects to the new one);
-// a split brain or no primary refuses new connections and closes nothing.
+// peer; carry() (relay/pipeline.hpp) takes it from there. When the primary changes, connections a
+// to: primary route made to the old one are closed at once (a walreceiver then reconnects to the
+// new one); a split brain or no primary refuses new connections and closes nothing.
 #pragma once
 #include <boost/asio/io_context.hpp>
 #include <functional>
@@ -12,8 +12,10 @@
 #include <vector>
 
 #include "tunneld/health/route_view.hpp"
-#include "tunneld/health/runtime.hpp"
-#include "tunneld/relay/route_choice.hpp"
+#include "tunneld/net/io_pool.hpp"
+#include "tunneld/relay/context.hpp"
+#include "tunneld/relay/pipeline.hpp"
+#include "tunneld/route/route_choice.hpp"
 
 namespace tunneld {
 
@@ -25,7 +27,8 @@ class RouteTable {
     using Candidates = std::function<std::vector<RouteCandidate>()>;
 
     // Binds every routes[].local on `io`; throws StartupError when one cannot be bound.
-    RouteTable(Runtime& rt, boost::asio::io_context& io, Candidates candidates);
+    RouteTable(Context& ctx, const Config& cfg, boost::asio::io_context& io, IoPool& pool,
+               Candidates candidates);
     ~RouteTable();
 
     void start();
@@ -38,11 +41,16 @@ class RouteTable {
 
   private:
     struct Route;
+    struct Counted;
+    static boost::asio::awaitable<void> carry_counted(Context& ctx, Near near, Far far,
+                                                      ConnInfo info, Counted counted);
     void decide(Route& r, const char* trigger);
     void accept(Route& r, boost::asio::ip::tcp::socket s);
 
-    Runtime& rt_;
+    Context& ctx_;
+    const Config& cfg_;
     boost::asio::io_context& io_;
+    IoPool& pool_;
     Candidates candidates_;
     std::vector<std::unique_ptr<Route>> routes_;
     std::mutex positions_mutex_;

@@ -1,6 +1,6 @@
 // One line of `tunneld check`'s report, and the hook through which parts built
 // beside the core (the firewall guard) add their own lines. Plain data, no
-// dependencies, so firewall/ can report without linking app/.
+// dependencies beyond the config, so firewall/ can report without linking app/.
 #pragma once
 #include <functional>
 #include <string>

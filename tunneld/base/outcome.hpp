@@ -1,5 +1,5 @@
 // How a relayed connection ended, and its byte counts: plain data, logged by
-// conn_log and counted by health/stats without pulling in sockets or TLS.
+// conn_log and counted by relay/stats without pulling in sockets or TLS.
 #pragma once
 #include <atomic>
 #include <cstdint>

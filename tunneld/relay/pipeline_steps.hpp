@@ -1,0 +1,59 @@
+// The named steps of carry() (pipeline.hpp), each short enough to read at once,
+// sharing what one connection knows as it goes: its log fields, its far end
+// and its direction. Internal to relay/.
+#pragma once
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <functional>
+#include <optional>
+
+#include "tunneld/relay/pipeline.hpp"
+
+namespace tunneld {
+
+class Steps {
+  public:
+    Steps(Context& ctx, ConnInfo& info, Far& far) : ctx_(ctx), info_(info), far_(far) {}
+    Steps(const Steps&) = delete;
+    Steps& operator=(const Steps&) = delete;
+    ~Steps();
+
+    // A place in the connection table. The inbound port first spends the
+    // unauthenticated budget (limits.max_handshakes[_per_source]); a local
+    // listener its limits.max_local_connections. Empty (refused, logged) when full.
+    Admission admit(Near& near);
+    // The TLS server handshake under timeouts.handshake and its verdict;
+    // a refusal is logged and counted.
+    boost::asio::awaitable<Verdict> accept_tls(LiveConnection& live, Near& near,
+                                               std::optional<TlsStream>& tls);
+    // A peer's probe: Context::serve_probe answers it until it ends.
+    boost::asio::awaitable<void> serve_probe(LiveConnection& live, TlsStream& tls);
+    // An authenticated inbound connection takes one of limits.max_connections.
+    bool count(LiveConnection& live);
+    // The inbound far end: the backend of what the peer asked for.
+    bool resolve_far(const Verdict& v);
+    // The probe finds the peer silent: reset the client at once, dial nothing.
+    bool refuse_silent(boost::asio::ip::tcp::socket& near);
+    // open_far failed: log and count why.
+    void far_failed(const FarOpen& opened);
+    // Both ends open: log the open line, relay, finish.
+    boost::asio::awaitable<void> relay(LiveConnection& live, boost::asio::ip::tcp::socket& near,
+                                       TlsStream* near_tls, FarStream& far,
+                                       std::function<void()>& far_closer);
+
+  private:
+    boost::asio::awaitable<RelayResult> run(boost::asio::ip::tcp::socket& near, TlsStream* near_tls,
+                                            FarStream& far, ByteCounters* counters);
+    void finish(const RelayResult& r);
+    void refused(const std::string& source, const std::string& why);
+    Traffic* traffic();
+    std::string service_label() const;
+
+    Context& ctx_;
+    ConnInfo& info_;
+    Far& far_;
+    Direction direction_ = Direction::outbound;
+    std::string handshake_source_;  // holds a place in the handshake budget while set
+};
+
+}  // namespace tunneld
