@@ -29,7 +29,7 @@ endfunction()
 
 # config/: the model and the YAML loader. No Asio, no OpenSSL, no libpq.
 add_library(tunneld_config STATIC
-  tunneld/config/config.cpp tunneld/config/inbound_section.cpp tunneld/config/sections.cpp tunneld/config/yaml_reader.cpp tunneld/config/duration.cpp tunneld/config/endpoint.cpp
+  tunneld/config/config.cpp tunneld/config/cluster_section.cpp tunneld/config/inbound_section.cpp tunneld/config/sections.cpp tunneld/config/yaml_reader.cpp tunneld/config/duration.cpp tunneld/config/endpoint.cpp
   tunneld/config/prefix.cpp tunneld/config/key_file.cpp)
 target_include_directories(tunneld_config PUBLIC ${PROJECT_SOURCE_DIR})
 target_compile_definitions(tunneld_config PUBLIC TUNNELD_VERSION="${PROJECT_VERSION}")
@@ -60,7 +60,7 @@ tunneld_library(tunneld_health
 target_link_libraries(tunneld_health PUBLIC tunneld_relay tunneld_tls tunneld_net tunneld_beast Boost::json PkgConfig::LIBPQ)
 
 # route/: routes[] (where each new connection goes, from health's facts).
-tunneld_library(tunneld_route tunneld/route/route_choice.cpp tunneld/route/routes.cpp)
+tunneld_library(tunneld_route tunneld/route/quorum.cpp tunneld/route/route_choice.cpp tunneld/route/routes.cpp)
 target_link_libraries(tunneld_route PUBLIC tunneld_health tunneld_relay)
 
 # The daemon's libraries below app/, for the tests and the fuzzers.

@@ -29,14 +29,16 @@ def address(i):
 
 class ClusterLab:
     def __init__(self, workdir, probe_interval="300ms", replica_max_lag="1MB", cascade=False,
-                 sync=None, ingress=False, app_peers=False):
+                 sync=None, ingress=False, app_peers=False, second_app=False):
         """cascade: standby-2 follows standby-1 through a fixed-peer route.
         sync: synchronous_standby_names on the primary ("ANY 1 (standby1, standby2)").
         ingress: every peer connection goes through one HAProxy routing by SNI
         (INGRESS:443), and each node's firewall guard admits only the ingress.
         app_peers: the app host also reaches each node N (1-3) directly, as
         README.md's HAProxy section has it: postgres on 127.0.0.1:600N and the
-        node's health endpoint (an inbound service, "health") on 127.0.0.1:1800N."""
+        node's health endpoint (an inbound service, "health") on 127.0.0.1:1800N.
+        second_app: a second application host, app2 (NET.11), configured like app,
+        so that a partition can leave an application on each side."""
         self.workdir = workdir
         self.probe_interval = probe_interval
         self.replica_max_lag = replica_max_lag
@@ -44,6 +46,8 @@ class ClusterLab:
         self.sync = sync
         self.ingress = ingress
         self.app_peers = app_peers
+        self.apps = ["app", "app2"] if second_app else ["app"]
+        self.ports = {}  # host -> its veth's name in the switch namespace
         self.haproxy = None
         self.ns = {}
         self.pg = {}
@@ -56,12 +60,12 @@ class ClusterLab:
         self.switch = lab.Netns("switch")
         self.switch.exec(["ip", "link", "add", "br0", "type", "bridge"])
         self.switch.exec(["ip", "link", "set", "br0", "up"])
-        hosts = list(NODES) + ["app"]
+        hosts = list(NODES) + self.apps
         for i, h in enumerate(hosts):
             ns = lab.Netns(h.replace("-", ""))
             self.ns[h] = ns
-            ip = address(i) if h != "app" else f"{NET}.10"
-            a, b = lab.veth(ns, ip, self.switch, f"{NET}.{200 + i}")
+            a, b = lab.veth(ns, self.address_of(h), self.switch, f"{NET}.{200 + i}")
+            self.ports[h] = b
             self.switch.exec(["ip", "addr", "flush", "dev", b])
             self.switch.exec(["ip", "link", "set", b, "master", "br0"])
 
@@ -130,7 +134,7 @@ class ClusterLab:
                  f"  key: {d}/{host}.key"]
         if host in NODES:
             i = NODES.index(host)
-            allow = [h for h in NODES if h != host] + ["app"]
+            allow = [h for h in NODES if h != host] + self.apps
             lines += ["inbound:", f'  listen: "{address(i)}:{TLS_PORT}"', '  backend: "127.0.0.1:5432"',
                       f"  allow: {lab.yaml_list(allow)}"]
             if self.app_peers:
@@ -150,7 +154,7 @@ class ClusterLab:
             # The inbound port admits the peers' addresses, which all resolve to
             # the ingress now; postgres stays loopback-only.
             lines += ["firewall:", "  protect:", "    - port: 5432", "      allow: []"]
-        if host == "app":
+        if host in self.apps:
             lines.append(f'  - {{local: "127.0.0.1:{REPLICA_ROUTE}", to: replica, '
                          f'max_lag: {self.replica_max_lag}}}')
             if self.app_peers:  # its plaintext listeners kept loopback-only by the guard
@@ -190,7 +194,28 @@ class ClusterLab:
         return r.returncode, (r.stdout + r.stderr).strip()
 
     def address_of(self, host):
-        return address(NODES.index(host))
+        if host in NODES:
+            return address(NODES.index(host))
+        return f"{NET}.{10 + ['app', 'app2'].index(host)}"
+
+    def split(self, side_a, side_b, table="tdsplit"):
+        """A partition between two groups of hosts: each host drops every packet
+        to or from the other side's addresses (nftables in its own namespace),
+        while hosts on one side still reach each other."""
+        for mine, theirs in ((side_a, side_b), (side_b, side_a)):
+            others = ", ".join(self.address_of(h) for h in theirs)
+            rules = (f"table inet {table} {{\n"
+                     f"  chain in {{ type filter hook input priority -300; policy accept; ip saddr {{ {others} }} drop; }}\n"
+                     f"  chain out {{ type filter hook output priority -300; policy accept; ip daddr {{ {others} }} drop; }}\n"
+                     "}\n")
+            for h in mine:
+                self.ns[h].exec(["nft", "-f", "-"], input=rules)
+        self.split_hosts = list(side_a) + list(side_b)
+
+    def unsplit(self, table="tdsplit"):
+        for h in getattr(self, "split_hosts", []):
+            self.ns[h].exec(["nft", "delete", "table", "inet", table], check=False)
+        self.split_hosts = []
 
     def cut(self, host):
         lab.partition(self.ns[host])

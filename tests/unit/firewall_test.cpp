@@ -145,6 +145,7 @@ peers:
 routes:
   - {local: 127.0.0.1:6432, to: primary}
 health: {listen: 127.0.0.1:8766}
+cluster: {quorum: none}
 firewall:
   protect:
     - {port: 6434, allow: [10.1.0.0/16]}

@@ -25,6 +25,7 @@ TEST(RoutesConfig, TheThreeKindsAndOptionalPeerLocals) {
   - {local: "127.0.0.1:6432", to: primary}
   - {local: "127.0.0.1:6442", to: replica, max_lag: 16MB}
   - {local: "127.0.0.1:6452", to: standby-1}
+cluster: {witnesses: [standby-2]}
 )",
                           "/etc/tunneld/t.yaml");
     ASSERT_EQ(c.routes.size(), 3u);
@@ -74,9 +75,10 @@ TEST(RoutesConfig, ErrorsNameTheKeyAndPlace) {
 }
 
 TEST(RoutesConfig, PublicRouteAndNoRoutesWithoutPeers) {
-    auto c = parse_config(
-        std::string(kNode) + "routes:\n  - {local: \"0.0.0.0:6432\", to: primary, public: true}\n",
-        "/etc/tunneld/t.yaml");
+    auto c = parse_config(std::string(kNode) +
+                              "routes:\n  - {local: \"0.0.0.0:6432\", to: primary, public: true}\n"
+                              "cluster: {quorum: none}\n",
+                          "/etc/tunneld/t.yaml");
     EXPECT_TRUE(c.routes[0].public_local);
     auto err = test::config_error_of(R"(node: a
 tls: {ca: /c, cert: /n.crt, key: /n.key}

@@ -286,6 +286,25 @@ void check_routes(const Config& cfg, Report& report) {
                         "postgres is never a candidate; set health.postgres (its peers need it "
                         "too for this node to be their route's target)");
     }
+    bool primary = std::any_of(cfg.routes.begin(), cfg.routes.end(), [](const RouteConfig& r) {
+        return r.to == RouteConfig::To::primary;
+    });
+    if (!primary) return;
+    std::string voters;
+    for (const auto& v : cfg.voters())
+        voters +=
+            (voters.empty() ? "" : ", ") + v + (cfg.cluster.is_witness(v) ? " (witness)" : "");
+    auto n = cfg.voters().size();
+    if (cfg.cluster.quorum == ClusterConfig::Quorum::none)
+        report.warn(
+            "cluster.quorum: none: routes to: primary follow whichever node reports "
+            "primary with no vote, so on the minority side of a partition they go on "
+            "writing to an old primary that the majority has replaced (those writes are "
+            "lost to its rewind). Add a witness (cluster.witnesses) instead where you can");
+    else
+        report.ok("quorum: routes to: primary pick a primary only while this node reaches " +
+                  std::to_string(n / 2 + 1) + " of the " + std::to_string(n) + " voters (" +
+                  voters + ")");
 }
 
 // A unix-socket backend makes every tunnelled connection the OS user the

@@ -69,13 +69,21 @@ struct Daemon::Impl {
               [this](const Result<void>& done) { ctx.stats.count_reload(done); }),
           notifier(io, pool, [this] { return one_line_summary(snapshot(false)); }) {
         ctx.serve_probe = [this](TlsStream& s, const ConnInfo& info) {
-            return serve_probe(config.node, backend, config.health.probe_interval, s, info);
+            // A ping is proof the link from that peer works: a witness votes
+            // while they arrive, and a peer found silent is dialled again.
+            return serve_probe(config.node, backend, config.health.probe_interval, s, info,
+                               [this, peer = info.peer] {
+                                   ctx.heard.note(peer);
+                                   ctx.silent.clear(peer);
+                               });
         };
         if (config.inbound) inbound.emplace(ctx, config, io, pool);
         outbound.emplace(ctx, config, io, pool);  // peers[] listeners, and inbound.local ones
         if (!config.routes.empty())
-            routes.emplace(ctx, config, io, pool,
-                           [this] { return route_candidates(config, backend, probes); });
+            routes.emplace(ctx, config, io, pool, [this] {
+                return RouteTable::Facts{route_candidates(config, backend, probes),
+                                         cluster_voters(config, ctx, probes)};
+            });
         for (const auto& peer : config.peers) {
             probes.push_back(
                 std::make_unique<PeerProbe>(ctx, peer, config.health.probe_interval, pool.next()));

@@ -141,6 +141,48 @@ std::vector<RouteCandidate> route_candidates(
     return out;
 }
 
+std::vector<VoterView> cluster_voters(const Config& cfg, const Context& ctx,
+                                      const std::vector<std::unique_ptr<PeerProbe>>& probes) {
+    auto window =
+        std::max<Duration>(3 * cfg.health.probe_interval, std::chrono::milliseconds(1500));
+    auto now = HeardPeers::Clock::now();
+    std::vector<VoterView> out;
+    for (const auto& name : cfg.voters()) {
+        VoterView v;
+        v.name = name;
+        v.witness = cfg.cluster.is_witness(name);
+        v.self = name == cfg.node;
+        if (v.self) {
+            v.reachable = true;
+            out.push_back(std::move(v));
+            continue;
+        }
+        const PeerProbe* probe = nullptr;
+        for (const auto& p : probes)
+            if (p->peer().name == name) probe = p.get();
+        if (probe) {
+            auto st = probe->state();
+            v.reachable = st.up;
+            v.why = !st.probed ? "not probed yet" : st.up ? "" : st.last_error;
+        }
+        if (v.witness && !v.reachable) {
+            auto last = ctx.heard.last(name);
+            if (last && now - *last <= window) {
+                v.reachable = true;
+                v.why.clear();
+            } else {
+                auto heard =
+                    !last ? std::string("no probe ping from it yet")
+                          : "no probe ping from it for " +
+                                format_duration(std::chrono::duration_cast<Duration>(now - *last));
+                v.why = v.why.empty() ? heard : v.why + "; " + heard;
+            }
+        }
+        out.push_back(std::move(v));
+    }
+    return out;
+}
+
 std::string node_summary(const Config& cfg, const TlsMaterial& m) {
     return "node " + cfg.node + ", " +
            (cfg.inbound ? "inbound on " + cfg.inbound->listen.front().to_string() + ", " : "") +

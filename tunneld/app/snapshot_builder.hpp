@@ -42,4 +42,11 @@ std::string node_summary(const Config& cfg, const TlsMaterial& m);
 std::vector<RouteCandidate> route_candidates(const Config& cfg, const Latest<BackendState>& backend,
                                              const std::vector<std::unique_ptr<PeerProbe>>& probes);
 
+// The cluster's voters (Config::voters) as this node reaches them now: itself
+// always; a database peer while its probe is up; a witness while its probe
+// pings arrive (within 3 probe intervals, Context::heard) or, when it is a peer
+// too, while this node's probe of it is up.
+std::vector<VoterView> cluster_voters(const Config& cfg, const Context& ctx,
+                                      const std::vector<std::unique_ptr<PeerProbe>>& probes);
+
 }  // namespace tunneld

@@ -26,6 +26,7 @@ enum class CloseReason {
     no_primary,           // routes[] to: primary: no single node reports primary (or split brain)
     no_replica,           // routes[] to: replica: no streaming replica within max_lag
     switched,             // routes[] to: primary: the primary changed; the route moved on
+    no_quorum,            // routes[] to: primary: this node reaches no majority of the voters
 };
 
 // Inline (a pure header): health/ logs and counts these without linking relay/.
@@ -65,6 +66,8 @@ inline const char* to_string(CloseReason r) {
             return "no_replica";
         case CloseReason::switched:
             return "switched";
+        case CloseReason::no_quorum:
+            return "no_quorum";
     }
     return "unknown";
 }

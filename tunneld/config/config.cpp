@@ -226,6 +226,19 @@ std::string RouteConfig::target_text() const {
     return peer;
 }
 
+bool ClusterConfig::is_witness(const std::string& name) const {
+    return std::find(witnesses.begin(), witnesses.end(), name) != witnesses.end();
+}
+
+std::vector<std::string> Config::voters() const {
+    std::vector<std::string> out;
+    for (const auto& p : peers)
+        if (!cluster.is_witness(p.name)) out.push_back(p.name);
+    if (node_is_database() && !cluster.is_witness(node)) out.push_back(node);
+    for (const auto& w : cluster.witnesses) out.push_back(w);
+    return out;
+}
+
 const ServiceConfig* InboundConfig::service(const std::string& name) const {
     for (const auto& s : services)
         if (s.name == name) return &s;
@@ -288,6 +301,7 @@ Config parse_config(const std::string& text, const std::string& path) {
     read_tuning(top, root, path, cfg);
     read_firewall(top, root, path, cfg);
     read_health(top, root, path, cfg);
+    read_cluster(top, path, cfg);
     check_public_listeners(top, cfg);
     if (auto* lv = top.find("log_level")) {
         cfg.log_level = scalar(top, *lv, "log_level");

@@ -146,6 +146,27 @@ struct HealthConfig {
     std::map<std::string, std::string> tags;
 };
 
+// cluster: who votes before a `to: primary` route picks a primary (partition
+// safety). The voters are the database nodes (every peer that is not a witness,
+// and this node when it has inbound.backend and health.postgres) and the
+// witnesses. A route picks a primary only while this node reaches a strict
+// majority of them; route/quorum.hpp holds the rule.
+struct ClusterConfig {
+    enum class Quorum {
+        majority,  // the default
+        none,      // cluster.quorum: none: follow whichever node reports primary (no vote)
+    };
+    Quorum quorum = Quorum::majority;
+    bool quorum_given = false;  // cluster.quorum was written (`check` warns about none)
+    // cluster.witnesses: identities of tunnelds without postgres that vote (an
+    // application host, a small third host); may include this node itself. A
+    // witness is reachable while its probe pings arrive here, or (a peer) while
+    // this node's probe of it is up.
+    std::vector<std::string> witnesses;
+
+    bool is_witness(const std::string& name) const;
+};
+
 struct Config {
     std::string path;  // the file this came from (for messages)
     std::string node;  // this node's identity; must be a SAN DNS name of tls.cert
@@ -160,6 +181,13 @@ struct Config {
     std::string log_level = "info";
     std::optional<FirewallConfig> firewall;
     HealthConfig health;
+    ClusterConfig cluster;
+
+    // This node votes as a database node (a route candidate of its own).
+    bool node_is_database() const { return inbound && !health.postgres.empty(); }
+    // The voters, database nodes first (peers in config order, then this node),
+    // then the witnesses, each once.
+    std::vector<std::string> voters() const;
 };
 
 // Reads and parses the file at `path`. Throws StartupError (with file:line:col).

@@ -21,6 +21,10 @@ void read_firewall(yaml_config::MapReader& top, const YAML::Node& root, const st
 // health: enabled, listen (loopback unless public: true), public, postgres, intervals, tags.
 void read_health(yaml_config::MapReader& top, const YAML::Node& root, const std::string& path,
                  Config& cfg);
+// cluster: quorum (majority | none), witnesses. After peers, routes, inbound and
+// health: a route to: primary over two voters and no witness is refused unless
+// quorum: none says so.
+void read_cluster(yaml_config::MapReader& top, const std::string& path, Config& cfg);
 
 // With the firewall on, a plaintext listener that is public (peers[].public,
 // routes[].public, health.public) must have its port in firewall.protect: the

@@ -297,7 +297,7 @@ std::string render_metrics(const Snapshot& s) {
             }
         m.family("tunneld_route_has_target", "gauge",
                  "1 while a route has a node to send new connections to, 0 while it refuses "
-                 "(no_primary, no_replica).");
+                 "(no_primary, no_replica, no_quorum).");
         for (const auto& r : s.routes)
             m.sample("tunneld_route_has_target", {{"route", r.name}, {"to", r.to}},
                      r.target.empty() ? 0 : 1);
@@ -305,12 +305,27 @@ std::string render_metrics(const Snapshot& s) {
                  "1 while more than one node reports primary (the route refuses).");
         for (const auto& r : s.routes)
             m.sample("tunneld_route_split_brain", {{"route", r.name}}, r.split_brain ? 1 : 0);
+        m.family("tunneld_route_quorum", "gauge",
+                 "1 while a to: primary route reaches a strict majority of the cluster's voters "
+                 "(or cluster.quorum is none), 0 while it refuses for want of one (no_quorum).");
+        for (const auto& r : s.routes)
+            if (r.quorum)
+                m.sample("tunneld_route_quorum", {{"route", r.name}}, r.quorum->met ? 1 : 0);
+        m.family("tunneld_route_voters", "gauge",
+                 "The cluster's voters as a to: primary route sees them: all, and reachable.");
+        for (const auto& r : s.routes)
+            if (r.quorum) {
+                m.sample("tunneld_route_voters", {{"route", r.name}, {"state", "all"}},
+                         static_cast<double>(r.quorum->voters));
+                m.sample("tunneld_route_voters", {{"route", r.name}, {"state", "reachable"}},
+                         static_cast<double>(r.quorum->reached));
+            }
         m.family("tunneld_route_connections", "gauge", "Live connections through a route.");
         for (const auto& r : s.routes)
             m.sample("tunneld_route_connections", {{"route", r.name}},
                      static_cast<double>(r.connections));
         m.family("tunneld_route_refused_total", "counter",
-                 "Connections a route refused (no_primary, no_replica).");
+                 "Connections a route refused (no_primary, no_replica, no_quorum).");
         for (const auto& r : s.routes)
             m.sample("tunneld_route_refused_total", {{"route", r.name}},
                      static_cast<double>(r.refused));

@@ -28,6 +28,9 @@ using namespace asio::experimental::awaitable_operators;
 
 namespace {
 
+constexpr std::chrono::milliseconds kSilentRedial{1000};
+constexpr std::chrono::milliseconds kSilentPause{100};
+
 // Reads one '\n'-terminated line into `line` (without the '\n'), keeping what
 // follows in `pending`. Returns "" on success or what went wrong.
 asio::awaitable<std::string> read_line(TlsStream& tls, std::string& pending, std::string& line) {
@@ -140,13 +143,14 @@ struct PeerProbe::Loop {
     asio::awaitable<Ended> session_once() {
         // A pong must come back before the next ping would be due twice over.
         auto answer_within = std::max<Duration>(2 * interval, std::chrono::seconds(1));
-        // While the peer is silent, each attempt is a fresh SYN within
-        // answer_within rather than one connect waiting out timeouts.connect, so a
-        // healed link is seen (and its data connections dialled again) within about
-        // answer_within + probe_interval.
-        auto dial_within = st.probed && !st.up && ctx.silent.why(peer.name)
-                               ? std::min(answer_within, ctx.timeouts.connect)
-                               : ctx.timeouts.connect;
+        // While the peer is silent, each attempt is a fresh SYN within a second
+        // (kSilentRedial), one after the other, rather than one connect waiting
+        // out timeouts.connect or the kernel's SYN back-off (1, 3, 7 s...): a
+        // healed link is seen, and the data connections held for it dialled,
+        // within about a second.
+        auto dial_within =
+            silent_now() ? std::min({answer_within, ctx.timeouts.connect, Duration(kSilentRedial)})
+                         : ctx.timeouts.connect;
         if (stopped) co_return Ended{"stopping"};
         ConnInfo info;
         auto far = peer_far(peer, "", session);
@@ -208,12 +212,17 @@ struct PeerProbe::Loop {
         return "";
     }
 
+    bool silent_now() const { return st.probed && !st.up && ctx.silent.why(peer.name); }
+
     asio::awaitable<void> run() {
         while (!stopped) {
             auto ended = co_await session_once();
             if (stopped) break;
             went_down(std::move(ended));
-            sleep.expires_after(interval);
+            // A silent peer's attempts follow each other (each one waited
+            // already); a refusing or failing one is asked once per interval.
+            sleep.expires_after(silent_now() ? std::min<Duration>(interval, kSilentPause)
+                                             : interval);
             co_await sleep.async_wait(asio::as_tuple(asio::use_awaitable));
         }
     }
@@ -242,7 +251,8 @@ void PeerProbe::stop() {
 
 asio::awaitable<void> serve_probe(const std::string& node,
                                   const Latest<BackendState>& backend_state,
-                                  Duration probe_interval, TlsStream& tls, const ConnInfo& info) {
+                                  Duration probe_interval, TlsStream& tls, const ConnInfo& info,
+                                  std::function<void()> on_ping) {
     auto idle = std::max<Duration>(std::chrono::seconds(30), 5 * probe_interval);
     std::string pending, line;
     std::uint64_t answered = 0;
@@ -260,6 +270,7 @@ asio::awaitable<void> serve_probe(const std::string& node,
                          info.id, info.peer);
             co_return;
         }
+        if (on_ping) on_ping();
         auto backend = backend_state.get();
         std::string out = make_pong(*seq, node, backend, walsender_of(backend, info.peer));
         if (co_await tls.write_all(asio::buffer(out))) co_return;

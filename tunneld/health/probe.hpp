@@ -11,6 +11,7 @@
 #include <atomic>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -54,9 +55,11 @@ class PeerProbe {
 // (Context::serve_probe): answers ping lines with pongs (`node` and the latest
 // `backend`) until the client closes, sends something that is not a ping, is
 // silent for max(30s, 5 * probe_interval), or the stream is closed.
+// `on_ping` runs for every ping answered (Context::heard; a silent peer's ping
+// clears its silence).
 boost::asio::awaitable<void> serve_probe(const std::string& node,
                                          const Latest<BackendState>& backend,
                                          Duration probe_interval, TlsStream& tls,
-                                         const ConnInfo& info);
+                                         const ConnInfo& info, std::function<void()> on_ping = {});
 
 }  // namespace tunneld

@@ -34,6 +34,24 @@ struct CandidateView {
     std::size_t connections = 0;       // this route's live connections to it
 };
 
+// One voter of the cluster (config.hpp ClusterConfig), as this node sees it now.
+struct VoterView {
+    std::string name;
+    bool self = false;       // this node
+    bool witness = false;    // a witness (no postgres), else a database node
+    bool reachable = false;  // self: always; a peer: its probe is up; a witness: its pings arrive
+    std::string why;         // when !reachable
+};
+
+// The majority rule's result (route/quorum.hpp) for to: primary routes.
+struct QuorumView {
+    bool required = true;  // cluster.quorum: majority (false: none)
+    std::size_t voters = 0, reached = 0;
+    bool met = true;  // reached * 2 > voters, or not required
+    std::vector<VoterView> members;
+    std::string detail;  // "reaching 1 of 3 voters (app); unreachable: ..."
+};
+
 struct RouteSwitch {
     std::int64_t at = 0;  // unix seconds
     std::string from;     // "" = none
@@ -53,6 +71,7 @@ struct RouteView {
     std::uint64_t refused = 0;      // connections refused since start
     std::uint64_t switches = 0;     // target changes since start
     std::optional<RouteSwitch> last_switch;
+    std::optional<QuorumView> quorum;  // to: primary routes
 };
 
 }  // namespace tunneld

@@ -234,6 +234,20 @@ std::string render_status(const Snapshot& s) {
                                        {"from", r.last_switch->from},
                                        {"to", r.last_switch->to},
                                        {"cause", r.last_switch->cause}};
+        json::value quorum = nullptr;
+        if (r.quorum) {
+            json::array members;
+            for (const auto& m : r.quorum->members)
+                members.push_back(json::object{{"name", m.name},
+                                               {"self", m.self},
+                                               {"witness", m.witness},
+                                               {"reachable", m.reachable},
+                                               {"why", m.why}});
+            quorum =
+                json::object{{"required", r.quorum->required}, {"voters", r.quorum->voters},
+                             {"reached", r.quorum->reached},   {"met", r.quorum->met},
+                             {"detail", r.quorum->detail},     {"members", std::move(members)}};
+        }
         routes.push_back(json::object{
             {"local", r.name},
             {"to", r.to},
@@ -245,7 +259,8 @@ std::string render_status(const Snapshot& s) {
             {"connections", r.connections},
             {"refused", r.refused},
             {"switches", r.switches},
-            {"last_switch", std::move(last_switch)}});
+            {"last_switch", std::move(last_switch)},
+            {"quorum", std::move(quorum)}});
     }
 
     json::object top{{"node", s.node},

@@ -157,7 +157,7 @@ void ConnectionTable::close_expired() {
 }
 
 std::size_t ConnectionTable::close_routed(const std::string& route, const std::string& target,
-                                          const std::string& why) {
+                                          const std::string& why, CloseReason reason) {
     std::vector<std::shared_ptr<LiveConnection>> hit;
     {
         std::lock_guard lock(mutex_);
@@ -165,9 +165,10 @@ std::size_t ConnectionTable::close_routed(const std::string& route, const std::s
             if (c->route == route && c->target == target) hit.push_back(c);
     }
     for (auto& c : hit)
-        boost::asio::post(c->executor, [c, why] {
+        boost::asio::post(c->executor, [c, why, reason] {
             if (c->alive && c->close) {
                 c->switched = why;
+                c->switched_reason = reason;
                 c->close();
             }
         });

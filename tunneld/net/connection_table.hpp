@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "tunneld/base/outcome.hpp"
 #include "tunneld/net/openssl_ptr.hpp"
 
 namespace tunneld {
@@ -40,7 +41,8 @@ struct LiveConnection {
     // constant). `switched` is set, on `executor`, when the route closed it
     // because the primary changed.
     std::string route, target;
-    std::string switched;  // why, "" if not
+    std::string switched;                                 // why, "" if not
+    CloseReason switched_reason = CloseReason::switched;  // or no_quorum
     // Inbound: the local end of its TCP backend socket ("127.0.0.1:40112"),
     // which postgres sees as the client (pg_stat_replication.client_addr and
     // client_port); set by note_backend_source.
@@ -138,7 +140,7 @@ class ConnectionTable {
     // Posts to every live connection of `route` to `target`: marks it
     // switched (`why`) and closes it. Returns how many were asked to close.
     std::size_t close_routed(const std::string& route, const std::string& target,
-                             const std::string& why);
+                             const std::string& why, CloseReason reason = CloseReason::switched);
 
     // Records that `c`, from peer `identity`, reached its backend from the
     // local address `source` ("127.0.0.1:40112"); forgotten when c is released.

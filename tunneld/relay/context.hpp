@@ -40,6 +40,7 @@ struct Context {
     Stats stats;
     RefusalLog refusals{std::chrono::seconds(10)};  // limit refusals: one line per source per 10 s
     SilentPeers silent;  // peers the probe gets no answer from: not dialled
+    HeardPeers heard;    // identities whose probe pings arrive here
     ProbeServer serve_probe;
 
     Context(const Config& c, std::shared_ptr<const TlsMaterial> material)

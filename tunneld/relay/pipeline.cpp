@@ -128,7 +128,7 @@ asio::awaitable<void> carry(Context& ctx, Near near, Far far, ConnInfo info) {
             co_return;
         }
         if (!steps.count(*live) || !steps.resolve_far(verdict)) co_return;
-    } else if (far.tls() && steps.refuse_silent(near.socket)) {
+    } else if (far.tls() && co_await steps.refuse_silent(near.socket)) {
         co_return;
     }
     std::function<void()> far_closer;

@@ -4,6 +4,10 @@
 
 #include <openssl/ssl.h>
 
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
 #include "tunneld/net/socket_options.hpp"
 #include "tunneld/relay/engine.hpp"
 
@@ -175,10 +179,26 @@ bool Steps::resolve_far(const Verdict& v) {
     return true;
 }
 
-bool Steps::refuse_silent(tcp::socket& near) {
+asio::awaitable<bool> Steps::refuse_silent(tcp::socket& near) {
     auto silent = ctx_.silent.why(far_.peer);
-    if (!silent) return false;
-    // Reset at once, like a dead host's RST, so the client tries its next
+    if (!silent) co_return false;
+    if (info_.service.empty()) {
+        // Postgres: the peer's own address, so no client has another to try.
+        // Held (up to timeouts.connect) until the probe hears the peer, then
+        // dialled at once: a walreceiver's attempt made during a partition
+        // streams again as soon as the link returns, where a reset would make it
+        // wait out wal_retrieve_retry_interval (5 s) first.
+        auto deadline = std::chrono::steady_clock::now() + ctx_.timeouts.connect;
+        asio::steady_timer tick(near.get_executor());
+        while (silent && std::chrono::steady_clock::now() < deadline) {
+            tick.expires_after(std::chrono::milliseconds(50));
+            co_await tick.async_wait(asio::as_tuple(asio::use_awaitable));
+            silent = ctx_.silent.why(far_.peer);
+        }
+        if (!silent) co_return false;
+    }
+    // Services (etcd, Patroni's API: clients with a list of members) are reset
+    // at once, like a dead host's RST, so the client tries its next
     // address now rather than after its own timeout (silent_peers.hpp).
     error_code ec;
     near.set_option(asio::socket_base::linger(true, 0), ec);
@@ -191,7 +211,7 @@ bool Steps::refuse_silent(tcp::socket& near) {
                                      *silent + (n > 1 ? " (" + std::to_string(n) +
                                                             " reset since the last such line)"
                                                       : "")});
-    return true;
+    co_return true;
 }
 
 void Steps::far_failed(const FarOpen& opened) {
@@ -259,7 +279,7 @@ asio::awaitable<void> Steps::relay(LiveConnection& live, tcp::socket& near, TlsS
         result.detail = "the peer's certificate expired while connected";
     }
     if (!live.switched.empty()) {
-        result.reason = CloseReason::switched;
+        result.reason = live.switched_reason;
         result.detail = live.switched;
     }
     finish(result);

@@ -32,8 +32,10 @@ class Steps {
     bool count(LiveConnection& live);
     // The inbound far end: the backend of what the peer asked for.
     bool resolve_far(const Verdict& v);
-    // The probe finds the peer silent: reset the client at once, dial nothing.
-    bool refuse_silent(boost::asio::ip::tcp::socket& near);
+    // The probe finds the peer silent: a postgres connection waits (up to
+    // timeouts.connect) for it to answer again; a service's is reset at once.
+    // True when refused (logged, counted).
+    boost::asio::awaitable<bool> refuse_silent(boost::asio::ip::tcp::socket& near);
     // open_far failed: log and count why.
     void far_failed(const FarOpen& opened);
     // Both ends open: log the open line, relay, finish.

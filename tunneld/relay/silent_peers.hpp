@@ -55,4 +55,28 @@ class SilentPeers {
     std::map<std::string, Entry> silent_;
 };
 
+// The identities whose probe pings arrive here (health/probe.hpp serve_probe),
+// and when the last one did: proof that the link from them works. A witness
+// (which may have no inbound listener to probe) is reachable while its pings
+// arrive, and a peer this node finds silent is dialled again as soon as one
+// arrives rather than after this node's own probe gets through.
+class HeardPeers {
+  public:
+    using Clock = std::chrono::steady_clock;
+    void note(const std::string& identity, Clock::time_point at = Clock::now()) {
+        std::lock_guard lock(mutex_);
+        last_[identity] = at;
+    }
+    std::optional<Clock::time_point> last(const std::string& identity) const {
+        std::lock_guard lock(mutex_);
+        auto it = last_.find(identity);
+        if (it == last_.end()) return std::nullopt;
+        return it->second;
+    }
+
+  private:
+    mutable std::mutex mutex_;
+    std::map<std::string, Clock::time_point> last_;
+};
+
 }  // namespace tunneld

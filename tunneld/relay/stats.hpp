@@ -42,7 +42,7 @@ struct Traffic {
 
 constexpr std::size_t kHandshakeFailureCount =
     static_cast<std::size_t>(HandshakeFailure::io_error) + 1;
-constexpr std::size_t kCloseReasonCount = static_cast<std::size_t>(CloseReason::switched) + 1;
+constexpr std::size_t kCloseReasonCount = static_cast<std::size_t>(CloseReason::no_quorum) + 1;
 
 class Stats {
   public:

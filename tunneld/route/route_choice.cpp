@@ -83,7 +83,26 @@ std::optional<std::uint64_t> lag_behind(const PostgresState& pg, std::int64_t sa
     return newest > *replay ? newest - *replay : 0;
 }
 
-RouteChoice choose_route(const RouteConfig& route, const std::vector<RouteCandidate>& candidates) {
+namespace {
+
+// A newer timeline than `primary`'s on another reachable node: its postgres was
+// promoted over (the majority side of a partition) and this one is stale.
+const RouteCandidate* newer_timeline(const RouteCandidate& primary,
+                                     const std::vector<RouteCandidate>& candidates) {
+    auto tl = primary.postgres->timeline;
+    if (tl <= 0) return nullptr;
+    const RouteCandidate* newest = nullptr;
+    for (const auto& c : candidates)
+        if (&c != &primary && role_of(c) != RouteRole::unknown && c.postgres->timeline > tl &&
+            (!newest || c.postgres->timeline > newest->postgres->timeline))
+            newest = &c;
+    return newest;
+}
+
+}  // namespace
+
+RouteChoice choose_route(const RouteConfig& route, const std::vector<RouteCandidate>& candidates,
+                         const QuorumView* quorum) {
     RouteChoice out;
     for (const auto& c : candidates) {
         CandidateView v;
@@ -115,6 +134,13 @@ RouteChoice choose_route(const RouteConfig& route, const std::vector<RouteCandid
             for (auto& v : out.candidates) v.why_not = "not asked yet";
             return out;
         }
+        if (quorum && !quorum->met) {
+            out.refusal = "no_quorum";
+            out.detail = "no quorum: " + quorum->detail;
+            out.close_live = true;
+            for (auto& v : out.candidates) v.why_not = "no quorum";
+            return out;
+        }
         std::vector<std::string> primaries;
         const RouteCandidate* pick = nullptr;
         for (std::size_t i = 0; i < candidates.size(); ++i) {
@@ -127,6 +153,24 @@ RouteChoice choose_route(const RouteConfig& route, const std::vector<RouteCandid
                 v.why_not = v.role == RouteRole::replica ? "in recovery (a standby)"
                                                          : unknown_why(candidates[i]);
             }
+        }
+        const RouteCandidate* newer =
+            primaries.size() == 1 ? newer_timeline(*pick, candidates) : nullptr;
+        if (newer) {
+            out.refusal = "no_primary";
+            out.close_live = true;
+            out.detail = pick->name + " reports primary on timeline " +
+                         std::to_string(pick->postgres->timeline) + ", but " + newer->name +
+                         " is on timeline " + std::to_string(newer->postgres->timeline) +
+                         ": a newer primary was promoted elsewhere";
+            for (auto& v : out.candidates)
+                if (v.eligible) {
+                    v.eligible = false;
+                    v.why_not = "timeline " + std::to_string(pick->postgres->timeline) +
+                                " superseded (" + newer->name + " is on " +
+                                std::to_string(newer->postgres->timeline) + ")";
+                }
+            return out;
         }
         if (primaries.size() == 1) {
             out.target = pick->name;

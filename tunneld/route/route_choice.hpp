@@ -44,8 +44,12 @@ struct RouteChoice {
     std::optional<std::string> target;  // the node to dial; none = refuse
     bool target_is_self = false;
     bool split_brain = false;  // to: primary, and more than one reports primary
-    std::string refusal;       // "no_primary" / "no_replica" when no target
+    std::string refusal;       // "no_primary" / "no_replica" / "no_quorum" when no target
     std::string detail;        // why, for the log line and /status
+    // The route's live connections go too, not only new ones refused: no
+    // quorum, or the one primary in sight was superseded by a newer timeline
+    // (a session left open there would go on writing what a rewind discards).
+    bool close_live = false;
     std::vector<CandidateView> candidates;
 };
 
@@ -53,10 +57,13 @@ struct RouteChoice {
 // (inbound.backend and health.postgres). Fixed-peer routes always pick their
 // peer (like peers[].local). to: primary picks the one reachable node whose
 // postgres is up and not in recovery; two or more is a split brain and nothing
-// is picked, and so is nothing while a candidate has not answered a first time. to: replica picks,
+// is picked, and so is nothing while a candidate has not answered a first time,
+// while `quorum` (when given) is not met (no_quorum), or while the one primary's
+// timeline is behind another reachable node's (promoted over). to: replica picks,
 // among reachable nodes in recovery that stream with lag <= max_lag, the one with the fewest
 // connections (first on a tie).
-RouteChoice choose_route(const RouteConfig& route, const std::vector<RouteCandidate>& candidates);
+RouteChoice choose_route(const RouteConfig& route, const std::vector<RouteCandidate>& candidates,
+                         const QuorumView* quorum = nullptr);
 
 // Bytes `replay_lsn` of `pg` is behind the newest position known: the node's own
 // receive_lsn and each primary candidate's position at `sampled_ms` (the last of its

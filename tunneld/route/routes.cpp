@@ -12,6 +12,7 @@
 #include "tunneld/net/spawn.hpp"
 #include "tunneld/relay/outbound.hpp"
 #include "tunneld/relay/pipeline.hpp"
+#include "tunneld/route/quorum.hpp"
 
 namespace tunneld {
 
@@ -34,6 +35,7 @@ struct RouteTable::Route {
     std::string eligible;  // to: replica: the qualifying names, as last logged
     std::uint64_t refused = 0, switches = 0;
     std::optional<RouteSwitch> last_switch;
+    std::optional<QuorumView> quorum;  // to: primary, at the latest decision
 };
 
 namespace {
@@ -130,7 +132,12 @@ void RouteTable::reevaluate() {
 }
 
 void RouteTable::decide(Route& r, const char* trigger) {
-    auto candidates = candidates_();
+    auto facts = candidates_();
+    auto& candidates = facts.candidates;
+    std::optional<QuorumView> quorum;
+    if (r.cfg.to == RouteConfig::To::primary)
+        quorum = quorum_of(std::move(facts.voters),
+                           cfg_.cluster.quorum == ClusterConfig::Quorum::majority);
     {
         std::lock_guard hold(positions_mutex_);
         positions_.record(candidates);
@@ -139,7 +146,8 @@ void RouteTable::decide(Route& r, const char* trigger) {
     std::unique_lock lock(r.mutex);
     for (auto& c : candidates)
         if (auto it = r.live.find(c.name); it != r.live.end()) c.connections = it->second;
-    auto choice = choose_route(r.cfg, candidates);
+    auto choice = choose_route(r.cfg, candidates, quorum ? &*quorum : nullptr);
+    r.quorum = std::move(quorum);
     std::string target = choice.target.value_or("");
     // Until every candidate has a first result there is nothing to log yet
     // (to: primary refuses meanwhile: an unheard node could be a second primary).
@@ -197,11 +205,21 @@ void RouteTable::decide(Route& r, const char* trigger) {
         } else {
             cause = choice.detail;
             // A node that now reports recovery is no longer the primary: its
-            // connections go. A split brain or an unreachable one closes nothing.
+            // connections go. So do all of them without a quorum, or when the
+            // primary was promoted over: a session left open on the minority
+            // side would go on writing what the rewind discards. A split brain
+            // or an unreachable primary with a quorum in reach closes nothing.
             const auto* was = r.current.empty() ? nullptr : find(choice, r.current);
-            if (was && was->role == RouteRole::replica)
+            if (choice.close_live) {
+                auto reason =
+                    choice.refusal == "no_quorum" ? CloseReason::no_quorum : CloseReason::switched;
+                for (const auto& [name, n] : r.live)
+                    closed +=
+                        ctx_.connections.close_routed(r.cfg.name(), name, choice.detail, reason);
+            } else if (was && was->role == RouteRole::replica) {
                 closed = ctx_.connections.close_routed(r.cfg.name(), r.current,
                                                        r.current + " is in recovery now");
+            }
             spdlog::warn("route {}: refusing new connections ({}): {}{}", describe(r.cfg),
                          choice.refusal, choice.detail,
                          r.current.empty() ? ""
@@ -215,9 +233,19 @@ void RouteTable::decide(Route& r, const char* trigger) {
             r.last_switch = RouteSwitch{unix_now(), "", target, cause};
         }
         r.current = target;
-    } else if (target.empty() && refusal_key(choice) != refusal_key(r.last)) {
-        spdlog::warn("route {}: still refusing ({}): {}", describe(r.cfg), choice.refusal,
-                     choice.detail);
+    } else if (target.empty()) {
+        // Refusing already (a split brain, say) and now without a quorum too:
+        // what is still open from before goes as well.
+        std::size_t closed = 0;
+        if (choice.close_live && choice.refusal != r.last.refusal)
+            for (const auto& [name, n] : r.live)
+                closed += ctx_.connections.close_routed(
+                    r.cfg.name(), name, choice.detail,
+                    choice.refusal == "no_quorum" ? CloseReason::no_quorum : CloseReason::switched);
+        if (refusal_key(choice) != refusal_key(r.last) || closed)
+            spdlog::warn("route {}: still refusing ({}): {}{}", describe(r.cfg), choice.refusal,
+                         choice.detail,
+                         closed ? "; closed " + std::to_string(closed) + " connection(s)" : "");
     }
     r.last = std::move(choice);
 }
@@ -239,8 +267,9 @@ void RouteTable::accept(Route& r, tcp::socket s) {
         }
     }
     if (target.empty()) {
-        auto reason =
-            r.last.refusal == "no_replica" ? CloseReason::no_replica : CloseReason::no_primary;
+        auto reason = r.last.refusal == "no_replica"  ? CloseReason::no_replica
+                      : r.last.refusal == "no_quorum" ? CloseReason::no_quorum
+                                                      : CloseReason::no_primary;
         info.direction = "outbound";
         ctx_.stats.count_close(Direction::outbound, reason);
         // One line per route per 10 s at most: a client retrying in a loop
@@ -283,6 +312,7 @@ std::vector<RouteView> RouteTable::views() const {
         v.refused = r->refused;
         v.switches = r->switches;
         v.last_switch = r->last_switch;
+        v.quorum = r->quorum;
         out.push_back(std::move(v));
     }
     return out;

@@ -4,6 +4,8 @@
 // peer; carry() (relay/pipeline.hpp) takes it from there. When the primary changes, connections a
 // to: primary route made to the old one are closed at once (a walreceiver then reconnects to the
 // new one); a split brain or no primary refuses new connections and closes nothing.
+// Without a majority of the cluster's voters in reach (route/quorum.hpp) a to:
+// primary route refuses (no_quorum) and closes its live connections as well.
 #pragma once
 #include <boost/asio/io_context.hpp>
 #include <functional>
@@ -23,8 +25,13 @@ class RouteTable {
   public:
     // What the probes and the backend monitor know now: every peer in config
     // order, then this node when it can be a target (connection counts are
-    // filled in here). Called on `io`'s thread.
-    using Candidates = std::function<std::vector<RouteCandidate>()>;
+    // filled in here), and the cluster's voters with their reachability.
+    // Called on `io`'s thread.
+    struct Facts {
+        std::vector<RouteCandidate> candidates;
+        std::vector<VoterView> voters;
+    };
+    using Candidates = std::function<Facts()>;
 
     // Binds every routes[].local on `io`; throws StartupError when one cannot be bound.
     RouteTable(Context& ctx, const Config& cfg, boost::asio::io_context& io, IoPool& pool,

@@ -1,0 +1,190 @@
+"""Partition safety (routes to: primary need a majority of the cluster's voters):
+three PostgreSQL 15 nodes and an application host on each side of a partition,
+every connection through tunneld, async replication. The minority side's route
+refuses (no_quorum) and closes what it had open; the majority side follows the
+promotion; after the heal two primaries are never routed. The same partition,
+in the same run, through HAProxy with the README's /primary checks, for the
+side-by-side count of writes the old primary acknowledges after it was replaced."""
+import datetime
+import os
+import re
+import subprocess
+import threading
+import time
+
+import pytest
+
+import lab
+from cluster_lab import PRIMARY_ROUTE, ClusterLab
+from test_patroni_api import readme_haproxy_config
+
+pytestmark = pytest.mark.skipif(not lab.is_root(), reason="needs root: network namespaces and the postgres user")
+
+HAPROXY_PRIMARY = 5000  # README's `listen primary`
+
+
+@pytest.fixture
+def split_cluster(workdir):
+    c = ClusterLab(workdir, probe_interval="300ms", app_peers=True, second_app=True)
+    try:
+        c.setup(log=lambda *_: None)
+        yield c
+    finally:
+        c.teardown()
+
+
+class Writer:
+    """One application writing unique tags through `port` on `host`, one row a
+    time; keeps (monotonic time, tag) of every acknowledged write."""
+
+    def __init__(self, c, host, port, name):
+        self.c, self.host, self.port, self.name = c, host, port, name
+        self.acks, self.failures = [], 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        n = 0
+        while not self.stop.is_set():
+            n += 1
+            tag = f"{self.name}-{n}"
+            rc, _ = self.c.app_sql(f"INSERT INTO acks VALUES ('{tag}')", port=self.port, timeout=2,
+                                   host=self.host)
+            if rc == 0:
+                self.acks.append((time.monotonic(), tag))
+            else:
+                self.failures += 1
+            time.sleep(0.05)
+
+    def acked_since(self, t):
+        return [tag for at, tag in self.acks if at > t]
+
+    def finish(self):
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
+def log_time(line):
+    """The wall-clock seconds of a tunneld log line ("2026-12-06T02:38:55.527 warning ...")."""
+    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}) ", line)
+    return datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f").timestamp()
+
+
+def test_the_minority_side_never_writes_to_a_replaced_primary_tunneld_next_to_haproxy(split_cluster):
+    c = split_cluster
+    c.pg["primary-1"].sql("CREATE TABLE acks (tag text PRIMARY KEY)")
+    for h in ("app", "app2"):
+        lab.wait_for(lambda h=h: c.route(h)["target"] == "primary-1", timeout=20, what=f"{h}'s route to primary-1")
+    q = c.route("app")["quorum"]
+    assert q["voters"] == 3 and q["reached"] == 3 and q["met"], q
+    cfg = os.path.join(c.workdir, "haproxy-readme.cfg")
+    with open(cfg, "w") as f:
+        f.write(readme_haproxy_config())
+    hlog = open(os.path.join(c.workdir, "haproxy-readme.log"), "ab")
+    haproxy = c.ns["app"].popen(["haproxy", "-db", "-f", cfg], stdout=hlog, stderr=subprocess.STDOUT)
+    writers = []
+    session = None
+    try:
+        lab.wait_for(lambda: c.app_sql("SELECT 1", port=HAPROXY_PRIMARY, timeout=2) == (0, "1"), timeout=20,
+                     what="HAProxy routing to primary-1")
+        # A session left open on the app's route before the cut (an idle pool
+        # connection, a long transaction): it must not go on writing.
+        session = c.ns["app"].popen(
+            ["runuser", "-u", "postgres", "--", "psql", f"host=127.0.0.1 port={PRIMARY_ROUTE} user=postgres "
+             "dbname=postgres", "-XAtq", "-c", "SELECT pg_sleep(600)"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd="/")
+        lab.wait_for(lambda: c.route("app")["connections"] >= 1, timeout=10, what="the open session")
+        writers = [Writer(c, "app", PRIMARY_ROUTE, "route-minority"),
+                   Writer(c, "app", HAPROXY_PRIMARY, "haproxy-minority"),
+                   Writer(c, "app2", PRIMARY_ROUTE, "route-majority")]
+        lab.wait_for(lambda: all(len(w.acks) >= 5 for w in writers), timeout=30, what="every writer writing")
+
+        # The cut: {primary-1, app} | {standby-1, standby-2, app2}.
+        t_cut, wall_cut = time.monotonic(), time.time()
+        c.split(["primary-1", "app"], ["standby-1", "standby-2", "app2"])
+        lab.wait_for(lambda: c.route("app")["refusal"] == "no_quorum", timeout=10, interval=0.02,
+                     what="the minority app's route refusing (no_quorum)")
+        window = time.monotonic() - t_cut
+        r = c.route("app")
+        assert r["target"] is None and r["quorum"]["reached"] == 1 and not r["quorum"]["met"], r
+        assert r["detail"].startswith("no quorum: reaching 1 of 3 voters (primary-1), a majority needs 2; "
+                                      "unreachable: standby-1 ("), r["detail"]
+        # The open session was closed by the decision, with reason=no_quorum,
+        # within one probe interval (300 ms) of it.
+        t = c.tunnels["app"]
+        decided = t.wait_log(r"route 127\.0\.0\.1:6432 \(to primary\): refusing new connections \(no_quorum\)")
+        closed = t.wait_log(r"outbound close peer=primary-1 .*route=127\.0\.0\.1:6432 .*reason=no_quorum")
+        decided_at = log_time(t.log_lines(r"refusing new connections \(no_quorum\)")[0])
+        closed_at = log_time(t.log_lines(r"outbound close peer=primary-1 .*reason=no_quorum")[0])
+        assert 0 <= closed_at - decided_at <= 0.3, (decided, closed)
+        session.wait(timeout=10)
+        assert session.returncode != 0, session.stdout.read()
+        # /health and /metrics say so.
+        status, _, body = lab.http_request("127.0.0.1:8080", "/health", netns=c.ns["app"].name)
+        assert status == 503 and "no_quorum" in body, body
+        _, _, metrics = lab.http_request("127.0.0.1:8080", "/metrics", netns=c.ns["app"].name)
+        assert re.search(r'tunneld_route_quorum\{route="127\.0\.0\.1:6432"\} 0', metrics), metrics
+        assert re.search(r'tunneld_route_voters\{route="127\.0\.0\.1:6432",state="reachable"\} 1', metrics)
+
+        # A failover manager promotes standby-1 on the majority side 3 s after the
+        # cut (Patroni's default: ttl 30 s); the majority app follows.
+        time.sleep(max(0.0, 3.0 - (time.monotonic() - t_cut)))
+        t_promote = time.monotonic()
+        c.pg["standby-1"].sql("SELECT pg_promote(wait => true)")
+        lab.wait_for(lambda: c.route("app2")["target"] == "standby-1", timeout=30, what="app2's route to standby-1")
+        lab.wait_for(lambda: writers[2].acked_since(time.monotonic() - 0.5), timeout=30,
+                     what="the majority app writing to standby-1")
+        time.sleep(3)
+        assert c.route("app")["target"] is None
+
+        # The heal: primary-1 still runs as a primary on timeline 1. Two primaries
+        # are never routed until it is stopped (an operator rewinds it).
+        c.unsplit()
+        t_heal = time.monotonic()
+        lab.wait_for(lambda: c.route("app")["refusal"] == "no_primary", timeout=15,
+                     what="the app's route seeing both primaries")
+        seen = set()
+        while time.monotonic() - t_heal < 4:
+            seen.add(c.route("app")["target"])
+            seen.add(c.route("app2")["target"])
+            time.sleep(0.1)
+        assert "primary-1" not in seen, seen
+        assert c.route("app")["split_brain"] or "timeline" in c.route("app")["detail"], c.route("app")
+        c.pg["primary-1"].stop()
+        for h in ("app", "app2"):
+            lab.wait_for(lambda h=h: c.route(h)["target"] == "standby-1", timeout=30, what=f"{h}'s route to standby-1")
+        lab.wait_for(lambda: writers[0].acked_since(time.monotonic() - 0.5), timeout=30,
+                     what="the minority app writing again, to standby-1")
+    finally:
+        for w in writers:
+            w.finish()
+        if session and session.poll() is None:
+            lab.terminate(session)
+        lab.terminate(haproxy, timeout=10)
+        hlog.close()
+
+    # The majority side's data is whole: standby-2 has what standby-1 has.
+    lab.wait_for(lambda: c.pg["standby-2"].sql("SELECT count(*) FROM acks") ==
+                 c.pg["standby-1"].sql("SELECT count(*) FROM acks"), timeout=30, what="standby-2 caught up")
+    kept = set(c.pg["standby-1"].sql("SELECT tag FROM acks").split())
+
+    def lost(w, start, end=None):
+        return [tag for at, tag in w.acks if at > start and (end is None or at <= end) and tag not in kept]
+
+    route_min, haproxy_min, route_maj = writers
+    report = {w.name: {"acked": len(w.acks),
+                       "lost_in_the_window_before_the_promotion": len(lost(w, t_cut, t_promote)),
+                       "lost_after_the_promotion": len(lost(w, t_promote))} for w in writers}
+    print(f"MEASURED cut -> no_quorum refusal on the minority app: {window:.2f} s "
+          f"(probe_interval 300ms); open session closed {closed_at - decided_at:.3f} s after the decision")
+    for name, r in report.items():
+        print(f"MEASURED {name}: {r}")
+    # Never a write acknowledged by the replaced primary through a route.
+    assert report["route-minority"]["lost_after_the_promotion"] == 0, report
+    assert report["route-majority"]["lost_in_the_window_before_the_promotion"] == 0, report
+    assert report["route-majority"]["lost_after_the_promotion"] == 0, report
+    # The refusal came well before any sane promotion delay.
+    assert window < 3.0, window
+    # HAProxy with /primary checks: reported side by side above (its checks ask
+    # each node about its own postgres, and the old primary's says "primary").

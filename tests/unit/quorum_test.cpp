@@ -1,0 +1,263 @@
+// Partition safety as tables: the majority rule (route/quorum.hpp), what a to:
+// primary route decides with it (no_quorum, a primary promoted over), and the
+// cluster: section that names the voters.
+#include <gtest/gtest.h>
+
+#include "config_error.hpp"
+#include "tunneld/config/config.hpp"
+#include "tunneld/route/quorum.hpp"
+#include "tunneld/route/route_choice.hpp"
+
+namespace tunneld {
+namespace {
+
+VoterView voter(const char* name, bool reachable, bool self = false, bool witness = false) {
+    VoterView v;
+    v.name = name;
+    v.reachable = reachable;
+    v.self = self;
+    v.witness = witness;
+    v.why = reachable ? "" : "no answer within 2s";
+    return v;
+}
+
+TEST(Quorum, AStrictMajorityOfTheVoters) {
+    struct Case {
+        const char* what;
+        std::vector<bool> reachable;  // one per voter
+        bool met;
+    } cases[] = {
+        {"3 of 3", {true, true, true}, true},
+        {"2 of 3", {true, true, false}, true},
+        {"1 of 3 (the minority side)", {true, false, false}, false},
+        {"0 of 3", {false, false, false}, false},
+        {"2 of 4 (a tie is no majority)", {true, true, false, false}, false},
+        {"3 of 4", {true, true, true, false}, true},
+        {"1 of 2 (two voters, no witness)", {true, false}, false},
+        {"2 of 2", {true, true}, true},
+        {"1 of 1", {true}, true},
+        {"3 of 5", {true, false, true, false, true}, true},
+        {"2 of 5", {true, false, false, false, true}, false},
+        {"no voters", {}, false},
+    };
+    for (const auto& c : cases) {
+        std::vector<VoterView> voters;
+        for (std::size_t i = 0; i < c.reachable.size(); ++i)
+            voters.push_back(voter(("n" + std::to_string(i)).c_str(), c.reachable[i]));
+        auto q = quorum_of(voters, true);
+        EXPECT_EQ(q.met, c.met) << c.what << ": " << q.detail;
+        EXPECT_EQ(q.voters, c.reachable.size()) << c.what;
+        // quorum: none is met whatever is reachable.
+        EXPECT_TRUE(quorum_of(voters, false).met) << c.what;
+    }
+}
+
+TEST(Quorum, TheDetailNamesWhoIsReachedAndWhoIsNot) {
+    auto q = quorum_of({voter("primary-1", true), voter("standby-1", false),
+                        voter("standby-2", false), voter("app", true, true, true)},
+                       true);
+    EXPECT_FALSE(q.met);
+    EXPECT_EQ(q.detail,
+              "reaching 2 of 4 voters (primary-1, app), a majority needs 3; unreachable: "
+              "standby-1 (no answer within 2s); standby-2 (no answer within 2s)");
+    q = quorum_of({voter("a", true, true), voter("b", true), voter("w", false, false, true)}, true);
+    EXPECT_TRUE(q.met);
+    EXPECT_EQ(q.detail, "reaching 2 of 3 voters (a, b); unreachable: w (no answer within 2s)");
+}
+
+PostgresState pg(bool primary, std::int64_t timeline = 1) {
+    PostgresState p;
+    p.up = p.answered = true;
+    p.in_recovery = !primary;
+    p.current_lsn = primary ? "0/5000000" : "";
+    p.receive_lsn = p.replay_lsn = primary ? "" : "0/5000000";
+    p.receiver_status = primary ? "" : "streaming";
+    p.timeline = timeline;
+    return p;
+}
+
+RouteCandidate node(const char* name, bool reachable, std::optional<PostgresState> p) {
+    RouteCandidate c;
+    c.name = name;
+    c.reachable = reachable;
+    c.unreachable_why = reachable ? "" : "no answer within 2s";
+    if (reachable) c.postgres = std::move(p);
+    return c;
+}
+
+RouteConfig primary_route() {
+    RouteConfig r;
+    r.local = Endpoint{"127.0.0.1", 6432, {}};
+    r.to = RouteConfig::To::primary;
+    return r;
+}
+
+// The issue's partition: {primary-1, app} | {standby-1, standby-2}, standby-1
+// promoted on the majority side.
+TEST(Quorum, TheMinoritySideRefusesAndClosesWhileTheMajoritySideFollows) {
+    auto route = primary_route();
+    // The app host on the minority side: the old primary is the only one in sight.
+    std::vector<RouteCandidate> minority{node("primary-1", true, pg(true)),
+                                         node("standby-1", false, {}),
+                                         node("standby-2", false, {})};
+    auto q = quorum_of(
+        {voter("primary-1", true), voter("standby-1", false), voter("standby-2", false)}, true);
+    auto c = choose_route(route, minority, &q);
+    EXPECT_FALSE(c.target);
+    EXPECT_EQ(c.refusal, "no_quorum");
+    EXPECT_TRUE(c.close_live);
+    EXPECT_EQ(c.detail.rfind("no quorum: reaching 1 of 3 voters (primary-1)", 0), 0u) << c.detail;
+    // Without the rule (quorum: none) it would go on writing there.
+    auto none = quorum_of(q.members, false);
+    EXPECT_EQ(choose_route(route, minority, &none).target.value_or(""), "primary-1");
+    EXPECT_EQ(choose_route(route, minority).target.value_or(""), "primary-1");
+
+    // The majority side: standby-1 promoted, the old primary unreachable.
+    std::vector<RouteCandidate> majority{node("primary-1", false, {}),
+                                         node("standby-1", true, pg(true, 2)),
+                                         node("standby-2", true, pg(false, 2))};
+    auto mq = quorum_of(
+        {voter("primary-1", false), voter("standby-1", true), voter("standby-2", true)}, true);
+    c = choose_route(route, majority, &mq);
+    EXPECT_EQ(c.target.value_or(""), "standby-1");
+    EXPECT_FALSE(c.close_live);
+}
+
+// Reachability that comes and goes: each decision follows the view of the
+// moment, and a lost majority is never carried over into a write.
+TEST(Quorum, FlappingReachabilityDecidesEveryRoundAfresh) {
+    auto route = primary_route();
+    struct Round {
+        bool s1, s2;         // standby-1, standby-2 reachable from the app host
+        const char* target;  // "" = refused (no_quorum)
+    } rounds[] = {
+        {true, true, "primary-1"},  {false, true, "primary-1"}, {false, false, ""},
+        {true, false, "primary-1"}, {false, false, ""},         {false, true, "primary-1"},
+        {false, false, ""},         {true, true, "primary-1"},
+    };
+    std::string last = "primary-1";
+    for (std::size_t i = 0; i < std::size(rounds); ++i) {
+        const auto& r = rounds[i];
+        std::vector<RouteCandidate> cands{node("primary-1", true, pg(true)),
+                                          node("standby-1", r.s1, pg(false)),
+                                          node("standby-2", r.s2, pg(false))};
+        auto q = quorum_of(
+            {voter("primary-1", true), voter("standby-1", r.s1), voter("standby-2", r.s2)}, true);
+        auto c = choose_route(route, cands, &q);
+        EXPECT_EQ(c.target.value_or(""), r.target) << "round " << i << ": " << c.detail;
+        EXPECT_EQ(c.close_live, !c.target) << "round " << i;
+        EXPECT_EQ(c.refusal, c.target ? "" : "no_quorum") << "round " << i;
+    }
+}
+
+TEST(Quorum, APrimaryPromotedOverIsNotRoutedEvenWithAMajority) {
+    // A partial heal: the app reaches the old primary and standby-2 (now on
+    // timeline 2, following the new primary standby-1, which is still cut off).
+    auto route = primary_route();
+    std::vector<RouteCandidate> cands{node("primary-1", true, pg(true, 1)),
+                                      node("standby-1", false, {}),
+                                      node("standby-2", true, pg(false, 2))};
+    auto q = quorum_of(
+        {voter("primary-1", true), voter("standby-1", false), voter("standby-2", true)}, true);
+    ASSERT_TRUE(q.met);
+    auto c = choose_route(route, cands, &q);
+    EXPECT_FALSE(c.target);
+    EXPECT_EQ(c.refusal, "no_primary");
+    EXPECT_TRUE(c.close_live);
+    EXPECT_EQ(c.detail,
+              "primary-1 reports primary on timeline 1, but standby-2 is on timeline 2: a newer "
+              "primary was promoted elsewhere");
+    EXPECT_EQ(c.candidates[0].why_not, "timeline 1 superseded (standby-2 is on 2)");
+    // Two primaries stay a split brain whatever their timelines.
+    cands[1] = node("standby-1", true, pg(true, 2));
+    c = choose_route(route, cands, &q);
+    EXPECT_TRUE(c.split_brain);
+    // An unknown timeline (0) decides nothing.
+    cands = {node("primary-1", true, pg(true, 0)), node("standby-2", true, pg(false, 2))};
+    EXPECT_EQ(choose_route(route, cands, &q).target.value_or(""), "primary-1");
+}
+
+TEST(Quorum, ReplicaRoutesIgnoreTheQuorum) {
+    RouteConfig r = primary_route();
+    r.to = RouteConfig::To::replica;
+    std::vector<RouteCandidate> cands{node("primary-1", false, {}),
+                                      node("standby-1", true, pg(false)),
+                                      node("standby-2", false, {})};
+    auto q = quorum_of(
+        {voter("primary-1", false), voter("standby-1", true), voter("standby-2", false)}, true);
+    EXPECT_EQ(choose_route(r, cands, &q).target.value_or(""), "standby-1");
+}
+
+const char* kApp = R"(node: app
+tls: {ca: /c, cert: /n.crt, key: /n.key}
+peers:
+  - {name: db-1, connect: "db1.example.net:8765"}
+  - {name: db-2, connect: "db2.example.net:8765"}
+routes:
+  - {local: "127.0.0.1:6432", to: primary}
+)";
+
+TEST(ClusterConfig, VotersAreTheDatabaseNodesAndTheWitnesses) {
+    auto c = parse_config(std::string(kApp) + "cluster: {witnesses: [app]}\n", "/t.yaml");
+    EXPECT_EQ(c.voters(), (std::vector<std::string>{"db-1", "db-2", "app"}));
+    EXPECT_EQ(c.cluster.quorum, ClusterConfig::Quorum::majority);
+    // A database node counts itself; a witness listed among the peers is not a database node.
+    auto db = parse_config(R"(node: db-1
+tls: {ca: /c, cert: /n.crt, key: /n.key}
+inbound: {listen: "0.0.0.0:8765", backend: "127.0.0.1:5432", allow: [db-2, w]}
+peers:
+  - {name: db-2, connect: "db2.example.net:8765"}
+  - {name: w, connect: "w.example.net:8765"}
+routes:
+  - {local: "127.0.0.1:6432", to: primary}
+health: {postgres: "host=/run/postgresql user=tunneld dbname=postgres"}
+cluster: {witnesses: [w]}
+)",
+                           "/t.yaml");
+    EXPECT_EQ(db.voters(), (std::vector<std::string>{"db-2", "db-1", "w"}));
+    auto none = parse_config(std::string(kApp) + "cluster: {quorum: none}\n", "/t.yaml");
+    EXPECT_EQ(none.cluster.quorum, ClusterConfig::Quorum::none);
+    EXPECT_TRUE(none.cluster.quorum_given);
+}
+
+TEST(ClusterConfig, TwoVotersWithoutAWitnessAreRefused) {
+    auto err = test::config_error_of(kApp);
+    EXPECT_NE(err.find("/etc/tunneld/t.yaml:7:3: routes: a route to: primary needs a majority of "
+                       "the cluster's voters (db-1, db-2), and with two voters that is both"),
+              std::string::npos)
+        << err;
+    EXPECT_NE(err.find("cluster.witnesses"), std::string::npos) << err;
+    EXPECT_NE(err.find("quorum: none"), std::string::npos) << err;
+    struct Case {
+        const char* yaml;
+        const char* expect;
+    } cases[] = {
+        {"cluster: {quorum: maybe}\n", "'cluster.quorum' must be majority or none"},
+        {"cluster: {witnesses: [app, app]}\n", "'cluster.witnesses': app is listed twice"},
+        {"cluster: {witnesses: 3}\n", "witnesses"},
+        {"cluster: {voters: [a]}\n", "voters"},
+        {"cluster: {quorum: majority}\n", "with two voters that is both"},
+    };
+    for (const auto& c : cases) {
+        auto e = test::config_error_of(std::string(kApp) + c.yaml);
+        EXPECT_NE(e.find(c.expect), std::string::npos) << c.yaml << " -> " << e;
+    }
+}
+
+TEST(ClusterConfig, ADatabaseNodeIsNotAWitness) {
+    auto err = test::config_error_of(R"(node: db-1
+tls: {ca: /c, cert: /n.crt, key: /n.key}
+inbound: {listen: "0.0.0.0:8765", backend: "127.0.0.1:5432", allow: [db-2]}
+peers:
+  - {name: db-2, connect: "db2.example.net:8765"}
+health: {postgres: "host=/run/postgresql user=tunneld dbname=postgres"}
+cluster: {witnesses: [db-1]}
+)");
+    EXPECT_NE(err.find("'cluster.witnesses': db-1 is this node, which has inbound.backend and "
+                       "health.postgres"),
+              std::string::npos)
+        << err;
+}
+
+}  // namespace
+}  // namespace tunneld
