@@ -1,6 +1,7 @@
 """PostgreSQL streaming replication through a tunneld pair between two network
 namespaces: base backup, streaming under load, equal data, direct access refused,
-and a 20 s partition that the tunnel detects and recovers from by itself."""
+and a 20 s partition that the tunnel detects and recovers from by itself, streaming
+again within 2 s of the heal with PostgreSQL's default retry interval."""
 
 import os
 import re
@@ -71,39 +72,61 @@ def test_replication_through_the_primarys_firewall_guard_while_outsiders_are_dro
         rl.teardown()
 
 
-def test_partition_is_detected_and_replication_resumes_after_it_heals(replication):
-    rl = replication
-    rl.load(seconds=3)
-    lab.wait_for(rl.caught_up, timeout=30, what="standby caught up before partition")
-    dead_path = r"outbound close .*reason=(peer_timeout|peer_error)"
-    closes_before = len(rl.standby_tunnel.log_lines(dead_path))
+def test_partition_is_detected_and_replication_resumes_within_2s_of_the_heal(workdir):
+    """PostgreSQL's defaults on the standby (wal_retrieve_retry_interval 5 s,
+    wal_receiver_timeout 60 s) and tunneld's default timeouts.connect (10 s):
+    while the probe finds the primary silent, the walreceiver's reconnect attempt
+    is held (not reset, which would make it wait out its 5 s retry interval) and
+    dialled the moment the link answers again."""
+    rl = lab.ReplicationLab(workdir, timeouts="{connect: 10s, handshake: 10s, shutdown: 5s}")
+    try:
+        rl.setup(log=lambda *_: None)
+        for setting in ("wal_retrieve_retry_interval", "wal_receiver_timeout"):
+            rl.standby.sql(f"ALTER SYSTEM SET {setting} = DEFAULT")  # over postgresql.conf's lab values
+        with open(os.path.join(rl.standby.data, "postgresql.conf"), "a") as f:
+            f.write("wal_retrieve_retry_interval = 5s\nwal_receiver_timeout = 60s\n")
+        rl.standby.sql("SELECT pg_reload_conf()")
+        assert rl.standby.sql("SHOW wal_retrieve_retry_interval") == "5s"
+        rl.load(seconds=3)
+        lab.wait_for(rl.caught_up, timeout=30, what="standby caught up before partition")
+        dead_path = r"outbound close .*reason=(peer_timeout|peer_error)"
+        closes_before = len(rl.standby_tunnel.log_lines(dead_path))
 
-    # 20 s partition: every packet on the standby host's veth is dropped, both ways.
-    started = time.monotonic()
-    lab.partition(rl.standby_ns)
-    rl.primary.sql("CREATE TABLE during_partition AS SELECT g FROM generate_series(1, 10000) g")
-    line = rl.standby_tunnel.wait_log(dead_path, timeout=20, count=closes_before + 1)[-1]
-    detected = time.monotonic() - started
-    # keepalive: idle 2s + 3 x 1s = 5 s; user_timeout 6 s for unacknowledged data.
-    assert detected < 10, f"partition detected after {detected:.1f}s: {line}"
-    # Both local sides are closed at once: the primary's walsender goes away and the
-    # standby's walreceiver stops streaming, without waiting for wal_*_timeout (60 s).
-    lab.wait_for(lambda: not rl.streaming(), timeout=12 - (time.monotonic() - started),
-                 what="walsender gone on the primary")
-    lab.wait_for(lambda: rl.standby.sql("SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'")
-                 == "0", timeout=5, what="walreceiver not streaming on the standby")
-    time.sleep(max(0, 20 - (time.monotonic() - started)))
-    lab.heal(rl.standby_ns)
+        # 20 s partition: every packet on the standby host's veth is dropped, both ways.
+        started = time.monotonic()
+        lab.partition(rl.standby_ns)
+        rl.primary.sql("CREATE TABLE during_partition AS SELECT g FROM generate_series(1, 10000) g")
+        line = rl.standby_tunnel.wait_log(dead_path, timeout=20, count=closes_before + 1)[-1]
+        detected = time.monotonic() - started
+        # keepalive: idle 2s + 3 x 1s = 5 s; user_timeout 6 s for unacknowledged data.
+        assert detected < 10, f"partition detected after {detected:.1f}s: {line}"
+        # Both local sides are closed at once: the primary's walsender goes away and the
+        # standby's walreceiver stops streaming, without waiting for wal_*_timeout (60 s).
+        lab.wait_for(lambda: not rl.streaming(), timeout=12 - (time.monotonic() - started),
+                     what="walsender gone on the primary")
+        lab.wait_for(lambda: rl.standby.sql("SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'")
+                     == "0", timeout=5, what="walreceiver not streaming on the standby")
+        time.sleep(max(0, 20 - (time.monotonic() - started)))
+        lab.heal(rl.standby_ns)
 
-    healed = time.monotonic()
-    lab.wait_for(lambda: rl.streaming(), timeout=30, what="streaming again after heal")
-    lab.wait_for(rl.caught_up, timeout=30, what="standby caught up after heal")
-    resumed = time.monotonic() - healed
-    assert rl.standby.sql("SELECT count(*) FROM during_partition") == "10000"
-    rl.load(seconds=3)
-    lab.wait_for(rl.caught_up, timeout=30, what="caught up after more load")
-    assert rl.fingerprint(rl.primary) == rl.fingerprint(rl.standby)
-    print(f"partition detected after {detected:.1f}s; streaming resumed {resumed:.1f}s after heal")
+        healed = time.monotonic()
+        lab.wait_for(lambda: rl.streaming(), timeout=30, interval=0.05, what="streaming again after heal")
+        resumed = time.monotonic() - healed
+        lab.wait_for(rl.caught_up, timeout=30, what="standby caught up after heal")
+        assert rl.standby.sql("SELECT count(*) FROM during_partition") == "10000"
+        rl.load(seconds=3)
+        lab.wait_for(rl.caught_up, timeout=30, what="caught up after more load")
+        assert rl.fingerprint(rl.primary) == rl.fingerprint(rl.standby)
+        print(f"MEASURED partition detected after {detected:.1f}s; streaming resumed {resumed:.2f}s after "
+              "the heal (PostgreSQL defaults)")
+        assert resumed <= 2.0, f"streaming resumed {resumed:.2f}s after the heal"
+        # An attempt made during the partition waited timeouts.connect (10 s)
+        # before it was refused, rather than being reset at once.
+        for line in rl.standby_tunnel.log_lines(r"not dialled: the probe has had no answer"):
+            secs = float(re.search(r"for (\d+\.\d) s", line).group(1))
+            assert secs >= 9.5, line
+    finally:
+        rl.teardown()
 
 
 def test_certificate_rotation_under_streaming_replication_keeps_the_stream(replication):

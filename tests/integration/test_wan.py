@@ -55,22 +55,29 @@ print(got, h.hexdigest() == want.hexdigest(), round(time.monotonic() - t0, 2))
 """
 
 
-TLS_PORT, LOCAL_PORT = 8765, 6432
+TLS_PORT, LOCAL_PORT, SERVICE_PORT = 8765, 6432, 6439
 
 
 def start_pair(wan, workdir, ca, backend_port):
     """A tunneld pair across the WAN: server on b (-> 127.0.0.1:backend_port),
-    client on a (127.0.0.1:LOCAL_PORT; probe_interval 500ms). Returns (server, client)."""
+    client on a (127.0.0.1:LOCAL_PORT; probe_interval 500ms), and the same
+    backend as a named service, "etcd", on the client's 127.0.0.1:SERVICE_PORT.
+    Returns (server, client)."""
     s_cert, s_key, _ = ca.issue("server-1", os.path.join(workdir, "s"))
     c_cert, c_key, _ = ca.issue("client-1", os.path.join(workdir, "c"))
     server = lab.Tunneld(workdir, "server", lab.node_config(
         "server-1", ca.cert_path, s_cert, s_key,
         inbound={"listen": f"{wan_lab.B}:{TLS_PORT}", "backend": f"127.0.0.1:{backend_port}",
-                 "allow": ["client-1"]}), netns=wan.b.name).start()
+                 "allow": ["client-1"]}).replace(
+        '  allow: ["client-1"]\n', f'  allow: ["client-1"]\n  services: {{etcd: "127.0.0.1:{backend_port}"}}\n'),
+        netns=wan.b.name).start()
     client = lab.Tunneld(workdir, "client", lab.node_config(
         "client-1", ca.cert_path, c_cert, c_key,
         peers=[{"name": "server-1", "connect": f"{wan_lab.B}:{TLS_PORT}",
-                "local": f"127.0.0.1:{LOCAL_PORT}"}]), netns=wan.a.name).start()
+                "local": f"127.0.0.1:{LOCAL_PORT}"}]).replace(
+        f'    local: "127.0.0.1:{LOCAL_PORT}"\n',
+        f'    local: "127.0.0.1:{LOCAL_PORT}"\n    services: {{etcd: "127.0.0.1:{SERVICE_PORT}"}}\n'),
+        netns=wan.a.name).start()
     return server, client
 
 
@@ -141,12 +148,14 @@ for line in sys.stdin:
 
 
 def test_a_silent_peer_is_reset_at_once_and_dialled_again_once_it_answers(wan, workdir, ca):
-    """While the probe gets no answer from a peer, new connections to it are reset
-    at once instead of each waiting timeouts.connect (10 s), so a client with a list
-    of addresses (etcd's, Patroni's) moves on; the probe tries a fresh connect each
-    round, so the healed link is used again promptly; a connection open across the
-    cut loses nothing."""
-    backend_port, local_port = 5433, LOCAL_PORT
+    """While the probe gets no answer from a peer, new connections to its services
+    are reset at once instead of each waiting timeouts.connect (10 s), so a client
+    with a list of addresses (etcd's, Patroni's) moves on; a postgres connection
+    (the peer's only address: a walreceiver) is held and dialled the moment the
+    link answers; the probe tries a fresh connect every second while the peer is
+    silent, so the healed link is used again promptly; a connection open across
+    the cut loses nothing."""
+    backend_port, local_port = 5433, SERVICE_PORT
     echo = wan.b.popen(["/usr/bin/python3", "-c", ECHO, str(backend_port)])
     client = server = sessions = None
     try:
@@ -171,17 +180,31 @@ def test_a_silent_peer_is_reset_at_once_and_dialled_again_once_it_answers(wan, w
         # A client retrying in a loop gets reset each time but logs one line per 10 s.
         assert all(ask(f"open retry-{i}")[0] == "err" for i in range(20))
         assert len(client.log_lines("not dialled")) == 1, client.log_lines("not dialled")
+        # A postgres connection now is held, not reset.
+        held = wan.a.popen(["/usr/bin/python3", "-c", SESSIONS, str(LOCAL_PORT)],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        held.stdin.write("open held\n")
+        held.stdin.flush()
+        time.sleep(1)
+        assert held.poll() is None
         lab.heal(wan.a)
         t_heal = time.monotonic()
+        got = held.stdout.readline().split()
+        held_back = time.monotonic() - t_heal
+        held.kill()
+        held.wait()
+        assert got[0] == "ok", got
         client.wait_log(r"probe: peer server-1 is up", timeout=10, count=2)  # again
         back = time.monotonic() - t_heal
-        # A fresh connect each round (within 1 s) after a 500 ms sleep, then the
-        # handshake over 20 ms: not the 1, 3, 7 s SYN retries of one 10 s connect.
-        assert back <= 3.0, f"probe up {back:.1f}s after the heal"
+        # A fresh connect every second while silent, then the handshake over
+        # 20 ms: not the 1, 3, 7 s SYN retries of one 10 s connect.
+        assert back <= 1.5, f"probe up {back:.1f}s after the heal"
+        assert held_back <= 1.5, f"the held postgres connection answered {held_back:.1f}s after the heal"
         assert ask("open after-heal")[0] == "ok"
         assert ask("echo kept")[0] == "ok"  # open across the cut, nothing lost
-        print(f"wan: silent peer detected {detected:.1f}s after the cut; a new connection reset in "
-              f"{answer[1]}s ({answer[2]}); probe up {back:.1f}s after the heal")
+        print(f"MEASURED wan: silent peer detected {detected:.1f}s after the cut; a new service connection "
+              f"reset in {answer[1]}s ({answer[2]}); probe up {back:.2f}s and a held postgres connection "
+              f"answered {held_back:.2f}s after the heal")
     finally:
         if sessions:
             sessions.kill()
