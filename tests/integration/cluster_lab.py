@@ -29,7 +29,8 @@ def address(i):
 
 class ClusterLab:
     def __init__(self, workdir, probe_interval="300ms", replica_max_lag="1MB", cascade=False,
-                 sync=None, ingress=False, app_peers=False, second_app=False):
+                 sync=None, ingress=False, app_peers=False, second_app=False, nodes=NODES,
+                 witness=None):
         """cascade: standby-2 follows standby-1 through a fixed-peer route.
         sync: synchronous_standby_names on the primary ("ANY 1 (standby1, standby2)").
         ingress: every peer connection goes through one HAProxy routing by SNI
@@ -38,7 +39,11 @@ class ClusterLab:
         README.md's HAProxy section has it: postgres on 127.0.0.1:600N and the
         node's health endpoint (an inbound service, "health") on 127.0.0.1:1800N.
         second_app: a second application host, app2 (NET.11), configured like app,
-        so that a partition can leave an application on each side."""
+        so that a partition can leave an application on each side.
+        nodes: the database nodes (a prefix of NODES: two for a pair).
+        witness: a host named as every node's cluster.witnesses ("app")."""
+        self.nodes = tuple(nodes)
+        self.witness = witness
         self.workdir = workdir
         self.probe_interval = probe_interval
         self.replica_max_lag = replica_max_lag
@@ -60,7 +65,7 @@ class ClusterLab:
         self.switch = lab.Netns("switch")
         self.switch.exec(["ip", "link", "add", "br0", "type", "bridge"])
         self.switch.exec(["ip", "link", "set", "br0", "up"])
-        hosts = list(NODES) + self.apps
+        hosts = list(self.nodes) + self.apps
         for i, h in enumerate(hosts):
             ns = lab.Netns(h.replace("-", ""))
             self.ns[h] = ns
@@ -94,7 +99,7 @@ class ClusterLab:
                             "--out", os.path.join(self.workdir, h + "-tls"), check=True)
 
         log("primary-1: PostgreSQL 15 primary")
-        for h in NODES:
+        for h in self.nodes:
             self.pg[h] = lab.Postgres(os.path.join(self.workdir, "pg-" + h), 5432, self.ns[h])
         self.pg["primary-1"].initdb()
         self.pg["primary-1"].start()
@@ -106,7 +111,7 @@ class ClusterLab:
                                           netns=self.ns[h].name)
             self.tunnels[h].start()
 
-        for h in ("standby-1", "standby-2"):
+        for h in self.nodes[1:]:
             port = CASCADE_ROUTE if self.cascade and h == "standby-2" else PRIMARY_ROUTE
             log(f"{h}: pg_basebackup through its route (127.0.0.1:{port})")
             pg = self.pg[h]
@@ -121,8 +126,8 @@ class ClusterLab:
             lab.wait_for(lambda: self.streaming_from("standby-1") == ["standby2"], timeout=60,
                          what="standby-2 streaming from standby-1")
         else:
-            lab.wait_for(lambda: len(self.streaming_from("primary-1")) == 2, timeout=60,
-                         what="both standbys streaming from primary-1")
+            lab.wait_for(lambda: len(self.streaming_from("primary-1")) == len(self.nodes) - 1, timeout=60,
+                         what="every standby streaming from primary-1")
         if self.sync:  # only now: before the standbys stream, every commit would wait
             log(f"quorum commit on the primary: synchronous_standby_names = '{self.sync}'")
             self.pg["primary-1"].sql(f"ALTER SYSTEM SET synchronous_standby_names = '{self.sync}'")
@@ -132,16 +137,16 @@ class ClusterLab:
         d = os.path.join(self.workdir, host + "-tls")
         lines = [f"node: {host}", "tls:", f"  ca: {self.ca}", f"  cert: {d}/{host}.crt",
                  f"  key: {d}/{host}.key"]
-        if host in NODES:
+        if host in self.nodes:
             i = NODES.index(host)
-            allow = [h for h in NODES if h != host] + self.apps
+            allow = [h for h in self.nodes if h != host] + self.apps
             lines += ["inbound:", f'  listen: "{address(i)}:{TLS_PORT}"', '  backend: "127.0.0.1:5432"',
                       f"  allow: {lab.yaml_list(allow)}"]
             if self.app_peers:
                 lines += ["  services:", '    health: {backend: "127.0.0.1:8080", allow: [app]}']
         lines.append("peers:")
         for j, h in enumerate(NODES):
-            if h != host:
+            if h != host and h in self.nodes:
                 where = f"{INGRESS}:443" if self.ingress else f"{address(j)}:{TLS_PORT}"
                 lines += [f"  - name: {h}", f'    connect: "{where}"']
                 if self.app_peers and host == "app":
@@ -162,9 +167,11 @@ class ClusterLab:
         lines += ["keepalive: {idle: 2s, interval: 1s, count: 3, user_timeout: 6s}",
                   "timeouts: {connect: 2s, handshake: 3s, shutdown: 3s}",
                   "health:", f'  listen: "127.0.0.1:8080"', f"  probe_interval: {self.probe_interval}"]
-        if host in NODES:
+        if host in self.nodes:
             pgdir = os.path.join(self.workdir, "pg-" + host)
             lines.append(f'  postgres: "host={pgdir} port=5432 user=postgres dbname=postgres"')
+        if self.witness:
+            lines.append(f"cluster: {{witnesses: [{self.witness}]}}")
         return "\n".join(lines) + "\n"
 
     # ------------------------------------------------------------------ facts

@@ -15,7 +15,7 @@ import time
 import pytest
 
 import lab
-from cluster_lab import PRIMARY_ROUTE, ClusterLab
+from cluster_lab import PRIMARY_ROUTE, ClusterLab, stop_postgres
 from test_patroni_api import readme_haproxy_config
 
 pytestmark = pytest.mark.skipif(not lab.is_root(), reason="needs root: network namespaces and the postgres user")
@@ -188,3 +188,65 @@ def test_the_minority_side_never_writes_to_a_replaced_primary_tunneld_next_to_ha
     assert window < 3.0, window
     # HAProxy with /primary checks: reported side by side above (its checks ask
     # each node about its own postgres, and the old primary's says "primary").
+
+
+@pytest.fixture
+def witnessed_pair(workdir):
+    c = ClusterLab(workdir, probe_interval="300ms", nodes=("primary-1", "standby-1"), witness="app")
+    try:
+        c.setup(log=lambda *_: None)
+        yield c
+    finally:
+        c.teardown()
+
+
+def test_two_nodes_and_a_witness(witnessed_pair):
+    """A primary, a standby and the application host as the witness (every
+    node's cluster.witnesses: [app]; the app host has no inbound listener: it
+    votes with its probe pings)."""
+    c = witnessed_pair
+    for h in ("app", "standby-1"):
+        lab.wait_for(lambda h=h: c.route(h)["target"] == "primary-1" and c.route(h)["quorum"]["reached"] == 3,
+                     timeout=20, what=f"{h}'s route to primary-1 with all three voters")
+    q = c.route("standby-1")["quorum"]
+    assert [(m["name"], m["self"], m["witness"], m["reachable"]) for m in q["members"]] == [
+        ("primary-1", False, False, True), ("standby-1", True, False, True), ("app", False, True, True)], q
+    assert c.app_sql("INSERT INTO ticks DEFAULT VALUES RETURNING 1") == (0, "1")
+
+    # The witness is cut away: nothing changes for the pair (2 of 3).
+    switches = c.route("standby-1")["switches"]
+    c.cut("app")
+    lab.wait_for(lambda: c.route("app")["refusal"] == "no_quorum", timeout=10, what="the cut witness refusing")
+    lab.wait_for(lambda: not c.route("standby-1")["quorum"]["members"][2]["reachable"], timeout=10,
+                 what="standby-1 missing the witness's pings")
+    time.sleep(1)
+    r = c.route("standby-1")
+    assert r["target"] == "primary-1" and r["quorum"]["met"] and r["switches"] == switches, r
+    assert c.streaming_from("primary-1") == ["standby1"]
+    assert c.app_sql("SELECT 1", host="standby-1") == (0, "1")
+    c.heal("app")
+    lab.wait_for(lambda: c.route("app")["target"] == "primary-1", timeout=10, what="the witness back")
+
+    # The primary and the witness cut together from the standby's side: the
+    # standby's route (the isolated side) refuses; the app keeps writing to primary-1.
+    c.split(["primary-1", "app"], ["standby-1"])
+    lab.wait_for(lambda: c.route("standby-1")["refusal"] == "no_quorum", timeout=10,
+                 what="the isolated standby's route refusing")
+    rc, out = c.app_sql("INSERT INTO ticks DEFAULT VALUES", host="standby-1", timeout=3)
+    assert rc != 0, out
+    c.tunnels["standby-1"].wait_log(r"outbound .*route=127\.0\.0\.1:6432 .*reason=no_quorum detail=\"no quorum: "
+                                    r"reaching 1 of 3 voters \(standby-1\)")
+    assert c.route("app")["target"] == "primary-1"
+    assert c.app_sql("INSERT INTO ticks DEFAULT VALUES RETURNING 1") == (0, "1")
+    c.unsplit()
+    lab.wait_for(lambda: c.streaming_from("primary-1") == ["standby1"], timeout=30, what="standby-1 streaming again")
+
+    # The primary dies; the standby is promoted; the application's route follows.
+    c.cut("primary-1")
+    stop_postgres(c.pg["primary-1"])
+    c.pg["standby-1"].sql("SELECT pg_promote(wait => true)")
+    lab.wait_for(lambda: c.route("app")["target"] == "standby-1", timeout=30, what="the app's route to standby-1")
+    r = c.route("app")
+    assert r["quorum"]["reached"] == 2 and r["last_switch"]["from"] == "primary-1", r
+    lab.wait_for(lambda: c.app_sql("INSERT INTO ticks DEFAULT VALUES RETURNING 1") == (0, "1"), timeout=15,
+                 what="the application writing to standby-1")
