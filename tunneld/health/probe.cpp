@@ -3,6 +3,8 @@
 
 #include <openssl/ssl.h>
 
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/as_tuple.hpp>
@@ -28,8 +30,13 @@ using namespace asio::experimental::awaitable_operators;
 
 namespace {
 
-constexpr std::chrono::milliseconds kSilentRedial{1000};
-constexpr std::chrono::milliseconds kSilentPause{100};
+constexpr std::chrono::milliseconds kSilentPause{50};
+
+// How long one connect attempt to a silent peer waits for its SYN-ACK.
+Duration silent_redial(double rtt_smoothed_ms) {
+    auto three_rtt = Duration(static_cast<std::int64_t>(3 * rtt_smoothed_ms));
+    return std::clamp(three_rtt, Duration(250), Duration(1000));
+}
 
 // Reads one '\n'-terminated line into `line` (without the '\n'), keeping what
 // follows in `pending`. Returns "" on success or what went wrong.
@@ -143,14 +150,14 @@ struct PeerProbe::Loop {
     asio::awaitable<Ended> session_once() {
         // A pong must come back before the next ping would be due twice over.
         auto answer_within = std::max<Duration>(2 * interval, std::chrono::seconds(1));
-        // While the peer is silent, each attempt is a fresh SYN within a second
-        // (kSilentRedial), one after the other, rather than one connect waiting
-        // out timeouts.connect or the kernel's SYN back-off (1, 3, 7 s...): a
-        // healed link is seen, and the data connections held for it dialled,
-        // within about a second.
-        auto dial_within =
-            silent_now() ? std::min({answer_within, ctx.timeouts.connect, Duration(kSilentRedial)})
-                         : ctx.timeouts.connect;
+        // While the peer is silent, each attempt is a fresh SYN, one after the
+        // other, given three round trips as last measured (250 ms to 1 s), rather
+        // than one connect waiting out timeouts.connect or the kernel's SYN
+        // back-off (1, 3, 7 s...): a healed link is seen, and the connections
+        // held for it dialled, within about that.
+        auto dial_within = silent_now() ? std::min({answer_within, ctx.timeouts.connect,
+                                                    silent_redial(st.rtt_smoothed_ms)})
+                                        : ctx.timeouts.connect;
         if (stopped) co_return Ended{"stopping"};
         ConnInfo info;
         auto far = peer_far(peer, "", session);
