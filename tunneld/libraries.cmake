@@ -55,7 +55,7 @@ target_link_libraries(tunneld_relay PUBLIC tunneld_tls tunneld_net)
 
 tunneld_library(tunneld_health
   tunneld/health/backend_monitor.cpp tunneld/health/backend_state.cpp tunneld/health/client.cpp tunneld/health/daemon_pid.cpp tunneld/health/conninfo.cpp
-  tunneld/health/routes.cpp tunneld/health/patroni.cpp tunneld/health/status_json.cpp tunneld/health/metrics.cpp
+  tunneld/health/routes.cpp tunneld/health/patroni.cpp tunneld/health/patroni_leader.cpp tunneld/health/status_json.cpp tunneld/health/metrics.cpp
   tunneld/health/server.cpp tunneld/health/pg_check.cpp tunneld/health/probe.cpp tunneld/health/probe_messages.cpp)
 target_link_libraries(tunneld_health PUBLIC tunneld_relay tunneld_tls tunneld_net tunneld_beast Boost::json PkgConfig::LIBPQ)
 

@@ -42,9 +42,17 @@ def api_local(host):
 
 
 class PatroniLab:
-    def __init__(self, workdir, probe_interval="500ms"):
+    def __init__(self, workdir, probe_interval="500ms", all_members=False, direct=False):
+        """all_members: etcd3.hosts lists all three members, this host's own too
+        (as Patroni's guides write it), each node's own through its tunneld
+        (inbound.services.etcd-client.local 127.0.0.1:1237N).
+        direct: no tunneld between the nodes at all: etcd, Patroni and postgres
+        advertise and use the nodes' own addresses (the baseline); the app host
+        then writes with libpq's target_session_attrs=read-write over all three."""
         self.workdir = workdir
         self.probe_interval = probe_interval
+        self.all_members = all_members or direct
+        self.direct = direct
         self.ns = {}
         self.tunnels = {}
         self.etcd = {}
@@ -65,6 +73,11 @@ class PatroniLab:
             if host != "app":
                 replace.update({"/var/run/postgresql": d,  # one socket directory per node here
                                 "203.0.113.10/32": f"{address('app')}/32"})
+                if self.all_members:
+                    n = NODES.index(host) + 1
+                    others = ", ".join(h for h in NODES if h != host)
+                    replace[f'etcd-client: {{backend: "127.0.0.1:2379", allow: [{others}]}}'] = (
+                        f'etcd-client: {{backend: "127.0.0.1:2379", allow: [{others}], local: "127.0.0.1:{12370 + n}"}}')
         elif name == "patroni.yml":
             replace = {"/var/lib/postgresql/15/patroni": os.path.join(d, "data"),
                        "/var/lib/postgresql/.pgpass_patroni": os.path.join(d, "pgpass"),
@@ -73,8 +86,33 @@ class PatroniLab:
                        "retry_timeout: 10": f"retry_timeout: {RETRY_TIMEOUT}",
                        # tunneld runs as root here, so its health check is no peer of postgres
                        "local all postgres peer": "local all all trust"}
+            n = NODES.index(host) + 1
+            mine = [f"127.0.0.1:{12370 + k + 1}" for k in range(3) if k + 1 != n]
+            if self.all_members:
+                replace[f"hosts: {','.join(mine)}"] = "hosts: " + ",".join(
+                    f"127.0.0.1:{12370 + k + 1}" for k in range(3))
+            if self.direct:
+                replace.pop(f"hosts: {','.join(mine)}")
+                replace.update({
+                    f"hosts: {','.join(mine)}": "hosts: " + ",".join(f"{address(h)}:2379" for h in NODES),
+                    f"connect_address: 127.0.0.1:{18000 + n}": f"connect_address: {address(host)}:8008",
+                    f"connect_address: 127.0.0.1:{6430 + n}": f"connect_address: {address(host)}:5432",
+                    "    - host replication replicator 127.0.0.1/32 scram-sha-256":
+                        "    - host replication replicator 127.0.0.1/32 scram-sha-256\n"
+                        f"    - host all all {NET}.0/24 scram-sha-256\n"
+                        f"    - host replication replicator {NET}.0/24 scram-sha-256"})
         else:
             replace = {"/var/lib/etcd/tunneld": os.path.join(d, "etcd")}
+            if self.direct:
+                n = NODES.index(host) + 1
+                replace.update({
+                    f"initial-advertise-peer-urls: http://127.0.0.1:{12380 + n}":
+                        f"initial-advertise-peer-urls: http://{address(host)}:2380",
+                    f"advertise-client-urls: http://127.0.0.1:{12370 + n}":
+                        f"advertise-client-urls: http://{address(host)}:2379",
+                    "initial-cluster: node-1=http://127.0.0.1:12381,node-2=http://127.0.0.1:12382,"
+                    "node-3=http://127.0.0.1:12383":
+                        "initial-cluster: " + ",".join(f"{h}=http://{address(h)}:2380" for h in NODES)})
         for old, new in replace.items():
             if old not in text:
                 raise AssertionError(f"configs/patroni/{host}/{name} no longer contains {old!r}")
@@ -116,7 +154,7 @@ class PatroniLab:
             shutil.copy(os.path.join(ca_dir, "ca.crt"), out)
 
         log("tunneld on every host (the guard drops 5432, 8008, 2379, 2380 from outside)")
-        for h in NODES + ("app",):
+        for h in () if self.direct else NODES + ("app",):
             self.tunnels[h] = lab.Tunneld(self.workdir, "tunneld-" + h, open(self.render(h, "tunneld.yaml")).read(),
                                           netns=self.ns[h].name)
             self.tunnels[h].start()
@@ -170,8 +208,9 @@ class PatroniLab:
     def etcd_healthy(self, host):
         """How many members answer `etcdctl endpoint health` from `host`: its own
         on 2379, the others at their advertised URLs (tunneld ports)."""
-        endpoints = ["http://127.0.0.1:2379"] + [f"http://127.0.0.1:{12370 + NODES.index(h) + 1}"
-                                                 for h in NODES if h != host]
+        endpoints = ["http://127.0.0.1:2379"] + [
+            f"http://{address(h)}:2379" if self.direct else f"http://127.0.0.1:{12370 + NODES.index(h) + 1}"
+            for h in NODES if h != host]
         r = self.ns[host].exec(["etcdctl", "--endpoints", ",".join(endpoints), "--dial-timeout", "2s",
                                 "--command-timeout", "3s", "endpoint", "health"], check=False, timeout=30)
         return len(re.findall(r"is healthy", r.stdout + r.stderr))
@@ -219,6 +258,19 @@ class PatroniLab:
                 "except OSError as e: print('refused', e)\n") % (timeout, address(dst), port)
         r = self.ns[src].exec(["python3", "-c", code], check=False, timeout=timeout + 10)
         return r.stdout.split()[0] if r.stdout else r.stderr
+
+    def service_targets(self, src, dst):
+        """(name, host, port, kind) of every service of `dst` as `src` reaches it:
+        through src's tunneld ports, or (direct) at dst's own address."""
+        n = NODES.index(dst) + 1
+        if self.direct:
+            a = address(dst)
+            return [(f"{dst} postgres", a, 5432, "pg"), (f"{dst} etcd-client", a, 2379, "/health"),
+                    (f"{dst} etcd-peer", a, 2380, "/version"), (f"{dst} patroni", a, 8008, "/liveness")]
+        return [(f"{dst} postgres", "127.0.0.1", 6430 + n, "pg"),
+                (f"{dst} etcd-client", "127.0.0.1", 12370 + n, "/health"),
+                (f"{dst} etcd-peer", "127.0.0.1", 12380 + n, "/version"),
+                (f"{dst} patroni", "127.0.0.1", 18000 + n, "/liveness")]
 
     def cut(self, host):
         lab.partition(self.ns[host])

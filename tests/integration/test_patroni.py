@@ -245,6 +245,48 @@ def test_etcd_partition_keeps_the_leader_and_never_two_primaries(cluster):
     assert worst_primaries == 1 and split == 0
 
 
+def test_a_primary_outside_patroni_is_never_routed(cluster):
+    """routes[].leader: patroni (configs/patroni/app): a replica's Patroni is
+    stopped and its postgres started by hand without standby.signal, so it
+    answers as a primary while Patroni's leader is elsewhere. The app's route
+    stays on the leader (no split brain), since that node's Patroni holds no
+    lock; with leader: postgres it would refuse everything as a split brain."""
+    leader = cluster.facts["leader"]
+    rogue = [h for h in NODES if h != leader][0]
+    stop_process = patroni_lab.stop_process
+    stop_process(cluster.patroni.pop(rogue), 20)  # Patroni stops its postgres too
+    data = os.path.join(cluster.dir(rogue), "data")
+    os.remove(os.path.join(data, "standby.signal"))
+    cluster.ns[rogue].exec(["runuser", "-u", "postgres", "--", lab.PG_BIN + "/pg_ctl", "-D", data, "-l",
+                            os.path.join(cluster.dir(rogue), "rogue.log"), "-w", "start"], cwd="/")
+    lab.wait_for(lambda: cluster.in_recovery(rogue) == "f", timeout=30, what=f"{rogue}'s postgres a primary")
+
+    def candidate(name):
+        route = cluster.tunneld_status("app")["routes"][0]
+        return route, next(c for c in route["candidates"] if c["name"] == name)
+
+    lab.wait_for(lambda: candidate(rogue)[1]["role"] == "primary", timeout=10, interval=0.2,
+                 what=f"the app's route seeing {rogue}'s postgres as primary")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # several probe rounds
+        route, c = candidate(rogue)
+        assert route["leader"] == "patroni" and route["target"] == leader and not route["split_brain"], route
+        assert not c["eligible"] and c["why_not"].startswith("not in recovery, but Patroni's REST API at "
+                                                             "127.0.0.1:8008: "), c
+        assert candidate(leader)[1]["patroni_leader"] is True
+        time.sleep(0.5)
+    r = cluster.ns["app"].exec(["runuser", "-u", "postgres", "--", "psql",
+                                f"host=127.0.0.1 port={APP_ROUTE} user=postgres password=change-me-superuser "
+                                "dbname=postgres connect_timeout=3", "-XAtq", "-c",
+                                "SELECT pg_is_in_recovery(), inet_server_port()"], check=False, cwd="/")
+    assert r.returncode == 0 and r.stdout.strip().startswith("f|"), r.stdout + r.stderr
+    assert cluster.leader(leader) == leader
+    print(f"patroni: {rogue}'s postgres started by hand as a primary; the app's route (leader: patroni) "
+          f"stayed on {leader}, no split brain")
+    cluster.ns[rogue].exec(["runuser", "-u", "postgres", "--", lab.PG_BIN + "/pg_ctl", "-D", data, "-m", "fast",
+                            "-w", "stop"], cwd="/", check=False)
+
+
 def test_patroni_example_configs_pass_check(workdir):
     """configs/patroni/*/tunneld.yaml, with /etc/tunneld pointed at real
     certificates, pass `tunneld check` (each in a namespace of its own; the

@@ -8,8 +8,19 @@
 #include "tunneld/route/quorum.hpp"
 #include "tunneld/route/route_choice.hpp"
 
+#include <boost/json.hpp>
+
 namespace tunneld {
 namespace {
+
+const char* kApp = R"(node: app
+tls: {ca: /c, cert: /n.crt, key: /n.key}
+peers:
+  - {name: db-1, connect: "db1.example.net:8765"}
+  - {name: db-2, connect: "db2.example.net:8765"}
+routes:
+  - {local: "127.0.0.1:6432", to: primary}
+)";
 
 VoterView voter(const char* name, bool reachable, bool self = false, bool witness = false) {
     VoterView v;
@@ -188,14 +199,115 @@ TEST(Quorum, ReplicaRoutesIgnoreTheQuorum) {
     EXPECT_EQ(choose_route(r, cands, &q).target.value_or(""), "standby-1");
 }
 
-const char* kApp = R"(node: app
-tls: {ca: /c, cert: /n.crt, key: /n.key}
-peers:
-  - {name: db-1, connect: "db1.example.net:8765"}
-  - {name: db-2, connect: "db2.example.net:8765"}
-routes:
-  - {local: "127.0.0.1:6432", to: primary}
-)";
+RouteCandidate led(const char* name, bool primary, std::optional<PatroniLeader> patroni,
+                   std::int64_t timeline = 2) {
+    auto c = node(name, true, pg(primary, timeline));
+    c.patroni = std::move(patroni);
+    return c;
+}
+
+PatroniLeader says(bool leader) {
+    PatroniLeader p;
+    p.answered = true;
+    p.leader = leader;
+    return p;
+}
+
+// routes[].leader: patroni: the primary is the node whose Patroni holds the
+// leader lock AND whose postgres is not in recovery.
+TEST(PatroniLeaderRoute, BothPatroniAndPostgresMustSayPrimary) {
+    auto route = primary_route();
+    route.leader = RouteConfig::Leader::patroni;
+    PatroniLeader down;
+    down.error = "Patroni's REST API at 127.0.0.1:8008: Connection refused";
+    struct Case {
+        const char* what;
+        std::vector<RouteCandidate> candidates;
+        const char* target;  // "" = refused
+        const char* why_not_0;
+    } cases[] = {
+        {"the leader",
+         {led("node-1", true, says(true)), led("node-2", false, says(false))},
+         "node-1",
+         ""},
+        {"an old primary whose Patroni lost the lock is passed over, no split brain",
+         {led("node-1", true, says(false)), led("node-2", true, says(true))},
+         "node-2",
+         "not in recovery, but its Patroni does not hold the leader lock"},
+        {"no health.patroni there",
+         {led("node-1", true, std::nullopt), led("node-2", false, says(false))},
+         "",
+         "not in recovery, but its Patroni's leader lock is unknown (no health.patroni there)"},
+        {"Patroni not answering",
+         {led("node-1", true, down), led("node-2", false, says(false))},
+         "",
+         "not in recovery, but Patroni's REST API at 127.0.0.1:8008: Connection refused"},
+        {"the lock holder still in recovery (promoting)",
+         {led("node-1", false, says(true)), led("node-2", false, says(false))},
+         "",
+         "in recovery (a standby)"},
+    };
+    for (const auto& c : cases) {
+        auto choice = choose_route(route, c.candidates);
+        EXPECT_EQ(choice.target.value_or(""), c.target) << c.what << ": " << choice.detail;
+        EXPECT_FALSE(choice.split_brain) << c.what;
+        EXPECT_EQ(choice.candidates[0].why_not, c.why_not_0) << c.what;
+    }
+    // Two lock holders that are both primary (a DCS that lost its mind) stay a split brain.
+    auto two =
+        choose_route(route, {led("node-1", true, says(true)), led("node-2", true, says(true))});
+    EXPECT_TRUE(two.split_brain);
+    // Without leader: patroni, postgres alone decides (the old primary makes a split brain).
+    route.leader = RouteConfig::Leader::postgres;
+    EXPECT_TRUE(
+        choose_route(route, {led("node-1", true, says(false)), led("node-2", true, says(true))})
+            .split_brain);
+}
+
+TEST(PatroniLeaderRoute, ConfigKeys) {
+    auto c = parse_config(std::string(kApp) +
+                              "  - {local: \"127.0.0.1:6433\", to: primary, leader: patroni}\n"
+                              "cluster: {witnesses: [app]}\n",
+                          "/t.yaml");
+    EXPECT_EQ(c.routes[0].leader, RouteConfig::Leader::postgres);
+    EXPECT_EQ(c.routes[1].leader, RouteConfig::Leader::patroni);
+    struct Case {
+        const char* yaml;
+        const char* expect;
+    } cases[] = {
+        {"  - {local: \"127.0.0.1:6433\", to: replica, leader: patroni}\n",
+         "'routes[].leader' applies to 'to: primary' only"},
+        {"  - {local: \"127.0.0.1:6433\", to: primary, leader: etcd}\n",
+         "'routes[].leader' must be postgres or patroni"},
+        {"health: {patroni: \"10.0.0.1:8008\"}\n",
+         "'health.patroni' 10.0.0.1:8008 is not a loopback"},
+        {"health: {patroni: \"unix:/tmp/x\"}\n", "patroni"},
+    };
+    for (const auto& k : cases) {
+        auto e =
+            test::config_error_of(std::string(kApp) + k.yaml + "cluster: {witnesses: [app]}\n");
+        EXPECT_NE(e.find(k.expect), std::string::npos) << k.yaml << " -> " << e;
+    }
+    auto h = parse_config(std::string(kApp) + "health: {patroni: \"127.0.0.1:8008\"}\n" +
+                              "cluster: {witnesses: [app]}\n",
+                          "/t.yaml");
+    EXPECT_EQ(h.health.patroni.to_string(), "127.0.0.1:8008");
+}
+
+TEST(PatroniLeaderRoute, ThePongCarriesIt_APeerCannotClaimLeaderWithoutAnAnswer) {
+    BackendState s;
+    s.checked = true;
+    s.patroni = says(true);
+    auto back = backend_state_from_json(to_json(s));
+    ASSERT_TRUE(back.patroni);
+    EXPECT_TRUE(back.patroni->answered && back.patroni->leader);
+    auto forged = backend_state_from_json(
+        boost::json::parse(R"({"checked":true,"patroni":{"answered":false,"leader":true}})"));
+    ASSERT_TRUE(forged.patroni);
+    EXPECT_FALSE(forged.patroni->leader);
+    auto junk = backend_state_from_json(boost::json::parse(R"({"checked":true,"patroni":7})"));
+    EXPECT_FALSE(junk.patroni);
+}
 
 TEST(ClusterConfig, VotersAreTheDatabaseNodesAndTheWitnesses) {
     auto c = parse_config(std::string(kApp) + "cluster: {witnesses: [app]}\n", "/t.yaml");

@@ -20,8 +20,8 @@ Snapshot with_route(bool split_brain) {
     RouteView r;
     r.name = "127.0.0.1:6432";
     r.to = "primary";
-    CandidateView a{"primary-1", false, RouteRole::primary, true, !split_brain, std::nullopt,
-                    "",          2};
+    CandidateView a{"primary-1", false, RouteRole::primary, true, !split_brain, std::nullopt, "",
+                    2,           true};
     CandidateView b{"standby-1",
                     false,
                     split_brain ? RouteRole::primary : RouteRole::replica,
@@ -29,7 +29,8 @@ Snapshot with_route(bool split_brain) {
                     false,
                     std::uint64_t{4096},
                     split_brain ? "split brain" : "in recovery (a standby)",
-                    0};
+                    0,
+                    std::nullopt};
     r.candidates = {a, b};
     if (split_brain) {
         r.split_brain = true;
@@ -58,6 +59,8 @@ TEST(RouteStatus, StatusJsonHasTheRouteWithCandidatesAndLastSwitch) {
     EXPECT_EQ(r.at("candidates").at(1).at("why_not"), "in recovery (a standby)");
     EXPECT_EQ(r.at("last_switch").at("from"), "standby-1");
     EXPECT_EQ(r.at("last_switch").at("cause"), "primary-1 reports primary");
+    EXPECT_EQ(r.at("candidates").at(0).at("patroni_leader"), true);
+    EXPECT_TRUE(r.at("candidates").at(1).at("patroni_leader").is_null());
 }
 
 TEST(RouteStatus, SplitBrainIsAHealthProblemAMetricAndANullTarget) {

@@ -123,6 +123,7 @@ std::vector<RouteCandidate> route_candidates(
         if (st.up && st.peer_backend) {
             c.postgres = st.peer_backend->postgres;
             c.sampled_ms = st.peer_backend->sampled_ms;
+            c.patroni = st.peer_backend->patroni;
         }
         out.push_back(std::move(c));
     }
@@ -136,6 +137,7 @@ std::vector<RouteCandidate> route_candidates(
         c.unreachable_why = b.checked ? b.error : "not checked yet";
         c.postgres = b.postgres;
         c.sampled_ms = b.sampled_ms;
+        c.patroni = b.patroni;
         out.push_back(std::move(c));
     }
     return out;

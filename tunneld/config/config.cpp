@@ -162,6 +162,15 @@ void read_routes(MapReader& top, const std::string& path, Config& cfg,
         if (!local) r.fail(n, "missing required key 'routes[].local'");
         rc.local = local_listener(r, *local, "routes[].local", "route", rc.public_local,
                                   "the route's target (" + rc.target_text() + ")", locals);
+        if (auto* l = r.find("leader")) {
+            auto v = scalar(r, *l, "leader");
+            if (rc.to != RouteConfig::To::primary)
+                r.fail(*l, "'routes[].leader' applies to 'to: primary' only");
+            if (v != "postgres" && v != "patroni")
+                r.fail(*l, "'routes[].leader' must be postgres or patroni");
+            rc.leader =
+                v == "patroni" ? RouteConfig::Leader::patroni : RouteConfig::Leader::postgres;
+        }
         if (auto* m = r.find("max_lag")) {
             if (rc.to != RouteConfig::To::replica)
                 r.fail(*m, "'routes[].max_lag' applies to 'to: replica' only");

@@ -89,7 +89,12 @@ struct RouteConfig {
     To to = To::primary;
     std::string peer;                      // to: <peer name>
     std::optional<std::uint64_t> max_lag;  // to: replica: bytes behind the primary (16MB)
-    bool public_local = false;             // routes[].public, as for peers
+    // to: primary: whose word makes a node the primary. postgres: not in
+    // recovery. patroni: that, and its Patroni holds the leader lock (GET /leader
+    // on its health.patroni), so the tunnel never disagrees with the DCS.
+    enum class Leader { postgres, patroni };
+    Leader leader = Leader::postgres;
+    bool public_local = false;  // routes[].public, as for peers
 
     // How logs, /status and /metrics name it: "127.0.0.1:6432".
     std::string name() const { return local.to_string(); }
@@ -144,6 +149,10 @@ struct HealthConfig {
     // Patroni's tags, for its ?tag_KEY=VALUE filters on /replica and the like
     // (noloadbalance: true takes the node out of /replica, as in Patroni).
     std::map<std::string, std::string> tags;
+    // health.patroni: this node's Patroni REST API (TCP, loopback), asked GET
+    // /leader at every check; whether Patroni holds the leader lock travels in
+    // the probe's pongs for routes with `leader: patroni`. Port 0 = not asked.
+    Endpoint patroni;
 };
 
 // cluster: who votes before a `to: primary` route picks a primary (partition

@@ -116,6 +116,13 @@ void read_health(MapReader& top, const YAML::Node& root, const std::string& path
                        "'health.postgres' is empty: give a libpq conninfo or leave the key out");
             cfg.health.postgres_at = r.position(*n);  // health/conninfo.hpp checks the string
         }
+        if (auto* n = r.find("patroni")) {
+            cfg.health.patroni = endpoint_value(r, *n, "patroni", false);
+            if (!is_loopback(cfg.health.patroni))
+                r.fail(*n, "'health.patroni' " + cfg.health.patroni.to_string() +
+                               " is not a loopback address: it is this node's own Patroni REST "
+                               "API (restapi.listen), asked GET /leader; use 127.0.0.1:8008");
+        }
         read_duration(r, "probe_interval", cfg.health.probe_interval, 100ms, 1h);
         read_duration(r, "check_timeout", cfg.health.check_timeout, 100ms, 10min);
         if (auto* tags = r.find("tags")) {

@@ -8,6 +8,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
+#include "tunneld/health/patroni_leader.hpp"
 #include "tunneld/health/pg_check.hpp"
 #include "tunneld/net/connection_table.hpp"
 #include "tunneld/net/dial.hpp"
@@ -81,6 +82,8 @@ asio::awaitable<BackendState> BackendMonitor::check_once() {
     if (cfg_.inbound)
         for (const auto& sc : cfg_.inbound->services)
             s.services.push_back(co_await check_service(sc));
+    if (cfg_.health.patroni.port != 0)
+        s.patroni = co_await ask_patroni_leader(io_.get_executor(), cfg_.health.patroni, timeout);
     s.checked = true;
     s.checked_at = unix_now();
     co_return s;
@@ -102,6 +105,18 @@ void BackendMonitor::log_changes(const BackendState& before, const BackendState&
         else
             spdlog::warn("health: service {} backend does not accept connections: {}", sv.name,
                          sv.error);
+    }
+    if (now.patroni) {
+        const auto& pl = *now.patroni;
+        const auto* was = before.patroni ? &*before.patroni : nullptr;
+        if (!was || was->answered != pl.answered || was->leader != pl.leader ||
+            (!pl.answered && was->error != pl.error)) {
+            if (!pl.answered)
+                spdlog::warn("health: {}", pl.error);
+            else
+                spdlog::info("health: Patroni {} the leader lock",
+                             pl.leader ? "holds" : "does not hold");
+        }
     }
     if (!now.postgres) return;
     const auto& p = *now.postgres;

@@ -30,7 +30,9 @@ class BackendMonitor {
     ~BackendMonitor();
 
     // Whether there is anything to check (an inbound backend or health.postgres).
-    static bool wanted(const Config& cfg) { return cfg.inbound || !cfg.health.postgres.empty(); }
+    static bool wanted(const Config& cfg) {
+        return cfg.inbound || !cfg.health.postgres.empty() || cfg.health.patroni.port != 0;
+    }
     // Each inbound.services backend is checked too, by a connect; results in
     // BackendState::services (and so in probe pongs, /status and /metrics).
 

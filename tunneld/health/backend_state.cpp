@@ -61,6 +61,10 @@ json::value to_json(const BackendState& s) {
             services[sv.name] = json::object{{"reachable", sv.reachable}, {"error", sv.error}};
         o["services"] = std::move(services);
     }
+    if (s.patroni)
+        o["patroni"] = json::object{{"answered", s.patroni->answered},
+                                    {"leader", s.patroni->leader},
+                                    {"error", s.patroni->error}};
     return o;
 }
 
@@ -142,6 +146,15 @@ BackendState backend_state_from_json(const json::value& v) {
             if (error.size() > 512) error.resize(512);
             s.services.push_back({std::string(name), field(*entry, "reachable", false), error});
         }
+    }
+    if (auto* pv = o->if_contains("patroni"); pv && pv->is_object()) {
+        const auto& p = pv->get_object();
+        PatroniLeader pl;
+        pl.answered = field(p, "answered", false);
+        pl.leader = pl.answered && field(p, "leader", false);
+        pl.error = field<std::string>(p, "error", "");
+        if (pl.error.size() > 512) pl.error.resize(512);
+        s.patroni = std::move(pl);
     }
     return s;
 }

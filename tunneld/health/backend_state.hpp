@@ -62,6 +62,14 @@ struct ServiceBackendState {
     std::string error;  // why not
 };
 
+// This node's Patroni, asked GET /leader (health.patroni): 200 while it holds
+// the leader lock, 503 while it does not.
+struct PatroniLeader {
+    bool answered = false;  // an HTTP answer of 200 or 503 came back
+    bool leader = false;    // 200
+    std::string error;      // why not answered
+};
+
 struct BackendState {
     bool checked = false;         // a first check has finished
     std::int64_t checked_at = 0;  // unix seconds
@@ -74,6 +82,7 @@ struct BackendState {
     std::string error;       // why not, when !reachable
     std::optional<PostgresState> postgres;      // when health.postgres is set
     std::vector<ServiceBackendState> services;  // inbound.services, by name
+    std::optional<PatroniLeader> patroni;       // when health.patroni is set
 };
 
 // Without the walsenders: a pong tells each peer only its own (probe_messages.hpp).

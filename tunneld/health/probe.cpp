@@ -155,9 +155,10 @@ struct PeerProbe::Loop {
         // than one connect waiting out timeouts.connect or the kernel's SYN
         // back-off (1, 3, 7 s...): a healed link is seen, and the connections
         // held for it dialled, within about that.
-        auto dial_within = silent_now() ? std::min({answer_within, ctx.timeouts.connect,
-                                                    silent_redial(st.rtt_smoothed_ms)})
-                                        : ctx.timeouts.connect;
+        auto dial_within =
+            silent_now()
+                ? std::min({answer_within, ctx.timeouts.connect, silent_redial(st.rtt_smoothed_ms)})
+                : ctx.timeouts.connect;
         if (stopped) co_return Ended{"stopping"};
         ConnInfo info;
         auto far = peer_far(peer, "", session);

@@ -28,10 +28,11 @@ struct CandidateView {
     bool self = false;  // this node (its own backend)
     RouteRole role = RouteRole::unknown;
     bool reachable = false;
-    bool eligible = false;             // qualifies (the pick is among these)
-    std::optional<std::uint64_t> lag;  // replicas: bytes behind the newest primary position
-    std::string why_not;               // when !eligible: "in recovery (a standby)", "lag ..."
-    std::size_t connections = 0;       // this route's live connections to it
+    bool eligible = false;               // qualifies (the pick is among these)
+    std::optional<std::uint64_t> lag;    // replicas: bytes behind the newest primary position
+    std::string why_not;                 // when !eligible: "in recovery (a standby)", "lag ..."
+    std::size_t connections = 0;         // this route's live connections to it
+    std::optional<bool> patroni_leader;  // its Patroni holds the leader lock (health.patroni there)
 };
 
 // One voter of the cluster (config.hpp ClusterConfig), as this node sees it now.
@@ -62,6 +63,7 @@ struct RouteSwitch {
 struct RouteView {
     std::string name;    // its local address, "127.0.0.1:6432"
     std::string to;      // "primary", "replica" or a peer's name
+    std::string leader;  // to: primary: "postgres" or "patroni" (routes[].leader)
     std::string target;  // where new connections go now; "" = refused
     bool split_brain = false;
     std::string refusal;  // "no_primary" / "no_replica" while refusing

@@ -227,6 +227,8 @@ std::string render_status(const Snapshot& s) {
                              {"eligible", c.eligible},
                              {"lag_bytes", c.lag ? json::value(*c.lag) : json::value(nullptr)},
                              {"why_not", c.why_not},
+                             {"patroni_leader", c.patroni_leader ? json::value(*c.patroni_leader)
+                                                                 : json::value(nullptr)},
                              {"connections", c.connections}});
         json::value last_switch = nullptr;
         if (r.last_switch)
@@ -251,6 +253,7 @@ std::string render_status(const Snapshot& s) {
         routes.push_back(json::object{
             {"local", r.name},
             {"to", r.to},
+            {"leader", r.leader.empty() ? json::value(nullptr) : json::value(r.leader)},
             {"target", r.target.empty() ? json::value(nullptr) : json::value(r.target)},
             {"split_brain", r.split_brain},
             {"refusal", r.refusal},

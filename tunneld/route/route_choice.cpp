@@ -33,6 +33,16 @@ std::string unknown_why(const RouteCandidate& c) {
     return "";
 }
 
+bool patroni_leads(const RouteCandidate& c) {
+    return c.patroni && c.patroni->answered && c.patroni->leader;
+}
+
+std::string patroni_why(const RouteCandidate& c) {
+    if (!c.patroni) return "its Patroni's leader lock is unknown (no health.patroni there)";
+    if (!c.patroni->answered) return c.patroni->error;
+    return "its Patroni does not hold the leader lock";
+}
+
 std::string join_names(const std::vector<std::string>& names) {
     std::string out;
     for (std::size_t i = 0; i < names.size(); ++i)
@@ -111,6 +121,7 @@ RouteChoice choose_route(const RouteConfig& route, const std::vector<RouteCandid
         v.role = role_of(c);
         v.reachable = c.reachable;
         v.connections = c.connections;
+        if (c.reachable && c.patroni && c.patroni->answered) v.patroni_leader = c.patroni->leader;
         if (v.role == RouteRole::replica) v.lag = lag_behind(*c.postgres, c.sampled_ms, candidates);
         out.candidates.push_back(std::move(v));
     }
@@ -145,7 +156,12 @@ RouteChoice choose_route(const RouteConfig& route, const std::vector<RouteCandid
         const RouteCandidate* pick = nullptr;
         for (std::size_t i = 0; i < candidates.size(); ++i) {
             auto& v = out.candidates[i];
-            if (v.role == RouteRole::primary) {
+            if (v.role == RouteRole::primary && route.leader == RouteConfig::Leader::patroni &&
+                !patroni_leads(candidates[i])) {
+                // Its postgres is not in recovery, but the DCS has another leader
+                // (or says nothing): not the primary, and no split brain either.
+                v.why_not = "not in recovery, but " + patroni_why(candidates[i]);
+            } else if (v.role == RouteRole::primary) {
                 primaries.push_back(v.name);
                 pick = &candidates[i];
                 v.eligible = true;

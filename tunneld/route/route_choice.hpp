@@ -24,6 +24,7 @@ struct RouteCandidate {
     std::size_t connections = 0;            // this route's live connections to it
     std::int64_t sampled_ms = 0;            // when `postgres` was sampled (steady_ms; 0 unknown)
     std::vector<LsnSample> positions;       // a primary's recent positions, oldest first
+    std::optional<PatroniLeader> patroni;   // its Patroni's GET /leader (health.patroni)
 };
 
 // The recent positions of each node that reported primary (keep_position), for

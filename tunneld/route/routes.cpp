@@ -183,7 +183,10 @@ void RouteTable::decide(Route& r, const char* trigger) {
         std::string cause;
         std::size_t closed = 0;
         if (!target.empty()) {
-            cause = r.cfg.to == RouteConfig::To::peer ? "fixed peer" : target + " reports primary";
+            cause = r.cfg.to == RouteConfig::To::peer ? "fixed peer"
+                    : r.cfg.leader == RouteConfig::Leader::patroni
+                        ? target + " holds Patroni's leader lock and reports primary"
+                        : target + " reports primary";
             const auto* was = from.empty() || from == target ? nullptr : find(choice, from);
             if (was)
                 cause += "; " + from + " " +
@@ -299,6 +302,8 @@ std::vector<RouteView> RouteTable::views() const {
         RouteView v;
         v.name = r->cfg.name();
         v.to = r->cfg.target_text();
+        if (r->cfg.to == RouteConfig::To::primary)
+            v.leader = r->cfg.leader == RouteConfig::Leader::patroni ? "patroni" : "postgres";
         v.target = r->current;
         v.split_brain = r->last.split_brain;
         v.refusal = r->last.refusal;
