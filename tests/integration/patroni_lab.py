@@ -52,7 +52,7 @@ class PatroniLab:
         self.workdir = workdir
         self.probe_interval = probe_interval
         self.all_members = all_members or direct
-        self.direct = direct
+        self.direct_mode = direct
         self.ns = {}
         self.tunnels = {}
         self.etcd = {}
@@ -91,7 +91,7 @@ class PatroniLab:
             if self.all_members:
                 replace[f"hosts: {','.join(mine)}"] = "hosts: " + ",".join(
                     f"127.0.0.1:{12370 + k + 1}" for k in range(3))
-            if self.direct:
+            if self.direct_mode:
                 replace.pop(f"hosts: {','.join(mine)}")
                 replace.update({
                     f"hosts: {','.join(mine)}": "hosts: " + ",".join(f"{address(h)}:2379" for h in NODES),
@@ -103,7 +103,7 @@ class PatroniLab:
                         f"    - host replication replicator {NET}.0/24 scram-sha-256"})
         else:
             replace = {"/var/lib/etcd/tunneld": os.path.join(d, "etcd")}
-            if self.direct:
+            if self.direct_mode:
                 n = NODES.index(host) + 1
                 replace.update({
                     f"initial-advertise-peer-urls: http://127.0.0.1:{12380 + n}":
@@ -154,7 +154,7 @@ class PatroniLab:
             shutil.copy(os.path.join(ca_dir, "ca.crt"), out)
 
         log("tunneld on every host (the guard drops 5432, 8008, 2379, 2380 from outside)")
-        for h in () if self.direct else NODES + ("app",):
+        for h in () if self.direct_mode else NODES + ("app",):
             self.tunnels[h] = lab.Tunneld(self.workdir, "tunneld-" + h, open(self.render(h, "tunneld.yaml")).read(),
                                           netns=self.ns[h].name)
             self.tunnels[h].start()
@@ -209,7 +209,7 @@ class PatroniLab:
         """How many members answer `etcdctl endpoint health` from `host`: its own
         on 2379, the others at their advertised URLs (tunneld ports)."""
         endpoints = ["http://127.0.0.1:2379"] + [
-            f"http://{address(h)}:2379" if self.direct else f"http://127.0.0.1:{12370 + NODES.index(h) + 1}"
+            f"http://{address(h)}:2379" if self.direct_mode else f"http://127.0.0.1:{12370 + NODES.index(h) + 1}"
             for h in NODES if h != host]
         r = self.ns[host].exec(["etcdctl", "--endpoints", ",".join(endpoints), "--dial-timeout", "2s",
                                 "--command-timeout", "3s", "endpoint", "health"], check=False, timeout=30)
@@ -263,7 +263,7 @@ class PatroniLab:
         """(name, host, port, kind) of every service of `dst` as `src` reaches it:
         through src's tunneld ports, or (direct) at dst's own address."""
         n = NODES.index(dst) + 1
-        if self.direct:
+        if self.direct_mode:
             a = address(dst)
             return [(f"{dst} postgres", a, 5432, "pg"), (f"{dst} etcd-client", a, 2379, "/health"),
                     (f"{dst} etcd-peer", a, 2380, "/version"), (f"{dst} patroni", a, 8008, "/liveness")]

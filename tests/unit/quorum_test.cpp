@@ -188,6 +188,27 @@ TEST(Quorum, APrimaryPromotedOverIsNotRoutedEvenWithAMajority) {
     EXPECT_EQ(choose_route(route, cands, &q).target.value_or(""), "primary-1");
 }
 
+// A replica cut off from every primary (the minority side) cannot have its lag
+// measured: under max_lag it is not eligible, however current it looks to itself.
+TEST(Quorum, AReplicaWithNoPrimaryInSightHasNoMeasurableLag) {
+    RouteConfig r = primary_route();
+    r.to = RouteConfig::To::replica;
+    r.max_lag = 16u << 20;
+    std::vector<RouteCandidate> minority{node("primary-1", false, {}),
+                                         node("standby-1", true, pg(false)),
+                                         node("standby-2", false, {})};
+    auto c = choose_route(r, minority);
+    EXPECT_FALSE(c.target);
+    EXPECT_EQ(c.candidates[1].why_not, "lag unknown: no primary in sight to measure it against");
+    // With the primary in sight, the same replica qualifies.
+    minority[0] = node("primary-1", true, pg(true));
+    EXPECT_EQ(choose_route(r, minority).target.value_or(""), "standby-1");
+    // Without max_lag any streaming replica qualifies, as before.
+    r.max_lag.reset();
+    minority[0] = node("primary-1", false, {});
+    EXPECT_EQ(choose_route(r, minority).target.value_or(""), "standby-1");
+}
+
 TEST(Quorum, ReplicaRoutesIgnoreTheQuorum) {
     RouteConfig r = primary_route();
     r.to = RouteConfig::To::replica;

@@ -219,6 +219,9 @@ RouteChoice choose_route(const RouteConfig& route, const std::vector<RouteCandid
 
     // to: replica
     const RouteCandidate* pick = nullptr;
+    bool primary_in_sight = std::any_of(candidates.begin(), candidates.end(), [](const auto& c) {
+        return role_of(c) == RouteRole::primary;
+    });
     for (std::size_t i = 0; i < candidates.size(); ++i) {
         auto& v = out.candidates[i];
         const auto& c = candidates[i];
@@ -235,6 +238,13 @@ RouteChoice choose_route(const RouteConfig& route, const std::vector<RouteCandid
         if (route.max_lag) {
             if (!v.lag) {
                 v.why_not = "lag unknown";
+                continue;
+            }
+            // Measured against its own receive position alone, a replica cut
+            // off with it (the minority side of a partition) would look current
+            // for ever: the lag counts only against a primary in sight.
+            if (!primary_in_sight) {
+                v.why_not = "lag unknown: no primary in sight to measure it against";
                 continue;
             }
             if (*v.lag > *route.max_lag) {
