@@ -79,5 +79,5 @@ tunneld_library(tunneld_firewall
 target_link_libraries(tunneld_firewall PUBLIC tunneld_net tunneld_config PkgConfig::NFTNL)
 
 # app/: the daemon's wiring and `tunneld check` (main.cpp is the executable).
-tunneld_library(tunneld_app tunneld/app/daemon.cpp tunneld/app/drain.cpp tunneld/app/notifier.cpp tunneld/app/snapshot_builder.cpp tunneld/app/check.cpp tunneld/app/log_format.cpp)
+tunneld_library(tunneld_app tunneld/app/daemon.cpp tunneld/app/drain.cpp tunneld/app/notifier.cpp tunneld/app/snapshot_builder.cpp tunneld/app/check.cpp tunneld/app/check_routes.cpp tunneld/app/log_format.cpp)
 target_link_libraries(tunneld_app PUBLIC tunneld_route tunneld_health tunneld_relay tunneld_firewall PkgConfig::SYSTEMD)

@@ -1,4 +1,5 @@
 #include "tunneld/app/check.hpp"
+#include "tunneld/app/check_routes.hpp"
 
 #include <fcntl.h>
 #include <openssl/crypto.h>
@@ -265,48 +266,6 @@ std::optional<uid_t> daemon_user(const std::string& as_user, std::string& name) 
     return ::geteuid();
 }
 
-// routes[]: what each picks from. Addresses are unique and fixed targets name
-// a peer (the loader refuses otherwise); here: whether this node itself can be
-// a target, which needs its backend and health.postgres.
-void check_routes(const Config& cfg, Report& report) {
-    bool self = cfg.inbound && !cfg.health.postgres.empty();
-    for (const auto& r : cfg.routes) {
-        std::string from;
-        for (const auto& p : cfg.peers) from += (from.empty() ? "" : ", ") + p.name;
-        if (self) from += ", this node";
-        if (r.to == RouteConfig::To::peer)
-            report.ok("route " + r.name() + " -> peer " + r.peer + " (fixed)");
-        else
-            report.ok("route " + r.name() + " -> the " + r.target_text() + " among " + from +
-                      (r.max_lag ? " (max_lag " + std::to_string(*r.max_lag) + " bytes)" : "") +
-                      "; every candidate needs health.postgres to report its role");
-        if (r.to != RouteConfig::To::peer && cfg.inbound && cfg.health.postgres.empty())
-            report.warn("route " + r.name() +
-                        ": this node has inbound.backend but no health.postgres, so its own "
-                        "postgres is never a candidate; set health.postgres (its peers need it "
-                        "too for this node to be their route's target)");
-    }
-    bool primary = std::any_of(cfg.routes.begin(), cfg.routes.end(), [](const RouteConfig& r) {
-        return r.to == RouteConfig::To::primary;
-    });
-    if (!primary) return;
-    std::string voters;
-    for (const auto& v : cfg.voters())
-        voters +=
-            (voters.empty() ? "" : ", ") + v + (cfg.cluster.is_witness(v) ? " (witness)" : "");
-    auto n = cfg.voters().size();
-    if (cfg.cluster.quorum == ClusterConfig::Quorum::none)
-        report.warn(
-            "cluster.quorum: none: routes to: primary follow whichever node reports "
-            "primary with no vote, so on the minority side of a partition they go on "
-            "writing to an old primary that the majority has replaced (those writes are "
-            "lost to its rewind). Add a witness (cluster.witnesses) instead where you can");
-    else
-        report.ok("quorum: routes to: primary pick a primary only while this node reaches " +
-                  std::to_string(n / 2 + 1) + " of the " + std::to_string(n) + " voters (" +
-                  voters + ")");
-}
-
 // A unix-socket backend makes every tunnelled connection the OS user the
 // daemon runs as; with peer authentication (Debian's `local all all peer`)
 // any allowed peer then logs in as the role of that name (tunneld, which has
@@ -392,10 +351,8 @@ int run_check(const std::string& config_path, std::ostream& out, const ExtraChec
     check_reachability(cfg, report);
     check_listen_addresses(cfg, config_path, report);
     check_health(cfg, report, user);
-    check_routes(cfg, report);
-    check_backend_identity(cfg, report);
-    if (extra)
-        for (const auto& line : extra(cfg)) {
+    auto emit = [&](const std::vector<CheckLine>& lines) {
+        for (const auto& line : lines) {
             if (line.kind == CheckLine::ok)
                 report.ok(line.text);
             else if (line.kind == CheckLine::warn)
@@ -403,6 +360,10 @@ int run_check(const std::string& config_path, std::ostream& out, const ExtraChec
             else
                 report.fail(line.text);
         }
+    };
+    emit(check_routes(cfg));
+    check_backend_identity(cfg, report);
+    if (extra) emit(extra(cfg));
     out << (report.failures ? std::to_string(report.failures) + " problem(s) found\n"
                             : std::string("all checks passed\n"));
     return report.failures ? 1 : 0;
