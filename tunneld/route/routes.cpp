@@ -64,6 +64,13 @@ std::string refusal_key(const RouteChoice& c) {
     return key;
 }
 
+// The close reason of a refusal ("no_replica", "no_quorum", "no_primary").
+CloseReason refusal_reason(const std::string& refusal) {
+    if (refusal == "no_replica") return CloseReason::no_replica;
+    if (refusal == "no_quorum") return CloseReason::no_quorum;
+    return CloseReason::no_primary;
+}
+
 const CandidateView* find(const RouteChoice& c, const std::string& name) {
     for (const auto& v : c.candidates)
         if (v.name == name) return &v;
@@ -214,11 +221,7 @@ void RouteTable::decide(Route& r, const char* trigger) {
             // or an unreachable primary with a quorum in reach closes nothing.
             const auto* was = r.current.empty() ? nullptr : find(choice, r.current);
             if (choice.close_live) {
-                auto reason =
-                    choice.refusal == "no_quorum" ? CloseReason::no_quorum : CloseReason::switched;
-                for (const auto& [name, n] : r.live)
-                    closed +=
-                        ctx_.connections.close_routed(r.cfg.name(), name, choice.detail, reason);
+                closed = close_all(r, choice);
             } else if (was && was->role == RouteRole::replica) {
                 closed = ctx_.connections.close_routed(r.cfg.name(), r.current,
                                                        r.current + " is in recovery now");
@@ -240,17 +243,23 @@ void RouteTable::decide(Route& r, const char* trigger) {
         // Refusing already (a split brain, say) and now without a quorum too:
         // what is still open from before goes as well.
         std::size_t closed = 0;
-        if (choice.close_live && choice.refusal != r.last.refusal)
-            for (const auto& [name, n] : r.live)
-                closed += ctx_.connections.close_routed(
-                    r.cfg.name(), name, choice.detail,
-                    choice.refusal == "no_quorum" ? CloseReason::no_quorum : CloseReason::switched);
+        if (choice.close_live && choice.refusal != r.last.refusal) closed = close_all(r, choice);
         if (refusal_key(choice) != refusal_key(r.last) || closed)
             spdlog::warn("route {}: still refusing ({}): {}{}", describe(r.cfg), choice.refusal,
                          choice.detail,
                          closed ? "; closed " + std::to_string(closed) + " connection(s)" : "");
     }
     r.last = std::move(choice);
+}
+
+std::size_t RouteTable::close_all(Route& r, const RouteChoice& choice) {
+    // A route without a quorum closes as no_quorum; one whose primary was
+    // promoted over as switched (the primary changed, only not to one in sight).
+    auto reason = choice.refusal == "no_quorum" ? CloseReason::no_quorum : CloseReason::switched;
+    std::size_t closed = 0;
+    for (const auto& [name, n] : r.live)
+        closed += ctx_.connections.close_routed(r.cfg.name(), name, choice.detail, reason);
+    return closed;
 }
 
 void RouteTable::accept(Route& r, tcp::socket s) {
@@ -270,9 +279,7 @@ void RouteTable::accept(Route& r, tcp::socket s) {
         }
     }
     if (target.empty()) {
-        auto reason = r.last.refusal == "no_replica"  ? CloseReason::no_replica
-                      : r.last.refusal == "no_quorum" ? CloseReason::no_quorum
-                                                      : CloseReason::no_primary;
+        auto reason = refusal_reason(r.last.refusal);
         info.direction = "outbound";
         ctx_.stats.count_close(Direction::outbound, reason);
         // One line per route per 10 s at most: a client retrying in a loop

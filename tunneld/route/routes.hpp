@@ -52,6 +52,8 @@ class RouteTable {
     static boost::asio::awaitable<void> carry_counted(Context& ctx, Near near, Far far,
                                                       ConnInfo info, Counted counted);
     void decide(Route& r, const char* trigger);
+    // Closes every live connection `r` made (`choice.close_live`); how many. Under r.mutex.
+    std::size_t close_all(Route& r, const RouteChoice& choice);
     void accept(Route& r, boost::asio::ip::tcp::socket s);
 
     Context& ctx_;
