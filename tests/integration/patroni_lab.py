@@ -28,6 +28,35 @@ GUARDED = {5432: "postgres", 8008: "patroni", 2379: "etcd-client", 2380: "etcd-p
 TTL, LOOP_WAIT, RETRY_TIMEOUT = 20, 2, 5  # Patroni's minimum ttl is 20
 
 
+# An application writing one row at a time: argv dsn, the file of acknowledged
+# ids (one per committed INSERT), and a file whose existence stops it. Errors
+# go to <acked>.errors. The acks table is the test's (id bigint PRIMARY KEY).
+WRITER = r"""
+import os, sys, time, psycopg2
+dsn, stop = sys.argv[1], sys.argv[3]
+acked = open(sys.argv[2], "a", buffering=1)
+errors = open(sys.argv[2] + ".errors", "a", buffering=1)
+n, conn = 0, None
+while not os.path.exists(stop):
+    try:
+        if conn is None:
+            conn = psycopg2.connect(dsn)
+            conn.autocommit = True
+        n += 1
+        with conn.cursor() as c:
+            c.execute("INSERT INTO acks (id) VALUES (%s)", (n,))
+        acked.write(f"{n}\n")  # the commit returned: acknowledged
+    except Exception as e:
+        errors.write(f"{time.time():.3f} {n} {type(e).__name__}: {str(e).strip()[:200]}\n")
+        try:
+            conn.close()
+        except Exception:
+            pass
+        conn = None
+        time.sleep(0.1)
+"""
+
+
 def address(host):
     return f"{NET}.10" if host == "app" else f"{NET}.{NODES.index(host) + 1}"
 

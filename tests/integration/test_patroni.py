@@ -22,31 +22,9 @@ pytestmark = pytest.mark.skipif(not lab.is_root(), reason="needs root: network n
 
 PROBE = 0.5  # probe_interval of the lab's tunneld (seconds)
 
-WRITER = r"""
-import os, sys, time, psycopg2
-acked = open(sys.argv[1], "a", buffering=1)
-errors = open(sys.argv[1] + ".errors", "a", buffering=1)
-stop, n, conn = sys.argv[2], 0, None
-while not os.path.exists(stop):
-    try:
-        if conn is None:
-            conn = psycopg2.connect(host="127.0.0.1", port=%d, user="postgres", password="change-me-superuser",
-                                    dbname="postgres", connect_timeout=2, keepalives_idle=1,
-                                    keepalives_interval=1, keepalives_count=2)
-            conn.autocommit = True
-        n += 1
-        with conn.cursor() as c:
-            c.execute("INSERT INTO acks (id) VALUES (%%s)", (n,))
-        acked.write(f"{n}\n")  # the commit returned: acknowledged
-    except Exception as e:
-        errors.write(f"{time.time():.3f} {n} {type(e).__name__}: {str(e).strip()[:200]}\n")
-        try:
-            conn.close()
-        except Exception:
-            pass
-        conn = None
-        time.sleep(0.1)
-""" % APP_ROUTE
+# The application: psycopg2 through the app host's route, keepalives on.
+APP_DSN = (f"host=127.0.0.1 port={APP_ROUTE} user=postgres password=change-me-superuser dbname=postgres "
+           "connect_timeout=2 keepalives_idle=1 keepalives_interval=1 keepalives_count=2")
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +82,8 @@ def test_leader_loss_loses_no_acknowledged_commit(cluster):
     cluster.sql(old, "CREATE TABLE acks (id bigint PRIMARY KEY, at timestamptz DEFAULT now())")
     out = os.path.join(cluster.workdir, "acked")
     stop = os.path.join(cluster.workdir, "writer.stop")
-    writer = cluster.ns["app"].popen(["/usr/bin/python3", "-c", WRITER, out, stop], cwd="/")
+    writer = cluster.ns["app"].popen(["/usr/bin/python3", "-c", patroni_lab.WRITER, APP_DSN, out, stop],
+                                     cwd="/")
     try:
         lab.wait_for(lambda: len(acked_ids(out)) >= 50, timeout=30, what="commits through the app's route")
         before = len(acked_ids(out))

@@ -38,28 +38,6 @@ pytestmark = [
 
 CYCLES = 3
 
-WRITER = r"""
-import os, sys, time, psycopg2
-dsn, acked, stop = sys.argv[1], open(sys.argv[2], "a", buffering=1), sys.argv[3]
-n, conn = 0, None
-while not os.path.exists(stop):
-    try:
-        if conn is None:
-            conn = psycopg2.connect(dsn)
-            conn.autocommit = True
-        n += 1
-        with conn.cursor() as c:
-            c.execute("INSERT INTO acks (id) VALUES (%s)", (n,))
-        acked.write(f"{n}\n")
-    except Exception:
-        try:
-            conn.close()
-        except Exception:
-            pass
-        conn = None
-        time.sleep(0.1)
-"""
-
 # Polls each target until it answers as its service does; prints one JSON line
 # {name: seconds after start} (None for what never answered within the limit).
 CHECKER = r"""
@@ -109,7 +87,7 @@ def run_cycles(plab, label):
     dsn += (" user=postgres password=change-me-superuser dbname=postgres connect_timeout=2 keepalives_idle=1"
             " keepalives_interval=1 keepalives_count=2 tcp_user_timeout=3000")
     out, stop = os.path.join(plab.workdir, "acked"), os.path.join(plab.workdir, "writer.stop")
-    writer = plab.ns["app"].popen(["/usr/bin/python3", "-c", WRITER, dsn, out, stop], cwd="/")
+    writer = plab.ns["app"].popen(["/usr/bin/python3", "-c", patroni_lab.WRITER, dsn, out, stop], cwd="/")
     figures = []
     second_primary = []
     try:

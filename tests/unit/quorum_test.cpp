@@ -1,10 +1,8 @@
-// Partition safety as tables: the majority rule (route/quorum.hpp), what a to:
-// primary route decides with it (no_quorum, a primary promoted over), and the
-// cluster: section that names the voters.
+// Partition safety as tables: the majority rule (route/quorum.hpp) and what a
+// to: primary route decides with it (no_quorum, a primary promoted over,
+// leader: patroni). The cluster: section is in cluster_config_test.cpp.
 #include <gtest/gtest.h>
 
-#include "config_error.hpp"
-#include "tunneld/config/config.hpp"
 #include "tunneld/route/quorum.hpp"
 #include "tunneld/route/route_choice.hpp"
 
@@ -12,15 +10,6 @@
 
 namespace tunneld {
 namespace {
-
-const char* kApp = R"(node: app
-tls: {ca: /c, cert: /n.crt, key: /n.key}
-peers:
-  - {name: db-1, connect: "db1.example.net:8765"}
-  - {name: db-2, connect: "db2.example.net:8765"}
-routes:
-  - {local: "127.0.0.1:6432", to: primary}
-)";
 
 VoterView voter(const char* name, bool reachable, bool self = false, bool witness = false) {
     VoterView v;
@@ -285,36 +274,6 @@ TEST(PatroniLeaderRoute, BothPatroniAndPostgresMustSayPrimary) {
             .split_brain);
 }
 
-TEST(PatroniLeaderRoute, ConfigKeys) {
-    auto c = parse_config(std::string(kApp) +
-                              "  - {local: \"127.0.0.1:6433\", to: primary, leader: patroni}\n"
-                              "cluster: {witnesses: [app]}\n",
-                          "/t.yaml");
-    EXPECT_EQ(c.routes[0].leader, RouteConfig::Leader::postgres);
-    EXPECT_EQ(c.routes[1].leader, RouteConfig::Leader::patroni);
-    struct Case {
-        const char* yaml;
-        const char* expect;
-    } cases[] = {
-        {"  - {local: \"127.0.0.1:6433\", to: replica, leader: patroni}\n",
-         "'routes[].leader' applies to 'to: primary' only"},
-        {"  - {local: \"127.0.0.1:6433\", to: primary, leader: etcd}\n",
-         "'routes[].leader' must be postgres or patroni"},
-        {"health: {patroni: \"10.0.0.1:8008\"}\n",
-         "'health.patroni' 10.0.0.1:8008 is not a loopback"},
-        {"health: {patroni: \"unix:/tmp/x\"}\n", "patroni"},
-    };
-    for (const auto& k : cases) {
-        auto e =
-            test::config_error_of(std::string(kApp) + k.yaml + "cluster: {witnesses: [app]}\n");
-        EXPECT_NE(e.find(k.expect), std::string::npos) << k.yaml << " -> " << e;
-    }
-    auto h = parse_config(std::string(kApp) + "health: {patroni: \"127.0.0.1:8008\"}\n" +
-                              "cluster: {witnesses: [app]}\n",
-                          "/t.yaml");
-    EXPECT_EQ(h.health.patroni.to_string(), "127.0.0.1:8008");
-}
-
 TEST(PatroniLeaderRoute, ThePongCarriesIt_APeerCannotClaimLeaderWithoutAnAnswer) {
     BackendState s;
     s.checked = true;
@@ -328,68 +287,6 @@ TEST(PatroniLeaderRoute, ThePongCarriesIt_APeerCannotClaimLeaderWithoutAnAnswer)
     EXPECT_FALSE(forged.patroni->leader);
     auto junk = backend_state_from_json(boost::json::parse(R"({"checked":true,"patroni":7})"));
     EXPECT_FALSE(junk.patroni);
-}
-
-TEST(ClusterConfig, VotersAreTheDatabaseNodesAndTheWitnesses) {
-    auto c = parse_config(std::string(kApp) + "cluster: {witnesses: [app]}\n", "/t.yaml");
-    EXPECT_EQ(c.voters(), (std::vector<std::string>{"db-1", "db-2", "app"}));
-    EXPECT_EQ(c.cluster.quorum, ClusterConfig::Quorum::majority);
-    // A database node counts itself; a witness listed among the peers is not a database node.
-    auto db = parse_config(R"(node: db-1
-tls: {ca: /c, cert: /n.crt, key: /n.key}
-inbound: {listen: "0.0.0.0:8765", backend: "127.0.0.1:5432", allow: [db-2, w]}
-peers:
-  - {name: db-2, connect: "db2.example.net:8765"}
-  - {name: w, connect: "w.example.net:8765"}
-routes:
-  - {local: "127.0.0.1:6432", to: primary}
-health: {postgres: "host=/run/postgresql user=tunneld dbname=postgres"}
-cluster: {witnesses: [w]}
-)",
-                           "/t.yaml");
-    EXPECT_EQ(db.voters(), (std::vector<std::string>{"db-2", "db-1", "w"}));
-    auto none = parse_config(std::string(kApp) + "cluster: {quorum: none}\n", "/t.yaml");
-    EXPECT_EQ(none.cluster.quorum, ClusterConfig::Quorum::none);
-    EXPECT_TRUE(none.cluster.quorum_given);
-}
-
-TEST(ClusterConfig, TwoVotersWithoutAWitnessAreRefused) {
-    auto err = test::config_error_of(kApp);
-    EXPECT_NE(err.find("/etc/tunneld/t.yaml:7:3: routes: a route to: primary needs a majority of "
-                       "the cluster's voters (db-1, db-2), and with two voters that is both"),
-              std::string::npos)
-        << err;
-    EXPECT_NE(err.find("cluster.witnesses"), std::string::npos) << err;
-    EXPECT_NE(err.find("quorum: none"), std::string::npos) << err;
-    struct Case {
-        const char* yaml;
-        const char* expect;
-    } cases[] = {
-        {"cluster: {quorum: maybe}\n", "'cluster.quorum' must be majority or none"},
-        {"cluster: {witnesses: [app, app]}\n", "'cluster.witnesses': app is listed twice"},
-        {"cluster: {witnesses: 3}\n", "witnesses"},
-        {"cluster: {voters: [a]}\n", "voters"},
-        {"cluster: {quorum: majority}\n", "with two voters that is both"},
-    };
-    for (const auto& c : cases) {
-        auto e = test::config_error_of(std::string(kApp) + c.yaml);
-        EXPECT_NE(e.find(c.expect), std::string::npos) << c.yaml << " -> " << e;
-    }
-}
-
-TEST(ClusterConfig, ADatabaseNodeIsNotAWitness) {
-    auto err = test::config_error_of(R"(node: db-1
-tls: {ca: /c, cert: /n.crt, key: /n.key}
-inbound: {listen: "0.0.0.0:8765", backend: "127.0.0.1:5432", allow: [db-2]}
-peers:
-  - {name: db-2, connect: "db2.example.net:8765"}
-health: {postgres: "host=/run/postgresql user=tunneld dbname=postgres"}
-cluster: {witnesses: [db-1]}
-)");
-    EXPECT_NE(err.find("'cluster.witnesses': db-1 is this node, which has inbound.backend and "
-                       "health.postgres"),
-              std::string::npos)
-        << err;
 }
 
 }  // namespace
