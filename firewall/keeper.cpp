@@ -106,9 +106,7 @@ asio::awaitable<void> Keeper::resolve_loop() {
     RetryBackoff backoff(cfg_.firewall->resolve_interval);
     Duration wait = cfg_.firewall->resolve_interval;
     for (;;) {
-        resolve_timer_.expires_after(wait);
-        auto [ec] = co_await resolve_timer_.async_wait(asio::as_tuple(asio::use_awaitable));
-        if (ec) co_return;
+        if (!co_await resolve_timer_.sleep(wait)) co_return;
         wait = backoff.after(refresh("re-resolve"));
     }
 }
@@ -130,9 +128,7 @@ asio::awaitable<void> Keeper::watch() {
 // during a pause that nobody told us about).
 asio::awaitable<void> Keeper::verify_loop() {
     for (;;) {
-        verify_timer_.expires_after(kVerifyEvery);
-        auto [ec] = co_await verify_timer_.async_wait(asio::as_tuple(asio::use_awaitable));
-        if (ec) co_return;
+        if (!co_await verify_timer_.sleep(kVerifyEvery)) co_return;
         try {
             verify("the periodic check");
         } catch (const StartupError& e) {
@@ -267,7 +263,7 @@ void Keeper::pause(const std::string& who) {
         cfg_.firewall->table, who, format_duration(kPause));
     pause_timer_.expires_at(paused_until_);
     pause_timer_.async_wait([this](const boost::system::error_code& ec) {
-        if (!ec) end_pause();
+        if (!ec && !stopped_) end_pause();
     });
 }
 
@@ -294,9 +290,10 @@ void Keeper::end_pause() {
 }
 
 void Keeper::stop() {
-    resolve_timer_.cancel();
+    stopped_ = true;
+    resolve_timer_.stop();
     pause_timer_.cancel();
-    verify_timer_.cancel();
+    verify_timer_.stop();
     boost::system::error_code ignored;
     events_fd_.close(ignored);
 }

@@ -28,6 +28,7 @@
 
 #include "firewall/guard.hpp"
 #include "firewall/nft_socket.hpp"
+#include "tunneld/net/ticker.hpp"
 
 namespace tunneld::firewall {
 
@@ -110,9 +111,10 @@ class Keeper {
     std::optional<Guard> guard_;
     std::unique_ptr<ChangeFeed> events_;
     boost::asio::posix::stream_descriptor events_fd_;
-    boost::asio::steady_timer resolve_timer_;
+    Ticker resolve_timer_;
     boost::asio::steady_timer pause_timer_;
-    boost::asio::steady_timer verify_timer_;
+    Ticker verify_timer_;
+    bool stopped_ = false;  // on side_'s thread
     std::vector<std::chrono::steady_clock::time_point> recent_repairs_;
     std::chrono::steady_clock::time_point paused_until_{};
     bool changed_while_paused_ = false;  // by a process that is not a tunneld

@@ -19,6 +19,7 @@ packages=(
   clang-14 libfuzzer-14-dev libclang-rt-14-dev clang-format-14 devscripts
   systemd-container dbus
   patroni etcd-server etcd-client
+  gdb
 )
 
 missing=()

@@ -37,7 +37,7 @@ target_link_libraries(tunneld_config PUBLIC tunneld_yaml_cpp Boost::headers PRIV
 
 # net/ carries the precompiled header every Asio-using folder reuses.
 tunneld_library(tunneld_net
-  tunneld/net/listener.cpp tunneld/net/dial.cpp tunneld/net/socket_options.cpp tunneld/net/io_pool.cpp
+  tunneld/net/listener.cpp tunneld/net/dial.cpp tunneld/net/socket_options.cpp tunneld/net/io_pool.cpp tunneld/net/ticker.cpp
   tunneld/net/connection_table.cpp tunneld/net/conn_log.cpp tunneld/net/port_owner.cpp tunneld/net/spawn.cpp)
 target_precompile_headers(tunneld_net PRIVATE tunneld/pch.hpp)
 target_link_libraries(tunneld_net PUBLIC tunneld_config OpenSSL::Crypto)

@@ -8,6 +8,7 @@ by the names this module generated."""
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -204,6 +205,9 @@ class Tunneld:
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                # A stop that hangs is a bug: say where every thread is before the kill.
+                print(f"----- {self.name} did not stop in {timeout}s; its threads -----\n"
+                      f"{thread_dump(self.proc.pid)}")
                 self.proc.kill()
                 self.proc.wait()
         if self.proc:
@@ -216,6 +220,15 @@ class Tunneld:
             if report:
                 raise AssertionError(f"{self.name}: sanitizer report in {self.log_path}")
         return self.proc.returncode if self.proc else None
+
+
+def thread_dump(pid):
+    """Every thread's stack of a live process (gdb, when it is installed)."""
+    if not shutil.which("gdb"):
+        return "(gdb is not installed)"
+    r = subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex", "thread apply all bt"],
+                       capture_output=True, text=True, timeout=60)
+    return r.stdout[-20000:] + r.stderr[-2000:]
 
 
 _HTTP_SNIPPET = r"""

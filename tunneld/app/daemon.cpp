@@ -18,6 +18,7 @@
 #include "tunneld/health/routes.hpp"
 #include "tunneld/health/server.hpp"
 #include "tunneld/net/spawn.hpp"
+#include "tunneld/net/ticker.hpp"
 #include "tunneld/relay/context.hpp"
 #include "tunneld/relay/inbound.hpp"
 #include "tunneld/relay/outbound.hpp"
@@ -156,14 +157,10 @@ struct Daemon::Impl {
     // for the count). SIGTERM/SIGINT: stop everything and drain.
     // Every second: live connections whose peer certificate has expired are
     // closed (reason=expired), as a new CRL closes revoked ones.
-    asio::steady_timer expiry_timer{side};
+    Ticker expiry_timer{side};
     asio::awaitable<void> close_expired_loop() {
-        for (;;) {
-            expiry_timer.expires_after(std::chrono::seconds(1));
-            auto [ec] = co_await expiry_timer.async_wait(asio::as_tuple(asio::use_awaitable));
-            if (ec) co_return;
+        while (co_await expiry_timer.sleep(std::chrono::seconds(1)))
             ctx.connections.close_expired();
-        }
     }
 
     asio::awaitable<void> handle_signals() {
@@ -187,7 +184,7 @@ struct Daemon::Impl {
             asio::post(side, [this] {
                 tls.stop();
                 keeper.stop();
-                expiry_timer.cancel();
+                expiry_timer.stop();
             });
             if (inbound) inbound->stop();
             if (outbound) outbound->stop();

@@ -37,7 +37,7 @@ void TlsReloader::start() {
 
 void TlsReloader::stop() {
     watch_.stop();
-    expiry_timer_.cancel();
+    expiry_timer_.stop();
 }
 
 Result<void> TlsReloader::reload(const char* why) {
@@ -92,9 +92,7 @@ void TlsReloader::warn_expiry() {
 asio::awaitable<void> TlsReloader::expiry_checks() {
     for (;;) {
         warn_expiry();
-        expiry_timer_.expires_after(std::chrono::hours(1));
-        auto [ec] = co_await expiry_timer_.async_wait(asio::as_tuple(asio::use_awaitable));
-        if (ec) co_return;
+        if (!co_await expiry_timer_.sleep(std::chrono::hours(1))) co_return;
     }
 }
 

@@ -14,6 +14,7 @@
 
 #include "tunneld/config/config.hpp"
 #include "tunneld/error.hpp"
+#include "tunneld/net/ticker.hpp"
 #include "tunneld/tls/context.hpp"
 #include "tunneld/tls/file_watch.hpp"
 
@@ -48,7 +49,7 @@ class TlsReloader {
     boost::asio::io_context& side_;
     std::function<void(const Material&)> on_new_;
     TlsFileWatch watch_;
-    boost::asio::steady_timer expiry_timer_;
+    Ticker expiry_timer_;
     int warned_threshold_ = 1 << 30;      // smallest certificate expiry threshold warned about
     int warned_crl_threshold_ = 1 << 30;  // same for the CRL's nextUpdate
 };
