@@ -106,7 +106,8 @@ asio::awaitable<void> Keeper::resolve_loop() {
     RetryBackoff backoff(cfg_.firewall->resolve_interval);
     Duration wait = cfg_.firewall->resolve_interval;
     for (;;) {
-        if (!co_await resolve_timer_.sleep(wait)) co_return;
+        bool go_on = co_await resolve_timer_.sleep(wait);
+        if (!go_on) co_return;
         wait = backoff.after(refresh("re-resolve"));
     }
 }
@@ -128,7 +129,8 @@ asio::awaitable<void> Keeper::watch() {
 // during a pause that nobody told us about).
 asio::awaitable<void> Keeper::verify_loop() {
     for (;;) {
-        if (!co_await verify_timer_.sleep(kVerifyEvery)) co_return;
+        bool go_on = co_await verify_timer_.sleep(kVerifyEvery);
+        if (!go_on) co_return;
         try {
             verify("the periodic check");
         } catch (const StartupError& e) {

@@ -83,7 +83,9 @@ TEST(Ticker, AStopAtAnyMomentEndsTheLoop) {
         spawn(
             pool.at(0),
             [ticker, given_up, ended]() -> boost::asio::awaitable<void> {
-                while (co_await ticker->sleep(std::chrono::milliseconds(1)) && !*given_up) {
+                for (;;) {
+                    bool go_on = co_await ticker->sleep(std::chrono::milliseconds(1));
+                    if (!go_on || *given_up) break;
                 }
                 ended->set_value();
             },

@@ -159,8 +159,11 @@ struct Daemon::Impl {
     // closed (reason=expired), as a new CRL closes revoked ones.
     Ticker expiry_timer{side};
     asio::awaitable<void> close_expired_loop() {
-        while (co_await expiry_timer.sleep(std::chrono::seconds(1)))
+        for (;;) {
+            bool go_on = co_await expiry_timer.sleep(std::chrono::seconds(1));
+            if (!go_on) co_return;
             ctx.connections.close_expired();
+        }
     }
 
     asio::awaitable<void> handle_signals() {

@@ -92,7 +92,8 @@ void TlsReloader::warn_expiry() {
 asio::awaitable<void> TlsReloader::expiry_checks() {
     for (;;) {
         warn_expiry();
-        if (!co_await expiry_timer_.sleep(std::chrono::hours(1))) co_return;
+        bool go_on = co_await expiry_timer_.sleep(std::chrono::hours(1));
+        if (!go_on) co_return;
     }
 }
 

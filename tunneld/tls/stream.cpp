@@ -6,10 +6,13 @@
 #include <openssl/ssl.h>
 #include <openssl/x509_vfy.h>
 
+#include <spdlog/spdlog.h>
+
 #include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <cerrno>
 #include <chrono>
 
 namespace tunneld {
@@ -25,6 +28,28 @@ constexpr long kWriteBufferBytes = 16 * (kRecordPayload + 256);  // sixteen full
 std::string reason_text(unsigned long e) {
     const char* r = ERR_reason_error_string(e);
     return r ? r : "error " + std::to_string(ERR_GET_REASON(e));
+}
+
+// A non-blocking socket's "try again" is never the end of a connection. OpenSSL
+// reports it as SSL_ERROR_SYSCALL with errno EAGAIN when the BIO that failed is
+// not the one SSL_get_error asks (a reader and a writer share this SSL; the
+// writer's buffer BIO sits in front of the socket): CI saw a relay end as
+// peer_error "Resource temporarily unavailable" in the middle of a stream with
+// 1 MB rekeying. Such a call is retried once the socket is ready, a bounded
+// number of times in a row.
+constexpr int kSpuriousRetries = 64;
+std::atomic<int> g_would_block_reported{0};
+
+bool is_would_block(int err) {
+    if (err != SSL_ERROR_SYSCALL || (errno != EAGAIN && errno != EWOULDBLOCK)) return false;
+    if (g_would_block_reported.fetch_add(1, std::memory_order_relaxed) < 3)
+        spdlog::warn(
+            "TLS: OpenSSL reported EAGAIN as an error; waiting for the socket and retrying");
+    return true;
+}
+
+asio::socket_base::wait_type would_block_wait(SSL* ssl) {
+    return SSL_want_write(ssl) ? asio::socket_base::wait_write : asio::socket_base::wait_read;
 }
 
 }  // namespace
@@ -107,7 +132,7 @@ void TlsStream::set_client_params(const std::string& sni, std::string_view alpn,
 // {-1, -errno-ish} when the wait itself failed (socket closed).
 template <class Op>
 asio::awaitable<std::tuple<int, int>> TlsStream::drive(Op op) {
-    for (;;) {
+    for (int spurious = 0;;) {
         if (closed_) co_return std::tuple{-1, -1};
         ERR_clear_error();
         int ret = op();
@@ -118,6 +143,8 @@ asio::awaitable<std::tuple<int, int>> TlsStream::drive(Op op) {
             wait = asio::socket_base::wait_read;
         else if (err == SSL_ERROR_WANT_WRITE)
             wait = asio::socket_base::wait_write;
+        else if (is_would_block(err) && ++spurious <= kSpuriousRetries)
+            wait = would_block_wait(ssl_.get());
         else
             co_return std::tuple{ret, err};
         auto [ec] = co_await socket_.async_wait(wait, as_tuple(use_awaitable));
@@ -275,10 +302,12 @@ asio::awaitable<error_code> TlsStream::write_all(asio::const_buffer buf) {
 
 asio::awaitable<error_code> TlsStream::flush() {
     BIO* wbio = SSL_get_wbio(ssl_.get());
-    for (;;) {
+    for (int spurious = 0;;) {
         if (closed_) co_return error_code(asio::error::operation_aborted);
+        errno = 0;
         if (BIO_flush(wbio) > 0) co_return error_code{};
-        if (!BIO_should_retry(wbio)) {
+        if (!BIO_should_retry(wbio) &&
+            !(is_would_block(SSL_ERROR_SYSCALL) && ++spurious <= kSpuriousRetries)) {
             int saved = errno;
             ERR_clear_error();
             co_return error_code(saved ? saved : EPIPE, asio::error::get_system_category());
