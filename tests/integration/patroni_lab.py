@@ -106,7 +106,8 @@ class PatroniLab:
                     n = NODES.index(host) + 1
                     others = ", ".join(h for h in NODES if h != host)
                     replace[f'etcd-client: {{backend: "127.0.0.1:2379", allow: [{others}]}}'] = (
-                        f'etcd-client: {{backend: "127.0.0.1:2379", allow: [{others}], local: "127.0.0.1:{12370 + n}"}}')
+                        f'etcd-client: {{backend: "127.0.0.1:2379", allow: [{others}], local: "127.0.0.1:{12370 + n}", '
+                        f'local_quorum: majority}}')
         elif name == "patroni.yml":
             replace = {"/var/lib/postgresql/15/patroni": os.path.join(d, "data"),
                        "/var/lib/postgresql/.pgpass_patroni": os.path.join(d, "pgpass"),

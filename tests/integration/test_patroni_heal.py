@@ -20,20 +20,14 @@ from patroni_lab import APP_ROUTE, LOOP_WAIT, NODES, TTL
 pytestmark = [
     pytest.mark.skipif(not lab.is_root(), reason="needs root: network namespaces, nftables, "
                                                  "postgres run as the postgres user"),
-    # Open (issue 27, item 4): with every member listed, the direct baseline
-    # rejoined cleanly 3 of 3 times here, but through tunneld the cut leader's
-    # Patroni promoted itself again right after the heal (from its stale view of
-    # the leader key) in the first cycle of 5 of 6 runs: 2 of 2 as the code is,
-    # 3 of 4 with a short dial instead of the reset, or no reset on the
-    # minority side (both tried, neither kept). With tunneld's keepalive made
-    # longer than the partition (connections survive it, as direct ones do) it
-    # was clean in 6 of 6 cycles: the fix is for tunnelled service connections
-    # not to end sooner than direct ones on a silent path. Until that is fixed the
-    # README keeps its advice (list only the other members), which the Patroni
-    # lab (test_patroni.py) runs; this lab runs on request (about 6 minutes).
-    pytest.mark.skipif(not os.environ.get("TUNNELD_PATRONI_HEAL"),
-                       reason="open issue 27 item 4 (all etcd members listed: a second primary "
-                              "after the heal through tunneld); TUNNELD_PATRONI_HEAL=1 runs it"),
+    # Issue 27 item 4. Through tunneld the cut leader's Patroni used to promote
+    # itself again right after the heal (5 of 6 runs): Patroni 3.0.2 reads etcd
+    # serializably and writes the leader key without a compare, and with the
+    # other members reset at once it settled on its own cut-off member, whose
+    # stale leader key still named it. Directly, the same read was only avoided
+    # by timing (its demotion blocked on walsenders until the heal). The lab's
+    # own-member listener now has local_quorum: majority: no stale member is
+    # read on the minority side, nor for a settle time after the heal.
 ]
 
 CYCLES = 3

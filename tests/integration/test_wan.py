@@ -58,25 +58,25 @@ print(got, h.hexdigest() == want.hexdigest(), round(time.monotonic() - t0, 2))
 TLS_PORT, LOCAL_PORT, SERVICE_PORT = 8765, 6432, 6439
 
 
-def start_pair(wan, workdir, ca, backend_port):
+def start_pair(wan, workdir, ca, backend_port, extra=""):
     """A tunneld pair across the WAN: server on b (-> 127.0.0.1:backend_port),
     client on a (127.0.0.1:LOCAL_PORT; probe_interval 500ms), and the same
     backend as a named service, "etcd", on the client's 127.0.0.1:SERVICE_PORT.
-    Returns (server, client)."""
+    `extra`: top-level config lines for both. Returns (server, client)."""
     s_cert, s_key, _ = ca.issue("server-1", os.path.join(workdir, "s"))
     c_cert, c_key, _ = ca.issue("client-1", os.path.join(workdir, "c"))
     server = lab.Tunneld(workdir, "server", lab.node_config(
         "server-1", ca.cert_path, s_cert, s_key,
         inbound={"listen": f"{wan_lab.B}:{TLS_PORT}", "backend": f"127.0.0.1:{backend_port}",
                  "allow": ["client-1"]}).replace(
-        '  allow: ["client-1"]\n', f'  allow: ["client-1"]\n  services: {{etcd: "127.0.0.1:{backend_port}"}}\n'),
+        '  allow: ["client-1"]\n', f'  allow: ["client-1"]\n  services: {{etcd: "127.0.0.1:{backend_port}"}}\n') + extra,
         netns=wan.b.name).start()
     client = lab.Tunneld(workdir, "client", lab.node_config(
         "client-1", ca.cert_path, c_cert, c_key,
         peers=[{"name": "server-1", "connect": f"{wan_lab.B}:{TLS_PORT}",
                 "local": f"127.0.0.1:{LOCAL_PORT}"}]).replace(
         f'    local: "127.0.0.1:{LOCAL_PORT}"\n',
-        f'    local: "127.0.0.1:{LOCAL_PORT}"\n    services: {{etcd: "127.0.0.1:{SERVICE_PORT}"}}\n'),
+        f'    local: "127.0.0.1:{LOCAL_PORT}"\n    services: {{etcd: "127.0.0.1:{SERVICE_PORT}"}}\n') + extra,
         netns=wan.a.name).start()
     return server, client
 
@@ -209,6 +209,68 @@ def test_a_silent_peer_is_reset_at_once_and_dialled_again_once_it_answers(wan, w
         if sessions:
             sessions.kill()
             sessions.wait()
+        for t in (client, server):
+            if t:
+                t.stop()
+        echo.kill()
+        echo.wait()
+
+
+def test_a_partition_past_the_keepalive_ends_postgres_connections_but_not_services(wan, workdir, ca):
+    """`keepalive` (postgres connections, the probe) declares a silent path dead
+    within seconds here. Service connections (etcd, Patroni's API) follow
+    `service_keepalive`, which by default outlasts a partition as a direct TCP
+    connection does: a service connection with a request in flight across the
+    cut answers after the heal, on both tunnelds, while the postgres connection
+    beside it was closed as peer_timeout. (Through a tunnel that ended them with
+    the postgres keepalive, Patroni's etcd client fell back to its own stale
+    etcd member after a partition; test_patroni_heal.py.)"""
+    backend_port = 5433
+    echo = wan.b.popen(["/usr/bin/python3", "-c", ECHO, str(backend_port)])
+    client = server = None
+    opened = []
+    try:
+        server, client = start_pair(wan, workdir, ca, backend_port,
+                                    extra="keepalive: {idle: 1s, interval: 1s, count: 2, user_timeout: 3s}\n")
+
+        def session(port):
+            p = wan.a.popen(["/usr/bin/python3", "-c", SESSIONS, str(port)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            opened.append(p)
+            return p
+
+        def send(p, cmd):
+            p.stdin.write(cmd + "\n")
+            p.stdin.flush()
+
+        svc, pg = session(SERVICE_PORT), session(LOCAL_PORT)
+        for p, name in ((svc, "svc"), (pg, "pg")):
+            send(p, f"open {name}")
+            assert p.stdout.readline().split()[0] == "ok"
+        lab.partition(wan.a)
+        t_cut = time.monotonic()
+        send(svc, "echo svc")  # in flight across the cut
+        send(pg, "echo pg")
+        client.wait_log(r"outbound close (?!.*service=).*reason=peer_timeout", timeout=15)
+        pg_ended = time.monotonic() - t_cut
+        server.wait_log(r"inbound close (?!.*service=).*reason=peer_timeout", timeout=15)
+        time.sleep(max(0.0, 5.0 - (time.monotonic() - t_cut)))  # past every keepalive bound above
+        assert not client.log_lines(r"close .*service=etcd"), client.read_log()[-2000:]
+        lab.heal(wan.a)
+        cut_for = time.monotonic() - t_cut
+        assert pg.stdout.readline().split()[0] == "err"  # ended with the path, not held open
+        got = svc.stdout.readline().split()
+        assert got[0] == "ok", got  # the same connection, both tunnelds kept it
+        send(svc, "echo svc")
+        assert svc.stdout.readline().split()[0] == "ok"
+        assert not server.log_lines(r"inbound close .*service=etcd"), server.read_log()[-2000:]
+        print(f"MEASURED wan: a {cut_for:.1f}s partition ended the postgres connection after {pg_ended:.1f}s "
+              f"(keepalive 1s+2x1s, user_timeout 3s); the service connection answered {got[1]}s after "
+              f"its request, across the cut")
+    finally:
+        for p in opened:
+            p.kill()
+            p.wait()
         for t in (client, server):
             if t:
                 t.stop()

@@ -127,3 +127,46 @@ TEST(ClusterConfig, CheckNamesTheVotersOrWarnsAboutQuorumNone) {
 
 }  // namespace
 }  // namespace tunneld
+
+namespace tunneld {
+namespace {
+
+// inbound.services.X.local_quorum: majority (a node's own etcd member behind a
+// local listener that closes on the minority side).
+TEST(ClusterConfig, LocalQuorumNeedsALocalListenerAndThreeVoters) {
+    const std::string node = R"(node: db-1
+tls: {ca: /c, cert: /n.crt, key: /n.key}
+inbound:
+  listen: 0.0.0.0:8765
+  backend: 127.0.0.1:5432
+  allow: [db-2, db-3]
+  services:
+    etcd-client: {backend: "127.0.0.1:2379", local: "127.0.0.1:12371", local_quorum: majority}
+health: {postgres: "host=/run/postgresql"}
+peers:
+  - {name: db-2, connect: "db2.example.net:8765"}
+)";
+    auto c =
+        parse_config(node + "  - {name: db-3, connect: \"db3.example.net:8765\"}\n", "/x.yaml");
+    ASSERT_EQ(c.inbound->services.size(), 1u);
+    EXPECT_TRUE(c.inbound->services[0].local_quorum);
+    EXPECT_NE(test::config_error_of(node).find("local_quorum: majority needs three voters or a "
+                                               "witness (the cluster has db-2, db-1)"),
+              std::string::npos)
+        << test::config_error_of(node);
+    auto no_local = node;
+    const std::string local_key = " local: \"127.0.0.1:12371\",";
+    no_local.replace(no_local.find(local_key), local_key.size(), "");
+    EXPECT_NE(test::config_error_of(no_local).find("applies to its 'local' listener"),
+              std::string::npos)
+        << test::config_error_of(no_local);
+    auto bad = node;
+    bad.replace(bad.find("local_quorum: majority"), 22, "local_quorum: yes");
+    EXPECT_NE(test::config_error_of(bad).find("'inbound.services.etcd-client.local_quorum' must "
+                                              "be majority or none"),
+              std::string::npos)
+        << test::config_error_of(bad);
+}
+
+}  // namespace
+}  // namespace tunneld

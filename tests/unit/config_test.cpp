@@ -33,6 +33,10 @@ TEST(Config, ParsesMinimalConfigWithSecureDefaults) {
     EXPECT_FALSE(c.inbound.has_value());
     EXPECT_EQ(c.keepalive.idle, std::chrono::seconds(30));
     EXPECT_EQ(c.keepalive.user_timeout, std::chrono::seconds(60));
+    // Services: kept through a silent path as long as Linux keeps a direct one.
+    EXPECT_EQ(c.service_keepalive.idle, std::chrono::seconds(30));
+    EXPECT_EQ(c.service_keepalive.count, 90);
+    EXPECT_EQ(c.service_keepalive.user_timeout, std::chrono::minutes(15));
     EXPECT_EQ(c.timeouts.handshake, std::chrono::seconds(10));
     EXPECT_EQ(c.limits.max_connections, 256);
     EXPECT_EQ(c.limits.max_local_connections, 128);
@@ -67,6 +71,7 @@ inbound:
   backend: unix:/var/run/postgresql/.s.PGSQL.5432
   allow: [standby-1, "spiffe://example.org/standby-2"]
 keepalive: {idle: 15s, interval: 5s, count: 4, user_timeout: 45000ms}
+service_keepalive: {idle: 20s, user_timeout: 5m}
 timeouts: {connect: 3s, handshake: 2s, shutdown: 1m}
 limits: {max_connections: 10, max_handshakes_per_source: 2}
 workers: 3
@@ -81,6 +86,9 @@ log_level: debug
     EXPECT_EQ(c.tls.crl, "/ca.crl");
     EXPECT_EQ(c.keepalive.count, 4);
     EXPECT_EQ(c.keepalive.user_timeout, std::chrono::milliseconds(45000));
+    EXPECT_EQ(c.service_keepalive.idle, std::chrono::seconds(20));
+    EXPECT_EQ(c.service_keepalive.count, 90);  // not given: the services' default
+    EXPECT_EQ(c.service_keepalive.user_timeout, std::chrono::minutes(5));
     EXPECT_EQ(c.timeouts.shutdown, std::chrono::minutes(1));
     EXPECT_EQ(c.limits.max_handshakes_per_source, 2);
     EXPECT_EQ(c.workers, 3u);
@@ -136,6 +144,8 @@ INSTANTIATE_TEST_SUITE_P(
                 "'tls.groups': 'ffdhe8192' is not allowed"},
         BadCase{"CountOutOfRange", with("keepalive: {count: 0}\n"),
                 "'keepalive.count' must be a whole number from 1 to 127"},
+        BadCase{"ServiceKeepaliveBounds", with("service_keepalive: {user_timeout: 2h}\n"),
+                "'service_keepalive.user_timeout' must be from 0ms to 1h"},
         BadCase{"CountNotNumber", with("keepalive: {count: three}\n"), "'keepalive.count' must be"},
         BadCase{"BadPort",
                 with("timeouts: {connect: 1s}\n")

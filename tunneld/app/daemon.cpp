@@ -22,6 +22,7 @@
 #include "tunneld/relay/context.hpp"
 #include "tunneld/relay/inbound.hpp"
 #include "tunneld/relay/outbound.hpp"
+#include "tunneld/route/quorum.hpp"
 #include "tunneld/route/routes.hpp"
 #include "tunneld/tls/reloader.hpp"
 
@@ -50,6 +51,10 @@ struct Daemon::Impl {
     std::vector<std::unique_ptr<PeerProbe>> probes;
     std::optional<BackendMonitor> backend_monitor;
     std::optional<HealthServer> health;
+    // inbound.services.X.local_quorum (Context::minority): settled for two
+    // probe intervals, at least 1 s.
+    SettledMajority majority{
+        std::max<Duration>(2 * config.health.probe_interval, std::chrono::seconds(1))};
     Notifier notifier;
     asio::signal_set signals{io, SIGHUP, SIGTERM, SIGINT};
     std::int64_t started_at = unix_now();
@@ -78,6 +83,12 @@ struct Daemon::Impl {
                                    ctx.silent.clear(peer);
                                });
         };
+        if (config.inbound &&
+            std::any_of(config.inbound->services.begin(), config.inbound->services.end(),
+                        [](const auto& s) { return s.local_quorum; }))
+            ctx.minority = [this] {
+                return majority.refusal(quorum_now(), SettledMajority::Clock::now());
+            };
         if (config.inbound) inbound.emplace(ctx, config, io, pool);
         outbound.emplace(ctx, config, io, pool);  // peers[] listeners, and inbound.local ones
         if (!config.routes.empty())
@@ -115,8 +126,13 @@ struct Daemon::Impl {
 
     // A probe or the backend monitor has a new result (called on their threads).
     void changed() {
+        if (ctx.minority) (void)ctx.minority();  // a majority lost or back: from now
         notifier.poke();
         if (routes) routes->reevaluate();
+    }
+
+    QuorumView quorum_now() {
+        return quorum_of(cluster_voters(config, ctx, probes), /*required=*/true);
     }
 
     Snapshot snapshot(bool full) {

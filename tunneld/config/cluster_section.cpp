@@ -51,6 +51,14 @@ void read_cluster(MapReader& top, const std::string& path, Config& cfg) {
     bool primary_route = std::any_of(cfg.routes.begin(), cfg.routes.end(), [](const auto& rc) {
         return rc.to == RouteConfig::To::primary;
     });
+    if (cfg.inbound)
+        for (const auto& sc : cfg.inbound->services)
+            if (sc.local_quorum && cfg.voters().size() < 3)
+                top.fail(*top.find("inbound"),
+                         "inbound.services." + sc.name +
+                             ".local_quorum: majority needs three voters or a witness (the "
+                             "cluster has " +
+                             join(cfg.voters()) + ")");
     auto voters = cfg.voters();
     if (primary_route && voters.size() == 2 && cfg.cluster.witnesses.empty() &&
         cfg.cluster.quorum == ClusterConfig::Quorum::majority) {

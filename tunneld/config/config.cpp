@@ -186,12 +186,15 @@ void read_routes(MapReader& top, const std::string& path, Config& cfg,
 
 // keepalive, timeouts, limits, workers: numbers with their bounds.
 void read_tuning(MapReader& top, const YAML::Node& root, const std::string& path, Config& cfg) {
-    if (auto* ka = top.find("keepalive")) {
-        MapReader r(*ka, "keepalive", path);
-        read_duration(r, "idle", cfg.keepalive.idle, 1s, 32767s);  // the kernel's limits
-        read_duration(r, "interval", cfg.keepalive.interval, 1s, 32767s);
-        read_int(r, "count", cfg.keepalive.count, 1, 127);
-        read_duration(r, "user_timeout", cfg.keepalive.user_timeout, 0ms, 1h);
+    for (auto [key, ka] : {std::pair{"keepalive", &cfg.keepalive},
+                           std::pair{"service_keepalive", &cfg.service_keepalive}}) {
+        auto* node = top.find(key);
+        if (!node) continue;
+        MapReader r(*node, key, path);
+        read_duration(r, "idle", ka->idle, 1s, 32767s);  // the kernel's limits
+        read_duration(r, "interval", ka->interval, 1s, 32767s);
+        read_int(r, "count", ka->count, 1, 127);
+        read_duration(r, "user_timeout", ka->user_timeout, 0ms, 1h);
         r.finish();
     }
     if (auto* t = top.find("timeouts")) {

@@ -41,6 +41,13 @@ struct ServiceConfig {
     std::vector<std::string> allow;  // who may use it: its own allow, else inbound.allow
     bool own_allow = false;          // `allow` was given for this service
     Endpoint local;  // optional loopback listener straight to `backend` (see InboundConfig::local)
+    // local_quorum: majority: `local` admits a connection only while this node
+    // reaches a majority of the cluster's voters (and has for a moment: a
+    // member of a replicated store cut off with this node needs that to catch
+    // up); else it resets it, as for a silent peer's service. For this node's
+    // own member of etcd when Patroni lists every member: on the minority side
+    // it would read that member's stale view of the leader key.
+    bool local_quorum = false;
 };
 
 struct InboundConfig {
@@ -183,7 +190,13 @@ struct Config {
     std::optional<InboundConfig> inbound;
     std::vector<PeerConfig> peers;
     std::vector<RouteConfig> routes;
-    KeepaliveConfig keepalive;
+    KeepaliveConfig keepalive;  // postgres connections and the probe
+    // Service connections (inbound.services, peers[].services: etcd, Patroni's
+    // API) carry programs with timeouts of their own; the tunnel keeps them
+    // through a silent path about as long as Linux keeps a direct connection
+    // (tcp_retries2: ~15 min), so a partition ends them no sooner than it would
+    // without tunneld. Probes still go every `idle` (NAT state).
+    KeepaliveConfig service_keepalive{30s, 10s, 90, 15min};
     TimeoutConfig timeouts;
     LimitConfig limits;
     unsigned workers = 0;  // I/O threads; 0 = "auto" (one per CPU, at most 8)

@@ -53,6 +53,17 @@ std::vector<ServiceConfig> read_services(const YAML::Node& n, const std::string&
             if (auto* local = sr.find("local"))
                 sc.local = own_local(sr, *local, "inbound.services." + sc.name + ".local",
                                      "this node's " + sc.name, locals);
+            if (auto* q = sr.find("local_quorum")) {
+                auto text = q->IsScalar() ? q->Scalar() : "";
+                if (text != "majority" && text != "none")
+                    sr.fail(*q, "'inbound.services." + sc.name +
+                                    ".local_quorum' must be majority or none");
+                sc.local_quorum = text == "majority";
+                if (sc.local_quorum && !sc.local.port)
+                    sr.fail(*q, "'inbound.services." + sc.name +
+                                    ".local_quorum' applies to its 'local' listener, which is "
+                                    "not given");
+            }
             if (auto* allow = sr.find("allow")) {
                 sc.allow = identity_list(sr, *allow, "allow");
                 if (sc.allow.empty())

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "tunneld/config/config.hpp"
@@ -32,7 +33,8 @@ struct Context {
     const std::string node;  // this node's identity
     const TimeoutConfig timeouts;
     const LimitConfig limits;
-    const KeepaliveConfig keepalive;
+    const KeepaliveConfig keepalive;          // postgres connections, probes
+    const KeepaliveConfig service_keepalive;  // service connections (config.hpp)
 
     ConnectionTable connections;
     std::atomic<std::shared_ptr<const TlsMaterial>> tls;
@@ -42,12 +44,16 @@ struct Context {
     SilentPeers silent;  // peers the probe gets no answer from: not dialled
     HeardPeers heard;    // identities whose probe pings arrive here
     ProbeServer serve_probe;
+    // Why this node must not serve a local_quorum listener now ("reaching 1 of
+    // 3 voters ..."), or nothing. Set by app/ (route/quorum.hpp); unset: never.
+    std::function<std::optional<std::string>()> minority;
 
     Context(const Config& c, std::shared_ptr<const TlsMaterial> material)
         : node(c.node),
           timeouts(c.timeouts),
           limits(c.limits),
           keepalive(c.keepalive),
+          service_keepalive(c.service_keepalive),
           connections(static_cast<std::size_t>(c.limits.max_connections),
                       static_cast<std::size_t>(c.limits.max_local_connections)),
           tls(std::move(material)) {}

@@ -44,9 +44,11 @@ OutboundListener::OutboundListener(Context& ctx, const Config& cfg, asio::io_con
     if (const auto& in = cfg.inbound) {
         if (in->local.port) add(in->local, "inbound.local", "")->far = own_far(in->backend);
         for (const auto& s : in->services)
-            if (s.local.port)
-                add(s.local, "inbound.services." + s.name + ".local", s.name)->far =
-                    own_far(s.backend);
+            if (s.local.port) {
+                auto* l = add(s.local, "inbound.services." + s.name + ".local", s.name);
+                l->far = own_far(s.backend);
+                l->far.needs_quorum = s.local_quorum;
+            }
     }
     for (const auto& peer : cfg.peers) {
         if (peer.has_local()) {

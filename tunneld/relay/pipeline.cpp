@@ -21,11 +21,12 @@ std::string address_of(const tcp::endpoint& ep) {
     return Endpoint{ep.address().to_string(), ep.port(), {}}.to_string();
 }
 
-// A far end reached over TCP: keepalive for a peer across the network,
-// TCP_NODELAY for a backend on this host.
+// A far end reached over TCP: keepalive for a peer across the network (a
+// service's own, config.hpp), TCP_NODELAY for a backend on this host.
 void tune(Context& ctx, const Far& far, tcp::socket& s, ConnInfo& info) {
     if (far.tls()) {
-        if (auto set = apply_public_options(s.native_handle(), ctx.keepalive); !set)
+        const auto& keepalive = info.service.empty() ? ctx.keepalive : ctx.service_keepalive;
+        if (auto set = apply_public_options(s.native_handle(), keepalive); !set)
             spdlog::warn("conn={} {}", info.id, set.error().what);
     } else {
         (void)apply_local_options(s.native_handle());  // best effort: only latency
@@ -127,8 +128,10 @@ asio::awaitable<void> carry(Context& ctx, Near near, Far far, ConnInfo info) {
             co_await steps.serve_probe(*live, *near_tls);
             co_return;
         }
-        if (!steps.count(*live) || !steps.resolve_far(verdict)) co_return;
+        if (!steps.count(*live) || !steps.resolve_far(verdict, near_tls->socket())) co_return;
     } else if (far.tls() && co_await steps.refuse_silent(near.socket)) {
+        co_return;
+    } else if (far.needs_quorum && steps.refuse_minority(near.socket)) {
         co_return;
     }
     std::function<void()> far_closer;

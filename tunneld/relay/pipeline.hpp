@@ -52,6 +52,9 @@ struct Far {
     // Inbound: the target is inbound.backend or the backend of the service
     // the peer asked for, and the source address is inbound.source's for it.
     const InboundConfig* inbound = nullptr;
+    // inbound.services.X.local_quorum: dialled only while Context::minority
+    // says nothing.
+    bool needs_quorum = false;
 
     bool tls() const { return !peer.empty(); }
 };

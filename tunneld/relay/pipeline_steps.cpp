@@ -162,7 +162,7 @@ bool Steps::count(LiveConnection& live) {
     return false;
 }
 
-bool Steps::resolve_far(const Verdict& v) {
+bool Steps::resolve_far(const Verdict& v, tcp::socket& near) {
     if (!far_.inbound) return true;
     const auto& in = *far_.inbound;
     far_.target = in.backend;
@@ -171,6 +171,8 @@ bool Steps::resolve_far(const Verdict& v) {
         if (!service) return false;  // cannot happen: the ALPN callback only picks served ones
         info_.service = v.service;
         far_.target = service->backend;
+        if (auto set = apply_public_options(near.native_handle(), ctx_.service_keepalive); !set)
+            spdlog::warn("conn={} {}", info_.id, set.error().what);
     } else if (auto it = in.source.find(info_.peer); it != in.source.end()) {
         far_.source = asio::ip::make_address(it->second);
     }
@@ -212,6 +214,25 @@ asio::awaitable<bool> Steps::refuse_silent(tcp::socket& near) {
                                                             " reset since the last such line)"
                                                       : "")});
     co_return true;
+}
+
+bool Steps::refuse_minority(tcp::socket& near) {
+    auto why = ctx_.minority ? ctx_.minority() : std::nullopt;
+    if (!why) return false;
+    error_code ec;
+    near.set_option(asio::socket_base::linger(true, 0), ec);
+    ctx_.stats.count_close(Direction::outbound, CloseReason::no_quorum);
+    if (auto n = ctx_.refusals.note("minority " + info_.service))
+        log_close(
+            info_,
+            RelayResult{
+                0, 0, CloseReason::no_quorum,
+                "this node's " + info_.service +
+                    " is not served without a "
+                    "majority: " +
+                    *why +
+                    (n > 1 ? " (" + std::to_string(n) + " reset since the last such line)" : "")});
+    return true;
 }
 
 void Steps::far_failed(const FarOpen& opened) {

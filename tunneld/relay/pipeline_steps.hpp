@@ -30,12 +30,16 @@ class Steps {
     boost::asio::awaitable<void> serve_probe(LiveConnection& live, TlsStream& tls);
     // An authenticated inbound connection takes one of limits.max_connections.
     bool count(LiveConnection& live);
-    // The inbound far end: the backend of what the peer asked for.
-    bool resolve_far(const Verdict& v);
+    // The far end for the verdict (inbound): inbound.backend or the service's,
+    // whose keepalive then replaces the postgres one on `near`.
+    bool resolve_far(const Verdict& v, boost::asio::ip::tcp::socket& near);
     // The probe finds the peer silent: a postgres connection waits (up to
     // timeouts.connect) for it to answer again; a service's is reset at once.
     // True when refused (logged, counted).
     boost::asio::awaitable<bool> refuse_silent(boost::asio::ip::tcp::socket& near);
+    // A local_quorum listener while this node is in a minority: reset at once
+    // (no_quorum). True when refused (logged, counted).
+    bool refuse_minority(boost::asio::ip::tcp::socket& near);
     // open_far failed: log and count why.
     void far_failed(const FarOpen& opened);
     // Both ends open: log the open line, relay, finish.

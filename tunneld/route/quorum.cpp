@@ -29,4 +29,18 @@ QuorumView quorum_of(std::vector<VoterView> voters, bool required) {
     return q;
 }
 
+std::optional<std::string> SettledMajority::refusal(const QuorumView& q, Clock::time_point now) {
+    std::lock_guard hold(mutex_);
+    if (!q.met) {
+        since_.reset();
+        return q.detail;
+    }
+    if (!since_) since_ = now;
+    auto held = std::chrono::duration_cast<std::chrono::milliseconds>(now - *since_);
+    if (held >= settle_) return std::nullopt;
+    return q.detail + ", a majority again for " + std::to_string(held.count()) + " ms of " +
+           std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(settle_).count()) +
+           " ms";
+}
+
 }  // namespace tunneld
