@@ -202,37 +202,32 @@ asio::awaitable<bool> Steps::refuse_silent(tcp::socket& near) {
     // Services (etcd, Patroni's API: clients with a list of members) are reset
     // at once, like a dead host's RST, so the client tries its next
     // address now rather than after its own timeout (silent_peers.hpp).
-    error_code ec;
-    near.set_option(asio::socket_base::linger(true, 0), ec);
-    ctx_.stats.count_close(Direction::outbound, CloseReason::peer_unreachable);
     traffic()->set_error("peer_unreachable: " + *silent);
-    // One line per peer and service per 10 s at most: a client retrying in a
-    // tight loop (Patroni's etcd client does) cannot flood the log.
-    if (auto n = ctx_.refusals.note("silent " + far_.peer + " " + info_.service))
-        log_close(info_, RelayResult{0, 0, CloseReason::peer_unreachable,
-                                     *silent + (n > 1 ? " (" + std::to_string(n) +
-                                                            " reset since the last such line)"
-                                                      : "")});
+    reset_near(near, CloseReason::peer_unreachable, "silent " + far_.peer + " " + info_.service,
+               *silent);
     co_return true;
 }
 
 bool Steps::refuse_minority(tcp::socket& near) {
     auto why = ctx_.minority ? ctx_.minority() : std::nullopt;
     if (!why) return false;
+    reset_near(near, CloseReason::no_quorum, "minority " + info_.service,
+               "this node's " + info_.service + " is not served without a majority: " + *why);
+    return true;
+}
+
+void Steps::reset_near(tcp::socket& near, CloseReason reason, const std::string& key,
+                       const std::string& detail) {
     error_code ec;
     near.set_option(asio::socket_base::linger(true, 0), ec);
-    ctx_.stats.count_close(Direction::outbound, CloseReason::no_quorum);
-    if (auto n = ctx_.refusals.note("minority " + info_.service))
-        log_close(
-            info_,
-            RelayResult{
-                0, 0, CloseReason::no_quorum,
-                "this node's " + info_.service +
-                    " is not served without a "
-                    "majority: " +
-                    *why +
-                    (n > 1 ? " (" + std::to_string(n) + " reset since the last such line)" : "")});
-    return true;
+    ctx_.stats.count_close(Direction::outbound, reason);
+    // One line per key per 10 s at most: a client retrying in a tight loop
+    // (Patroni's etcd client does) cannot flood the log.
+    if (auto n = ctx_.refusals.note(key))
+        log_close(info_, RelayResult{0, 0, reason,
+                                     detail + (n > 1 ? " (" + std::to_string(n) +
+                                                           " reset since the last such line)"
+                                                     : "")});
 }
 
 void Steps::far_failed(const FarOpen& opened) {

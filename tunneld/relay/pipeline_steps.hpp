@@ -48,6 +48,10 @@ class Steps {
                                        std::function<void()>& far_closer);
 
   private:
+    // Resets the accepted end at once (RST, so a client moves on), counts the
+    // close and logs it, one line per `key` per 10 s.
+    void reset_near(boost::asio::ip::tcp::socket& near, CloseReason reason, const std::string& key,
+                    const std::string& detail);
     boost::asio::awaitable<RelayResult> run(boost::asio::ip::tcp::socket& near, TlsStream* near_tls,
                                             FarStream& far, ByteCounters* counters);
     void finish(const RelayResult& r);
