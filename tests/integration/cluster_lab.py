@@ -21,6 +21,24 @@ REPLICA_ROUTE = 6442
 CASCADE_ROUTE = 6452
 INGRESS = f"{NET}.100"
 NODES = ("primary-1", "standby-1", "standby-2")
+ECHO_PORT = 9000
+ECHO_LOCAL = 19000
+
+# An echo server on 127.0.0.1:<argv[1]> (a thread per connection).
+ECHO_SERVER = """
+import socket, sys, threading
+def serve(c):
+    with c:
+        while True:
+            b = c.recv(4096)
+            if not b:
+                return
+            c.sendall(b)
+s = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
 
 
 def address(i):
@@ -30,7 +48,7 @@ def address(i):
 class ClusterLab:
     def __init__(self, workdir, probe_interval="300ms", replica_max_lag="1MB", cascade=False,
                  sync=None, ingress=False, app_peers=False, second_app=False, nodes=NODES,
-                 witness=None):
+                 witness=None, own_service=False):
         """cascade: standby-2 follows standby-1 through a fixed-peer route.
         sync: synchronous_standby_names on the primary ("ANY 1 (standby1, standby2)").
         ingress: every peer connection goes through one HAProxy routing by SNI
@@ -41,9 +59,15 @@ class ClusterLab:
         second_app: a second application host, app2 (NET.11), configured like app,
         so that a partition can leave an application on each side.
         nodes: the database nodes (a prefix of NODES: two for a pair).
-        witness: a host named as every node's cluster.witnesses ("app")."""
+        witness: a host named as every node's cluster.witnesses ("app").
+        own_service: every node runs an echo server on 127.0.0.1:ECHO_PORT, an
+        inbound service ("echo") with its own local listener on
+        127.0.0.1:ECHO_LOCAL and local_quorum: majority (as a node's own etcd
+        member is reached in the README's Patroni section)."""
         self.nodes = tuple(nodes)
         self.witness = witness
+        self.own_service = own_service
+        self.echoes = []
         self.workdir = workdir
         self.probe_interval = probe_interval
         self.replica_max_lag = replica_max_lag
@@ -105,6 +129,13 @@ class ClusterLab:
         self.pg["primary-1"].start()
         self.pg["primary-1"].sql("CREATE TABLE ticks (id bigserial PRIMARY KEY, at timestamptz DEFAULT now())")
 
+        if self.own_service:
+            for h in self.nodes:
+                self.echoes.append(self.ns[h].popen(["python3", "-c", ECHO_SERVER, str(ECHO_PORT)]))
+            for h in self.nodes:
+                lab.wait_for(lambda h=h: self.ns[h].exec(["ss", "-Htln", f"sport = :{ECHO_PORT}"]).stdout.strip(),
+                             timeout=10, what=f"the echo server on {h}")
+
         log("tunneld on every host (routes, no per-peer ports)")
         for h in hosts:
             self.tunnels[h] = lab.Tunneld(self.workdir, "tunneld-" + h, self.config(h),
@@ -142,8 +173,14 @@ class ClusterLab:
             allow = [h for h in self.nodes if h != host] + self.apps
             lines += ["inbound:", f'  listen: "{address(i)}:{TLS_PORT}"', '  backend: "127.0.0.1:5432"',
                       f"  allow: {lab.yaml_list(allow)}"]
+            services = []
             if self.app_peers:
-                lines += ["  services:", '    health: {backend: "127.0.0.1:8080", allow: [app]}']
+                services.append('    health: {backend: "127.0.0.1:8080", allow: [app]}')
+            if self.own_service:
+                services.append(f'    echo: {{backend: "127.0.0.1:{ECHO_PORT}", allow: {lab.yaml_list(allow)}, '
+                                f'local: "127.0.0.1:{ECHO_LOCAL}", local_quorum: majority}}')
+            if services:
+                lines += ["  services:"] + services
         lines.append("peers:")
         for j, h in enumerate(NODES):
             if h != host and h in self.nodes:
@@ -243,6 +280,8 @@ class ClusterLab:
 
         for name, t in self.tunnels.items():
             attempt(f"tunneld {name}", t.stop)
+        for e in self.echoes:
+            attempt("an echo server", lambda e=e: lab.terminate(e))
         if self.haproxy:
             self.haproxy.terminate()
             attempt("haproxy", lambda: self.haproxy.wait(timeout=10))

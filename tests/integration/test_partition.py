@@ -15,7 +15,7 @@ import time
 import pytest
 
 import lab
-from cluster_lab import PRIMARY_ROUTE, ClusterLab, stop_postgres
+from cluster_lab import ECHO_LOCAL, PRIMARY_ROUTE, ClusterLab, stop_postgres
 from test_patroni_api import readme_haproxy_config
 
 pytestmark = pytest.mark.skipif(not lab.is_root(), reason="needs root: network namespaces and the postgres user")
@@ -250,3 +250,94 @@ def test_two_nodes_and_a_witness(witnessed_pair):
     assert r["quorum"]["reached"] == 2 and r["last_switch"]["from"] == "primary-1", r
     lab.wait_for(lambda: c.app_sql("INSERT INTO ticks DEFAULT VALUES RETURNING 1") == (0, "1"), timeout=15,
                  what="the application writing to standby-1")
+
+
+# A client of a node's own service through its local_quorum listener: an echo
+# every 0.2 s on one connection until it ends; prints "open" after the first.
+HOLD = """
+import socket, sys, time
+n = 0
+try:
+    c = socket.create_connection(("127.0.0.1", int(sys.argv[1])), 5)
+    c.settimeout(10)
+    while True:
+        c.sendall(b"ping")
+        got = b""
+        while len(got) < 4:
+            b = c.recv(4 - len(got))
+            if not b:
+                raise EOFError("closed by tunneld")
+            got += b
+        n += 1
+        if n == 1:
+            print("open", flush=True)
+        time.sleep(0.2)
+except Exception as e:
+    print(f"ended after {n} echoes: {e!r}", flush=True)
+"""
+
+
+def echo_once(c, host):
+    r = c.ns[host].exec(["python3", "-c", "import socket;s=socket.create_connection(('127.0.0.1',%d),3);"
+                         "s.settimeout(3);s.sendall(b'hi');print(s.recv(2).decode())" % ECHO_LOCAL],
+                        check=False)
+    return r.returncode == 0 and r.stdout.strip() == "hi"
+
+
+@pytest.fixture
+def own_service_cluster(workdir):
+    c = ClusterLab(workdir, probe_interval="300ms", own_service=True)
+    try:
+        c.setup(log=lambda *_: None)
+        yield c
+    finally:
+        c.teardown()
+
+
+def test_a_local_quorum_listener_serves_only_with_a_settled_majority(own_service_cluster):
+    """inbound.services.echo.local_quorum: majority on every node (as the
+    README has a node's own etcd member): cut one node away and its own
+    listener closes what it had open (reason=no_quorum) and resets new clients,
+    while the majority side serves on; after the heal it serves again only once
+    a majority has held for the settle time (max(2 x 300 ms, 1 s))."""
+    c = own_service_cluster
+    for h in c.nodes:
+        lab.wait_for(lambda h=h: echo_once(c, h), timeout=20, what=f"{h}'s own echo through its local listener")
+    held = {h: c.ns[h].popen(["python3", "-c", HOLD, str(ECHO_LOCAL)], stdout=subprocess.PIPE, text=True)
+            for h in ("primary-1", "standby-1")}
+    try:
+        for h, p in held.items():
+            assert p.stdout.readline().strip() == "open", h
+        t_cut = time.monotonic()
+        c.cut("primary-1")
+        lab.wait_for(lambda: held["primary-1"].poll() is not None, timeout=10,
+                     what="primary-1's open connection closed by its tunneld")
+        closed_after = time.monotonic() - t_cut
+        assert "closed by tunneld" in held["primary-1"].stdout.read()
+        t = c.tunnels["primary-1"]
+        t.wait_log(r"local_quorum: refusing the local_quorum listeners \(no_quorum\): reaching 1 of 3 "
+                   r"voters \(primary-1\).*; closed 1 connection\(s\)")
+        t.wait_log(r"outbound close .*local=127\.0\.0\.1:\d+ .*reason=no_quorum detail=this node's local_quorum "
+                   r"service is not served without a majority")
+        # New clients there are reset at once; the majority side serves on.
+        assert not echo_once(c, "primary-1")
+        t.wait_log(r"reason=no_quorum detail=this node's echo is not served without a majority: reaching 1 of 3")
+        assert echo_once(c, "standby-1")
+        time.sleep(1)
+        assert held["standby-1"].poll() is None, held["standby-1"].stdout.read()
+
+        c.heal("primary-1")
+        t_heal = time.monotonic()
+        lab.wait_for(lambda: echo_once(c, "primary-1"), timeout=15, interval=0.05,
+                     what="primary-1's own echo again after the heal")
+        back = time.monotonic() - t_heal
+        t.wait_log(r"local_quorum: a majority has held for 1000 ms: serving the local_quorum listeners again")
+        assert held["standby-1"].poll() is None
+    finally:
+        for p in held.values():
+            lab.terminate(p)
+    print(f"MEASURED local_quorum: cut -> open connection closed {closed_after:.2f} s (probe_interval 300ms); "
+          f"heal -> served again {back:.2f} s (settle 1 s)")
+    assert closed_after < 3.0, closed_after
+    # Never before the majority has held for the settle time.
+    assert 1.0 <= back < 5.0, back

@@ -124,6 +124,7 @@ struct Pipeline : ::testing::TestWithParam<Combo> {
     std::optional<TlsStream> client_tls, backend_tls;
     std::optional<End> client, backend;
     bool client_ready = false, backend_ready = false;
+    bool local_quorum = false;  // the far end is a local_quorum listener's own backend
 
     Pipeline() {
         std::signal(SIGPIPE, SIG_IGN);
@@ -156,6 +157,7 @@ struct Pipeline : ::testing::TestWithParam<Combo> {
             f.inbound = &*cfg.inbound;
         else
             f.target = cfg.inbound->backend;
+        f.needs_quorum = local_quorum;
         return f;
     }
 
@@ -344,6 +346,52 @@ TEST_P(Pipeline, ARouteThatSwitchedClosesWithReasonSwitched) {
         ASSERT_EQ(traffic.size(), 1u);
         EXPECT_EQ(traffic[0].second->last_error().first, "switched: the primary is now c");
     }
+}
+
+// inbound.services.X.local_quorum: an own service's local listener (plain to
+// this node's backend) serves only while Context::minority says nothing, and
+// what it has open goes (reason=no_quorum) when this node loses its majority.
+TEST_P(Pipeline, ALocalQuorumListenerClosesWhatItHasWhenTheMajorityIsLost) {
+    if (near_tls(GetParam()) || far_tls(GetParam())) return;  // an own service's local
+    std::optional<std::string> minority;
+    ctx->minority = [&] { return minority; };
+    local_quorum = true;
+    start();
+    minority = "no quorum: reaching 1 of 3 voters (a)";
+    EXPECT_EQ(ctx->connections.close_needing_quorum("not served: " + *minority), 1u);
+    EXPECT_EQ(closed(), CloseReason::no_quorum) << name(GetParam());
+}
+
+TEST_P(Pipeline, ALocalQuorumListenerInAMinorityResetsANewClientAndNeverDials) {
+    if (near_tls(GetParam()) || far_tls(GetParam())) return;
+    ctx->minority = [] {
+        return std::optional<std::string>("no quorum: reaching 1 of 3 voters (a)");
+    };
+    local_quorum = true;
+    tcp::socket near(io);
+    client_sock.emplace(io);
+    client_sock->connect(front.local_endpoint());
+    front.accept(near);
+    ConnInfo info;
+    info.id = ctx->next_id++;
+    info.direction = "outbound";
+    info.listener = info.local = info.remote = "127.0.0.1:1";
+    asio::co_spawn(io, carry(*ctx, Near{std::move(near), nullptr}, far(), info), asio::detached);
+    EXPECT_EQ(closed(), CloseReason::no_quorum) << name(GetParam());
+    char c;
+    error_code ec;
+    client_sock->read_some(asio::buffer(&c, 1), ec);
+    EXPECT_EQ(ec, asio::error::connection_reset) << ec.message();
+    // Nothing reached the backend; a connection not on such a listener is not closed.
+    backend_tcp.non_blocking(true);
+    backend_unix.non_blocking(true);
+    tcp::socket none(io);
+    backend_tcp.accept(none, ec);
+    EXPECT_EQ(ec, asio::error::would_block);
+    unix_socket unone(io);
+    backend_unix.accept(unone, ec);
+    EXPECT_EQ(ec, asio::error::would_block);
+    EXPECT_EQ(ctx->connections.close_needing_quorum("x"), 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(EachNearAndFar, Pipeline,

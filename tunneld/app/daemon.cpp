@@ -126,9 +126,37 @@ struct Daemon::Impl {
 
     // A probe or the backend monitor has a new result (called on their threads).
     void changed() {
-        if (ctx.minority) (void)ctx.minority();  // a majority lost or back: from now
+        check_minority();
         notifier.poke();
         if (routes) routes->reevaluate();
+    }
+
+    // local_quorum listeners: when this node loses its majority, what they
+    // have open goes too (reason=no_quorum), not only new connections: an etcd
+    // client's kept-alive connection to its cut-off member would go on reading
+    // what the majority has replaced. Called on every probe change and every
+    // second (a witness falls silent without a probe change).
+    std::mutex minority_mutex;
+    bool refusing_locals = true;  // until a first majority has settled
+    void check_minority() {
+        if (!ctx.minority) return;
+        std::lock_guard hold(minority_mutex);
+        auto why = ctx.minority();  // a majority lost or back: from now
+        if (why.has_value() == refusing_locals) return;
+        refusing_locals = why.has_value();
+        if (!why) {
+            spdlog::info(
+                "local_quorum: a majority has held for {} ms: serving the local_quorum "
+                "listeners again",
+                std::chrono::duration_cast<std::chrono::milliseconds>(majority.settle()).count());
+            return;
+        }
+        auto closed = ctx.connections.close_needing_quorum(
+            "this node's local_quorum service is not served without a majority: " + *why);
+        spdlog::warn(
+            "local_quorum: refusing the local_quorum listeners (no_quorum): {}; closed {} "
+            "connection(s)",
+            *why, closed);
     }
 
     QuorumView quorum_now() {
@@ -172,13 +200,15 @@ struct Daemon::Impl {
     // `side`, READY=1, and only then count the reload (`tunneld reload` waits
     // for the count). SIGTERM/SIGINT: stop everything and drain.
     // Every second: live connections whose peer certificate has expired are
-    // closed (reason=expired), as a new CRL closes revoked ones.
+    // closed (reason=expired), as a new CRL closes revoked ones; a witness
+    // fallen silent is noticed for local_quorum.
     Ticker expiry_timer{side};
     asio::awaitable<void> close_expired_loop() {
         for (;;) {
             bool go_on = co_await expiry_timer.sleep(std::chrono::seconds(1));
             if (!go_on) co_return;
             ctx.connections.close_expired();
+            check_minority();
         }
     }
 

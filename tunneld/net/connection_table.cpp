@@ -28,7 +28,7 @@ Admission ConnectionTable::admit(boost::asio::any_io_executor executor, std::uin
 
 Admission ConnectionTable::admit_local(boost::asio::any_io_executor executor, std::uint64_t id,
                                        const std::string& listener, std::string route,
-                                       std::string target) {
+                                       std::string target, bool needs_quorum) {
     std::lock_guard lock(mutex_);
     auto& n = local_[listener];
     if (n >= max_local_) return Admission(*this, nullptr);
@@ -39,6 +39,7 @@ Admission ConnectionTable::admit_local(boost::asio::any_io_executor executor, st
     c->listener = listener;
     c->route = std::move(route);
     c->target = std::move(target);
+    c->needs_quorum = needs_quorum;
     live_.emplace(id, c);
     return Admission(*this, std::move(c));
 }
@@ -158,11 +159,23 @@ void ConnectionTable::close_expired() {
 
 std::size_t ConnectionTable::close_routed(const std::string& route, const std::string& target,
                                           const std::string& why, CloseReason reason) {
+    return close_marked(
+        [&](const LiveConnection& c) { return c.route == route && c.target == target; }, why,
+        reason);
+}
+
+std::size_t ConnectionTable::close_needing_quorum(const std::string& why) {
+    return close_marked([](const LiveConnection& c) { return c.needs_quorum; }, why,
+                        CloseReason::no_quorum);
+}
+
+std::size_t ConnectionTable::close_marked(const std::function<bool(const LiveConnection&)>& which,
+                                          const std::string& why, CloseReason reason) {
     std::vector<std::shared_ptr<LiveConnection>> hit;
     {
         std::lock_guard lock(mutex_);
         for (auto& [id, c] : live_)
-            if (c->route == route && c->target == target) hit.push_back(c);
+            if (which(*c)) hit.push_back(c);
     }
     for (auto& c : hit)
         boost::asio::post(c->executor, [c, why, reason] {

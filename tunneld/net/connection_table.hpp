@@ -41,6 +41,9 @@ struct LiveConnection {
     // constant). `switched` is set, on `executor`, when the route closed it
     // because the primary changed.
     std::string route, target;
+    // Accepted on an inbound.services.X.local_quorum listener: closed when this
+    // node loses its majority (close_needing_quorum).
+    bool needs_quorum = false;
     std::string switched;                                 // why, "" if not
     CloseReason switched_reason = CloseReason::switched;  // or no_quorum
     // Inbound: the local end of its TCP backend socket ("127.0.0.1:40112"),
@@ -107,7 +110,7 @@ class ConnectionTable {
     // inbound replication. Empty when the listener's places are all taken.
     Admission admit_local(boost::asio::any_io_executor executor, std::uint64_t id,
                           const std::string& listener, std::string route = {},
-                          std::string target = {});
+                          std::string target = {}, bool needs_quorum = false);
     // Gives an admitted, not yet counted connection its max_connections place;
     // false when they are all taken.
     bool count(LiveConnection& c);
@@ -141,6 +144,9 @@ class ConnectionTable {
     // switched (`why`) and closes it. Returns how many were asked to close.
     std::size_t close_routed(const std::string& route, const std::string& target,
                              const std::string& why, CloseReason reason = CloseReason::switched);
+    // Posts to every live connection of a local_quorum listener: marks it
+    // no_quorum (`why`) and closes it. Returns how many were asked to close.
+    std::size_t close_needing_quorum(const std::string& why);
 
     // Records that `c`, from peer `identity`, reached its backend from the
     // local address `source` ("127.0.0.1:40112"); forgotten when c is released.
@@ -163,6 +169,10 @@ class ConnectionTable {
     // Every live connection now (taken under the lock; the posting that
     // follows runs outside it).
     std::vector<std::shared_ptr<LiveConnection>> live_now() const;
+    // Marks those `which` picks (under the lock: route, target and
+    // needs_quorum are set at admission) with `why` and posts their close.
+    std::size_t close_marked(const std::function<bool(const LiveConnection&)>& which,
+                             const std::string& why, CloseReason reason);
 
     mutable std::mutex mutex_;
     std::size_t max_;

@@ -54,7 +54,8 @@ Admission Steps::admit(Near& near) {
         info_.peer = far_.tls() ? far_.peer : ctx_.node;
         info_.remote = far_.target.to_string();
         auto target = far_.tls() ? (info_.route.empty() ? "" : far_.peer) : ctx_.node;
-        auto live = ctx_.connections.admit_local(ex, info_.id, info_.listener, info_.route, target);
+        auto live = ctx_.connections.admit_local(ex, info_.id, info_.listener, info_.route, target,
+                                                 far_.needs_quorum);
         if (!live) {
             ctx_.stats.count_close(direction_, CloseReason::limit);
             if (auto n = ctx_.refusals.note("listener " + info_.listener))
@@ -218,8 +219,11 @@ bool Steps::refuse_minority(tcp::socket& near) {
 
 void Steps::reset_near(tcp::socket& near, CloseReason reason, const std::string& key,
                        const std::string& detail) {
+    // Closed here, with SO_LINGER 0: a reset. (Left to the socket's
+    // destructor, Asio would clear the linger option first and send a FIN.)
     error_code ec;
     near.set_option(asio::socket_base::linger(true, 0), ec);
+    near.close(ec);
     ctx_.stats.count_close(Direction::outbound, reason);
     // One line per key per 10 s at most: a client retrying in a tight loop
     // (Patroni's etcd client does) cannot flood the log.

@@ -30,6 +30,7 @@ class SettledMajority {
     explicit SettledMajority(Clock::duration settle) : settle_(settle) {}
     // Why not to serve now, or nothing.
     std::optional<std::string> refusal(const QuorumView& q, Clock::time_point now);
+    Clock::duration settle() const { return settle_; }
 
   private:
     std::mutex mutex_;
