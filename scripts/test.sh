@@ -19,7 +19,7 @@ python3 scripts/check_layers.py build
 echo "== unit tests [${SECONDS}s]"
 (cd build && ctest --output-on-failure -j2)
 echo "== integration tests [${SECONDS}s]"
-/usr/bin/python3 -m pytest -p no:cacheprovider -v tests/integration "$@"
+/usr/bin/python3 -m pytest -p no:cacheprovider -v --durations=25 tests/integration "$@"
 if [ "${TUNNELD_SKIP_SANITIZE:-0}" != 1 ]; then
   bash scripts/sanitize.sh
 fi
