@@ -161,9 +161,9 @@ struct Pipeline : ::testing::TestWithParam<Combo> {
         return f;
     }
 
-    // Starts the pipeline on one accepted front socket, and the client and
-    // backend sides (handshakes included); returns once both are connected.
-    void start(std::string route = "") {
+    // Accepts one front socket (the client's, connected here) and starts the
+    // pipeline on it.
+    void spawn_carry(std::string route = "") {
         tcp::socket near(io);
         client_sock.emplace(io);
         client_sock->connect(front.local_endpoint());
@@ -179,6 +179,12 @@ struct Pipeline : ::testing::TestWithParam<Combo> {
                        carry(*ctx, Near{std::move(near), near_tls(GetParam()) ? &policy : nullptr},
                              far(), info),
                        asio::detached);
+    }
+
+    // Starts the pipeline, and the client and backend sides (handshakes
+    // included); returns once both are connected.
+    void start(std::string route = "") {
+        spawn_carry(std::move(route));
         asio::co_spawn(io, connect_client(), asio::detached);
         asio::co_spawn(io, accept_backend(), asio::detached);
         run_until([&] { return client_ready && backend_ready; });
@@ -368,15 +374,7 @@ TEST_P(Pipeline, ALocalQuorumListenerInAMinorityResetsANewClientAndNeverDials) {
         return std::optional<std::string>("no quorum: reaching 1 of 3 voters (a)");
     };
     local_quorum = true;
-    tcp::socket near(io);
-    client_sock.emplace(io);
-    client_sock->connect(front.local_endpoint());
-    front.accept(near);
-    ConnInfo info;
-    info.id = ctx->next_id++;
-    info.direction = "outbound";
-    info.listener = info.local = info.remote = "127.0.0.1:1";
-    asio::co_spawn(io, carry(*ctx, Near{std::move(near), nullptr}, far(), info), asio::detached);
+    spawn_carry();
     EXPECT_EQ(closed(), CloseReason::no_quorum) << name(GetParam());
     char c;
     error_code ec;
@@ -385,11 +383,9 @@ TEST_P(Pipeline, ALocalQuorumListenerInAMinorityResetsANewClientAndNeverDials) {
     // Nothing reached the backend; a connection not on such a listener is not closed.
     backend_tcp.non_blocking(true);
     backend_unix.non_blocking(true);
-    tcp::socket none(io);
-    backend_tcp.accept(none, ec);
-    EXPECT_EQ(ec, asio::error::would_block);
-    unix_socket unone(io);
-    backend_unix.accept(unone, ec);
+    tcp::socket t(io);
+    unix_socket u(io);
+    far_unix(GetParam()) ? backend_unix.accept(u, ec) : backend_tcp.accept(t, ec);
     EXPECT_EQ(ec, asio::error::would_block);
     EXPECT_EQ(ctx->connections.close_needing_quorum("x"), 0u);
 }
