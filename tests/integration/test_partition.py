@@ -111,13 +111,15 @@ def test_the_minority_side_never_writes_to_a_replaced_primary_tunneld_next_to_ha
         assert r["detail"].startswith("no quorum: reaching 1 of 3 voters (primary-1), a majority needs 2; "
                                       "unreachable: standby-1 ("), r["detail"]
         # The open session was closed by the decision, with reason=no_quorum,
-        # within one probe interval (300 ms) of it.
+        # within one probe interval (300 ms) of it. The decision's own line is
+        # written after the closes are posted, so a connection's close line may
+        # come a few ms before it (CI saw -2 ms).
         t = c.tunnels["app"]
         decided = t.wait_log(r"route 127\.0\.0\.1:6432 \(to primary\): refusing new connections \(no_quorum\)")
         closed = t.wait_log(r"outbound close peer=primary-1 .*route=127\.0\.0\.1:6432 .*reason=no_quorum")
         decided_at = log_time(t.log_lines(r"refusing new connections \(no_quorum\)")[0])
         closed_at = log_time(t.log_lines(r"outbound close peer=primary-1 .*reason=no_quorum")[0])
-        assert 0 <= closed_at - decided_at <= 0.3, (decided, closed)
+        assert -0.05 <= closed_at - decided_at <= 0.3, (decided, closed)
         session.wait(timeout=10)
         assert session.returncode != 0, session.stdout.read()
         # /health and /metrics say so.
